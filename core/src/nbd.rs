@@ -1,0 +1,1 @@
+//! NBD protocol (fixed newstyle): written next.

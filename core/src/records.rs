@@ -1,0 +1,198 @@
+//! The records the metadata group owns. Each is persisted on its own, with a
+//! format version, and changed only by applying a [`crate::command::Command`].
+
+use crate::block::ChunkId;
+use crate::ids::{OutpostId, SnapshotId, VolumeId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Format version of every record below. Bump it, and migrate, when a field changes.
+pub const RECORD_VERSION: u16 = 1;
+
+/// A chunk node as it registered itself: where it is and how to reach it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkNodeInfo {
+    /// Stable name chosen by configuration, e.g. `chunk-1a-1`.
+    pub node_id: String,
+    /// The availability zone the node is in, or the AZ an Outpost is anchored to.
+    pub az: String,
+    /// Set when the node is part of an Outpost.
+    pub outpost: Option<OutpostId>,
+    /// gRPC endpoint, `http://host:port`.
+    pub grpc_addr: String,
+    /// NBD endpoint, `host:port`.
+    pub nbd_addr: String,
+}
+
+impl ChunkNodeInfo {
+    /// The zone this node stores data for: the Outpost id, or the AZ.
+    pub fn zone(&self) -> String {
+        match &self.outpost {
+            Some(op) => op.to_string(),
+            None => self.az.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VolumeState {
+    Creating,
+    Available,
+    InUse,
+    Deleting,
+    Error,
+}
+
+impl VolumeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VolumeState::Creating => "creating",
+            VolumeState::Available => "available",
+            VolumeState::InUse => "in-use",
+            VolumeState::Deleting => "deleting",
+            VolumeState::Error => "error",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    pub version: u16,
+    pub id: VolumeId,
+    pub owner: String,
+    pub size_gib: u64,
+    pub az: String,
+    pub outpost: Option<OutpostId>,
+    /// The chunk node that hosts the volume's bytes.
+    pub host_node: String,
+    pub volume_type: String,
+    pub iops: Option<u32>,
+    pub throughput: Option<u32>,
+    pub encrypted: bool,
+    pub state: VolumeState,
+    pub create_time_ms: u64,
+    /// The snapshot the volume was restored from.
+    pub snapshot_id: Option<SnapshotId>,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl Volume {
+    pub fn size_bytes(&self) -> u64 {
+        self.size_gib << 30
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SnapshotState {
+    Pending,
+    Completed,
+    Error,
+}
+
+impl SnapshotState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotState::Pending => "pending",
+            SnapshotState::Completed => "completed",
+            SnapshotState::Error => "error",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub version: u16,
+    pub id: SnapshotId,
+    pub volume_id: VolumeId,
+    pub owner: String,
+    pub state: SnapshotState,
+    /// Why the snapshot is in `error`.
+    pub state_message: Option<String>,
+    /// 0..=100.
+    pub progress: u8,
+    pub start_time_ms: u64,
+    pub completion_time_ms: Option<u64>,
+    pub description: String,
+    pub volume_size_gib: u64,
+    pub encrypted: bool,
+    /// Set for a local snapshot of an Outpost: its bytes stay on that Outpost.
+    pub outpost: Option<OutpostId>,
+    pub storage_tier: String,
+    /// Root of the manifest, set when the copy completed.
+    pub manifest_root: Option<ChunkId>,
+    pub parent: Option<SnapshotId>,
+    /// Bytes of non-zero blocks the snapshot holds.
+    pub full_size_bytes: Option<u64>,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// What is stored under one key of the state machine.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum RecordKey {
+    Node(String),
+    Volume(VolumeId),
+    Snapshot(SnapshotId),
+    /// An idempotency token, scoped by owner and operation.
+    Token(String),
+}
+
+impl RecordKey {
+    /// A byte key that sorts records of one kind together.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            RecordKey::Node(n) => format!("n/{n}"),
+            RecordKey::Volume(v) => format!("v/{v}"),
+            RecordKey::Snapshot(s) => format!("s/{s}"),
+            RecordKey::Token(t) => format!("t/{t}"),
+        }
+        .into_bytes()
+    }
+}
+
+/// An idempotency token remembers which resource it created and a fingerprint
+/// of the parameters, so a retry with other parameters can be refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub version: u16,
+    /// `owner/token`: the key the record is stored under.
+    pub key: String,
+    pub resource_id: String,
+    pub fingerprint: String,
+}
+
+/// One persisted record, as stored in the state machine.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Record {
+    Node(ChunkNodeInfo),
+    Volume(Volume),
+    Snapshot(Snapshot),
+    Token(TokenRecord),
+}
+
+/// Error decoding a persisted record: never papered over with a default.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("record is corrupt: {0}")]
+    Corrupt(String),
+    #[error("record has format version {found}, this build reads {expected}")]
+    Version { found: u16, expected: u16 },
+}
+
+/// On-disk envelope: a version marker, then the bincode body.
+pub fn encode_record(r: &Record) -> Vec<u8> {
+    let mut out = RECORD_VERSION.to_be_bytes().to_vec();
+    // Serialising plain data into a Vec cannot fail.
+    out.extend(bincode::serialize(r).unwrap_or_default());
+    out
+}
+
+pub fn decode_record(bytes: &[u8]) -> Result<Record, DecodeError> {
+    if bytes.len() < 2 {
+        return Err(DecodeError::Corrupt("shorter than its version marker".into()));
+    }
+    let found = u16::from_be_bytes([bytes[0], bytes[1]]);
+    if found != RECORD_VERSION {
+        return Err(DecodeError::Version { found, expected: RECORD_VERSION });
+    }
+    bincode::deserialize(&bytes[2..]).map_err(|e| DecodeError::Corrupt(e.to_string()))
+}

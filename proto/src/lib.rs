@@ -1,0 +1,16 @@
+//! Cairn's internal gRPC: the generated tonic code, conversions between wire
+//! and domain types, and the one metadata client every process uses.
+
+#[allow(clippy::all, clippy::pedantic)]
+pub mod pb {
+    tonic::include_proto!("cairn.v1");
+}
+
+pub mod convert;
+pub mod meta_client;
+
+pub use meta_client::{MetaClientError, MetadataClient};
+
+/// Largest gRPC message any Cairn service sends or accepts (a chunk is 512 KiB;
+/// Raft batches and snapshots stay below this).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
