@@ -1,1 +1,61 @@
-fn main() {}
+//! `cairn`: starts a local cluster (`cairn up`), runs one Cairn process
+//! (`cairn metadata-node|chunk-node|gateway`), and gives admin verbs.
+
+mod admin;
+mod process;
+mod up;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "cairn", version, about = "Cairn: EBS-style snapshots on machines you own")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start a local cluster (3 metadata nodes, 3 chunk nodes, 1 gateway) as
+    /// separate processes; Ctrl-C stops them all. Running it again on the same
+    /// data directory brings everything back.
+    Up(up::UpArgs),
+    /// Run one metadata-group member (used by `cairn up` and deploy/).
+    MetadataNode(process::ProcessArgs),
+    /// Run one chunk node (used by `cairn up` and deploy/).
+    ChunkNode(process::ProcessArgs),
+    /// Run one gateway (used by `cairn up` and deploy/).
+    Gateway(process::ProcessArgs),
+    /// Inspect the cluster.
+    Admin {
+        #[command(subcommand)]
+        cmd: admin::AdminCmd,
+    },
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn,h2=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Up(a) => up::run(a).await,
+            Cmd::MetadataNode(a) => process::metadata_node(a).await,
+            Cmd::ChunkNode(a) => process::chunk_node(a).await,
+            Cmd::Gateway(a) => process::gateway(a).await,
+            Cmd::Admin { cmd } => admin::run(cmd).await,
+        }
+    })
+}
+
+/// Where a process writes the addresses it bound, once it serves requests.
+pub(crate) fn addr_file(dir: &std::path::Path) -> PathBuf {
+    dir.join("addr.toml")
+}

@@ -1,0 +1,14 @@
+# The verbs people expect. Every target goes through the same scripts as the README.
+.PHONY: up test lint fmt
+
+up:
+	./cairn up
+
+test:
+	scripts/test
+
+lint:
+	. scripts/env.sh && cargo fmt --all -- --check && cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all

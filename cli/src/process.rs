@@ -1,0 +1,113 @@
+//! One Cairn process: reads its TOML config, binds its listeners, serves, and
+//! writes the bound addresses to a file (so a launcher using port 0 learns
+//! them). SIGINT or SIGTERM shuts it down cleanly.
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use tokio::net::TcpListener;
+
+#[derive(clap::Args, Debug)]
+pub struct ProcessArgs {
+    /// The process's TOML configuration.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Address of the main listener (gRPC, or HTTP for a gateway).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: String,
+    /// Address of the NBD listener (chunk node and gateway).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub nbd_listen: String,
+    /// Where to write the bound addresses (TOML) once serving.
+    #[arg(long)]
+    pub addr_file: Option<PathBuf>,
+}
+
+/// The addresses a process bound, as written to its address file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BoundAddrs {
+    pub main: String,
+    pub nbd: Option<String>,
+    pub pid: u32,
+}
+
+fn read_config<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Writes `content` to `path` atomically (temp file + rename).
+pub fn write_atomic(path: &Path, content: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, content).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}
+
+fn announce(args: &ProcessArgs, main: std::net::SocketAddr, nbd: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
+    if let Some(file) = &args.addr_file {
+        let a = BoundAddrs {
+            main: main.to_string(),
+            nbd: nbd.map(|a| a.to_string()),
+            pid: std::process::id(),
+        };
+        write_atomic(file, toml::to_string(&a)?.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Reads an address file written by [`announce`].
+pub fn read_addrs(path: &Path) -> Option<BoundAddrs> {
+    toml::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+/// Resolves when the process is asked to stop (SIGINT or SIGTERM).
+pub async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+    else {
+        // Without signal handlers the process can only be killed; wait forever.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+}
+
+pub async fn metadata_node(args: ProcessArgs) -> anyhow::Result<()> {
+    let config: cairn_metadata_node::MetadataConfig = read_config(&args.config)?;
+    let listener = TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let node = cairn_metadata_node::MetadataNode::start(config, listener).await?;
+    announce(&args, node.addr(), None)?;
+    tracing::info!(addr = %node.addr(), "metadata node serving");
+    stop_signal().await;
+    node.shutdown().await;
+    Ok(())
+}
+
+pub async fn chunk_node(args: ProcessArgs) -> anyhow::Result<()> {
+    let config: cairn_chunk_node::ChunkNodeConfig = read_config(&args.config)?;
+    let grpc = TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let nbd =
+        TcpListener::bind(&args.nbd_listen).await.with_context(|| format!("binding {}", args.nbd_listen))?;
+    let node = cairn_chunk_node::ChunkNode::start(config, grpc, nbd).await?;
+    announce(&args, node.grpc_addr(), Some(node.nbd_addr()))?;
+    tracing::info!(grpc = %node.grpc_addr(), nbd = %node.nbd_addr(), "chunk node serving");
+    stop_signal().await;
+    node.shutdown().await;
+    Ok(())
+}
+
+pub async fn gateway(args: ProcessArgs) -> anyhow::Result<()> {
+    let config: cairn_gateway::GatewayConfig = read_config(&args.config)?;
+    let http = TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let nbd =
+        TcpListener::bind(&args.nbd_listen).await.with_context(|| format!("binding {}", args.nbd_listen))?;
+    let gw = cairn_gateway::Gateway::start(config, http, nbd).await?;
+    announce(&args, gw.http_addr(), Some(gw.nbd_addr()))?;
+    tracing::info!(http = %gw.http_addr(), nbd = %gw.nbd_addr(), "gateway serving");
+    stop_signal().await;
+    gw.shutdown().await;
+    Ok(())
+}

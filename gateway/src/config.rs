@@ -1,0 +1,147 @@
+//! The gateway's configuration: one serde struct with defaults, read from the
+//! process's TOML file (or built with [`GatewayConfig::for_test`]).
+
+use serde::{Deserialize, Serialize};
+
+/// Everything a gateway needs to know about the region it fronts.
+///
+/// The region, its AZ names, the account and the replication factor are
+/// configuration, not code: people name them after the AWS region their
+/// scripts already use.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// The region name clients sign for (the SigV4 credential scope region).
+    pub region: String,
+    /// The one account that owns resources while `dev_any_key` is on.
+    pub account_id: String,
+    /// The region's availability zones, in order; zone N also has the id `<region>-az<N>`.
+    pub availability_zones: Vec<String>,
+    /// gRPC URLs of the metadata group's members (`http://host:port`).
+    pub metadata: Vec<String>,
+    /// Replicas per chunk of a snapshot; placement uses `min(rf, nodes)`.
+    pub replication_factor: u32,
+    /// Development mode: accept any access key and any signature, and map every
+    /// caller to `account_id`. Signature verification does not exist yet, so the
+    /// gateway refuses to start with this off.
+    pub dev_any_key: bool,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Requests served at once; beyond that the gateway sheds load with
+    /// `RequestLimitExceeded` (HTTP 503), which AWS clients retry.
+    pub max_concurrent_requests: usize,
+    /// Deadline of one HTTP request, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// How long one metadata call keeps looking for a leader before the
+    /// request is answered as unavailable (HTTP 503), in milliseconds.
+    pub metadata_deadline_ms: u64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            region: "cairn-1".into(),
+            account_id: "123456789012".into(),
+            availability_zones: vec!["cairn-1a".into(), "cairn-1b".into()],
+            metadata: Vec::new(),
+            replication_factor: 3,
+            dev_any_key: true,
+            max_body_bytes: 1 << 20,
+            max_concurrent_requests: 256,
+            request_timeout_ms: 30_000,
+            metadata_deadline_ms: 10_000,
+        }
+    }
+}
+
+/// A configuration the gateway cannot run with.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid gateway configuration: {field}: {reason}")]
+pub struct ConfigError {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+impl GatewayConfig {
+    /// Defaults pointing at the given metadata members, with short deadlines so
+    /// tests see failures quickly.
+    pub fn for_test(metadata: Vec<String>) -> Self {
+        GatewayConfig { metadata, metadata_deadline_ms: 5_000, ..GatewayConfig::default() }
+    }
+
+    /// Checks what serde cannot: non-empty lists, sane numbers, and that no
+    /// unimplemented mode is asked for.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |field, reason: &str| Err(ConfigError { field, reason: reason.to_string() });
+        if self.region.is_empty() {
+            return err("region", "must not be empty");
+        }
+        if self.account_id.len() != 12 || !self.account_id.bytes().all(|b| b.is_ascii_digit()) {
+            return err("account_id", "must be 12 digits");
+        }
+        if self.availability_zones.is_empty() {
+            return err("availability_zones", "must name at least one zone");
+        }
+        if self.metadata.is_empty() {
+            return err("metadata", "must name at least one metadata member");
+        }
+        if self.replication_factor == 0 {
+            return err("replication_factor", "must be at least 1");
+        }
+        if !self.dev_any_key {
+            return err(
+                "dev_any_key",
+                "SigV4 signature verification is not implemented yet; only dev_any_key = true runs",
+            );
+        }
+        if self.max_body_bytes == 0 || self.max_concurrent_requests == 0 {
+            return err("max_body_bytes/max_concurrent_requests", "must be positive");
+        }
+        Ok(())
+    }
+
+    /// The AZ id of a zone name (`<region>-az<N>`, N from 1 in list order).
+    pub fn az_id(&self, az: &str) -> Option<String> {
+        let i = self.availability_zones.iter().position(|z| z == az)?;
+        Some(format!("{}-az{}", self.region, i + 1))
+    }
+
+    /// The zone name of an AZ id, the inverse of [`GatewayConfig::az_id`].
+    pub fn az_by_id(&self, id: &str) -> Option<String> {
+        self.availability_zones.iter().find(|z| self.az_id(z).as_deref() == Some(id)).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_unknown_fields() {
+        let c: GatewayConfig = serde_json::from_str(r#"{"metadata":["http://m:1"]}"#).unwrap();
+        assert_eq!(c.region, "cairn-1");
+        assert_eq!(c.availability_zones, vec!["cairn-1a", "cairn-1b"]);
+        assert_eq!(c.replication_factor, 3);
+        assert!(c.dev_any_key);
+        c.validate().unwrap();
+        assert!(serde_json::from_str::<GatewayConfig>(r#"{"regoin":"x"}"#).is_err());
+    }
+
+    #[test]
+    fn validation() {
+        let mut c = GatewayConfig::for_test(vec!["http://m:1".into()]);
+        c.validate().unwrap();
+        c.dev_any_key = false;
+        assert_eq!(c.validate().unwrap_err().field, "dev_any_key");
+        let c = GatewayConfig::for_test(vec![]);
+        assert_eq!(c.validate().unwrap_err().field, "metadata");
+    }
+
+    #[test]
+    fn az_ids() {
+        let c = GatewayConfig::for_test(vec!["http://m:1".into()]);
+        assert_eq!(c.az_id("cairn-1b").as_deref(), Some("cairn-1-az2"));
+        assert_eq!(c.az_by_id("cairn-1-az1").as_deref(), Some("cairn-1a"));
+        assert_eq!(c.az_by_id("cairn-1-az9"), None);
+    }
+}

@@ -1,0 +1,76 @@
+"""Disk images, NBD I/O through qemu-img, and raw EC2 Query requests."""
+import os
+import subprocess
+import urllib.error
+import urllib.request
+import xml.etree.ElementTree as ET
+
+BLOCK = 524288
+GIB = 1 << 30
+
+
+def make_image(path, size=GIB, data_blocks=(), repeat=None, seed=0):
+    """A sparse raw image: random data in `data_blocks` (block indexes), zeros
+    elsewhere. With `repeat`, those blocks all hold the same bytes."""
+    rnd = os.urandom if seed == 0 else None
+    with open(path, "wb") as f:
+        f.truncate(size)
+        same = os.urandom(BLOCK) if repeat else None
+        for i in data_blocks:
+            f.seek(i * BLOCK)
+            f.write(same if same is not None else rnd(BLOCK))
+    return path
+
+
+def nbd_write(uri, image):
+    subprocess.run(
+        ["qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", str(image), uri],
+        check=True, capture_output=True, timeout=600,
+    )
+
+
+def nbd_compare(image, uri):
+    """0 when the NBD export's bytes equal the image's (qemu-img compare)."""
+    r = subprocess.run(
+        ["qemu-img", "compare", "-f", "raw", "-F", "raw", str(image), uri],
+        capture_output=True, text=True, timeout=600,
+    )
+    return r.returncode, r.stdout + r.stderr
+
+
+def nbd_read(uri, out):
+    subprocess.run(
+        ["qemu-img", "convert", "-f", "raw", "-O", "raw", uri, str(out)],
+        check=True, capture_output=True, timeout=600,
+    )
+
+
+def raw_query(endpoint, body, region="cairn-1", auth=True):
+    """POSTs a hand-made EC2 Query body; returns (status, parsed XML root, text)."""
+    headers = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
+    if auth:
+        headers["Authorization"] = (
+            "AWS4-HMAC-SHA256 Credential=cairn/20260101/%s/ec2/aws4_request, "
+            "SignedHeaders=host;x-amz-date, Signature=00" % region
+        )
+        headers["X-Amz-Date"] = "20260101T000000Z"
+    req = urllib.request.Request(endpoint + "/", data=body.encode(), headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            status, text = r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        status, text = e.code, e.read().decode()
+    return status, ET.fromstring(text), text
+
+
+def error_code(root):
+    """(Code, RequestID) of an EC2 XML error envelope."""
+    code = root.find("./Errors/Error/Code")
+    rid = root.find("./RequestID")
+    return (code.text if code is not None else None, rid.text if rid is not None else None)
+
+
+def http_json(url):
+    import json
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return json.loads(r.read().decode())
