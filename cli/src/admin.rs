@@ -22,12 +22,21 @@ pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
         AdminCmd::Status { data_dir, metadata } => {
             let addrs = if metadata.is_empty() { addrs_from(&data_dir)? } else { metadata };
             let client = MetadataClient::new(addrs.clone());
-            println!("{:<6} {:<28} {:<10} {:>6} {:>7} {:>10} {:>10}", "id", "address", "state", "term", "leader", "last_log", "applied");
+            println!(
+                "{:<6} {:<28} {:<10} {:>6} {:>7} {:>10} {:>10}",
+                "id", "address", "state", "term", "leader", "last_log", "applied"
+            );
             for a in &addrs {
                 match client.status(a).await {
                     Ok(s) => println!(
                         "{:<6} {:<28} {:<10} {:>6} {:>7} {:>10} {:>10}",
-                        s.node_id, a, s.state, s.term, s.leader_id, s.last_log_index, s.last_applied
+                        s.node_id,
+                        a,
+                        s.state,
+                        s.term,
+                        s.leader_id,
+                        s.last_log_index,
+                        s.last_applied
                     ),
                     Err(e) => println!("{:<6} {:<28} {:<10} ({e})", "?", a, "down"),
                 }
@@ -41,6 +50,13 @@ fn addrs_from(data_dir: &std::path::Path) -> anyhow::Result<Vec<String>> {
     let text = std::fs::read_to_string(data_dir.join("cluster.toml"))
         .with_context(|| format!("no cluster in {}", data_dir.display()))?;
     let v: toml::Value = toml::from_str(&text)?;
-    let ports = v.get("metadata_ports").and_then(|p| p.as_array()).context("cluster.toml has no metadata_ports")?;
-    Ok(ports.iter().filter_map(|p| p.as_integer()).map(|p| format!("http://127.0.0.1:{p}")).collect())
+    let ports = v
+        .get("metadata_ports")
+        .and_then(|p| p.as_array())
+        .context("cluster.toml has no metadata_ports")?;
+    Ok(ports
+        .iter()
+        .filter_map(|p| p.as_integer())
+        .map(|p| format!("http://127.0.0.1:{p}"))
+        .collect())
 }

@@ -32,7 +32,8 @@ pub struct BoundAddrs {
 }
 
 fn read_config<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<T> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
@@ -44,7 +45,11 @@ pub fn write_atomic(path: &Path, content: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn announce(args: &ProcessArgs, main: std::net::SocketAddr, nbd: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
+fn announce(
+    args: &ProcessArgs,
+    main: std::net::SocketAddr,
+    nbd: Option<std::net::SocketAddr>,
+) -> anyhow::Result<()> {
     if let Some(file) = &args.addr_file {
         let a = BoundAddrs {
             main: main.to_string(),
@@ -64,7 +69,8 @@ pub fn read_addrs(path: &Path) -> Option<BoundAddrs> {
 /// Resolves when the process is asked to stop (SIGINT or SIGTERM).
 pub async fn stop_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+    let (Ok(mut int), Ok(mut term)) =
+        (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
     else {
         // Without signal handlers the process can only be killed; wait forever.
         return std::future::pending().await;
@@ -77,7 +83,9 @@ pub async fn stop_signal() {
 
 pub async fn metadata_node(args: ProcessArgs) -> anyhow::Result<()> {
     let config: cairn_metadata_node::MetadataConfig = read_config(&args.config)?;
-    let listener = TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let listener = TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
     let node = cairn_metadata_node::MetadataNode::start(config, listener).await?;
     announce(&args, node.addr(), None)?;
     tracing::info!(addr = %node.addr(), "metadata node serving");
@@ -88,9 +96,12 @@ pub async fn metadata_node(args: ProcessArgs) -> anyhow::Result<()> {
 
 pub async fn chunk_node(args: ProcessArgs) -> anyhow::Result<()> {
     let config: cairn_chunk_node::ChunkNodeConfig = read_config(&args.config)?;
-    let grpc = TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;
-    let nbd =
-        TcpListener::bind(&args.nbd_listen).await.with_context(|| format!("binding {}", args.nbd_listen))?;
+    let grpc = TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let nbd = TcpListener::bind(&args.nbd_listen)
+        .await
+        .with_context(|| format!("binding {}", args.nbd_listen))?;
     let node = cairn_chunk_node::ChunkNode::start(config, grpc, nbd).await?;
     announce(&args, node.grpc_addr(), Some(node.nbd_addr()))?;
     tracing::info!(grpc = %node.grpc_addr(), nbd = %node.nbd_addr(), "chunk node serving");
@@ -101,9 +112,12 @@ pub async fn chunk_node(args: ProcessArgs) -> anyhow::Result<()> {
 
 pub async fn gateway(args: ProcessArgs) -> anyhow::Result<()> {
     let config: cairn_gateway::GatewayConfig = read_config(&args.config)?;
-    let http = TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;
-    let nbd =
-        TcpListener::bind(&args.nbd_listen).await.with_context(|| format!("binding {}", args.nbd_listen))?;
+    let http = TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let nbd = TcpListener::bind(&args.nbd_listen)
+        .await
+        .with_context(|| format!("binding {}", args.nbd_listen))?;
     let gw = cairn_gateway::Gateway::start(config, http, nbd).await?;
     announce(&args, gw.http_addr(), Some(gw.nbd_addr()))?;
     tracing::info!(http = %gw.http_addr(), nbd = %gw.nbd_addr(), "gateway serving");

@@ -84,7 +84,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     };
     let outpost = OutpostId::parse(&cluster.outpost_id).context("cluster.toml: bad outpost_id")?;
     let mut procs: Vec<Proc> = Vec::new();
-    let result = start_all(&args, &data_dir, &cluster_path, &mut cluster, &outpost, &mut procs).await;
+    let result =
+        start_all(&args, &data_dir, &cluster_path, &mut cluster, &outpost, &mut procs).await;
     match result {
         Ok(()) => {
             let ok = supervise(&mut procs).await;
@@ -116,9 +117,18 @@ async fn start_all(
     for id in 1..=3u64 {
         let dir = data_dir.join(format!("meta-{id}"));
         std::fs::create_dir_all(&dir)?;
-        let config = format!("node_id = {id}\ndata_dir = {:?}\n", dir.join("raft").display().to_string());
+        let config =
+            format!("node_id = {id}\ndata_dir = {:?}\n", dir.join("raft").display().to_string());
         let port = cluster.metadata_ports.get(id as usize - 1).copied().unwrap_or(0);
-        let p = spawn(&exe, "metadata-node", &format!("meta-{id}"), &dir, &config, &format!("{host}:{port}"), None)?;
+        let p = spawn(
+            &exe,
+            "metadata-node",
+            &format!("meta-{id}"),
+            &dir,
+            &config,
+            &format!("{host}:{port}"),
+            None,
+        )?;
         procs.push(p);
     }
     for p in procs.iter_mut() {
@@ -167,7 +177,15 @@ async fn start_all(
         if let Some(op) = op {
             config.push_str(&format!("outpost = {:?}\n", op.to_string()));
         }
-        procs.push(spawn(&exe, "chunk-node", name, &dir, &config, &format!("{host}:0"), Some(&format!("{host}:0")))?);
+        procs.push(spawn(
+            &exe,
+            "chunk-node",
+            name,
+            &dir,
+            &config,
+            &format!("{host}:0"),
+            Some(&format!("{host}:0")),
+        )?);
     }
     let mut chunk_addrs = Vec::new();
     for p in procs[first_chunk..].iter_mut() {
@@ -176,7 +194,9 @@ async fn start_all(
     wait_until("every chunk node registers", procs, || async {
         match meta.read(&Query::Nodes).await {
             Ok(QueryOutput::Nodes(nodes)) => chunk_addrs.iter().all(|(name, a)| {
-                nodes.iter().any(|n| &n.node_id == name && n.grpc_addr == format!("http://{}", a.main))
+                nodes
+                    .iter()
+                    .any(|n| &n.node_id == name && n.grpc_addr == format!("http://{}", a.main))
             }),
             _ => false,
         }
@@ -205,8 +225,10 @@ async fn start_all(
     let last = procs.len() - 1;
     let gw_addrs = wait_addrs(&mut procs[last]).await?;
     let http = gw_addrs.main.clone();
-    wait_until("the gateway answers", procs, || async { http_get_status(&http, "/_cairn/health").await == Some(200) })
-        .await?;
+    wait_until("the gateway answers", procs, || async {
+        http_get_status(&http, "/_cairn/health").await == Some(200)
+    })
+    .await?;
 
     let nbd = gw_addrs.nbd.clone().unwrap_or_default();
     let outpost_arn = outpost.arn(REGION, ACCOUNT);
@@ -351,7 +373,10 @@ async fn supervise(procs: &mut [Proc]) -> anyhow::Result<()> {
 async fn stop_all(procs: &mut Vec<Proc>) {
     while let Some(mut p) = procs.pop() {
         if let Some(pid) = p.child.id() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
         }
         match tokio::time::timeout(Duration::from_secs(20), p.child.wait()).await {
             Ok(_) => {}

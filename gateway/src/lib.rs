@@ -1,1 +1,19 @@
-//! cairn-gateway
+//! cairn-gateway: the stateless front of a Cairn region. It speaks the EC2
+//! Query API over HTTP (axum on tower), orchestrates snapshot copies and
+//! volume restores on the chunk nodes (it never carries bytes), and runs the
+//! NBD front door.
+//!
+//! Start one with [`Gateway::start`], giving it already-bound listeners.
+
+pub mod admin;
+pub mod auth;
+pub mod config;
+pub mod ctx;
+pub mod ec2;
+pub mod jobs;
+pub mod nbd_door;
+pub mod nodes;
+pub mod server;
+
+pub use config::{ConfigError, GatewayConfig};
+pub use server::{Gateway, GatewayError};

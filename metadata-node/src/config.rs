@@ -2,7 +2,7 @@
 //! and the Raft timers tuned for a LAN.
 
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// One member of the metadata group. Read from the process's TOML file; every
 /// field but `node_id` and `data_dir` has a default suited to a LAN.
@@ -27,6 +27,10 @@ pub struct MetadataConfig {
     /// Timeout of one snapshot chunk transfer (and of the final install), in ms.
     #[serde(default = "default_install_snapshot_timeout_ms")]
     pub install_snapshot_timeout_ms: u64,
+    /// Log entries kept below the last snapshot, so a briefly lagging member
+    /// catches up from the log instead of receiving a whole snapshot.
+    #[serde(default = "default_keep_logs_after_snapshot")]
+    pub keep_logs_after_snapshot: u64,
 }
 
 fn default_heartbeat_ms() -> u64 {
@@ -44,6 +48,9 @@ fn default_snapshot_logs() -> u64 {
 fn default_install_snapshot_timeout_ms() -> u64 {
     10_000
 }
+fn default_keep_logs_after_snapshot() -> u64 {
+    1000
+}
 
 impl MetadataConfig {
     /// A member with the default (LAN) timers.
@@ -56,11 +63,12 @@ impl MetadataConfig {
             election_max_ms: default_election_max_ms(),
             snapshot_logs: default_snapshot_logs(),
             install_snapshot_timeout_ms: default_install_snapshot_timeout_ms(),
+            keep_logs_after_snapshot: default_keep_logs_after_snapshot(),
         }
     }
 
     /// Faster timers for in-process test clusters on loopback.
-    pub fn for_test(node_id: u64, data_dir: &Path) -> Self {
+    pub fn for_test(node_id: u64, data_dir: impl Into<PathBuf>) -> Self {
         MetadataConfig {
             heartbeat_ms: 50,
             election_min_ms: 300,
@@ -70,7 +78,7 @@ impl MetadataConfig {
     }
 
     /// The openraft configuration these settings stand for, validated.
-    pub fn raft_config(&self) -> Result<openraft::Config, openraft::ConfigError> {
+    pub fn raft_config(&self) -> Result<openraft::Config, Box<openraft::ConfigError>> {
         let snapshot_logs = self.snapshot_logs.max(1);
         openraft::Config {
             cluster_name: "cairn-metadata".to_string(),
@@ -84,17 +92,19 @@ impl MetadataConfig {
             replication_lag_threshold: snapshot_logs.saturating_mul(2),
             snapshot_max_chunk_size: 1024 * 1024,
             max_payload_entries: 64,
-            max_in_snapshot_log_to_keep: 1000,
+            max_in_snapshot_log_to_keep: self.keep_logs_after_snapshot,
             purge_batch_size: 256,
             ..Default::default()
         }
         .validate()
+        .map_err(Box::new)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn defaults_fill_missing_fields() {

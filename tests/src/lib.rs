@@ -1,1 +1,196 @@
-//! Cluster harness
+//! The in-process cluster harness: 3 metadata nodes, 3 chunk nodes (two AZs
+//! and an Outpost) and a gateway, each on port-0 listeners in one temp dir,
+//! with helpers that talk to the gateway as an AWS client would and wait on
+//! predicates, never on sleeps.
+
+pub mod http;
+
+use anyhow::{bail, Context};
+use cairn_chunk_node::{ChunkNode, ChunkNodeConfig};
+use cairn_core::command::{Query, QueryOutput};
+use cairn_core::OutpostId;
+use cairn_gateway::{Gateway, GatewayConfig};
+use cairn_metadata_node::{MetadataConfig, MetadataNode};
+use cairn_proto::MetadataClient;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+pub const REGION: &str = "cairn-1";
+pub const ACCOUNT: &str = "123456789012";
+
+/// Installs one tracing subscriber for the test binary (idempotent).
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// Polls `pred` every 20 ms until it holds; fails after `timeout`.
+pub async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut pred: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !pred().await {
+        if start.elapsed() > timeout {
+            bail!("timed out after {timeout:?} waiting until {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+async fn bind() -> anyhow::Result<TcpListener> {
+    Ok(TcpListener::bind("127.0.0.1:0").await?)
+}
+
+pub struct TestCluster {
+    pub dir: tempfile::TempDir,
+    /// `None` for a member a test stopped.
+    pub meta: Vec<Option<MetadataNode>>,
+    pub meta_addrs: Vec<String>,
+    pub chunks: Vec<ChunkNode>,
+    pub gateway: Option<Gateway>,
+    pub outpost: OutpostId,
+    pub client: MetadataClient,
+}
+
+impl TestCluster {
+    pub async fn start() -> anyhow::Result<TestCluster> {
+        init_logging();
+        let dir = tempfile::tempdir()?;
+        let mut meta = Vec::new();
+        for id in 1..=3u64 {
+            let config = MetadataConfig::for_test(id, dir.path().join(format!("meta-{id}")));
+            meta.push(Some(MetadataNode::start(config, bind().await?).await?));
+        }
+        let meta_addrs: Vec<String> =
+            meta.iter().flatten().map(|m| format!("http://{}", m.addr())).collect();
+        let members =
+            meta_addrs.iter().enumerate().map(|(i, a)| (i as u64 + 1, a.clone())).collect();
+        meta[0].as_ref().context("member 1")?.initialize(members).await?;
+        let client = MetadataClient::new(meta_addrs.clone());
+        wait_for("a leader", Duration::from_secs(30), || async {
+            client.read(&Query::Nodes).await.is_ok()
+        })
+        .await?;
+
+        let outpost = OutpostId::generate();
+        let metadata_list = toml_list(&meta_addrs);
+        let specs = [
+            ("chunk-1a", "cairn-1a", None),
+            ("chunk-1b", "cairn-1b", None),
+            ("chunk-op", "cairn-1a", Some(outpost.to_string())),
+        ];
+        let mut chunks = Vec::new();
+        for (name, az, op) in specs {
+            let data = dir.path().join(name);
+            let mut text = format!(
+                "node_id = {name:?}\naz = {az:?}\ndata_dir = {:?}\nmetadata = {metadata_list}\n",
+                data.display().to_string()
+            );
+            if let Some(op) = op {
+                text.push_str(&format!("outpost = {op:?}\n"));
+            }
+            let config: ChunkNodeConfig = toml::from_str(&text)?;
+            chunks.push(ChunkNode::start(config, bind().await?, bind().await?).await?);
+        }
+        wait_for("every chunk node registers", Duration::from_secs(30), || async {
+            matches!(client.read(&Query::Nodes).await, Ok(QueryOutput::Nodes(n)) if n.len() == 3)
+        })
+        .await?;
+
+        let config: GatewayConfig = toml::from_str(&format!(
+            "region = {REGION:?}\naccount_id = {ACCOUNT:?}\navailability_zones = [\"cairn-1a\", \"cairn-1b\"]\nmetadata = {metadata_list}\nreplication_factor = 3\n"
+        ))?;
+        let gateway = Gateway::start(config, bind().await?, bind().await?).await?;
+        Ok(TestCluster { dir, meta, meta_addrs, chunks, gateway: Some(gateway), outpost, client })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.gateway.as_ref().map(|g| g.http_addr()).unwrap_or_else(|| ([127, 0, 0, 1], 0).into())
+    }
+
+    pub fn nbd_uri(&self, volume: &str) -> String {
+        let nbd = self
+            .gateway
+            .as_ref()
+            .map(|g| g.nbd_addr())
+            .unwrap_or_else(|| ([127, 0, 0, 1], 0).into());
+        format!("nbd://{nbd}/{volume}")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    /// An EC2 Query call, as botocore would send it: `(HTTP status, body)`.
+    pub async fn ec2(
+        &self,
+        action: &str,
+        params: &[(&str, &str)],
+    ) -> anyhow::Result<(u16, String)> {
+        let mut form: Vec<(&str, &str)> = vec![("Action", action), ("Version", "2016-11-15")];
+        form.extend_from_slice(params);
+        http::post_form(self.http_addr(), &form, REGION).await
+    }
+
+    /// Index of the current metadata leader among `self.meta`.
+    pub async fn leader(&self) -> Option<usize> {
+        for (i, addr) in self.meta_addrs.iter().enumerate() {
+            if self.meta[i].is_none() {
+                continue;
+            }
+            if let Ok(s) = self.client.status(addr).await {
+                if s.leader_id == s.node_id && s.leader_id != 0 {
+                    return Some(i);
+                }
+            }
+        }
+        None
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(g) = self.gateway.take() {
+            g.shutdown().await;
+        }
+        for c in self.chunks.drain(..) {
+            c.shutdown().await;
+        }
+        for m in self.meta.drain(..).flatten() {
+            m.shutdown().await;
+        }
+    }
+}
+
+fn toml_list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| format!("{s:?}")).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// The text of the first `<tag>` element in `xml`, if any.
+pub fn xml_text(xml: &str, tag: &str) -> Option<String> {
+    let open = format!("<{tag}>");
+    let start = xml.find(&open)? + open.len();
+    let end = xml[start..].find(&format!("</{tag}>"))? + start;
+    Some(xml[start..end].to_string())
+}
+
+/// Runs a command to completion; its exit code and combined output.
+pub fn run(cmd: &str, args: &[&str]) -> anyhow::Result<(i32, String)> {
+    let out = std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {cmd}"))?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    Ok((out.status.code().unwrap_or(-1), text))
+}

@@ -7,6 +7,8 @@
 //! - A malformed `vol-`/`snap-` id in `VolumeId`/`SnapshotId` parameters is
 //!   `InvalidVolumeID.Malformed` / `InvalidSnapshotID.Malformed`; a malformed
 //!   id in `ResourceId.N` (tags) is `InvalidID`, as moto answers.
+//! - A next-token this gateway did not issue is `InvalidParameterValue`
+//!   ("Invalid value '..' for nextToken"), as EC2 answers it for Describe calls.
 //! - The metadata group not answering is `Unavailable` (503), shedding load is
 //!   `RequestLimitExceeded` (503): botocore retries both.
 
@@ -35,8 +37,6 @@ pub enum Ec2Error {
     InvalidParameterDependency(String),
     #[error("{0}")]
     MalformedQueryString(String),
-    #[error("The pagination token is not valid: {0}")]
-    InvalidPaginationToken(String),
     #[error("Request would have succeeded, but DryRun flag is set.")]
     DryRunOperation,
     #[error("The request must contain a valid SigV4 Authorization header or X-Amz-Credential.")]
@@ -63,6 +63,12 @@ pub enum Ec2Error {
     IdempotentParameterMismatch(String),
     #[error("{0}")]
     InsufficientVolumeCapacity(String),
+    #[error("{0}")]
+    TagLimitExceeded(String),
+    #[error("{0}")]
+    SnapshotInUse(String),
+    #[error("{0}")]
+    IncompleteSignature(String),
     #[error("The request body is larger than {0} bytes.")]
     RequestTooLarge(usize),
     #[error("Request limit exceeded.")]
@@ -89,7 +95,6 @@ impl Ec2Error {
             InvalidParameterCombination(_) => "InvalidParameterCombination",
             InvalidParameterDependency(_) => "InvalidParameterDependency",
             MalformedQueryString(_) => "MalformedQueryString",
-            InvalidPaginationToken(_) => "InvalidPaginationToken",
             DryRunOperation => "DryRunOperation",
             MissingAuthenticationToken => "MissingAuthenticationToken",
             AuthFailure(_) => "AuthFailure",
@@ -103,6 +108,9 @@ impl Ec2Error {
             ConcurrentSnapshotLimitExceeded(_) => "ConcurrentSnapshotLimitExceeded",
             IdempotentParameterMismatch(_) => "IdempotentParameterMismatch",
             InsufficientVolumeCapacity(_) => "InsufficientVolumeCapacity",
+            TagLimitExceeded(_) => "TagLimitExceeded",
+            SnapshotInUse(_) => "InvalidSnapshot.InUse",
+            IncompleteSignature(_) => "IncompleteSignature",
             RequestTooLarge(_) => "RequestEntityTooLarge",
             RequestLimitExceeded => "RequestLimitExceeded",
             Unavailable(_) | Timeout => "Unavailable",
@@ -114,7 +122,9 @@ impl Ec2Error {
         use Ec2Error::*;
         match self {
             DryRunOperation => StatusCode::PRECONDITION_FAILED,
-            MissingAuthenticationToken | AuthFailure(_) => StatusCode::UNAUTHORIZED,
+            MissingAuthenticationToken | AuthFailure(_) | IncompleteSignature(_) => {
+                StatusCode::UNAUTHORIZED
+            }
             RequestTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             RequestLimitExceeded | Unavailable(_) | Timeout => StatusCode::SERVICE_UNAVAILABLE,
             InternalError(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -145,7 +155,9 @@ impl From<MetaError> for Ec2Error {
             MetaError::VolumeNotFound(id) => Ec2Error::VolumeNotFound(id),
             MetaError::SnapshotNotFound(id) => Ec2Error::SnapshotNotFound(id),
             MetaError::InvalidId(id) => Ec2Error::InvalidId(id),
-            MetaError::ConcurrentSnapshotLimit(vol) => Ec2Error::ConcurrentSnapshotLimitExceeded(vol),
+            MetaError::ConcurrentSnapshotLimit(vol) => {
+                Ec2Error::ConcurrentSnapshotLimitExceeded(vol)
+            }
             MetaError::IncorrectState(m) => Ec2Error::IncorrectState(m),
             MetaError::VolumeInUse(m) => Ec2Error::VolumeInUse(m),
             MetaError::IdempotentParameterMismatch(t) => Ec2Error::IdempotentParameterMismatch(t),
@@ -179,7 +191,11 @@ mod tests {
             ),
             (MetaError::IncorrectState("x".into()), "IncorrectState", 400),
             (MetaError::VolumeInUse("x".into()), "VolumeInUse", 400),
-            (MetaError::IdempotentParameterMismatch("t".into()), "IdempotentParameterMismatch", 400),
+            (
+                MetaError::IdempotentParameterMismatch("t".into()),
+                "IdempotentParameterMismatch",
+                400,
+            ),
         ];
         for (meta, code, status) in table {
             let e = Ec2Error::from(meta.clone());

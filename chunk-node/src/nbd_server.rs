@@ -1,0 +1,219 @@
+//! Serves every local volume over NBD (export name = volume id).
+//!
+//! Per connection: the handshake from `cairn_core::nbd`, then a reader that
+//! decodes requests (always consuming WRITE payloads, even refused ones) and
+//! runs each as its own task, and one writer that sends whole replies in
+//! completion order, so pipelined clients get out-of-order replies. In-flight
+//! payload bytes are bounded. Bad input yields an errno reply or, when the
+//! stream itself is broken, a closed connection; never a panic.
+
+use crate::volumes::{Volume, VolumeHost};
+use cairn_core::nbd::{self, Export, ExportResolver, NbdError, Request};
+use std::io;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinSet;
+
+/// In-flight request budget per connection, in MiB of payload.
+const INFLIGHT_MIB: u32 = 64;
+
+struct HostResolver(VolumeHost);
+
+impl ExportResolver for HostResolver {
+    type Handle = Arc<Volume>;
+
+    async fn resolve(&mut self, name: &str) -> Option<(Export, Arc<Volume>)> {
+        self.0.get(name).map(|v| (Export::read_write(v.size()), v))
+    }
+
+    async fn list(&mut self) -> Option<Vec<String>> {
+        Some(self.0.list().into_iter().map(|(id, _)| id).collect())
+    }
+}
+
+/// Accepts NBD connections until `shutdown` flips to true; then drops every
+/// open connection.
+pub async fn serve(listener: TcpListener, host: VolumeHost, mut shutdown: watch::Receiver<bool>) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            res = listener.accept() => match res {
+                Ok((stream, peer)) => {
+                    let host = host.clone();
+                    conns.spawn(async move {
+                        if let Err(e) = handle(stream, host).await {
+                            tracing::debug!(%peer, error = %e, "nbd connection ended with an error");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "nbd accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+            _ = async { shutdown.wait_for(|s| *s).await.map(|_| ()) } => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    conns.abort_all();
+    while conns.join_next().await.is_some() {}
+}
+
+async fn handle(mut stream: TcpStream, host: VolumeHost) -> Result<(), NbdError> {
+    stream.set_nodelay(true)?;
+    let Some((name, _, volume)) =
+        nbd::server_negotiate(&mut stream, &mut HostResolver(host)).await?
+    else {
+        return Ok(());
+    };
+    tracing::debug!(volume = %name, "nbd transmission started");
+    let (rd, wr) = stream.into_split();
+    transmit(BufReader::new(rd), wr, volume).await
+}
+
+struct Reply {
+    error: u32,
+    cookie: u64,
+    data: Vec<u8>,
+}
+
+async fn transmit<R, W>(mut rd: R, mut wr: W, volume: Arc<Volume>) -> Result<(), NbdError>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, mut rx) = mpsc::channel::<Reply>(64);
+    let writer = tokio::spawn(async move {
+        while let Some(r) = rx.recv().await {
+            nbd::write_simple_reply(&mut wr, r.error, r.cookie, &r.data).await?;
+        }
+        Ok::<_, NbdError>(())
+    });
+    let budget = Arc::new(Semaphore::new(INFLIGHT_MIB as usize));
+    let read_result = loop {
+        let req = match nbd::read_request(&mut rd).await {
+            Ok(Some(r)) => r,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        };
+        if req.kind == nbd::CMD_DISC {
+            break Ok(());
+        }
+        let cost = match req.kind {
+            nbd::CMD_READ | nbd::CMD_WRITE => (req.length >> 20).clamp(1, INFLIGHT_MIB),
+            _ => 1,
+        };
+        let Ok(permit) = budget.clone().acquire_many_owned(cost).await else {
+            break Ok(());
+        };
+        let mut payload = Vec::new();
+        if req.kind == nbd::CMD_WRITE {
+            if req.length > nbd::MAX_PAYLOAD {
+                // Consume it anyway, or the stream loses its framing.
+                let mut take = (&mut rd).take(u64::from(req.length));
+                if let Err(e) = tokio::io::copy(&mut take, &mut tokio::io::sink()).await {
+                    break Err(e.into());
+                }
+            } else {
+                payload = vec![0u8; req.length as usize];
+                if let Err(e) = rd.read_exact(&mut payload).await {
+                    break Err(e.into());
+                }
+            }
+        }
+        let (volume, tx) = (volume.clone(), tx.clone());
+        tokio::spawn(async move {
+            let (error, data) = execute(&volume, &req, payload).await;
+            // A failed send means the writer is gone with the connection.
+            let _ = tx.send(Reply { error, cookie: req.cookie, data }).await;
+            drop(permit);
+        });
+    };
+    // In-flight requests still hold senders; the writer ends after their replies.
+    drop(tx);
+    let write_result = writer.await.map_err(io::Error::other)?;
+    read_result.and(write_result)
+}
+
+/// The protocol errno for an I/O failure.
+fn errno(e: &io::Error) -> u32 {
+    match e.raw_os_error() {
+        Some(libc_errno) if libc_errno == nix::errno::Errno::ENOSPC as i32 => nbd::ENOSPC,
+        Some(c)
+            if c == nix::errno::Errno::EDQUOT as i32 || c == nix::errno::Errno::EFBIG as i32 =>
+        {
+            nbd::ENOSPC
+        }
+        Some(c) if c == nix::errno::Errno::ENOMEM as i32 => nbd::ENOMEM,
+        Some(c) if c == nix::errno::Errno::EPERM as i32 || c == nix::errno::Errno::EROFS as i32 => {
+            nbd::EPERM
+        }
+        _ => nbd::EIO,
+    }
+}
+
+fn done(r: io::Result<()>) -> (u32, Vec<u8>) {
+    match r {
+        Ok(()) => (0, Vec::new()),
+        Err(e) => {
+            tracing::warn!(error = %e, "nbd request failed");
+            (errno(&e), Vec::new())
+        }
+    }
+}
+
+/// Runs one request; returns (errno, READ payload).
+async fn execute(volume: &Volume, req: &Request, payload: Vec<u8>) -> (u32, Vec<u8>) {
+    let fua = req.flags & nbd::CMD_FLAG_FUA != 0;
+    let len = u64::from(req.length);
+    let in_range = req.offset.checked_add(len).is_some_and(|end| end <= volume.size());
+    let flags_ok = |allowed: u16| req.flags & !allowed == 0;
+    match req.kind {
+        nbd::CMD_READ => {
+            if !flags_ok(nbd::CMD_FLAG_FUA | nbd::CMD_FLAG_DF) || !in_range {
+                return (nbd::EINVAL, Vec::new());
+            }
+            if req.length > nbd::MAX_PAYLOAD {
+                return (nbd::EOVERFLOW, Vec::new());
+            }
+            match volume.read(req.offset, req.length as usize).await {
+                Ok(data) => (0, data),
+                Err(e) => done(Err(e)),
+            }
+        }
+        nbd::CMD_WRITE => {
+            if !flags_ok(nbd::CMD_FLAG_FUA) || req.length > nbd::MAX_PAYLOAD {
+                return (nbd::EINVAL, Vec::new());
+            }
+            if !in_range {
+                return (nbd::ENOSPC, Vec::new());
+            }
+            done(volume.write(req.offset, payload, fua).await)
+        }
+        nbd::CMD_FLUSH => {
+            if !flags_ok(nbd::CMD_FLAG_FUA) {
+                return (nbd::EINVAL, Vec::new());
+            }
+            done(volume.flush().await)
+        }
+        nbd::CMD_TRIM => {
+            if !flags_ok(nbd::CMD_FLAG_FUA) || !in_range {
+                return (nbd::EINVAL, Vec::new());
+            }
+            done(volume.trim(req.offset, len, fua).await)
+        }
+        nbd::CMD_WRITE_ZEROES => {
+            if !flags_ok(nbd::CMD_FLAG_FUA | nbd::CMD_FLAG_NO_HOLE) {
+                return (nbd::EINVAL, Vec::new());
+            }
+            if !in_range {
+                return (nbd::ENOSPC, Vec::new());
+            }
+            let allocate = req.flags & nbd::CMD_FLAG_NO_HOLE != 0;
+            done(volume.write_zeroes(req.offset, len, allocate, fua).await)
+        }
+        _ => (nbd::EINVAL, Vec::new()),
+    }
+}

@@ -1,0 +1,124 @@
+//! Talking to other chunk stores: the gRPC clients the copy executor and the
+//! restore use, and chunk fetching that follows placement and verifies
+//! every byte it receives.
+
+use crate::error::ChunkNodeError;
+use cairn_core::placement::{place, Candidate};
+use cairn_core::ChunkId;
+use cairn_proto::pb::chunk_store_client::ChunkStoreClient;
+use cairn_proto::pb::{GetChunkRequest, HasChunksRequest, PutChunkRequest, StoreNode};
+use cairn_proto::MAX_MESSAGE_BYTES;
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
+
+/// Default replication factor when a request leaves it at 0.
+pub const DEFAULT_RF: usize = 3;
+
+/// One remote chunk store.
+#[derive(Clone)]
+pub struct Peer {
+    pub node: StoreNode,
+    client: ChunkStoreClient<Channel>,
+}
+
+/// The replication factor a request asks for (0 means the default).
+pub fn replication_factor(rf: u32) -> usize {
+    if rf == 0 {
+        DEFAULT_RF
+    } else {
+        rf as usize
+    }
+}
+
+/// Lazily connected clients for `nodes`, in the same order.
+pub fn connect(nodes: &[StoreNode]) -> Result<Vec<Peer>, ChunkNodeError> {
+    nodes
+        .iter()
+        .map(|n| {
+            let ch = Endpoint::from_shared(n.grpc_addr.clone())
+                .map_err(|e| ChunkNodeError::BadAddress {
+                    addr: n.grpc_addr.clone(),
+                    reason: e.to_string(),
+                })?
+                .connect_timeout(Duration::from_secs(3))
+                .timeout(Duration::from_secs(60))
+                .tcp_nodelay(true)
+                .connect_lazy();
+            let client = ChunkStoreClient::new(ch)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES);
+            Ok(Peer { node: n.clone(), client })
+        })
+        .collect()
+}
+
+/// Placement candidates of `peers`, index for index.
+pub fn candidates(peers: &[Peer]) -> Vec<Candidate> {
+    peers.iter().map(|p| Candidate::from(&p.node)).collect()
+}
+
+impl Peer {
+    fn remote(&self, status: tonic::Status) -> ChunkNodeError {
+        ChunkNodeError::Remote { node: self.node.node_id.clone(), status }
+    }
+
+    pub async fn has(&self, ids: &[ChunkId]) -> Result<Vec<bool>, ChunkNodeError> {
+        let req = HasChunksRequest { ids: ids.iter().map(|i| i.0.to_vec()).collect() };
+        let reply = self.client.clone().has_chunks(req).await.map_err(|s| self.remote(s))?;
+        let present = reply.into_inner().present;
+        if present.len() != ids.len() {
+            let status =
+                tonic::Status::internal("HasChunks answered for a different number of ids");
+            return Err(self.remote(status));
+        }
+        Ok(present)
+    }
+
+    pub async fn put(&self, id: ChunkId, data: Vec<u8>) -> Result<bool, ChunkNodeError> {
+        let req = PutChunkRequest { id: id.0.to_vec(), data };
+        let reply = self.client.clone().put_chunk(req).await.map_err(|s| self.remote(s))?;
+        Ok(reply.into_inner().stored_new)
+    }
+
+    /// The verified bytes of `id`, or `None` when this peer lacks it or sent
+    /// bytes that do not hash to it.
+    pub async fn get(&self, id: ChunkId) -> Result<Option<Vec<u8>>, ChunkNodeError> {
+        match self.client.clone().get_chunk(GetChunkRequest { id: id.0.to_vec() }).await {
+            Ok(r) => {
+                let data = r.into_inner().data;
+                if ChunkId::of(&data) == id {
+                    Ok(Some(data))
+                } else {
+                    tracing::error!(chunk = %id, node = %self.node.node_id, "peer sent corrupt bytes");
+                    Ok(None)
+                }
+            }
+            Err(s) if s.code() == Code::NotFound => Ok(None),
+            Err(s) => Err(self.remote(s)),
+        }
+    }
+}
+
+/// Fetches `id` from its placement replicas among `peers` first, then from
+/// every other peer. Fails only when no peer has a valid copy.
+pub async fn fetch(
+    peers: &[Peer],
+    cands: &[Candidate],
+    rf: usize,
+    id: ChunkId,
+) -> Result<Vec<u8>, ChunkNodeError> {
+    let preferred = place(&id, cands, rf);
+    let rest = (0..peers.len()).filter(|i| !preferred.contains(i));
+    let order: Vec<usize> = preferred.iter().copied().chain(rest).collect();
+    for i in order {
+        match peers[i].get(id).await {
+            Ok(Some(data)) => return Ok(data),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(chunk = %id, error = %e, "fetch failed; trying the next source")
+            }
+        }
+    }
+    Err(ChunkNodeError::ChunkUnavailable(id))
+}

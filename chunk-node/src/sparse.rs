@@ -1,0 +1,142 @@
+//! Sparse-file helpers: finding data extents (SEEK_DATA / SEEK_HOLE), copying
+//! only them, punching holes, writing zeroes. All blocking; callers run them
+//! on the blocking pool.
+
+use nix::errno::Errno;
+use nix::fcntl::{fallocate, FallocateFlags};
+use nix::unistd::{lseek, Whence};
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+
+/// Copy buffer size for extent copies and zero writes.
+const IO_CHUNK: usize = 1 << 20;
+
+/// The `[start, end)` byte ranges of `file` below `size` that may hold data,
+/// in order. Holes read as zeroes and can be skipped. The file's seek offset
+/// is moved; callers use positional I/O only.
+pub fn data_extents(file: &File, size: u64) -> io::Result<Vec<(u64, u64)>> {
+    let fd = file.as_raw_fd();
+    let mut out = Vec::new();
+    let mut pos: u64 = 0;
+    while pos < size {
+        let start = match lseek(fd, pos as i64, Whence::SeekData) {
+            Ok(s) => s as u64,
+            // No data at or after pos.
+            Err(Errno::ENXIO) => break,
+            // A filesystem without SEEK_DATA: treat everything as data.
+            Err(Errno::EINVAL) | Err(Errno::EOPNOTSUPP) => {
+                out.push((pos, size));
+                break;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if start >= size {
+            break;
+        }
+        let end = match lseek(fd, start as i64, Whence::SeekHole) {
+            Ok(e) => (e as u64).min(size),
+            Err(Errno::ENXIO) => size,
+            Err(e) => return Err(e.into()),
+        };
+        if end <= start {
+            break;
+        }
+        out.push((start, end));
+        pos = end;
+    }
+    Ok(out)
+}
+
+/// Copies `src` (of length `size`) into the empty `dst`, writing only data
+/// extents, so holes stay holes and a mostly-empty volume copies quickly.
+/// Leaves `dst` with length `size`; does not fsync.
+pub fn sparse_copy(src: &File, dst: &File, size: u64) -> io::Result<u64> {
+    dst.set_len(size)?;
+    let mut buf = vec![0u8; IO_CHUNK];
+    let mut copied = 0u64;
+    for (start, end) in data_extents(src, size)? {
+        let mut off = start;
+        while off < end {
+            let n = (end - off).min(IO_CHUNK as u64) as usize;
+            src.read_exact_at(&mut buf[..n], off)?;
+            // Allocated-but-zero ranges (e.g. after write-zeroes) need no copy.
+            if !cairn_core::is_zero(&buf[..n]) {
+                dst.write_all_at(&buf[..n], off)?;
+                copied += n as u64;
+            }
+            off += n as u64;
+        }
+    }
+    Ok(copied)
+}
+
+/// Writes `len` zero bytes at `offset`, allocating them.
+pub fn write_zeroes(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    let zeroes = vec![0u8; IO_CHUNK.min(len as usize)];
+    let mut off = offset;
+    let end = offset + len;
+    while off < end {
+        let n = (end - off).min(zeroes.len() as u64) as usize;
+        file.write_all_at(&zeroes[..n], off)?;
+        off += n as u64;
+    }
+    Ok(())
+}
+
+/// Deallocates `[offset, offset + len)`; it reads back as zeroes. Falls back
+/// to writing zeroes where the filesystem cannot punch holes.
+pub fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    let flags = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
+    match fallocate(file.as_raw_fd(), flags, offset as i64, len as i64) {
+        Ok(()) => Ok(()),
+        Err(Errno::EOPNOTSUPP) | Err(Errno::ENOSYS) => write_zeroes(file, offset, len),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sparse_copy_keeps_holes_and_data() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let size = 64u64 << 20;
+        let src = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(dir.path().join("src"))
+            .expect("src");
+        src.set_len(size).expect("len");
+        src.write_all_at(&[1u8; 4096], 3 << 20).expect("w1");
+        src.write_all_at(&[2u8; 100], size - 100).expect("w2");
+        let ext = data_extents(&src, size).expect("extents");
+        let covered: u64 = ext.iter().map(|(s, e)| e - s).sum();
+        assert!(covered < 16 << 20, "holes are skipped: {ext:?}");
+
+        let dst = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(dir.path().join("dst"))
+            .expect("dst");
+        sparse_copy(&src, &dst, size).expect("copy");
+        assert_eq!(dst.metadata().expect("meta").len(), size);
+        let mut a = vec![0u8; size as usize];
+        let mut b = vec![0u8; size as usize];
+        src.read_exact_at(&mut a, 0).expect("read src");
+        dst.read_exact_at(&mut b, 0).expect("read dst");
+        assert!(a == b);
+
+        punch_hole(&dst, 3 << 20, 4096).expect("punch");
+        let mut c = [9u8; 4096];
+        dst.read_exact_at(&mut c, 3 << 20).expect("read punched");
+        assert_eq!(c, [0u8; 4096]);
+    }
+}

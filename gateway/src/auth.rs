@@ -1,0 +1,240 @@
+//! Authentication: who sent the request, from its SigV4 credential scope.
+//!
+//! Today only the development policy exists ([`Authenticator::DevAnyKey`]):
+//! any access key and any signature are accepted and mapped to the one
+//! configured account, but the scope must name the configured region and the
+//! `ec2` service. A signature verifier slots in as another variant: the body
+//! is already buffered by the body-limit layer (which runs before this one),
+//! so it can hash the payload, and [`SigV4Scope`] carries what it needs to
+//! look the key up.
+
+use crate::ec2::error::Ec2Error;
+use axum::extract::{Request, State};
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::Response;
+use std::sync::Arc;
+
+pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
+
+/// The credential scope of a SigV4 request: `AKID/20260101/<region>/<service>/aws4_request`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SigV4Scope {
+    pub access_key: String,
+    pub date: String,
+    pub region: String,
+    pub service: String,
+}
+
+/// Who a request is from, once authenticated; handlers read it from the
+/// request extensions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub access_key: String,
+    pub account_id: String,
+    pub region: String,
+}
+
+/// Parses `Credential=` out of an `Authorization` header value.
+pub fn parse_authorization(value: &str) -> Result<SigV4Scope, Ec2Error> {
+    let rest = value.trim().strip_prefix(ALGORITHM).ok_or_else(|| {
+        Ec2Error::IncompleteSignature(format!(
+            "Unsupported authorization scheme; only {ALGORITHM} is accepted."
+        ))
+    })?;
+    let credential = rest
+        .split(',')
+        .map(str::trim)
+        .find_map(|part| part.strip_prefix("Credential="))
+        .ok_or_else(|| {
+            Ec2Error::IncompleteSignature(
+                "Authorization header requires 'Credential' parameter.".into(),
+            )
+        })?;
+    parse_credential(credential)
+}
+
+/// Parses a credential `AKID/date/region/service/aws4_request`.
+pub fn parse_credential(credential: &str) -> Result<SigV4Scope, Ec2Error> {
+    let parts: Vec<&str> = credential.trim().split('/').collect();
+    match parts.as_slice() {
+        [key, date, region, service, "aws4_request"]
+            if !key.is_empty()
+                && date.len() == 8
+                && date.bytes().all(|b| b.is_ascii_digit())
+                && !region.is_empty()
+                && !service.is_empty() =>
+        {
+            Ok(SigV4Scope {
+                access_key: key.to_string(),
+                date: date.to_string(),
+                region: region.to_string(),
+                service: service.to_string(),
+            })
+        }
+        _ => Err(Ec2Error::IncompleteSignature(format!(
+            "Credential is malformed: expecting \"<key>/<YYYYMMDD>/<region>/<service>/aws4_request\", got \"{credential}\"."
+        ))),
+    }
+}
+
+/// The scope of a request: from the `Authorization` header, or from the
+/// `X-Amz-Credential` query parameter of a presigned request.
+pub fn request_scope(headers: &HeaderMap, query: Option<&str>) -> Result<SigV4Scope, Ec2Error> {
+    if let Some(h) = headers.get(axum::http::header::AUTHORIZATION) {
+        let v = h.to_str().map_err(|_| {
+            Ec2Error::IncompleteSignature("Authorization header is not valid text.".into())
+        })?;
+        return parse_authorization(v);
+    }
+    if let Some(q) = query {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(q).unwrap_or_default();
+        if let Some((_, c)) = pairs.iter().find(|(k, _)| k == "X-Amz-Credential") {
+            return parse_credential(c);
+        }
+    }
+    Err(Ec2Error::MissingAuthenticationToken)
+}
+
+/// The authentication policy.
+#[derive(Clone, Debug)]
+pub enum Authenticator {
+    /// Any key, any signature, one account (development only).
+    DevAnyKey { account_id: String, region: String },
+}
+
+impl Authenticator {
+    /// The caller of a request scoped `scope` to `service`.
+    pub fn authenticate(&self, scope: &SigV4Scope, service: &str) -> Result<Caller, Ec2Error> {
+        match self {
+            Authenticator::DevAnyKey { account_id, region } => {
+                if &scope.region != region {
+                    return Err(Ec2Error::AuthFailure(format!(
+                        "Credential should be scoped to a valid region, not '{}'. This endpoint serves region '{region}'.",
+                        scope.region
+                    )));
+                }
+                if scope.service != service {
+                    return Err(Ec2Error::AuthFailure(format!(
+                        "Credential should be scoped to correct service: '{service}', not '{}'.",
+                        scope.service
+                    )));
+                }
+                Ok(Caller {
+                    access_key: scope.access_key.clone(),
+                    account_id: account_id.clone(),
+                    region: scope.region.clone(),
+                })
+            }
+        }
+    }
+}
+
+/// The request id the request-id layer assigned (empty if none, which the
+/// layer order rules out).
+pub fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get(crate::server::REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Middleware for the EC2 routes: authenticates and stores the [`Caller`] in
+/// the request extensions, or answers the EC2 error.
+pub async fn require_ec2_caller(
+    State(auth): State<Arc<Authenticator>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let scope =
+        request_scope(req.headers(), req.uri().query()).and_then(|s| auth.authenticate(&s, "ec2"));
+    match scope {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "authentication refused");
+            e.into_response(&request_id(req.headers()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20260101/cairn-1/ec2/aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature=abc";
+
+    fn dev() -> Authenticator {
+        Authenticator::DevAnyKey { account_id: "123456789012".into(), region: "cairn-1".into() }
+    }
+
+    #[test]
+    fn parses_scope() {
+        let s = parse_authorization(GOOD).unwrap();
+        assert_eq!(
+            s,
+            SigV4Scope {
+                access_key: "AKIDEXAMPLE".into(),
+                date: "20260101".into(),
+                region: "cairn-1".into(),
+                service: "ec2".into()
+            }
+        );
+        // No space after commas, as some clients send it.
+        let s = parse_authorization(
+            "AWS4-HMAC-SHA256 SignedHeaders=host,Credential=K/20260101/r/ec2/aws4_request,Signature=x",
+        )
+        .unwrap();
+        assert_eq!(s.region, "r");
+    }
+
+    #[test]
+    fn malformed_scopes() {
+        let table = [
+            "AWS AKID:sig",
+            "AWS4-HMAC-SHA256 SignedHeaders=host, Signature=x",
+            "AWS4-HMAC-SHA256 Credential=K/2026/r/ec2/aws4_request",
+            "AWS4-HMAC-SHA256 Credential=K/20260101/r/ec2/aws5_request",
+            "AWS4-HMAC-SHA256 Credential=K/20260101/r/ec2",
+            "AWS4-HMAC-SHA256 Credential=/20260101/r/ec2/aws4_request",
+            "AWS4-HMAC-SHA256 Credential=K/20260101//ec2/aws4_request",
+        ];
+        for h in table {
+            let e = parse_authorization(h).unwrap_err();
+            assert_eq!(e.code(), "IncompleteSignature", "{h}");
+        }
+    }
+
+    #[test]
+    fn header_or_query_or_missing() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(request_scope(&headers, None), Err(Ec2Error::MissingAuthenticationToken));
+        assert_eq!(
+            request_scope(&headers, Some("Action=DescribeVolumes")),
+            Err(Ec2Error::MissingAuthenticationToken)
+        );
+        let q =
+            "Action=DescribeVolumes&X-Amz-Credential=K%2F20260101%2Fcairn-1%2Fec2%2Faws4_request";
+        assert_eq!(request_scope(&headers, Some(q)).unwrap().access_key, "K");
+        headers.insert(axum::http::header::AUTHORIZATION, GOOD.parse().unwrap());
+        assert_eq!(request_scope(&headers, None).unwrap().access_key, "AKIDEXAMPLE");
+    }
+
+    #[test]
+    fn dev_policy_checks_region_and_service() {
+        let s = parse_authorization(GOOD).unwrap();
+        let c = dev().authenticate(&s, "ec2").unwrap();
+        assert_eq!(c.account_id, "123456789012");
+        assert_eq!(c.region, "cairn-1");
+        let mut other = s.clone();
+        other.region = "us-east-1".into();
+        let e = dev().authenticate(&other, "ec2").unwrap_err();
+        assert_eq!((e.code(), e.status().as_u16()), ("AuthFailure", 401));
+        assert!(e.to_string().contains("'cairn-1'"), "{e}");
+        let e = dev().authenticate(&s, "ebs").unwrap_err();
+        assert_eq!(e.code(), "AuthFailure");
+    }
+}

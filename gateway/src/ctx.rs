@@ -1,0 +1,108 @@
+//! What every handler and job shares: configuration, the metadata client, the
+//! chunk node channels and the job set; plus typed reads of the records.
+
+use crate::auth::Caller;
+use crate::config::GatewayConfig;
+use crate::ec2::error::Ec2Error;
+use crate::ec2::xml::RenderCtx;
+use crate::jobs::Jobs;
+use crate::nodes::{HostError, NodeClients};
+use cairn_core::command::{Command, CommandOutput, Query, QueryOutput};
+use cairn_core::records::{ChunkNodeInfo, Snapshot, Volume};
+use cairn_core::{SnapshotId, VolumeId};
+use cairn_proto::{MetaClientError, MetadataClient};
+use std::sync::Arc;
+
+pub struct Ctx {
+    pub config: GatewayConfig,
+    pub meta: Arc<MetadataClient>,
+    pub nodes: NodeClients,
+    pub jobs: Jobs,
+}
+
+/// A metadata answer of the wrong kind: a bug or version skew.
+fn unexpected(what: &str) -> MetaClientError {
+    MetaClientError::Decode(format!("unexpected metadata answer to {what}"))
+}
+
+impl Ctx {
+    pub fn render(&self, az: &str) -> RenderCtx<'_> {
+        RenderCtx {
+            region: &self.config.region,
+            account_id: &self.config.account_id,
+            az_id: self.config.az_id(az),
+        }
+    }
+
+    pub async fn volumes(&self) -> Result<Vec<Volume>, MetaClientError> {
+        match self.meta.read(&Query::Volumes).await? {
+            QueryOutput::Volumes(v) => Ok(v),
+            _ => Err(unexpected("Volumes")),
+        }
+    }
+
+    pub async fn volume(&self, id: &VolumeId) -> Result<Option<Volume>, MetaClientError> {
+        match self.meta.read(&Query::Volume(id.clone())).await? {
+            QueryOutput::Volume(v) => Ok(v),
+            _ => Err(unexpected("Volume")),
+        }
+    }
+
+    pub async fn snapshots(&self) -> Result<Vec<Snapshot>, MetaClientError> {
+        match self.meta.read(&Query::Snapshots).await? {
+            QueryOutput::Snapshots(s) => Ok(s),
+            _ => Err(unexpected("Snapshots")),
+        }
+    }
+
+    pub async fn snapshot(&self, id: &SnapshotId) -> Result<Option<Snapshot>, MetaClientError> {
+        match self.meta.read(&Query::Snapshot(id.clone())).await? {
+            QueryOutput::Snapshot(s) => Ok(s),
+            _ => Err(unexpected("Snapshot")),
+        }
+    }
+
+    pub async fn node_list(&self) -> Result<Vec<ChunkNodeInfo>, MetaClientError> {
+        match self.meta.read(&Query::Nodes).await? {
+            QueryOutput::Nodes(n) => Ok(n),
+            _ => Err(unexpected("Nodes")),
+        }
+    }
+
+    /// The registered node named `node_id`.
+    pub async fn node(
+        &self,
+        node_id: &str,
+    ) -> Result<Result<ChunkNodeInfo, HostError>, MetaClientError> {
+        let nodes = self.node_list().await?;
+        Ok(nodes
+            .into_iter()
+            .find(|n| n.node_id == node_id)
+            .ok_or_else(|| HostError::UnknownNode(node_id.to_string())))
+    }
+
+    /// A command whose refusal is an EC2 error.
+    pub async fn write(&self, cmd: &Command) -> Result<CommandOutput, Ec2Error> {
+        Ok(self.meta.write(cmd).await??)
+    }
+
+    /// The caller's volume, or `InvalidVolume.NotFound` (another account's
+    /// volume does not exist for this caller).
+    pub async fn own_volume(&self, caller: &Caller, id: &VolumeId) -> Result<Volume, Ec2Error> {
+        match self.volume(id).await? {
+            Some(v) if v.owner == caller.account_id => Ok(v),
+            _ => Err(Ec2Error::VolumeNotFound(id.to_string())),
+        }
+    }
+
+    pub async fn own_snapshot(
+        &self,
+        caller: &Caller,
+        id: &SnapshotId,
+    ) -> Result<Snapshot, Ec2Error> {
+        match self.snapshot(id).await? {
+            Some(s) if s.owner == caller.account_id => Ok(s),
+            _ => Err(Ec2Error::SnapshotNotFound(id.to_string())),
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! One module per resource, each with the parsing (pure, called by the
+//! router) and the execution of its operations.
+
+pub mod snapshots;
+pub mod tags;
+pub mod volumes;

@@ -1,0 +1,247 @@
+//! The gateway process: the axum app and its tower layers, the NBD front
+//! door, and the lifecycle (`start`, `shutdown`).
+//!
+//! Cross-cutting concerns are layers, outermost first: request id
+//! (`x-amzn-requestid`, a UUID, echoed as `requestId`/`RequestID`), tracing,
+//! panic catching, load shedding over a global concurrency limit
+//! (`RequestLimitExceeded`, 503), a request timeout (`Unavailable`, 503), the
+//! body size limit (which also buffers the body, for a future SigV4
+//! verifier), and on the EC2 route, authentication.
+
+use crate::auth::{self, request_id, Authenticator, Caller};
+use crate::config::{ConfigError, GatewayConfig};
+use crate::ctx::Ctx;
+use crate::ec2::error::Ec2Error;
+use crate::ec2::xml::xml_response;
+use crate::jobs::{self, Jobs};
+use crate::nodes::NodeClients;
+use crate::{admin, ec2};
+use axum::body::{Body, Bytes};
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Router};
+use cairn_proto::MetadataClient;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::load_shed::error::Overloaded;
+use tower::timeout::error::Elapsed;
+use tower::{BoxError, ServiceBuilder};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+/// The header carrying the request id, as AWS services name it.
+pub const REQUEST_ID_HEADER: &str = "x-amzn-requestid";
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A running gateway. Dropping it without [`Gateway::shutdown`] leaves its
+/// tasks running until the runtime stops.
+pub struct Gateway {
+    http_addr: SocketAddr,
+    nbd_addr: SocketAddr,
+    ctx: Arc<Ctx>,
+    stop: watch::Sender<bool>,
+    http: JoinHandle<std::io::Result<()>>,
+    nbd: JoinHandle<std::io::Result<()>>,
+}
+
+impl Gateway {
+    /// Serves the EC2 Query API on `http` and the NBD front door on `nbd`, and
+    /// resumes the jobs earlier gateways left unfinished.
+    pub async fn start(
+        config: GatewayConfig,
+        http: TcpListener,
+        nbd: TcpListener,
+    ) -> Result<Gateway, GatewayError> {
+        config.validate()?;
+        let http_addr = http.local_addr()?;
+        let nbd_addr = nbd.local_addr()?;
+        let meta = Arc::new(
+            MetadataClient::new(config.metadata.clone())
+                .with_deadline(Duration::from_millis(config.metadata_deadline_ms)),
+        );
+        let ctx =
+            Arc::new(Ctx { config, meta, nodes: NodeClients::default(), jobs: Jobs::default() });
+        let (stop, stopped) = watch::channel(false);
+        let signal = move |mut rx: watch::Receiver<bool>| async move {
+            // An error means the sender is gone, which is a stop too.
+            let _ = rx.wait_for(|s| *s).await;
+        };
+
+        let app = app(ctx.clone());
+        let http_signal = signal(stopped.clone());
+        let http = tokio::spawn(async move {
+            axum::serve(http, app.into_make_service()).with_graceful_shutdown(http_signal).await
+        });
+        let nbd = spawn_nbd(nbd, ctx.meta.clone(), signal(stopped));
+        jobs::spawn_resume(&ctx);
+        tracing::info!(%http_addr, %nbd_addr, region = %ctx.config.region, "gateway started");
+        Ok(Gateway { http_addr, nbd_addr, ctx, stop, http, nbd })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn nbd_addr(&self) -> SocketAddr {
+        self.nbd_addr
+    }
+
+    /// Stops serving and stops background jobs (they resume on the next start).
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        self.ctx.jobs.shutdown().await;
+        for (name, task) in [("http", self.http), ("nbd", self.nbd)] {
+            let abort = task.abort_handle();
+            match tokio::time::timeout(Duration::from_secs(10), task).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => {
+                    tracing::warn!(server = name, error = %e, "server ended with an error")
+                }
+                Ok(Err(e)) => tracing::warn!(server = name, error = %e, "server task failed"),
+                Err(_) => {
+                    tracing::warn!(server = name, "server did not stop within 10s; aborting");
+                    abort.abort();
+                }
+            }
+        }
+        tracing::info!(http_addr = %self.http_addr, "gateway stopped");
+    }
+}
+
+/// Serves the NBD front door until `shutdown`.
+fn spawn_nbd(
+    listener: TcpListener,
+    meta: Arc<MetadataClient>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> JoinHandle<std::io::Result<()>> {
+    tokio::spawn(crate::nbd_door::serve(listener, meta, shutdown))
+}
+
+/// The HTTP application with every layer.
+pub fn app(ctx: Arc<Ctx>) -> Router {
+    let authenticator = Arc::new(Authenticator::DevAnyKey {
+        account_id: ctx.config.account_id.clone(),
+        region: ctx.config.region.clone(),
+    });
+    let header = HeaderName::from_static(REQUEST_ID_HEADER);
+    let max_body = ctx.config.max_body_bytes;
+    let layers = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::new(header.clone(), MakeRequestUuid))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            tracing::info_span!(
+                "http",
+                method = %req.method(),
+                path = %req.uri().path(),
+                request_id = %request_id(req.headers()),
+            )
+        }))
+        .layer(PropagateRequestIdLayer::new(header))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(HandleErrorLayer::new(service_error))
+        .load_shed()
+        .layer(GlobalConcurrencyLimitLayer::new(ctx.config.max_concurrent_requests))
+        .timeout(Duration::from_millis(ctx.config.request_timeout_ms))
+        .layer(middleware::from_fn_with_state(max_body, limit_body));
+    Router::new()
+        .route("/", get(ec2_endpoint).post(ec2_endpoint))
+        .route_layer(middleware::from_fn_with_state(authenticator, auth::require_ec2_caller))
+        .route("/_cairn/health", get(admin::health))
+        .route("/_cairn/chunks", get(admin::chunks))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "no such path\n") })
+        .with_state(ctx)
+        .layer(layers)
+}
+
+async fn ec2_endpoint(
+    State(ctx): State<Arc<Ctx>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let rid = request_id(&headers);
+    match ec2::handle(&ctx, &caller, &rid, uri.query(), &body).await {
+        Ok(xml) => xml_response(StatusCode::OK, xml),
+        Err(e) => {
+            if e.status().is_server_error() {
+                tracing::warn!(code = e.code(), error = %e, "request failed");
+            } else {
+                tracing::debug!(code = e.code(), error = %e, "request refused");
+            }
+            e.into_response(&rid)
+        }
+    }
+}
+
+/// Errors of the tower layers, as EC2 errors.
+async fn service_error(headers: HeaderMap, err: BoxError) -> Response {
+    let e = if err.is::<Overloaded>() {
+        Ec2Error::RequestLimitExceeded
+    } else if err.is::<Elapsed>() {
+        Ec2Error::Timeout
+    } else {
+        Ec2Error::InternalError(err.to_string())
+    };
+    e.into_response(&request_id(&headers))
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("request handler panicked");
+    let rid = uuid::Uuid::new_v4().to_string();
+    Ec2Error::InternalError("the request could not be served".into()).into_response(&rid)
+}
+
+/// Refuses bodies over `max` bytes and buffers the rest, so later layers and
+/// handlers see a complete body.
+async fn limit_body(State(max): State<usize>, req: Request, next: Next) -> Response {
+    let rid = request_id(req.headers());
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Ec2Error::RequestTooLarge(max).into_response(&rid);
+    }
+    let (parts, body) = req.into_parts();
+    match axum::body::to_bytes(body, max).await {
+        Ok(bytes) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+        Err(e) => {
+            let too_large =
+                std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
+                    e.source()
+                })
+                .any(|e| e.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                Ec2Error::RequestTooLarge(max).into_response(&rid)
+            } else {
+                Ec2Error::MalformedQueryString(format!("the request body could not be read: {e}"))
+                    .into_response(&rid)
+            }
+        }
+    }
+}
+
+impl IntoResponse for Ec2Error {
+    /// Without a request id at hand (prefer [`Ec2Error::into_response`]).
+    fn into_response(self) -> Response {
+        Ec2Error::into_response(self, "")
+    }
+}
