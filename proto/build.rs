@@ -1,5 +1,14 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    println!("cargo:rerun-if-changed=proto/cairn.proto");
-    tonic_prost_build::configure().compile_protos(&["proto/cairn.proto"], &["proto"])?;
+    // Every .proto under proto/ is one package, cairn.v1; each concern may have its own file.
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir("proto")?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "proto"))
+        .collect();
+    files.sort();
+    println!("cargo:rerun-if-changed=proto");
+    for f in &files {
+        println!("cargo:rerun-if-changed={}", f.display());
+    }
+    tonic_prost_build::configure().compile_protos(&files, &[std::path::PathBuf::from("proto")])?;
     Ok(())
 }

@@ -232,6 +232,7 @@ pub async fn run(
         full_size_bytes: full_size,
         blocks_read,
         chunks_sent,
+        ..Default::default()
     };
     // The caller may be gone; the copy is complete and durable either way.
     let _ = progress.send(last).await;

@@ -119,7 +119,7 @@ impl pb::volume_host_server::VolumeHost for VolumeHostService {
     ) -> Result<Response<pb::FreezeReply>, Status> {
         let req = request.into_inner();
         self.host.freeze(&req.volume_id, &req.snapshot_id).await?;
-        Ok(Response::new(pb::FreezeReply {}))
+        Ok(Response::new(pb::FreezeReply::default()))
     }
 
     type CopyStream = CopyStream;
@@ -166,8 +166,10 @@ impl pb::volume_host_server::VolumeHost for VolumeHostService {
         request: Request<pb::VolumeStatsRequest>,
     ) -> Result<Response<pb::VolumeStatsReply>, Status> {
         let reply = match self.host.get(&request.into_inner().volume_id) {
-            Some(v) => pb::VolumeStatsReply { exists: true, size_bytes: v.size() },
-            None => pb::VolumeStatsReply { exists: false, size_bytes: 0 },
+            Some(v) => {
+                pb::VolumeStatsReply { exists: true, size_bytes: v.size(), ..Default::default() }
+            }
+            None => pb::VolumeStatsReply::default(),
         };
         Ok(Response::new(reply))
     }

@@ -155,6 +155,7 @@ pub async fn freeze(ctx: &Ctx, volume: &Volume, snapshot: &SnapshotId) -> Result
         let req = pb::FreezeRequest {
             volume_id: volume.id.to_string(),
             snapshot_id: snapshot.to_string(),
+            ..Default::default()
         };
         call(&host.node_id, 10, c.freeze(req)).await.map(|_| ())
     })
@@ -295,6 +296,7 @@ async fn copy_once(ctx: &Ctx, snap: &Snapshot, committed: &mut u8) -> Result<Cop
         snapshot_id: snap.id.to_string(),
         targets,
         replication_factor: ctx.config.replication_factor,
+        ..Default::default()
     };
     let mut stream = call(&host.node_id, 30, c.copy(req)).await?;
     loop {
