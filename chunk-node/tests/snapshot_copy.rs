@@ -15,7 +15,8 @@ const RESTORED: &str = "vol-00000000000000003";
 const BIG: &str = "vol-00000000000000004";
 
 async fn freeze(n: &TestNode, vol: &str, snap: &str) -> anyhow::Result<()> {
-    let req = pb::FreezeRequest { volume_id: vol.into(), snapshot_id: snap.into() };
+    let req =
+        pb::FreezeRequest { volume_id: vol.into(), snapshot_id: snap.into(), ..Default::default() };
     n.volumes().await?.freeze(req).await?;
     Ok(())
 }
@@ -33,6 +34,7 @@ async fn copy(
         snapshot_id: snap.into(),
         targets,
         replication_factor: 2,
+        ..Default::default()
     };
     let mut stream = client.copy(req).await?.into_inner();
     let mut out = Vec::new();
@@ -104,6 +106,7 @@ async fn freeze_copy_dedup_and_restore() -> anyhow::Result<()> {
         manifest_root: root.clone(),
         sources: targets.clone(),
         replication_factor: 2,
+        ..Default::default()
     };
     b.volumes().await?.create_volume(restore.clone()).await?;
     b.volumes().await?.create_volume(restore).await?; // idempotent
