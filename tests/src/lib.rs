@@ -4,6 +4,7 @@
 //! predicates, never on sleeps.
 
 pub mod http;
+pub mod procs;
 
 use anyhow::{bail, Context};
 use cairn_chunk_node::{ChunkNode, ChunkNodeConfig};
