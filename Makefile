@@ -1,5 +1,5 @@
 # The verbs people expect. Every target goes through the same scripts as the README.
-.PHONY: up test lint fmt
+.PHONY: up test lint fmt bench
 
 up:
 	./cairn up
@@ -12,3 +12,6 @@ lint:
 
 fmt:
 	cargo fmt --all
+
+bench:
+	scripts/bench

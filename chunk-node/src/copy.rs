@@ -1,26 +1,32 @@
-//! The copy executor: moves a frozen image into the chunk stores of its
+//! The copy executor: moves a frozen volume into the chunk stores of its
 //! destination and writes its manifest.
 //!
-//! A reader on the blocking pool walks the image's data extents (holes are
-//! zero blocks and are never read), reads 512 KiB blocks, drops all-zero ones
-//! and hashes the rest next to the data, handing batches to the sender. The
+//! A reader reads the freeze's read set (changed blocks, or every block
+//! that may hold data) in batches, each block from the overlay or the live
+//! volume under its lock, and hashes non-zero ones next to the data. The
 //! sender asks each replica chosen by placement which chunks it lacks
 //! (`HasChunks`, one call per target per batch) and puts only those, a
-//! bounded number at a time. Manifest pages and the root go the same way.
-//! Every step is idempotent, so a retried copy sends only what is missing.
+//! bounded number at a time; a chunk counts only once every one of its
+//! `min(rf, targets)` replicas acknowledged it (a put is fsynced by the
+//! receiver), and an unreachable replica fails the copy (Unavailable) rather
+//! than leaving it under-replicated. After each batch is durable the copy
+//! log records it ([`crate::copylog`]), which is the checkpoint a re-run
+//! resumes from. Finally the manifest is built, from the parent's when the
+//! freeze was incremental (only changed pages are written), and its pages
+//! and root are stored the same way. Every step is idempotent.
 
+use crate::blocks::blocks_in;
+use crate::copylog::CopyLog;
 use crate::error::ChunkNodeError;
+use crate::freeze;
 use crate::peers::{self, Peer};
-use crate::sparse;
 use crate::volumes::VolumeHost;
-use cairn_core::manifest::ManifestBuilder;
+use cairn_core::manifest::{IncrementalBuilder, ManifestBuilder, ManifestPage, ManifestRoot};
 use cairn_core::placement::{place, Candidate};
-use cairn_core::{is_zero, ChunkId, BLOCK_SIZE};
+use cairn_core::{ChunkId, BLOCK_SIZE};
 use cairn_proto::pb::{CopyProgress, StoreNode};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use std::collections::{BTreeMap, HashSet};
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -35,6 +41,9 @@ pub struct CopyJob {
     pub snapshot_id: String,
     pub targets: Vec<StoreNode>,
     pub replication_factor: u32,
+    /// The parent's manifest root (32 bytes) and id; empty for a full copy.
+    pub parent_manifest_root: Vec<u8>,
+    pub parent_snapshot_id: String,
 }
 
 /// Stores chunks at their placement among the targets, remembering what each
@@ -54,6 +63,14 @@ impl Sender {
         let peers = peers::connect(targets)?;
         let cands = peers::candidates(&peers);
         Ok(Sender { peers, cands, rf: peers::replication_factor(rf), confirmed: HashSet::new() })
+    }
+
+    pub(crate) fn peers(&self) -> &[Peer] {
+        &self.peers
+    }
+
+    pub(crate) fn rf(&self) -> usize {
+        self.rf
     }
 
     /// Makes every chunk durable on its replicas. Returns how many
@@ -116,114 +133,153 @@ impl Sender {
     }
 }
 
-/// One batch from the reader: how many blocks it covers, and the non-zero
-/// ones as (index, id, bytes).
-struct Batch {
-    blocks: u64,
-    chunks: Vec<(u64, ChunkId, Vec<u8>)>,
-}
-
-/// Block indices that may hold data, ascending: those overlapping a data extent.
-fn data_blocks(extents: &[(u64, u64)]) -> Vec<u64> {
-    let bs = BLOCK_SIZE as u64;
-    let mut out: Vec<u64> = Vec::new();
-    for &(start, end) in extents {
-        let first = start / bs;
-        let last = (end - 1) / bs;
-        let from = match out.last() {
-            Some(&l) if l >= first => l + 1,
-            _ => first,
-        };
-        out.extend(from..=last);
-    }
-    out
-}
-
-/// Reads `blocks` of `file` in batches, hashing non-zero ones, and sends the
-/// batches to `tx` until done or the receiver is gone. Runs on the blocking pool.
-fn read_blocks(
-    file: &File,
-    label: &str,
-    size: u64,
-    blocks: &[u64],
-    tx: mpsc::Sender<Result<Batch, ChunkNodeError>>,
-) {
-    let bs = BLOCK_SIZE as u64;
-    for part in blocks.chunks(BATCH_BLOCKS) {
-        let mut chunks = Vec::new();
-        for &idx in part {
-            let off = idx * bs;
-            let len = (size - off).min(bs) as usize;
-            let mut buf = vec![0u8; len];
-            if let Err(e) = file.read_exact_at(&mut buf, off) {
-                let err =
-                    ChunkNodeError::io("read frozen image", format!("{label} block {idx}"), e);
-                // If the receiver is gone there is nobody left to tell.
-                let _ = tx.blocking_send(Err(err));
-                return;
-            }
-            if !is_zero(&buf) {
-                chunks.push((idx, ChunkId::of(&buf), buf));
-            }
-        }
-        if tx.blocking_send(Ok(Batch { blocks: part.len() as u64, chunks })).is_err() {
-            return;
-        }
-    }
-}
-
-/// Runs a copy, reporting progress on `progress`. The last message has
-/// `done` set and carries the manifest root. A closed progress channel
-/// (the caller went away) stops the copy early without error.
+/// Runs (or resumes) the copy of a frozen volume, reporting progress on
+/// `progress`. The last message has `done` set and carries the manifest
+/// root. A closed progress channel (the caller went away) stops the copy
+/// early without error; its durable progress is kept for the next run.
 pub async fn run(
     host: &VolumeHost,
     job: CopyJob,
     progress: mpsc::Sender<CopyProgress>,
 ) -> Result<(), ChunkNodeError> {
-    let (file, size) = host.open_frozen(&job.snapshot_id).await?;
+    let (volume, freeze) = host.frozen(&job.volume_id, &job.snapshot_id)?;
+    let parent_root = match job.parent_manifest_root.len() {
+        0 => None,
+        _ => Some(
+            ChunkId::from_slice(&job.parent_manifest_root)
+                .ok_or(ChunkNodeError::BadChunkId(job.parent_manifest_root.len()))?,
+        ),
+    };
+    if freeze.record.incremental {
+        // Blocks outside the read set are the parent's: it must be the one
+        // the freeze measured changes against.
+        if parent_root.is_none()
+            || freeze.record.parent.as_deref() != Some(job.parent_snapshot_id.as_str())
+        {
+            return Err(ChunkNodeError::ParentMismatch {
+                frozen: freeze.record.parent.clone().unwrap_or_default(),
+                given: job.parent_snapshot_id.clone(),
+            });
+        }
+    }
     let mut sender = Sender::new(&job.targets, job.replication_factor)?;
-    let file = Arc::new(file);
-    let walk = file.clone();
-    let blocks = tokio::task::spawn_blocking(move || {
-        sparse::data_extents(&walk, size).map(|e| data_blocks(&e))
+    let log_path = freeze.dir().join("copy");
+    let mut log = tokio::task::spawn_blocking(move || {
+        let mut log = CopyLog::open(&log_path)?;
+        log.start(parent_root)?;
+        Ok::<_, ChunkNodeError>(log)
     })
-    .await?
-    .map_err(|e| ChunkNodeError::io("walk extents of", &job.snapshot_id, e))?;
-    let total = blocks.len() as u64;
-    tracing::info!(snapshot = %job.snapshot_id, size, data_blocks = total, "copy started");
+    .await??;
+    freeze.advance(log.checkpoint);
 
-    let (tx, mut rx) = mpsc::channel(2);
-    let label = job.snapshot_id.clone();
-    let reader = tokio::task::spawn_blocking(move || read_blocks(&file, &label, size, &blocks, tx));
+    let read_set = &freeze.record.read_set;
+    let total = read_set.count();
+    let mut done_blocks = read_set.count_below(log.checkpoint);
+    let todo: Vec<u64> = read_set.iter().filter(|i| *i >= log.checkpoint).collect();
+    tracing::info!(
+        snapshot = %job.snapshot_id, incremental = freeze.record.incremental, total,
+        resume_at = log.checkpoint, to_read = todo.len(), "copy started"
+    );
+    let report = |done: u64, checkpoint: u64, blocks_read: u64, chunks_sent: u64| CopyProgress {
+        percent: (done * 100 / total.max(1)).min(99) as u32,
+        blocks_read,
+        chunks_sent,
+        checkpoint_block: checkpoint,
+        ..Default::default()
+    };
+    if progress.send(report(done_blocks, log.checkpoint, 0, 0)).await.is_err() {
+        return Ok(());
+    }
 
-    let mut manifest = ManifestBuilder::new(size);
-    let (mut blocks_read, mut chunks_sent, mut full_size) = (0u64, 0u64, 0u64);
+    // The reader runs one batch ahead of the sender.
+    let (tx, mut rx) = mpsc::channel::<Result<Batch, ChunkNodeError>>(1);
+    let reader = {
+        let (volume, freeze) = (volume.clone(), freeze.clone());
+        let todo = todo.clone();
+        tokio::spawn(async move {
+            for part in todo.chunks(BATCH_BLOCKS) {
+                let batch = volume.read_frozen(&freeze, part.to_vec()).await.map(|blocks| Batch {
+                    last: part[part.len() - 1],
+                    blocks: blocks
+                        .into_iter()
+                        .map(|(i, data)| (i, freeze::chunk_of(&data), data))
+                        .collect(),
+                });
+                let failed = batch.is_err();
+                if tx.send(batch).await.is_err() || failed {
+                    return;
+                }
+            }
+        })
+    };
+
+    let (mut blocks_read, mut chunks_sent) = (0u64, 0u64);
     while let Some(batch) = rx.recv().await {
         let batch = batch?;
-        blocks_read += batch.blocks;
-        let mut chunks = Vec::with_capacity(batch.chunks.len());
-        for (idx, id, data) in batch.chunks {
-            manifest.set(idx, Some(id));
-            full_size += data.len() as u64;
-            chunks.push((id, data));
+        blocks_read += batch.blocks.len() as u64;
+        let mut entries = Vec::with_capacity(batch.blocks.len());
+        let mut chunks = Vec::new();
+        let mut data_bytes = 0u64;
+        for (idx, id, data) in batch.blocks {
+            entries.push((idx, id));
+            if let Some(id) = id {
+                data_bytes += data.len() as u64;
+                chunks.push((id, data));
+            }
         }
+        done_blocks += entries.len() as u64;
         chunks_sent += sender.store(chunks).await?;
-        let percent = (blocks_read * 100 / total.max(1)).min(99) as u32;
-        let p = CopyProgress { percent, blocks_read, chunks_sent, ..Default::default() };
-        if progress.send(p).await.is_err() {
+        // Durable at RF: record it, then let copy-on-write skip these blocks.
+        let checkpoint = batch.last + 1;
+        let (l, f) = (log, freeze.clone());
+        log = tokio::task::spawn_blocking(move || {
+            let mut l = l;
+            l.commit(checkpoint, entries, data_bytes)?;
+            f.advance(checkpoint);
+            Ok::<_, ChunkNodeError>(l)
+        })
+        .await??;
+        if progress.send(report(done_blocks, checkpoint, blocks_read, chunks_sent)).await.is_err() {
             tracing::info!(snapshot = %job.snapshot_id, "copy abandoned by its caller");
+            reader.abort();
             return Ok(());
         }
     }
     reader.await?;
 
-    let built = manifest.finish();
+    let built = match parent_root {
+        Some(root_id) if freeze.record.incremental => {
+            let peers = sender.peers();
+            let cands = peers::candidates(peers);
+            let rf = sender.rf();
+            let root = ManifestRoot::decode(&peers::fetch(peers, &cands, rf, root_id).await?)?;
+            let mut b = IncrementalBuilder::new(root_id, root, volume.size())?;
+            for (idx, id) in &log.entries {
+                b.set(*idx, *id);
+            }
+            let mut pages = BTreeMap::new();
+            for (n, id) in b.pages_needed() {
+                let page = ManifestPage::decode(&peers::fetch(peers, &cands, rf, id).await?)?;
+                pages.insert(n, page);
+            }
+            b.finish(&pages)?
+        }
+        _ => {
+            let mut b = ManifestBuilder::with_parent(volume.size(), parent_root);
+            for (idx, id) in &log.entries {
+                b.set(*idx, *id);
+            }
+            b.finish()
+        }
+    };
+    let pages_written = built.pages.len();
     let mut objects = built.pages;
     objects.push((built.root_id, built.root));
     chunks_sent += sender.store(objects).await?;
+    let full_size = (built.data_blocks * BLOCK_SIZE as u64).min(volume.size());
     tracing::info!(
-        snapshot = %job.snapshot_id, root = %built.root_id, blocks_read, chunks_sent, full_size,
-        "copy done"
+        snapshot = %job.snapshot_id, root = %built.root_id, blocks_read, chunks_sent, pages_written,
+        copied_bytes = log.data_bytes, "copy done"
     );
     let last = CopyProgress {
         percent: 100,
@@ -232,23 +288,16 @@ pub async fn run(
         full_size_bytes: full_size,
         blocks_read,
         chunks_sent,
-        ..Default::default()
+        checkpoint_block: blocks_in(volume.size()),
     };
     // The caller may be gone; the copy is complete and durable either way.
     let _ = progress.send(last).await;
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn blocks_of_extents() {
-        let bs = BLOCK_SIZE as u64;
-        assert_eq!(data_blocks(&[]), Vec::<u64>::new());
-        assert_eq!(data_blocks(&[(0, 1)]), vec![0]);
-        assert_eq!(data_blocks(&[(bs - 1, bs + 1), (bs + 5, 3 * bs)]), vec![0, 1, 2]);
-        assert_eq!(data_blocks(&[(10 * bs, 10 * bs + 4096)]), vec![10]);
-    }
+/// One batch from the reader: (index, chunk id or zero, bytes) per block,
+/// ascending, and the last index it covers.
+struct Batch {
+    last: u64,
+    blocks: Vec<(u64, Option<ChunkId>, Vec<u8>)>,
 }

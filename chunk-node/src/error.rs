@@ -33,6 +33,16 @@ pub enum ChunkNodeError {
     InvalidArgument(&'static str),
     #[error("snapshot {0} is not frozen on this node")]
     NotFrozen(String),
+    #[error("volume {0} already has the most pending snapshots a volume may have")]
+    TooManyFreezes(String),
+    #[error("the freeze measured changes since {frozen:?} but the copy names parent {given:?}")]
+    ParentMismatch { frozen: String, given: String },
+    #[error("this copy was started against another parent manifest and cannot switch")]
+    CopyMismatch,
+    #[error("state file {path} is corrupt: {why}")]
+    CorruptState { path: PathBuf, why: String },
+    #[error("cannot encode state: {0}")]
+    Encode(String),
     #[error("no source holds a valid copy of chunk {0}")]
     ChunkUnavailable(ChunkId),
     #[error("chunk node {node} failed: {status}")]
@@ -65,10 +75,16 @@ impl From<ChunkNodeError> for Status {
             | E::InvalidArgument(_)
             | E::BadAddress { .. } => Code::InvalidArgument,
             E::VolumeExists { .. } => Code::AlreadyExists,
-            E::NotFrozen(_) => Code::FailedPrecondition,
+            E::NotFrozen(_) | E::ParentMismatch { .. } | E::CopyMismatch => {
+                Code::FailedPrecondition
+            }
+            E::TooManyFreezes(_) => Code::ResourceExhausted,
+            E::CorruptState { .. } => Code::DataLoss,
             E::ChunkUnavailable(_) | E::Remote { .. } => Code::Unavailable,
             E::Manifest(_) => Code::DataLoss,
-            E::Config(_) | E::Io { .. } | E::Task(_) | E::Transport(_) => Code::Internal,
+            E::Config(_) | E::Io { .. } | E::Task(_) | E::Transport(_) | E::Encode(_) => {
+                Code::Internal
+            }
         };
         Status::new(code, e.to_string())
     }

@@ -6,21 +6,30 @@
 //! on listeners the caller bound (port 0 in tests), registers itself with the
 //! metadata group in the background, and shuts everything down.
 
+pub mod blocks;
 pub mod config;
 pub mod copy;
+pub mod copylog;
 pub mod error;
+pub mod files;
+pub mod freeze;
+pub mod hydrate;
 pub mod nbd_server;
 pub mod peers;
+pub mod reclog;
 pub mod restore;
 pub mod service;
 pub mod sparse;
+pub mod staging;
 pub mod store;
+pub mod tracking;
+pub mod volume;
 pub mod volumes;
 
 pub use config::ChunkNodeConfig;
 pub use error::ChunkNodeError;
 pub use store::{ChunkStore, StoreStats};
-pub use volumes::VolumeHost;
+pub use volumes::{FreezeInfo, VolumeHost, VolumeStats};
 
 use cairn_core::command::Command;
 use cairn_core::records::ChunkNodeInfo;
@@ -70,7 +79,7 @@ impl ChunkNode {
         let nbd_addr =
             nbd.local_addr().map_err(|e| ChunkNodeError::io("address of", "nbd listener", e))?;
         let store = ChunkStore::open(&config.data_dir).await?;
-        let host = VolumeHost::open(&config.data_dir).await?;
+        let host = VolumeHost::open_with(&config.data_dir, config.metadata.clone()).await?;
         let info = ChunkNodeInfo {
             node_id: config.node_id.clone(),
             az: config.az.clone(),
@@ -100,6 +109,7 @@ impl ChunkNode {
                         .max_decoding_message_size(MAX_MESSAGE_BYTES)
                         .max_encoding_message_size(MAX_MESSAGE_BYTES),
                 )
+                .add_service(staging::service(&config.data_dir))
                 .serve_with_incoming_shutdown(
                     tokio_stream::wrappers::TcpListenerStream::new(grpc),
                     async move {
@@ -156,8 +166,25 @@ impl ChunkNode {
         &self.host
     }
 
-    /// Stops serving and waits for the servers to finish.
+    /// Stops serving, waits for the servers to finish, and closes the volume
+    /// host cleanly (volumes fsynced, change tracking saved).
     pub async fn shutdown(self) {
+        let host = self.host.clone();
+        self.stop().await;
+        if let Err(e) = host.close().await {
+            tracing::error!(error = %e, "volume host did not close cleanly; tracking will be unknown");
+        }
+    }
+
+    /// Stops serving and background work but saves nothing, as a SIGKILL
+    /// would: the next start finds no clean-shutdown marker. For tests.
+    pub async fn kill_for_test(self) {
+        let host = self.host.clone();
+        self.stop().await;
+        host.stop_tasks().await;
+    }
+
+    async fn stop(self) {
         // Receivers may all be gone already; that is a shutdown too.
         let _ = self.shutdown.send(true);
         if let Some(t) = self.register_task {

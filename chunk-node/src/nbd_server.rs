@@ -165,7 +165,7 @@ fn done(r: io::Result<()>) -> (u32, Vec<u8>) {
 }
 
 /// Runs one request; returns (errno, READ payload).
-async fn execute(volume: &Volume, req: &Request, payload: Vec<u8>) -> (u32, Vec<u8>) {
+async fn execute(volume: &Arc<Volume>, req: &Request, payload: Vec<u8>) -> (u32, Vec<u8>) {
     let fua = req.flags & nbd::CMD_FLAG_FUA != 0;
     let len = u64::from(req.length);
     let in_range = req.offset.checked_add(len).is_some_and(|end| end <= volume.size());

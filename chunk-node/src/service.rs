@@ -118,8 +118,12 @@ impl pb::volume_host_server::VolumeHost for VolumeHostService {
         request: Request<pb::FreezeRequest>,
     ) -> Result<Response<pb::FreezeReply>, Status> {
         let req = request.into_inner();
-        self.host.freeze(&req.volume_id, &req.snapshot_id).await?;
-        Ok(Response::new(pb::FreezeReply::default()))
+        let parent = Some(req.parent_snapshot_id.as_str()).filter(|p| !p.is_empty());
+        let info = self.host.freeze(&req.volume_id, &req.snapshot_id, parent).await?;
+        Ok(Response::new(pb::FreezeReply {
+            incremental: info.incremental,
+            blocks_to_read: info.blocks_to_read,
+        }))
     }
 
     type CopyStream = CopyStream;
@@ -134,13 +138,16 @@ impl pb::volume_host_server::VolumeHost for VolumeHostService {
             snapshot_id: req.snapshot_id,
             targets: req.targets,
             replication_factor: req.replication_factor,
+            parent_manifest_root: req.parent_manifest_root,
+            parent_snapshot_id: req.parent_snapshot_id,
         };
         // Refuse at once what can be refused before streaming starts.
-        self.host.open_frozen(&job.snapshot_id).await?;
+        self.host.frozen(&job.volume_id, &job.snapshot_id)?;
         let (progress_tx, progress_rx) = mpsc::channel(16);
         let (err_tx, err_rx) = mpsc::channel::<Status>(1);
         let host = self.host.clone();
-        tokio::spawn(async move {
+        let runner = host.clone();
+        runner.spawn(async move {
             if let Err(e) = copy::run(&host, job, progress_tx).await {
                 tracing::warn!(error = %e, "copy failed");
                 // The caller may already be gone.
@@ -157,7 +164,8 @@ impl pb::volume_host_server::VolumeHost for VolumeHostService {
         &self,
         request: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseReply>, Status> {
-        self.host.release(&request.into_inner().snapshot_id).await?;
+        let req = request.into_inner();
+        self.host.release(&req.volume_id, &req.snapshot_id).await?;
         Ok(Response::new(pb::ReleaseReply {}))
     }
 
@@ -167,7 +175,15 @@ impl pb::volume_host_server::VolumeHost for VolumeHostService {
     ) -> Result<Response<pb::VolumeStatsReply>, Status> {
         let reply = match self.host.get(&request.into_inner().volume_id) {
             Some(v) => {
-                pb::VolumeStatsReply { exists: true, size_bytes: v.size(), ..Default::default() }
+                let s = v.stats();
+                pb::VolumeStatsReply {
+                    exists: true,
+                    size_bytes: s.size_bytes,
+                    copy_blocks_read: s.copy_blocks_read,
+                    tracking_known: s.tracking_known,
+                    hydrated_blocks: s.hydrated_blocks,
+                    total_blocks: s.total_blocks,
+                }
             }
             None => pb::VolumeStatsReply::default(),
         };

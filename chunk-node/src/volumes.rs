@@ -1,140 +1,59 @@
 //! The volume host: each live volume is a sparse file
-//! `data_dir/volumes/<vol-id>.img` of the volume's size; a frozen image of a
-//! snapshot is `data_dir/frozen/<snap-id>.img`.
+//! `data_dir/volumes/<vol-id>.img` of the volume's size, with its state in
+//! `data_dir/volumes/<vol-id>.state/`: changed-block tracking
+//! ([`crate::tracking`]), pending freezes ([`crate::freeze`]) and, for a
+//! volume restored lazily, its hydration state ([`crate::hydrate`]).
 //!
 //! Point in time: every mutation (write, write-zeroes, trim) holds the
-//! volume's gate shared from before it touches the file until it is done, and
-//! `freeze` holds it exclusively while it copies. A mutation acknowledged
-//! before `freeze` returned finished before freeze took the gate, so it is in
-//! the image; one that starts after `freeze` returned runs after the copy.
+//! volume's gate shared from before it touches anything until it is done,
+//! and `freeze` holds it exclusively just long enough to record the freeze.
+//! A mutation acknowledged before `freeze` returned finished before the
+//! freeze, so the frozen image has it; one that starts after `freeze`
+//! returned first saves, under the block's lock, the frozen content of every
+//! block it is about to change that a pending freeze still needs.
+//!
+//! The host writes `data_dir/clean-shutdown` when it closes cleanly and
+//! removes it when it opens; opening without it means the previous run was
+//! killed, and change tracking becomes unknown (see [`crate::tracking`]).
 
+use crate::blocks::{blocks_in, BlockLocks};
 use crate::error::{check_name, ChunkNodeError};
+use crate::files::{fsync_dir, remove_dir, remove_file};
+use crate::freeze::{self, Freeze, FreezeRecord, MAX_PENDING};
+use crate::hydrate::{Hydration, HydrationMap};
 use crate::sparse;
+use crate::tracking::Tracking;
+pub use crate::volume::{Volume, VolumeStats};
+use cairn_proto::MetadataClient;
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
-use tokio::sync::RwLock as Gate;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::{watch, RwLock as Gate};
+use tokio::task::JoinSet;
 
-/// One live volume. I/O methods return `std::io::Error` so the NBD server
-/// can map them to protocol errnos.
-pub struct Volume {
-    id: String,
-    size: u64,
-    path: PathBuf,
-    file: Arc<File>,
-    gate: Arc<Gate<()>>,
-    deleted: AtomicBool,
+/// What a freeze answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FreezeInfo {
+    pub incremental: bool,
+    pub blocks_to_read: u64,
 }
 
-fn gone(id: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::NotFound, format!("volume {id} was deleted"))
-}
-
-impl Volume {
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
-    fn check(&self) -> io::Result<()> {
-        if self.deleted.load(Ordering::Acquire) {
-            return Err(gone(&self.id));
-        }
-        Ok(())
-    }
-
-    pub async fn read(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        self.check()?;
-        let file = self.file.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; len];
-            file.read_exact_at(&mut buf, offset)?;
-            Ok(buf)
-        })
-        .await
-        .map_err(io::Error::other)?
-    }
-
-    /// Runs a mutation under the shared gate (see the module comment); with
-    /// `fua`, the data is durable before it returns.
-    async fn mutate<F>(&self, fua: bool, op: F) -> io::Result<()>
-    where
-        F: FnOnce(&File) -> io::Result<()> + Send + 'static,
-    {
-        let guard = self.gate.clone().read_owned().await;
-        self.check()?;
-        let file = self.file.clone();
-        tokio::task::spawn_blocking(move || {
-            let _held = guard;
-            op(&file)?;
-            if fua {
-                file.sync_data()?;
-            }
-            Ok(())
-        })
-        .await
-        .map_err(io::Error::other)?
-    }
-
-    pub async fn write(&self, offset: u64, data: Vec<u8>, fua: bool) -> io::Result<()> {
-        self.mutate(fua, move |f| f.write_all_at(&data, offset)).await
-    }
-
-    /// Makes the range read as zeroes; `allocate` keeps it allocated
-    /// (NBD's NO_HOLE), otherwise it is deallocated.
-    pub async fn write_zeroes(
-        &self,
-        offset: u64,
-        len: u64,
-        allocate: bool,
-        fua: bool,
-    ) -> io::Result<()> {
-        self.mutate(fua, move |f| {
-            if allocate {
-                sparse::write_zeroes(f, offset, len)
-            } else {
-                sparse::punch_hole(f, offset, len)
-            }
-        })
-        .await
-    }
-
-    /// Discards the range (it then reads as zeroes).
-    pub async fn trim(&self, offset: u64, len: u64, fua: bool) -> io::Result<()> {
-        self.mutate(fua, move |f| sparse::punch_hole(f, offset, len)).await
-    }
-
-    /// Makes every completed write durable.
-    pub async fn flush(&self) -> io::Result<()> {
-        self.check()?;
-        let file = self.file.clone();
-        tokio::task::spawn_blocking(move || file.sync_all()).await.map_err(io::Error::other)?
-    }
-}
-
-/// All volumes of this node and their frozen images.
+/// All volumes of this node, and the background work on them.
 #[derive(Clone)]
 pub struct VolumeHost {
     inner: Arc<HostInner>,
 }
 
 struct HostInner {
+    data_dir: PathBuf,
     volumes_dir: PathBuf,
-    frozen_dir: PathBuf,
     volumes: RwLock<HashMap<String, Arc<Volume>>>,
-}
-
-fn fsync_dir(dir: &Path) -> Result<(), ChunkNodeError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| ChunkNodeError::io("fsync directory", dir, e))
+    tasks: Mutex<JoinSet<()>>,
+    stop: watch::Sender<bool>,
+    /// Where to look up chunk nodes' current addresses, if anywhere.
+    metadata: Option<Arc<MetadataClient>>,
 }
 
 fn open_rw(path: &Path) -> Result<File, ChunkNodeError> {
@@ -145,60 +64,139 @@ fn open_rw(path: &Path) -> Result<File, ChunkNodeError> {
         .map_err(|e| ChunkNodeError::io("open", path, e))
 }
 
+const CLEAN_MARKER: &str = "clean-shutdown";
+
 impl VolumeHost {
-    /// Opens the volumes under `data_dir`, dropping temp files of unfinished
-    /// creates, restores and freezes.
+    /// Opens the volumes under `data_dir` with their freezes, tracking and
+    /// hydration, drops what unfinished creates left, and restarts hydration.
     pub async fn open(data_dir: &Path) -> Result<VolumeHost, ChunkNodeError> {
-        let data_dir = data_dir.to_path_buf();
-        tokio::task::spawn_blocking(move || Self::open_blocking(&data_dir)).await?
+        Self::open_with(data_dir, Vec::new()).await
     }
 
-    fn open_blocking(data_dir: &Path) -> Result<VolumeHost, ChunkNodeError> {
+    /// [`VolumeHost::open`], with the metadata group's members (gRPC URLs)
+    /// to look up moved chunk nodes during hydration.
+    pub async fn open_with(
+        data_dir: &Path,
+        metadata: Vec<String>,
+    ) -> Result<VolumeHost, ChunkNodeError> {
+        let data_dir = data_dir.to_path_buf();
+        let metadata = (!metadata.is_empty()).then(|| Arc::new(MetadataClient::new(metadata)));
+        let host =
+            tokio::task::spawn_blocking(move || Self::open_blocking(&data_dir, metadata)).await??;
+        let hydrating: Vec<Arc<Volume>> = host
+            .inner
+            .volumes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|v| v.hydrating().is_some())
+            .cloned()
+            .collect();
+        for v in hydrating {
+            host.start_hydrator(&v);
+        }
+        Ok(host)
+    }
+
+    fn open_blocking(
+        data_dir: &Path,
+        metadata: Option<Arc<MetadataClient>>,
+    ) -> Result<VolumeHost, ChunkNodeError> {
         let volumes_dir = data_dir.join("volumes");
-        let frozen_dir = data_dir.join("frozen");
+        fs::create_dir_all(&volumes_dir)
+            .map_err(|e| ChunkNodeError::io("create", &volumes_dir, e))?;
+        let marker = data_dir.join(CLEAN_MARKER);
+        let clean = marker.exists();
+        // From here on, until `close`, a stop is unclean.
+        remove_file(&marker)?;
+        fsync_dir(data_dir)?;
         let mut volumes = HashMap::new();
-        for d in [&volumes_dir, &frozen_dir] {
-            fs::create_dir_all(d).map_err(|e| ChunkNodeError::io("create", d, e))?;
-            for entry in fs::read_dir(d).map_err(|e| ChunkNodeError::io("list", d, e))? {
-                let entry = entry.map_err(|e| ChunkNodeError::io("list", d, e))?;
-                let path = entry.path();
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if name.starts_with(".tmp") {
-                    fs::remove_file(&path).map_err(|e| ChunkNodeError::io("remove", &path, e))?;
-                    continue;
-                }
-                if d != &volumes_dir {
-                    continue;
-                }
-                let Some(id) = name.strip_suffix(".img") else { continue };
-                let file = open_rw(&path)?;
-                let size = file.metadata().map_err(|e| ChunkNodeError::io("stat", &path, e))?.len();
-                volumes.insert(id.to_string(), Arc::new(Self::volume(id, size, path, file)));
+        let mut states = Vec::new();
+        for entry in
+            fs::read_dir(&volumes_dir).map_err(|e| ChunkNodeError::io("list", &volumes_dir, e))?
+        {
+            let entry = entry.map_err(|e| ChunkNodeError::io("list", &volumes_dir, e))?;
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".tmp") {
+                remove_file(&path)?;
+            } else if let Some(id) = name.strip_suffix(".state") {
+                states.push((id.to_string(), path));
+            } else if let Some(id) = name.strip_suffix(".img") {
+                let vol = Self::load_volume(id, &path, &volumes_dir, clean)?;
+                volumes.insert(id.to_string(), Arc::new(vol));
             }
         }
-        tracing::info!(volumes = volumes.len(), "volume host opened");
+        for (id, path) in states {
+            if !volumes.contains_key(&id) {
+                // A create that never installed its volume, or a delete cut short.
+                remove_dir(&path)?;
+            }
+        }
+        tracing::info!(volumes = volumes.len(), clean, "volume host opened");
+        let (stop, _) = watch::channel(false);
         Ok(VolumeHost {
-            inner: Arc::new(HostInner { volumes_dir, frozen_dir, volumes: RwLock::new(volumes) }),
+            inner: Arc::new(HostInner {
+                data_dir: data_dir.to_path_buf(),
+                volumes_dir,
+                volumes: RwLock::new(volumes),
+                tasks: Mutex::new(JoinSet::new()),
+                stop,
+                metadata,
+            }),
         })
     }
 
-    fn volume(id: &str, size: u64, path: PathBuf, file: File) -> Volume {
-        Volume {
+    fn load_volume(
+        id: &str,
+        path: &Path,
+        volumes_dir: &Path,
+        clean: bool,
+    ) -> Result<Volume, ChunkNodeError> {
+        let file = Arc::new(open_rw(path)?);
+        let size = file.metadata().map_err(|e| ChunkNodeError::io("stat", path, e))?.len();
+        let state_dir = volumes_dir.join(format!("{id}.state"));
+        let freezes_dir = state_dir.join("freezes");
+        fs::create_dir_all(&freezes_dir)
+            .map_err(|e| ChunkNodeError::io("create", &freezes_dir, e))?;
+        let mut freezes = Vec::new();
+        for entry in
+            fs::read_dir(&freezes_dir).map_err(|e| ChunkNodeError::io("list", &freezes_dir, e))?
+        {
+            let entry = entry.map_err(|e| ChunkNodeError::io("list", &freezes_dir, e))?;
+            if let Some(f) = Freeze::load(&entry.path())? {
+                freezes.push(Arc::new(f));
+            }
+        }
+        freezes.sort_by_key(|f| f.record.epoch);
+        let epochs: Vec<(String, u64)> =
+            freezes.iter().map(|f| (f.snapshot_id().to_string(), f.record.epoch)).collect();
+        let tracking = Tracking::load(&state_dir, size, clean, &epochs)?;
+        tracking.save_meta(&state_dir)?;
+        let locks = Arc::new(BlockLocks::default());
+        let hydration = Hydration::load(&state_dir, file.clone(), locks.clone())?;
+        Ok(Volume {
             id: id.to_string(),
             size,
-            path,
-            file: Arc::new(file),
+            path: path.to_path_buf(),
+            state_dir,
+            file,
             gate: Arc::new(Gate::new(())),
             deleted: AtomicBool::new(false),
-        }
+            locks,
+            tracking: Mutex::new(tracking),
+            freezes: RwLock::new(freezes),
+            copy_blocks_read: AtomicU64::new(0),
+            hydration,
+        })
     }
 
     fn path(&self, id: &str) -> PathBuf {
         self.inner.volumes_dir.join(format!("{id}.img"))
     }
 
-    fn frozen_path(&self, snap: &str) -> PathBuf {
-        self.inner.frozen_dir.join(format!("{snap}.img"))
+    fn state_dir(&self, id: &str) -> PathBuf {
+        self.inner.volumes_dir.join(format!("{id}.state"))
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Volume>> {
@@ -213,36 +211,34 @@ impl VolumeHost {
         v
     }
 
-    /// A temp file in the volumes directory, of `size` bytes, all holes:
-    /// where a restore assembles a volume before [`VolumeHost::install`].
-    pub(crate) async fn staging(
-        &self,
-        size: u64,
-    ) -> Result<tempfile::NamedTempFile, ChunkNodeError> {
-        let dir = self.inner.volumes_dir.clone();
-        tokio::task::spawn_blocking(move || {
-            let tmp = tempfile::Builder::new()
-                .prefix(".tmp")
-                .tempfile_in(&dir)
-                .map_err(|e| ChunkNodeError::io("create temp in", &dir, e))?;
-            tmp.as_file().set_len(size).map_err(|e| ChunkNodeError::io("size", tmp.path(), e))?;
-            Ok(tmp)
-        })
-        .await?
+    /// Runs `fut` as background work of this host; it is stopped at close.
+    pub fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
+        let mut tasks = self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(fut);
+    }
+
+    fn start_hydrator(&self, v: &Arc<Volume>) {
+        if let Some(h) = v.hydration.clone() {
+            let stop = self.inner.stop.subscribe();
+            self.spawn(h.run(stop, self.inner.metadata.clone()));
+        }
     }
 
     /// Creates an empty volume of `size` bytes. Idempotent: an existing
     /// volume of the same size is left as it is.
     pub async fn create(&self, id: &str, size: u64) -> Result<(), ChunkNodeError> {
-        check_name("volume id", id)?;
-        if size == 0 {
-            return Err(ChunkNodeError::InvalidArgument("volume size must be positive"));
-        }
-        if let Some(v) = self.existing(id, size)? {
-            return Ok(v);
-        }
-        let tmp = self.staging(size).await?;
-        self.install(id, size, tmp).await
+        self.install(id, size, None).await
+    }
+
+    /// Creates a volume restored lazily from `map`: usable at once, its
+    /// blocks are fetched on demand and by a background hydrator.
+    pub(crate) async fn create_restored(
+        &self,
+        id: &str,
+        map: HydrationMap,
+    ) -> Result<(), ChunkNodeError> {
+        self.install(id, map.size, Some(map)).await
     }
 
     /// `Some(())` when `id` exists with `size`; an error if with another size.
@@ -254,40 +250,88 @@ impl VolumeHost {
         }
     }
 
-    /// Makes a fully written staging file the volume `id` (fsync, rename,
-    /// directory fsync), unless the volume appeared meanwhile.
-    pub(crate) async fn install(
+    /// Writes the volume's state (tracking, and hydration if restoring),
+    /// then makes its file appear (temp file, rename, directory fsync).
+    async fn install(
         &self,
         id: &str,
         size: u64,
-        tmp: tempfile::NamedTempFile,
+        map: Option<HydrationMap>,
     ) -> Result<(), ChunkNodeError> {
         check_name("volume id", id)?;
+        if size == 0 {
+            return Err(ChunkNodeError::InvalidArgument("volume size must be positive"));
+        }
+        if self.existing(id, size)?.is_some() {
+            return Ok(());
+        }
         let host = self.clone();
         let id = id.to_string();
-        tokio::task::spawn_blocking(move || {
-            let mut map = host.inner.volumes.write().unwrap_or_else(|e| e.into_inner());
-            if let Some(v) = map.get(&id) {
+        let vol = tokio::task::spawn_blocking(move || {
+            let mut map_guard = host.inner.volumes.write().unwrap_or_else(|e| e.into_inner());
+            if let Some(v) = map_guard.get(&id) {
                 return if v.size == size {
-                    Ok(())
+                    Ok(None)
                 } else {
                     Err(ChunkNodeError::VolumeExists { id: id.clone(), size: v.size })
                 };
             }
+            let state_dir = host.state_dir(&id);
+            remove_dir(&state_dir)?;
+            let freezes_dir = state_dir.join("freezes");
+            fs::create_dir_all(&freezes_dir)
+                .map_err(|e| ChunkNodeError::io("create", &freezes_dir, e))?;
+            let tracking = Tracking::fresh(size);
+            tracking.save_meta(&state_dir)?;
+            if let Some(m) = &map {
+                Hydration::create(&state_dir, m)?;
+            }
+            fsync_dir(&state_dir)?;
+            fsync_dir(&host.inner.volumes_dir)?;
+            let dir = &host.inner.volumes_dir;
+            let tmp = tempfile::Builder::new()
+                .prefix(".tmp")
+                .tempfile_in(dir)
+                .map_err(|e| ChunkNodeError::io("create temp in", dir, e))?;
+            tmp.as_file().set_len(size).map_err(|e| ChunkNodeError::io("size", tmp.path(), e))?;
             tmp.as_file().sync_all().map_err(|e| ChunkNodeError::io("fsync", tmp.path(), e))?;
             let path = host.path(&id);
-            let file =
-                tmp.persist(&path).map_err(|e| ChunkNodeError::io("rename to", &path, e.error))?;
-            fsync_dir(&host.inner.volumes_dir)?;
-            map.insert(id.clone(), Arc::new(Self::volume(&id, size, path, file)));
-            tracing::info!(volume = %id, size, "volume created");
-            Ok(())
+            let file = Arc::new(
+                tmp.persist(&path).map_err(|e| ChunkNodeError::io("rename to", &path, e.error))?,
+            );
+            fsync_dir(dir)?;
+            let locks = Arc::new(BlockLocks::default());
+            let hydration = match map {
+                Some(_) => Hydration::load(&state_dir, file.clone(), locks.clone())?,
+                None => None,
+            };
+            let vol = Arc::new(Volume {
+                id: id.clone(),
+                size,
+                path,
+                state_dir,
+                file,
+                gate: Arc::new(Gate::new(())),
+                deleted: AtomicBool::new(false),
+                locks,
+                tracking: Mutex::new(tracking),
+                freezes: RwLock::new(Vec::new()),
+                copy_blocks_read: AtomicU64::new(0),
+                hydration,
+            });
+            map_guard.insert(id.clone(), vol.clone());
+            tracing::info!(volume = %id, size, lazy = vol.hydration.is_some(), "volume created");
+            Ok(Some(vol))
         })
-        .await?
+        .await??;
+        if let Some(v) = vol {
+            self.start_hydrator(&v);
+        }
+        Ok(())
     }
 
-    /// Deletes a volume; open NBD connections to it then fail their I/O.
-    /// Deleting a missing volume succeeds.
+    /// Deletes a volume with its state; open NBD connections to it then fail
+    /// their I/O. Deleting a missing volume succeeds.
     pub async fn delete(&self, id: &str) -> Result<(), ChunkNodeError> {
         check_name("volume id", id)?;
         let removed = self.inner.volumes.write().unwrap_or_else(|e| e.into_inner()).remove(id);
@@ -295,173 +339,174 @@ impl VolumeHost {
         // Wait for in-flight mutations, then refuse new ones.
         let _g = vol.gate.clone().write_owned().await;
         vol.deleted.store(true, Ordering::Release);
+        if let Some(h) = &vol.hydration {
+            h.cancel();
+        }
         let dir = self.inner.volumes_dir.clone();
-        let path = vol.path.clone();
+        let (path, state) = (vol.path.clone(), vol.state_dir.clone());
         tokio::task::spawn_blocking(move || {
             fs::remove_file(&path).map_err(|e| ChunkNodeError::io("remove", &path, e))?;
-            fsync_dir(&dir)
+            fsync_dir(&dir)?;
+            remove_dir(&state)
         })
         .await??;
         tracing::info!(volume = %id, "volume deleted");
         Ok(())
     }
 
-    /// Freezes `vol` for snapshot `snap`: a sparse copy of the volume as of
-    /// now, fsynced, at the snapshot's frozen path. Idempotent: an existing
-    /// frozen image (always complete, thanks to the rename) is kept.
-    pub async fn freeze(&self, vol: &str, snap: &str) -> Result<(), ChunkNodeError> {
+    /// Freezes `vol` for snapshot `snap` at this instant, by copy-on-write:
+    /// nothing is copied now. With `parent` (the volume's last completed
+    /// snapshot) and exact tracking since its freeze, the copy will read only
+    /// the blocks changed since; otherwise every block that may hold data.
+    /// Idempotent: freezing the same snapshot again answers the same.
+    pub async fn freeze(
+        &self,
+        vol: &str,
+        snap: &str,
+        parent: Option<&str>,
+    ) -> Result<FreezeInfo, ChunkNodeError> {
         check_name("volume id", vol)?;
         check_name("snapshot id", snap)?;
+        if let Some(p) = parent {
+            check_name("parent snapshot id", p)?;
+        }
         let volume = self.get(vol).ok_or_else(|| ChunkNodeError::VolumeNotFound(vol.into()))?;
-        let dest = self.frozen_path(snap);
         let guard = volume.gate.clone().write_owned().await;
         if volume.deleted.load(Ordering::Acquire) {
             return Err(ChunkNodeError::VolumeNotFound(vol.into()));
         }
-        let frozen_dir = self.inner.frozen_dir.clone();
+        let info = |f: &Freeze| FreezeInfo {
+            incremental: f.record.incremental,
+            blocks_to_read: f.record.read_set.count(),
+        };
+        if let Some(f) = volume.freeze_of(snap) {
+            return Ok(info(&f));
+        }
+        if volume.pending().len() >= MAX_PENDING {
+            return Err(ChunkNodeError::TooManyFreezes(vol.into()));
+        }
+        let (v, snap, parent) = (volume.clone(), snap.to_string(), parent.map(str::to_string));
         let started = std::time::Instant::now();
-        let copied = tokio::task::spawn_blocking(move || {
+        let freeze = tokio::task::spawn_blocking(move || {
             let _held = guard;
-            if dest.exists() {
-                return Ok(None);
-            }
-            // A separate descriptor: the extent walk moves its seek offset.
-            let src = File::open(&volume.path)
-                .map_err(|e| ChunkNodeError::io("open", &volume.path, e))?;
-            let tmp = tempfile::Builder::new()
-                .prefix(".tmp")
-                .tempfile_in(&frozen_dir)
-                .map_err(|e| ChunkNodeError::io("create temp in", &frozen_dir, e))?;
-            let copied = sparse::sparse_copy(&src, tmp.as_file(), volume.size)
-                .map_err(|e| ChunkNodeError::io("freeze copy of", &volume.path, e))?;
-            tmp.as_file().sync_all().map_err(|e| ChunkNodeError::io("fsync", tmp.path(), e))?;
-            tmp.persist(&dest).map_err(|e| ChunkNodeError::io("rename to", &dest, e.error))?;
-            fsync_dir(&frozen_dir)?;
-            Ok::<_, ChunkNodeError>(Some(copied))
+            let mut tracking = v.tracking();
+            let total = blocks_in(v.size);
+            let changed = parent.as_deref().and_then(|p| tracking.changed_since(p));
+            let incremental = changed.is_some();
+            let read_set = match changed {
+                Some(set) => set,
+                None => {
+                    // A separate descriptor: the extent walk moves its offset.
+                    let walk =
+                        File::open(&v.path).map_err(|e| ChunkNodeError::io("open", &v.path, e))?;
+                    let extents = sparse::data_extents(&walk, v.size)
+                        .map_err(|e| ChunkNodeError::io("walk extents of", &v.path, e))?;
+                    let mut set = freeze::data_blocks(&extents, total);
+                    if let Some(h) = v.hydrating() {
+                        // Blocks not yet restored are holes here but data in truth.
+                        for i in 0..total {
+                            if !h.is_hydrated(i) {
+                                set.insert(i);
+                            }
+                        }
+                    }
+                    set
+                }
+            };
+            let record = FreezeRecord {
+                snapshot_id: snap.clone(),
+                volume_size: v.size,
+                epoch: tracking.epoch(),
+                parent: if incremental { parent } else { None },
+                incremental,
+                read_set,
+            };
+            let f = Arc::new(Freeze::create(&v.state_dir.join("freezes"), record)?);
+            tracking.freeze(&snap);
+            v.freezes.write().unwrap_or_else(|e| e.into_inner()).push(f.clone());
+            tracking.save_meta(&v.state_dir)?;
+            Ok::<_, ChunkNodeError>(f)
         })
         .await??;
-        match copied {
-            Some(bytes) => {
-                tracing::info!(volume = vol, snapshot = snap, bytes, elapsed = ?started.elapsed(), "volume frozen")
-            }
-            None => tracing::debug!(volume = vol, snapshot = snap, "already frozen"),
+        let out = info(&freeze);
+        tracing::info!(
+            volume = vol, snapshot = %freeze.snapshot_id(), incremental = out.incremental,
+            blocks_to_read = out.blocks_to_read, elapsed = ?started.elapsed(), "volume frozen"
+        );
+        Ok(out)
+    }
+
+    /// The pending freeze of `snap` on `vol`, or `NotFrozen`.
+    pub(crate) fn frozen(
+        &self,
+        vol: &str,
+        snap: &str,
+    ) -> Result<(Arc<Volume>, Arc<Freeze>), ChunkNodeError> {
+        check_name("volume id", vol)?;
+        check_name("snapshot id", snap)?;
+        let volume = self.get(vol).ok_or_else(|| ChunkNodeError::NotFrozen(snap.into()))?;
+        let freeze =
+            volume.freeze_of(snap).ok_or_else(|| ChunkNodeError::NotFrozen(snap.into()))?;
+        Ok((volume, freeze))
+    }
+
+    /// Drops the freeze of `snap` on `vol`; releasing twice succeeds.
+    pub async fn release(&self, vol: &str, snap: &str) -> Result<(), ChunkNodeError> {
+        check_name("volume id", vol)?;
+        check_name("snapshot id", snap)?;
+        let Some(volume) = self.get(vol) else { return Ok(()) };
+        // No mutation is using the freeze while the gate is held.
+        let removed = {
+            let _g = volume.gate.clone().write_owned().await;
+            let mut list = volume.freezes.write().unwrap_or_else(|e| e.into_inner());
+            let pos = list.iter().position(|f| f.snapshot_id() == snap);
+            pos.map(|p| list.remove(p))
+        };
+        if let Some(f) = removed {
+            tokio::task::spawn_blocking(move || f.remove()).await??;
+            tracing::info!(volume = vol, snapshot = snap, "freeze released");
         }
         Ok(())
     }
 
-    /// The frozen image of `snap`, opened for reading, or `NotFrozen`.
-    pub(crate) async fn open_frozen(&self, snap: &str) -> Result<(File, u64), ChunkNodeError> {
-        check_name("snapshot id", snap)?;
-        let path = self.frozen_path(snap);
-        let snap = snap.to_string();
-        tokio::task::spawn_blocking(move || {
-            let file = match File::open(&path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    return Err(ChunkNodeError::NotFrozen(snap))
-                }
-                Err(e) => return Err(ChunkNodeError::io("open", &path, e)),
-            };
-            let size = file.metadata().map_err(|e| ChunkNodeError::io("stat", &path, e))?.len();
-            Ok((file, size))
-        })
-        .await?
-    }
-
-    /// Drops the frozen image of `snap`; releasing twice succeeds.
-    pub async fn release(&self, snap: &str) -> Result<(), ChunkNodeError> {
-        check_name("snapshot id", snap)?;
-        let path = self.frozen_path(snap);
-        tokio::task::spawn_blocking(move || match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(ChunkNodeError::io("remove", &path, e)),
-        })
-        .await?
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn create_is_idempotent_and_freeze_captures_the_instant() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let host = VolumeHost::open(dir.path()).await.expect("open");
-        host.create("vol-1", 8 << 20).await.expect("create");
-        host.create("vol-1", 8 << 20).await.expect("create again");
-        assert!(matches!(
-            host.create("vol-1", 4 << 20).await,
-            Err(ChunkNodeError::VolumeExists { .. })
-        ));
-        assert!(host.create("../x", 1).await.is_err());
-
-        let v = host.get("vol-1").expect("volume");
-        v.write(1 << 20, vec![7u8; 4096], false).await.expect("write");
-        host.freeze("vol-1", "snap-1").await.expect("freeze");
-        v.write(1 << 20, vec![8u8; 4096], false).await.expect("write after");
-        host.freeze("vol-1", "snap-1").await.expect("freeze is idempotent");
-
-        let (frozen, size) = host.open_frozen("snap-1").await.expect("frozen");
-        assert_eq!(size, 8 << 20);
-        let mut buf = vec![0u8; 4096];
-        frozen.read_exact_at(&mut buf, 1 << 20).expect("read");
-        assert_eq!(buf, vec![7u8; 4096]);
-        assert_eq!(v.read(1 << 20, 4096).await.expect("read live"), vec![8u8; 4096]);
-
-        host.release("snap-1").await.expect("release");
-        host.release("snap-1").await.expect("release twice");
-        assert!(matches!(host.open_frozen("snap-1").await, Err(ChunkNodeError::NotFrozen(_))));
-
-        drop(host);
-        let host = VolumeHost::open(dir.path()).await.expect("reopen");
-        assert_eq!(host.list(), vec![("vol-1".to_string(), 8 << 20)]);
-        let v = host.get("vol-1").expect("volume after reopen");
-        assert_eq!(v.read(1 << 20, 4096).await.expect("read"), vec![8u8; 4096]);
-        host.delete("vol-1").await.expect("delete");
-        assert!(v.read(0, 1).await.is_err(), "open handles fail after delete");
-        assert!(host.list().is_empty());
-    }
-
-    /// Writes racing a freeze: the frozen image holds a prefix of the
-    /// sequential writes that includes every write acknowledged before the
-    /// freeze was called and none that started after it returned.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn freeze_is_atomic_with_respect_to_concurrent_writes() {
-        use std::sync::atomic::AtomicU64;
-        const N: u64 = 2000;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let host = VolumeHost::open(dir.path()).await.expect("open");
-        host.create("vol-1", N * 4096).await.expect("create");
-        let v = host.get("vol-1").expect("volume");
-        let started = Arc::new(AtomicU64::new(0));
-        let acked = Arc::new(AtomicU64::new(0));
-        let writer = {
-            let (v, started, acked) = (v.clone(), started.clone(), acked.clone());
-            tokio::spawn(async move {
-                for i in 0..N {
-                    started.store(i + 1, Ordering::SeqCst);
-                    v.write(i * 4096, vec![1u8; 4096], false).await.expect("write");
-                    acked.store(i + 1, Ordering::SeqCst);
-                }
-            })
-        };
-        while acked.load(Ordering::SeqCst) < 50 {
-            tokio::task::yield_now().await;
+    /// Stops background work, makes every volume durable, saves change
+    /// tracking and marks the stop clean.
+    pub async fn close(&self) -> Result<(), ChunkNodeError> {
+        self.stop_tasks().await;
+        let volumes: Vec<Arc<Volume>> = self
+            .inner
+            .volumes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut guards = Vec::new();
+        for v in &volumes {
+            guards.push(v.gate.clone().write_owned().await);
         }
-        let acked_before = acked.load(Ordering::SeqCst);
-        host.freeze("vol-1", "snap-1").await.expect("freeze");
-        let started_after = started.load(Ordering::SeqCst);
-        writer.await.expect("writer");
+        let data_dir = self.inner.data_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let _held = guards;
+            for v in volumes.iter().filter(|v| !v.deleted.load(Ordering::Acquire)) {
+                v.file.sync_all().map_err(|e| ChunkNodeError::io("fsync", &v.path, e))?;
+                v.tracking().save_all(&v.state_dir)?;
+            }
+            crate::files::write_atomic(&data_dir.join(CLEAN_MARKER), b"1")
+        })
+        .await??;
+        tracing::info!("volume host closed cleanly");
+        Ok(())
+    }
 
-        let (frozen, _) = host.open_frozen("snap-1").await.expect("frozen");
-        let mut image = vec![0u8; (N * 4096) as usize];
-        frozen.read_exact_at(&mut image, 0).expect("read image");
-        let present: Vec<bool> = image.chunks(4096).map(|b| b[0] == 1).collect();
-        let k = present.iter().take_while(|p| **p).count() as u64;
-        assert!(present[k as usize..].iter().all(|p| !p), "image is a prefix of the writes");
-        assert!(k >= acked_before, "acknowledged writes are in: {k} < {acked_before}");
-        assert!(k <= started_after, "later writes are not: {k} > {started_after}");
+    /// Stops background work without saving anything: what a killed process
+    /// leaves behind (tests use it to simulate SIGKILL).
+    pub async fn stop_tasks(&self) {
+        // Receivers may be gone already; that is stopped too.
+        let _ = self.inner.stop.send(true);
+        let mut tasks =
+            std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
     }
 }

@@ -106,7 +106,6 @@ async fn freeze_copy_dedup_and_restore() -> anyhow::Result<()> {
         manifest_root: root.clone(),
         sources: targets.clone(),
         replication_factor: 2,
-        ..Default::default()
     };
     b.volumes().await?.create_volume(restore.clone()).await?;
     b.volumes().await?.create_volume(restore).await?; // idempotent
@@ -144,14 +143,23 @@ async fn big_sparse_volume_copies_only_its_data() -> anyhow::Result<()> {
     let url = a.nbd_url(BIG);
     ok("qemu-io", &["-f", "raw", &url, "-c", "write -P 0x11 700M 4k", "-c", "write -z 100M 1M"])
         .await?;
-    freeze(&a, BIG, "snap-00000000000000009").await?;
-    let frozen = a.dir.path().join("frozen/snap-00000000000000009.img");
-    let meta = std::fs::metadata(&frozen)?;
-    assert_eq!(meta.len(), size);
-    assert!(
-        std::os::unix::fs::MetadataExt::blocks(&meta) * 512 < 8 << 20,
-        "frozen image stays sparse"
-    );
+    // Copy-on-write: freezing copies nothing, and only blocks that may
+    // hold data are to be read.
+    let reply = a
+        .volumes()
+        .await?
+        .freeze(pb::FreezeRequest {
+            volume_id: BIG.into(),
+            snapshot_id: "snap-00000000000000009".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert!(!reply.incremental);
+    assert!(reply.blocks_to_read <= 4, "to read: {}", reply.blocks_to_read);
+    let overlay =
+        a.dir.path().join(format!("volumes/{BIG}.state/freezes/snap-00000000000000009/overlay"));
+    assert_eq!(std::fs::metadata(&overlay)?.len(), 0, "nothing saved before any write");
 
     let progress = copy(&a, BIG, "snap-00000000000000009", vec![a.store_node()]).await?;
     let last = progress.last().expect("progress");

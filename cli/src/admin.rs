@@ -1,48 +1,107 @@
-//! `cairn admin`: operator verbs.
+//! `cairn admin`: operator verbs: the metadata group's status, and adding or
+//! removing one of its members.
 
 use anyhow::Context;
+use cairn_proto::pb::MemberInfo;
 use cairn_proto::MetadataClient;
 use std::path::PathBuf;
+
+/// Where the metadata group is: a `cairn up` data directory, or addresses.
+#[derive(clap::Args, Debug)]
+pub struct GroupArgs {
+    /// Data directory of a `cairn up` cluster (its metadata addresses are read from it).
+    #[arg(long, default_value = "./cairn-data")]
+    data_dir: PathBuf,
+    /// Metadata member addresses (http://host:port), instead of --data-dir.
+    #[arg(long, value_delimiter = ',')]
+    metadata: Vec<String>,
+}
+
+impl GroupArgs {
+    fn addrs(&self) -> anyhow::Result<Vec<String>> {
+        if self.metadata.is_empty() {
+            addrs_from(&self.data_dir)
+        } else {
+            Ok(self.metadata.clone())
+        }
+    }
+}
 
 #[derive(clap::Subcommand, Debug)]
 pub enum AdminCmd {
     /// Members of the metadata group: id, address, state, term, leader, log positions.
     Status {
-        /// Data directory of a `cairn up` cluster (its metadata addresses are read from it).
-        #[arg(long, default_value = "./cairn-data")]
-        data_dir: PathBuf,
-        /// Metadata member addresses (http://host:port), instead of --data-dir.
-        #[arg(long, value_delimiter = ',')]
-        metadata: Vec<String>,
+        #[command(flatten)]
+        group: GroupArgs,
+    },
+    /// Add a member to the metadata group: it joins as a learner, catches up,
+    /// then becomes a voter. Start it first (`cairn metadata-node` with a fresh
+    /// data directory and this id); do not initialize it.
+    AddMember {
+        #[command(flatten)]
+        group: GroupArgs,
+        /// The new member's Raft id (unique, never reused).
+        #[arg(long)]
+        id: u64,
+        /// The new member's gRPC address, http://host:port.
+        #[arg(long)]
+        addr: String,
+    },
+    /// Remove a member from the metadata group (stop its process afterwards).
+    RemoveMember {
+        #[command(flatten)]
+        group: GroupArgs,
+        #[arg(long)]
+        id: u64,
     },
 }
 
 pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
     match cmd {
-        AdminCmd::Status { data_dir, metadata } => {
-            let addrs = if metadata.is_empty() { addrs_from(&data_dir)? } else { metadata };
-            let client = MetadataClient::new(addrs.clone());
-            println!(
-                "{:<6} {:<28} {:<10} {:>6} {:>7} {:>10} {:>10}",
-                "id", "address", "state", "term", "leader", "last_log", "applied"
-            );
-            for a in &addrs {
-                match client.status(a).await {
-                    Ok(s) => println!(
-                        "{:<6} {:<28} {:<10} {:>6} {:>7} {:>10} {:>10}",
-                        s.node_id,
-                        a,
-                        s.state,
-                        s.term,
-                        s.leader_id,
-                        s.last_log_index,
-                        s.last_applied
-                    ),
-                    Err(e) => println!("{:<6} {:<28} {:<10} ({e})", "?", a, "down"),
-                }
-            }
+        AdminCmd::Status { group } => {
+            let client = MetadataClient::new(group.addrs()?);
+            // Members the group has now, not only the ones given.
+            let addrs = client.refresh_members().await.unwrap_or_else(|_| client.addrs());
+            print_status(&client, &addrs).await;
             Ok(())
         }
+        AdminCmd::AddMember { group, id, addr } => {
+            let client = MetadataClient::new(group.addrs()?);
+            let members = client.add_member(id, &addr).await?;
+            eprintln!("cairn: member {id} ({addr}) added");
+            print_members(&members);
+            Ok(())
+        }
+        AdminCmd::RemoveMember { group, id } => {
+            let client = MetadataClient::new(group.addrs()?);
+            let members = client.remove_member(id).await?;
+            eprintln!("cairn: member {id} removed; its process can be stopped");
+            print_members(&members);
+            Ok(())
+        }
+    }
+}
+
+async fn print_status(client: &MetadataClient, addrs: &[String]) {
+    println!(
+        "{:<6} {:<28} {:<10} {:>6} {:>7} {:>10} {:>10}",
+        "id", "address", "state", "term", "leader", "last_log", "applied"
+    );
+    for a in addrs {
+        match client.status(a).await {
+            Ok(s) => println!(
+                "{:<6} {:<28} {:<10} {:>6} {:>7} {:>10} {:>10}",
+                s.node_id, a, s.state, s.term, s.leader_id, s.last_log_index, s.last_applied
+            ),
+            Err(e) => println!("{:<6} {:<28} {:<10} ({e})", "?", a, "down"),
+        }
+    }
+}
+
+fn print_members(members: &[MemberInfo]) {
+    println!("{:<6} {:<28} role", "id", "address");
+    for m in members {
+        println!("{:<6} {:<28} {}", m.node_id, m.addr, if m.voter { "voter" } else { "learner" });
     }
 }
 

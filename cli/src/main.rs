@@ -2,6 +2,7 @@
 //! (`cairn metadata-node|chunk-node|gateway`), and gives admin verbs.
 
 mod admin;
+mod init;
 mod process;
 mod up;
 
@@ -17,7 +18,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Start a local cluster (3 metadata nodes, 3 chunk nodes, 1 gateway) as
+    /// Start a local cluster (3 metadata nodes, 6 chunk nodes, 1 gateway) as
     /// separate processes; Ctrl-C stops them all. Running it again on the same
     /// data directory brings everything back.
     Up(up::UpArgs),
@@ -27,6 +28,8 @@ enum Cmd {
     ChunkNode(process::ProcessArgs),
     /// Run one gateway (used by `cairn up` and deploy/).
     Gateway(process::ProcessArgs),
+    /// Bootstrap a fresh metadata group (harmless when already initialized).
+    InitCluster(init::InitArgs),
     /// Inspect the cluster.
     Admin {
         #[command(subcommand)]
@@ -50,6 +53,7 @@ fn main() -> anyhow::Result<()> {
             Cmd::MetadataNode(a) => process::metadata_node(a).await,
             Cmd::ChunkNode(a) => process::chunk_node(a).await,
             Cmd::Gateway(a) => process::gateway(a).await,
+            Cmd::InitCluster(a) => init::run(a).await,
             Cmd::Admin { cmd } => admin::run(cmd).await,
         }
     })

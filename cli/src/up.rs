@@ -159,12 +159,18 @@ async fn start_all(
     .await?;
     eprintln!("cairn: metadata group up ({} members)", meta_addrs.len());
 
-    // 2. Chunk nodes: one per AZ, and one on the Outpost anchored to the first AZ.
+    // 2. Chunk nodes: enough for RF 3 in the region, spread over both AZs (two
+    // per AZ), and two on the Outpost anchored to the first AZ. The first node
+    // of each zone keeps the name earlier versions used, so their data
+    // directories are found again.
     let metadata_list = toml_list(&meta_addrs);
     let chunk_specs: Vec<(String, &str, Option<&OutpostId>)> = vec![
         ("chunk-1a".to_string(), AZS[0], None),
+        ("chunk-1a-2".to_string(), AZS[0], None),
         ("chunk-1b".to_string(), AZS[1], None),
+        ("chunk-1b-2".to_string(), AZS[1], None),
         ("chunk-op".to_string(), AZS[0], Some(outpost)),
+        ("chunk-op-2".to_string(), AZS[0], Some(outpost)),
     ];
     let first_chunk = procs.len();
     for (name, az, op) in &chunk_specs {
@@ -204,11 +210,12 @@ async fn start_all(
     .await?;
     eprintln!("cairn: {} chunk nodes up", chunk_addrs.len());
 
-    // 3. The gateway.
+    // 3. The gateway, under a fixed name, so that after a restart it resumes
+    // its own copy jobs at once instead of waiting for their leases to lapse.
     let dir = data_dir.join("gateway");
     std::fs::create_dir_all(&dir)?;
     let config = format!(
-        "region = {REGION:?}\naccount_id = {ACCOUNT:?}\navailability_zones = {}\nmetadata = {metadata_list}\nreplication_factor = {}\n",
+        "region = {REGION:?}\naccount_id = {ACCOUNT:?}\navailability_zones = {}\nmetadata = {metadata_list}\nreplication_factor = {}\ngateway_id = \"gateway-1\"\n",
         toml_list(&AZS.iter().map(|s| s.to_string()).collect::<Vec<_>>()),
         args.replication_factor
     );

@@ -63,7 +63,7 @@ fn up_serves_then_ctrl_c_stops_every_process() {
     }
     assert!(text.contains("export AWS_REGION=cairn-1\n"));
     let pids = child_pids(&data);
-    assert_eq!(pids.len(), 7, "3 metadata + 3 chunk + 1 gateway processes");
+    assert_eq!(pids.len(), 10, "3 metadata + 6 chunk (2 per AZ, 2 on the Outpost) + 1 gateway");
     assert!(pids.iter().all(|p| alive(*p)));
 
     nix::sys::signal::kill(

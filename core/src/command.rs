@@ -6,14 +6,23 @@
 use crate::block::ChunkId;
 use crate::ids::{SnapshotId, VolumeId};
 use crate::records::{
-    decode_record, encode_record, ChunkNodeInfo, DecodeError, Record, RecordKey, Snapshot,
+    decode_record, encode_record, ChunkNodeInfo, CopyJob, DecodeError, Record, RecordKey, Snapshot,
     SnapshotState, TokenRecord, Volume, VolumeState, RECORD_VERSION,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
+mod copy_jobs;
+pub use copy_jobs::{CopyOutcome, JobOp};
+#[cfg(test)]
+mod copy_job_tests;
+
 /// Pending snapshots allowed per volume, as EC2 has it for gp2/gp3/io1/io2.
 pub const MAX_PENDING_SNAPSHOTS: usize = 5;
+
+/// The volume id of snapshots written through the EBS direct APIs, which no
+/// volume backs (AWS shows the same `vol-ffffffff` for them).
+pub const DIRECT_VOLUME_ID: &str = "vol-ffffffff";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Command {
@@ -33,10 +42,35 @@ pub enum Command {
     DeleteVolume {
         id: VolumeId,
     },
-    /// Creates a `pending` snapshot of an existing volume, within the pending limit.
+    /// Creates a `pending` snapshot of an existing volume, within the pending
+    /// limit, and its copy job, leased to gateway `job_owner` until
+    /// `lease_expires_ms`. The snapshot's `parent` is set here to the volume's
+    /// latest completed snapshot of the same destination (whatever the
+    /// proposer sent).
     CreateSnapshot {
         snapshot: Snapshot,
         client_token: Option<String>,
+        job_owner: String,
+        lease_expires_ms: u64,
+    },
+    /// One step of a pending snapshot's copy job, by gateway `owner` at its
+    /// clock's `now_ms` (see [`JobOp`]).
+    CopyJob {
+        id: SnapshotId,
+        owner: String,
+        now_ms: u64,
+        op: JobOp,
+    },
+    /// Creates a `pending` snapshot that no volume backs: the EBS direct
+    /// APIs' StartSnapshot. `snapshot.volume_id` is the synthetic
+    /// [`DIRECT_VOLUME_ID`]; a parent, when given, must be a completed
+    /// snapshot of the same owner. `fingerprint` covers every request
+    /// parameter, so a retry with the same token returns the first snapshot
+    /// and a reuse with other parameters is refused.
+    StartSnapshot {
+        snapshot: Snapshot,
+        client_token: Option<String>,
+        fingerprint: String,
     },
     /// Raises the progress of a pending snapshot (never lowers it).
     SnapshotProgress {
@@ -77,6 +111,7 @@ pub enum CommandOutput {
     Done,
     Volume(Volume),
     Snapshot(Snapshot),
+    CopyJob(CopyJob),
 }
 
 /// Why a command was refused. Each maps to one AWS error code in the gateway.
@@ -107,6 +142,8 @@ pub enum Query {
     Snapshot(SnapshotId),
     Snapshots,
     Nodes,
+    /// Every copy job (one per pending snapshot).
+    CopyJobs,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -116,6 +153,7 @@ pub enum QueryOutput {
     Snapshot(Option<Snapshot>),
     Snapshots(Vec<Snapshot>),
     Nodes(Vec<ChunkNodeInfo>),
+    CopyJobs(Vec<CopyJob>),
 }
 
 /// All records, in memory, plus the keys changed since the last [`Records::take_dirty`].
@@ -128,8 +166,22 @@ pub struct Records {
     volumes: BTreeMap<VolumeId, Volume>,
     snapshots: BTreeMap<SnapshotId, Snapshot>,
     tokens: BTreeMap<String, TokenRecord>,
+    #[serde(default)]
+    copy_jobs: BTreeMap<SnapshotId, CopyJob>,
     #[serde(skip)]
     dirty: BTreeSet<RecordKey>,
+    /// Derived from `snapshots`, kept in step by `index_add`/`index_remove`:
+    /// pending snapshots and completed ones (by start time) per volume, so the
+    /// pending limit and the parent choice cost O(snapshots of one volume in
+    /// that state), not a scan of every snapshot.
+    #[serde(skip)]
+    index: SnapshotIndex,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+struct SnapshotIndex {
+    pending: BTreeMap<VolumeId, BTreeSet<SnapshotId>>,
+    completed: BTreeMap<VolumeId, BTreeSet<(u64, SnapshotId)>>,
 }
 
 impl Records {
@@ -151,10 +203,14 @@ impl Records {
                 self.volumes.insert(v.id.clone(), v);
             }
             Record::Snapshot(s) => {
+                self.index_add(&s);
                 self.snapshots.insert(s.id.clone(), s);
             }
             Record::Token(t) => {
                 self.tokens.insert(t.key.clone(), t);
+            }
+            Record::CopyJob(j) => {
+                self.copy_jobs.insert(j.snapshot_id.clone(), j);
             }
         }
     }
@@ -168,6 +224,7 @@ impl Records {
             .chain(self.volumes.keys().map(|k| RecordKey::Volume(k.clone())))
             .chain(self.snapshots.keys().map(|k| RecordKey::Snapshot(k.clone())))
             .chain(self.tokens.keys().map(|k| RecordKey::Token(k.clone())))
+            .chain(self.copy_jobs.keys().map(|k| RecordKey::CopyJob(k.clone())))
             .collect();
         keys.into_iter().filter_map(|k| self.encode_key(&k).map(|v| (k.encode(), v))).collect()
     }
@@ -179,6 +236,7 @@ impl Records {
             RecordKey::Volume(k) => Record::Volume(self.volumes.get(k)?.clone()),
             RecordKey::Snapshot(k) => Record::Snapshot(self.snapshots.get(k)?.clone()),
             RecordKey::Token(k) => Record::Token(self.tokens.get(k)?.clone()),
+            RecordKey::CopyJob(k) => Record::CopyJob(self.copy_jobs.get(k)?.clone()),
         };
         Some(encode_record(&rec))
     }
@@ -195,6 +253,7 @@ impl Records {
             Query::Snapshot(id) => QueryOutput::Snapshot(self.snapshots.get(id).cloned()),
             Query::Snapshots => QueryOutput::Snapshots(self.snapshots.values().cloned().collect()),
             Query::Nodes => QueryOutput::Nodes(self.nodes.values().cloned().collect()),
+            Query::CopyJobs => QueryOutput::CopyJobs(self.copy_jobs.values().cloned().collect()),
         }
     }
 
@@ -262,7 +321,7 @@ impl Records {
                 self.dirty.insert(RecordKey::Volume(id));
                 Ok(CommandOutput::Done)
             }
-            Command::CreateSnapshot { snapshot, client_token } => {
+            Command::CreateSnapshot { mut snapshot, client_token, job_owner, lease_expires_ms } => {
                 let fingerprint = format!(
                     "snap:{}:{}:{:?}",
                     snapshot.volume_id, snapshot.description, snapshot.outpost
@@ -291,6 +350,43 @@ impl Records {
                     fingerprint,
                     snapshot.id.to_string(),
                 );
+                snapshot.parent = self.latest_completed(&snapshot);
+                self.create_copy_job(&snapshot, job_owner, lease_expires_ms);
+                self.put_snapshot(snapshot.clone());
+                Ok(CommandOutput::Snapshot(snapshot))
+            }
+            Command::CopyJob { id, owner, now_ms, op } => self.apply_job_op(id, owner, now_ms, op),
+            Command::StartSnapshot { snapshot, client_token, fingerprint } => {
+                // Scoped, so a token also used by another operation never collides.
+                let client_token = client_token.map(|t| format!("StartSnapshot:{t}"));
+                if let Some(id) = self.token_hit(&snapshot.owner, &client_token, &fingerprint)? {
+                    let existing =
+                        SnapshotId::parse(&id).and_then(|s| self.snapshots.get(&s).cloned());
+                    if let Some(s) = existing {
+                        return Ok(CommandOutput::Snapshot(s));
+                    }
+                }
+                if let Some(parent) = &snapshot.parent {
+                    match self.snapshots.get(parent) {
+                        Some(p) if p.owner != snapshot.owner => {
+                            return Err(MetaError::SnapshotNotFound(parent.to_string()))
+                        }
+                        Some(p) if p.state == SnapshotState::Completed => {}
+                        Some(p) => {
+                            return Err(MetaError::IncorrectState(format!(
+                                "Snapshot '{parent}' is {}, not completed.",
+                                p.state.as_str()
+                            )))
+                        }
+                        None => return Err(MetaError::SnapshotNotFound(parent.to_string())),
+                    }
+                }
+                self.remember_token(
+                    &snapshot.owner,
+                    client_token,
+                    fingerprint,
+                    snapshot.id.to_string(),
+                );
                 self.put_snapshot(snapshot.clone());
                 Ok(CommandOutput::Snapshot(snapshot))
             }
@@ -312,6 +408,7 @@ impl Records {
                         s.full_size_bytes = Some(full_size_bytes);
                         s.completion_time_ms = Some(at_ms);
                         self.put_snapshot(s.clone());
+                        self.remove_copy_job(&id);
                         Ok(CommandOutput::Snapshot(s))
                     }
                     // Completing twice with the same root is a retry, not an error.
@@ -331,12 +428,16 @@ impl Records {
                     s.state_message = Some(message);
                     s.completion_time_ms = Some(at_ms);
                     self.put_snapshot(s.clone());
+                    self.remove_copy_job(&id);
                 }
                 Ok(CommandOutput::Snapshot(s))
             }
             Command::DeleteSnapshot { id } => {
                 self.snapshot(&id)?;
-                self.snapshots.remove(&id);
+                if let Some(old) = self.snapshots.remove(&id) {
+                    self.index_remove(&old);
+                }
+                self.remove_copy_job(&id);
                 self.dirty.insert(RecordKey::Snapshot(id));
                 Ok(CommandOutput::Done)
             }
@@ -388,14 +489,56 @@ impl Records {
 
     fn put_snapshot(&mut self, s: Snapshot) {
         self.dirty.insert(RecordKey::Snapshot(s.id.clone()));
+        if let Some(old) = self.snapshots.get(&s.id).cloned() {
+            self.index_remove(&old);
+        }
+        self.index_add(&s);
         self.snapshots.insert(s.id.clone(), s);
     }
 
+    fn index_add(&mut self, s: &Snapshot) {
+        match s.state {
+            SnapshotState::Pending => {
+                self.index.pending.entry(s.volume_id.clone()).or_default().insert(s.id.clone());
+            }
+            SnapshotState::Completed => {
+                self.index
+                    .completed
+                    .entry(s.volume_id.clone())
+                    .or_default()
+                    .insert((s.start_time_ms, s.id.clone()));
+            }
+            SnapshotState::Error => {}
+        }
+    }
+
+    fn index_remove(&mut self, s: &Snapshot) {
+        if let Some(set) = self.index.pending.get_mut(&s.volume_id) {
+            set.remove(&s.id);
+            if set.is_empty() {
+                self.index.pending.remove(&s.volume_id);
+            }
+        }
+        if let Some(set) = self.index.completed.get_mut(&s.volume_id) {
+            set.remove(&(s.start_time_ms, s.id.clone()));
+            if set.is_empty() {
+                self.index.completed.remove(&s.volume_id);
+            }
+        }
+    }
+
     fn pending_snapshots(&self, vol: &VolumeId) -> usize {
-        self.snapshots
-            .values()
-            .filter(|s| &s.volume_id == vol && s.state == SnapshotState::Pending)
-            .count()
+        self.index.pending.get(vol).map_or(0, BTreeSet::len)
+    }
+
+    /// Completed snapshots of `vol`, newest first (by start time, then id).
+    pub(super) fn completed_newest_first(&self, vol: &VolumeId) -> impl Iterator<Item = &Snapshot> {
+        self.index
+            .completed
+            .get(vol)
+            .into_iter()
+            .flat_map(|set| set.iter().rev())
+            .filter_map(|(_, id)| self.snapshots.get(id))
     }
 
     fn token_key(owner: &str, token: &str) -> String {

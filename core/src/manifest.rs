@@ -7,9 +7,15 @@
 
 use crate::block::{ChunkId, BLOCK_SIZE};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-pub const MANIFEST_VERSION: u16 = 1;
+/// Format version written by this build. Version 2 added the root's
+/// `parent` and `data_blocks`; version 1 objects (roots without them, pages
+/// unchanged) are still read.
+pub const MANIFEST_VERSION: u16 = 2;
+
+/// Oldest format version this build reads.
+pub const MANIFEST_MIN_VERSION: u16 = 1;
 
 /// Blocks covered by one page: 4096 x 512 KiB = 2 GiB of volume, ~140 KiB of page.
 pub const PAGE_BLOCKS: u64 = 4096;
@@ -20,6 +26,20 @@ pub struct ManifestRoot {
     pub block_size: u32,
     /// (page number, page id), ascending; absent pages hold only zero blocks.
     pub pages: Vec<(u64, ChunkId)>,
+    /// The root of the snapshot this one was built from, if any (lineage; an
+    /// incremental snapshot shares every unchanged page with it).
+    pub parent: Option<ChunkId>,
+    /// Non-zero blocks in the whole manifest; `None` only for version 1
+    /// roots, which did not record it.
+    pub data_blocks: Option<u64>,
+}
+
+/// The version 1 root, as it was encoded.
+#[derive(Deserialize)]
+struct ManifestRootV1 {
+    volume_size_bytes: u64,
+    block_size: u32,
+    pages: Vec<(u64, ChunkId)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +55,8 @@ pub enum ManifestError {
     Corrupt(String),
     #[error("manifest format version {0} is not readable by this build")]
     Version(u16),
+    #[error("page {0} of the parent manifest was needed but not supplied")]
+    MissingPage(u64),
 }
 
 fn encode<T: Serialize>(kind: u8, v: &T) -> Vec<u8> {
@@ -44,18 +66,23 @@ fn encode<T: Serialize>(kind: u8, v: &T) -> Vec<u8> {
     out
 }
 
-fn decode<T: for<'a> Deserialize<'a>>(kind: u8, b: &[u8]) -> Result<T, ManifestError> {
+/// Checks the header; returns the version and the body.
+fn header(kind: u8, b: &[u8]) -> Result<(u16, &[u8]), ManifestError> {
     if b.len() < 3 {
         return Err(ManifestError::Corrupt("too short".into()));
     }
     let version = u16::from_be_bytes([b[0], b[1]]);
-    if version != MANIFEST_VERSION {
+    if !(MANIFEST_MIN_VERSION..=MANIFEST_VERSION).contains(&version) {
         return Err(ManifestError::Version(version));
     }
     if b[2] != kind {
         return Err(ManifestError::Corrupt(format!("expected kind {kind}, found {}", b[2])));
     }
-    bincode::deserialize(&b[3..]).map_err(|e| ManifestError::Corrupt(e.to_string()))
+    Ok((version, &b[3..]))
+}
+
+fn body<T: for<'a> Deserialize<'a>>(b: &[u8]) -> Result<T, ManifestError> {
+    bincode::deserialize(b).map_err(|e| ManifestError::Corrupt(e.to_string()))
 }
 
 impl ManifestRoot {
@@ -63,7 +90,19 @@ impl ManifestRoot {
         encode(b'R', self)
     }
     pub fn decode(b: &[u8]) -> Result<Self, ManifestError> {
-        decode(b'R', b)
+        match header(b'R', b)? {
+            (1, rest) => {
+                let v1: ManifestRootV1 = body(rest)?;
+                Ok(ManifestRoot {
+                    volume_size_bytes: v1.volume_size_bytes,
+                    block_size: v1.block_size,
+                    pages: v1.pages,
+                    parent: None,
+                    data_blocks: None,
+                })
+            }
+            (_, rest) => body(rest),
+        }
     }
     pub fn blocks(&self) -> u64 {
         self.volume_size_bytes.div_ceil(self.block_size as u64)
@@ -74,8 +113,9 @@ impl ManifestPage {
     pub fn encode(&self) -> Vec<u8> {
         encode(b'P', self)
     }
+    /// Pages have the same shape in every version.
     pub fn decode(b: &[u8]) -> Result<Self, ManifestError> {
-        decode(b'P', b)
+        body(header(b'P', b)?.1)
     }
 }
 
@@ -83,19 +123,42 @@ impl ManifestPage {
 #[derive(Debug, Default)]
 pub struct ManifestBuilder {
     volume_size_bytes: u64,
+    parent: Option<ChunkId>,
     entries: BTreeMap<u64, ChunkId>,
 }
 
-/// A finished manifest: the root and every page, encoded, with their ids.
+/// A finished manifest: the root and every page it had to write, encoded,
+/// with their ids. An incremental build lists only the pages that changed.
 pub struct BuiltManifest {
     pub root_id: ChunkId,
     pub root: Vec<u8>,
     pub pages: Vec<(ChunkId, Vec<u8>)>,
+    /// Non-zero blocks of the whole manifest.
+    pub data_blocks: u64,
+}
+
+fn encode_page(page: u64, entries: Vec<(u64, ChunkId)>) -> (ChunkId, Vec<u8>) {
+    let bytes = ManifestPage { page, entries }.encode();
+    (ChunkId::of(&bytes), bytes)
+}
+
+fn finish_root(
+    root: ManifestRoot,
+    pages: Vec<(ChunkId, Vec<u8>)>,
+    data_blocks: u64,
+) -> BuiltManifest {
+    let root_bytes = root.encode();
+    BuiltManifest { root_id: ChunkId::of(&root_bytes), root: root_bytes, pages, data_blocks }
 }
 
 impl ManifestBuilder {
     pub fn new(volume_size_bytes: u64) -> Self {
-        ManifestBuilder { volume_size_bytes, entries: BTreeMap::new() }
+        ManifestBuilder { volume_size_bytes, parent: None, entries: BTreeMap::new() }
+    }
+
+    /// A full manifest that still names `parent` as its lineage.
+    pub fn with_parent(volume_size_bytes: u64, parent: Option<ChunkId>) -> Self {
+        ManifestBuilder { volume_size_bytes, parent, entries: BTreeMap::new() }
     }
 
     /// Records that block `index` holds `chunk`; `None` marks it zero.
@@ -107,6 +170,7 @@ impl ManifestBuilder {
     }
 
     pub fn finish(self) -> BuiltManifest {
+        let data_blocks = self.entries.len() as u64;
         let mut pages: BTreeMap<u64, Vec<(u64, ChunkId)>> = BTreeMap::new();
         for (idx, c) in self.entries {
             pages.entry(idx / PAGE_BLOCKS).or_default().push((idx, c));
@@ -116,15 +180,130 @@ impl ManifestBuilder {
             volume_size_bytes: self.volume_size_bytes,
             block_size: BLOCK_SIZE as u32,
             pages: Vec::new(),
+            parent: self.parent,
+            data_blocks: Some(data_blocks),
         };
         for (page, entries) in pages {
-            let bytes = ManifestPage { page, entries }.encode();
-            let id = ChunkId::of(&bytes);
+            let (id, bytes) = encode_page(page, entries);
             root.pages.push((page, id));
             encoded.push((id, bytes));
         }
-        let root_bytes = root.encode();
-        BuiltManifest { root_id: ChunkId::of(&root_bytes), root: root_bytes, pages: encoded }
+        finish_root(root, encoded, data_blocks)
+    }
+}
+
+/// Builds a snapshot's manifest from its parent's: only the blocks that
+/// changed are given, only the parent pages holding them are read (see
+/// [`IncrementalBuilder::pages_needed`]) and only pages whose content changed
+/// are written; every other page keeps its id. Cost: O(changed blocks).
+#[derive(Debug)]
+pub struct IncrementalBuilder {
+    parent_id: ChunkId,
+    parent: ManifestRoot,
+    volume_size_bytes: u64,
+    changes: BTreeMap<u64, Option<ChunkId>>,
+}
+
+impl IncrementalBuilder {
+    /// Starts from the parent root `parent` (named `parent_id`) for a volume
+    /// of `volume_size_bytes` (it may have grown since the parent).
+    pub fn new(
+        parent_id: ChunkId,
+        parent: ManifestRoot,
+        volume_size_bytes: u64,
+    ) -> Result<Self, ManifestError> {
+        if parent.block_size as usize != BLOCK_SIZE {
+            return Err(ManifestError::Corrupt(format!("block size {}", parent.block_size)));
+        }
+        Ok(IncrementalBuilder { parent_id, parent, volume_size_bytes, changes: BTreeMap::new() })
+    }
+
+    /// Records the new content of a changed block; `None` marks it zero.
+    pub fn set(&mut self, index: u64, chunk: Option<ChunkId>) {
+        self.changes.insert(index, chunk);
+    }
+
+    /// The parent pages [`IncrementalBuilder::finish`] must be given: those
+    /// holding a changed block (all of them when the parent is a version 1
+    /// root, which does not record its block count).
+    pub fn pages_needed(&self) -> Vec<(u64, ChunkId)> {
+        if self.parent.data_blocks.is_none() {
+            return self.parent.pages.clone();
+        }
+        let touched: BTreeSet<u64> = self.changes.keys().map(|i| i / PAGE_BLOCKS).collect();
+        self.parent.pages.iter().filter(|(p, _)| touched.contains(p)).copied().collect()
+    }
+
+    /// Applies the changes to the `parent_pages` (decoded, by page number;
+    /// at least those of `pages_needed`) and writes the new root.
+    pub fn finish(
+        self,
+        parent_pages: &BTreeMap<u64, ManifestPage>,
+    ) -> Result<BuiltManifest, ManifestError> {
+        let blocks = self.volume_size_bytes.div_ceil(BLOCK_SIZE as u64);
+        let mut by_page: BTreeMap<u64, Vec<(u64, Option<ChunkId>)>> = BTreeMap::new();
+        for (idx, c) in self.changes {
+            by_page.entry(idx / PAGE_BLOCKS).or_default().push((idx, c));
+        }
+        let parent_index: BTreeMap<u64, ChunkId> = self.parent.pages.iter().copied().collect();
+        let mut data_blocks = match self.parent.data_blocks {
+            Some(n) => n,
+            None => {
+                let mut n = 0u64;
+                for page in parent_index.keys() {
+                    n += parent_pages
+                        .get(page)
+                        .ok_or(ManifestError::MissingPage(*page))?
+                        .entries
+                        .len() as u64;
+                }
+                n
+            }
+        };
+        let mut pages: BTreeMap<u64, ChunkId> = parent_index.clone();
+        let mut written = Vec::new();
+        for (page, changes) in by_page {
+            let mut entries: BTreeMap<u64, ChunkId> = match parent_index.get(&page) {
+                Some(_) => {
+                    let p = parent_pages.get(&page).ok_or(ManifestError::MissingPage(page))?;
+                    if p.page != page {
+                        return Err(ManifestError::Corrupt(format!(
+                            "page {} supplied as {page}",
+                            p.page
+                        )));
+                    }
+                    p.entries.iter().copied().collect()
+                }
+                None => BTreeMap::new(),
+            };
+            let before = entries.len() as u64;
+            for (idx, c) in changes {
+                match c {
+                    Some(c) => entries.insert(idx, c),
+                    None => entries.remove(&idx),
+                };
+            }
+            data_blocks = (data_blocks + entries.len() as u64).saturating_sub(before);
+            if entries.is_empty() {
+                pages.remove(&page);
+                continue;
+            }
+            let (id, bytes) = encode_page(page, entries.into_iter().collect());
+            if parent_index.get(&page) != Some(&id) {
+                written.push((id, bytes));
+            }
+            pages.insert(page, id);
+        }
+        // A volume never shrinks, but never describe blocks past its end.
+        pages.retain(|p, _| p * PAGE_BLOCKS < blocks.max(1));
+        let root = ManifestRoot {
+            volume_size_bytes: self.volume_size_bytes,
+            block_size: BLOCK_SIZE as u32,
+            pages: pages.into_iter().collect(),
+            parent: Some(self.parent_id),
+            data_blocks: Some(data_blocks),
+        };
+        Ok(finish_root(root, written, data_blocks))
     }
 }
 
@@ -158,5 +337,105 @@ mod tests {
             b.finish().root_id
         };
         assert_eq!(mk(), mk());
+    }
+
+    /// Three pages of entries; changing one block rewrites exactly one page
+    /// and reuses the other two ids; the root names its parent.
+    #[test]
+    fn incremental_rewrites_only_changed_pages() {
+        let size = 3 * PAGE_BLOCKS * BLOCK_SIZE as u64;
+        let mut full = ManifestBuilder::new(size);
+        for i in (0..3 * PAGE_BLOCKS).step_by(7) {
+            full.set(i, Some(ChunkId::of(&i.to_le_bytes())));
+        }
+        let parent = full.finish();
+        assert_eq!(parent.pages.len(), 3);
+        let parent_root = ManifestRoot::decode(&parent.root).expect("root");
+        let pages: BTreeMap<u64, ManifestPage> = parent
+            .pages
+            .iter()
+            .map(|(_, b)| {
+                let p = ManifestPage::decode(b).expect("page");
+                (p.page, p)
+            })
+            .collect();
+
+        let mut inc =
+            IncrementalBuilder::new(parent.root_id, parent_root.clone(), size).expect("new");
+        let changed = 7 * 586; // an existing entry of page 1
+        inc.set(changed, Some(ChunkId::of(b"new")));
+        let needed = inc.pages_needed();
+        assert_eq!(needed, vec![parent_root.pages[1]], "only the touched page is read");
+        let needed_pages: BTreeMap<u64, ManifestPage> =
+            needed.iter().map(|(n, _)| (*n, pages[n].clone())).collect();
+        let built = inc.finish(&needed_pages).expect("finish");
+        assert_eq!(built.pages.len(), 1, "exactly one page rewritten");
+        assert_eq!(built.data_blocks, parent.data_blocks);
+        let root = ManifestRoot::decode(&built.root).expect("root");
+        assert_eq!(root.parent, Some(parent.root_id));
+        assert_eq!(root.pages[0], parent_root.pages[0]);
+        assert_eq!(root.pages[2], parent_root.pages[2]);
+        assert_ne!(root.pages[1], parent_root.pages[1]);
+        let page = ManifestPage::decode(&built.pages[0].1).expect("page");
+        assert!(page.entries.contains(&(changed, ChunkId::of(b"new"))));
+
+        // The same result as a full build of the new content, page for page.
+        let mut again = ManifestBuilder::new(size);
+        for i in (0..3 * PAGE_BLOCKS).step_by(7) {
+            again.set(i, Some(ChunkId::of(&i.to_le_bytes())));
+        }
+        again.set(changed, Some(ChunkId::of(b"new")));
+        let again = ManifestRoot::decode(&again.finish().root).expect("root");
+        assert_eq!(again.pages, root.pages);
+    }
+
+    #[test]
+    fn incremental_zeroing_drops_empty_pages_and_counts() {
+        let size = 2 * PAGE_BLOCKS * BLOCK_SIZE as u64;
+        let mut full = ManifestBuilder::new(size);
+        full.set(1, Some(ChunkId::of(b"a")));
+        full.set(PAGE_BLOCKS, Some(ChunkId::of(b"b")));
+        let parent = full.finish();
+        let parent_root = ManifestRoot::decode(&parent.root).expect("root");
+        let mut inc = IncrementalBuilder::new(parent.root_id, parent_root, size).expect("new");
+        inc.set(1, None);
+        inc.set(2, None);
+        let p0 = ManifestPage::decode(&parent.pages[0].1).expect("page");
+        let built = inc.finish(&BTreeMap::from([(0, p0)])).expect("finish");
+        let root = ManifestRoot::decode(&built.root).expect("root");
+        assert_eq!(root.pages.len(), 1);
+        assert_eq!(root.data_blocks, Some(1));
+        assert!(built.pages.is_empty());
+    }
+
+    #[test]
+    fn version_1_roots_are_still_read() {
+        #[derive(Serialize)]
+        struct V1 {
+            volume_size_bytes: u64,
+            block_size: u32,
+            pages: Vec<(u64, ChunkId)>,
+        }
+        let mut b = 1u16.to_be_bytes().to_vec();
+        b.push(b'R');
+        let page = (0u64, ChunkId::of(b"p"));
+        b.extend(
+            bincode::serialize(&V1 {
+                volume_size_bytes: 1 << 30,
+                block_size: 524_288,
+                pages: vec![page],
+            })
+            .expect("encode"),
+        );
+        let root = ManifestRoot::decode(&b).expect("v1 root");
+        assert_eq!(root.parent, None);
+        assert_eq!(root.data_blocks, None);
+        assert_eq!(root.pages, vec![page]);
+        let mut future = b.clone();
+        future[1] = 9;
+        assert!(matches!(ManifestRoot::decode(&future), Err(ManifestError::Version(9))));
+        // A v1 parent: every page is needed, since its block count is unknown.
+        let inc = IncrementalBuilder::new(ChunkId::of(&b), root, 1 << 30).expect("new");
+        assert_eq!(inc.pages_needed(), vec![page]);
     }
 }

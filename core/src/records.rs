@@ -134,6 +134,8 @@ pub enum RecordKey {
     Snapshot(SnapshotId),
     /// An idempotency token, scoped by owner and operation.
     Token(String),
+    /// The copy job of a pending snapshot.
+    CopyJob(SnapshotId),
 }
 
 impl RecordKey {
@@ -144,8 +146,60 @@ impl RecordKey {
             RecordKey::Volume(v) => format!("v/{v}"),
             RecordKey::Snapshot(s) => format!("s/{s}"),
             RecordKey::Token(t) => format!("t/{t}"),
+            RecordKey::CopyJob(s) => format!("j/{s}"),
         }
         .into_bytes()
+    }
+}
+
+/// What a copy job moves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CopyJobKind {
+    /// CreateSnapshot: a frozen volume image into its destination's chunk stores.
+    Snapshot,
+}
+
+/// The work behind one `pending` snapshot, leased by one gateway at a time.
+///
+/// Created in the same command as the snapshot and removed when the snapshot
+/// completes, fails or is deleted, so a job exists exactly while its snapshot
+/// is pending. A gateway may run the job only while it owns an unexpired
+/// lease; a lease that lapses (the gateway died or hangs) lets any gateway
+/// acquire the job and resume it. Lease times are the proposing gateway's
+/// wall clock, so gateways' clocks must agree to well within a lease.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyJob {
+    pub version: u16,
+    pub snapshot_id: SnapshotId,
+    pub volume_id: VolumeId,
+    pub kind: CopyJobKind,
+    /// The gateway holding (or last holding) the lease.
+    pub owner: Option<String>,
+    /// When the lease lapses, in ms since the epoch.
+    pub lease_expires_ms: u64,
+    /// Blocks of the volume whose chunks the host reported durable at RF.
+    pub checkpoint_block: u64,
+    /// How many times a gateway acquired the job (1: only its creator).
+    pub acquisitions: u32,
+    /// Failed copy attempts so far.
+    pub failed_attempts: u32,
+    /// Since when the volume host has been unreachable, while it is: the
+    /// time-out that ends the job in `error` counts from here, across
+    /// gateways.
+    pub host_down_since_ms: Option<u64>,
+    /// The last failure, for the StateMessage if the job ends in `error`.
+    pub last_error: Option<String>,
+}
+
+impl CopyJob {
+    /// True when `gateway` may run the job at `now_ms`: it holds the lease,
+    /// or nobody does, or the holder's lease has lapsed.
+    pub fn can_acquire(&self, gateway: &str, now_ms: u64) -> bool {
+        match &self.owner {
+            Some(o) if o == gateway => true,
+            Some(_) => self.lease_expires_ms <= now_ms,
+            None => true,
+        }
     }
 }
 
@@ -167,6 +221,7 @@ pub enum Record {
     Volume(Volume),
     Snapshot(Snapshot),
     Token(TokenRecord),
+    CopyJob(CopyJob),
 }
 
 /// Error decoding a persisted record: never papered over with a default.

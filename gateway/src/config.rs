@@ -35,6 +35,25 @@ pub struct GatewayConfig {
     /// How long one metadata call keeps looking for a leader before the
     /// request is answered as unavailable (HTTP 503), in milliseconds.
     pub metadata_deadline_ms: u64,
+    /// This gateway's name in copy-job leases; must be unique among the
+    /// gateways running at once. Empty (the default) means a random id per
+    /// process start: a restarted gateway then resumes its old jobs only once
+    /// their leases lapse. With a fixed id it resumes them at once.
+    pub gateway_id: String,
+    /// Length of a copy-job lease, in milliseconds. The holder renews it every
+    /// third of that; a gateway that stops renewing (killed, hung) loses its
+    /// jobs to another gateway after at most this long.
+    pub job_lease_ms: u64,
+    /// How often the job runner looks for jobs to run (unowned, or whose
+    /// lease lapsed), in milliseconds.
+    pub job_scan_ms: u64,
+    /// A copy whose volume host stays unreachable this long ends in `error`
+    /// with a StateMessage, in seconds (counted from the first failure, across
+    /// gateways).
+    pub copy_host_timeout_secs: u64,
+    /// A copy stream silent this long (no progress from the host) counts as
+    /// a host failure and is retried, in seconds.
+    pub copy_idle_secs: u64,
 }
 
 impl Default for GatewayConfig {
@@ -50,6 +69,11 @@ impl Default for GatewayConfig {
             max_concurrent_requests: 256,
             request_timeout_ms: 30_000,
             metadata_deadline_ms: 10_000,
+            gateway_id: String::new(),
+            job_lease_ms: 30_000,
+            job_scan_ms: 5_000,
+            copy_host_timeout_secs: 600,
+            copy_idle_secs: 120,
         }
     }
 }
@@ -66,7 +90,15 @@ impl GatewayConfig {
     /// Defaults pointing at the given metadata members, with short deadlines so
     /// tests see failures quickly.
     pub fn for_test(metadata: Vec<String>) -> Self {
-        GatewayConfig { metadata, metadata_deadline_ms: 5_000, ..GatewayConfig::default() }
+        GatewayConfig {
+            metadata,
+            metadata_deadline_ms: 5_000,
+            job_lease_ms: 2_000,
+            job_scan_ms: 200,
+            copy_host_timeout_secs: 10,
+            copy_idle_secs: 5,
+            ..GatewayConfig::default()
+        }
     }
 
     /// Checks what serde cannot: non-empty lists, sane numbers, and that no
@@ -96,6 +128,15 @@ impl GatewayConfig {
         }
         if self.max_body_bytes == 0 || self.max_concurrent_requests == 0 {
             return err("max_body_bytes/max_concurrent_requests", "must be positive");
+        }
+        if self.job_lease_ms < 300 {
+            return err("job_lease_ms", "must be at least 300 (renewed every third of it)");
+        }
+        if self.job_scan_ms == 0 || self.copy_idle_secs == 0 {
+            return err("job_scan_ms/copy_idle_secs", "must be positive");
+        }
+        if self.gateway_id.len() > 128 || self.gateway_id.chars().any(char::is_whitespace) {
+            return err("gateway_id", "must be at most 128 characters, without spaces");
         }
         Ok(())
     }
@@ -135,6 +176,12 @@ mod tests {
         assert_eq!(c.validate().unwrap_err().field, "dev_any_key");
         let c = GatewayConfig::for_test(vec![]);
         assert_eq!(c.validate().unwrap_err().field, "metadata");
+        let mut c = GatewayConfig::for_test(vec!["http://m:1".into()]);
+        c.job_lease_ms = 10;
+        assert_eq!(c.validate().unwrap_err().field, "job_lease_ms");
+        c.job_lease_ms = 2_000;
+        c.gateway_id = "two words".into();
+        assert_eq!(c.validate().unwrap_err().field, "gateway_id");
     }
 
     #[test]

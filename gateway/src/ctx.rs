@@ -8,7 +8,7 @@ use crate::ec2::xml::RenderCtx;
 use crate::jobs::Jobs;
 use crate::nodes::{HostError, NodeClients};
 use cairn_core::command::{Command, CommandOutput, Query, QueryOutput};
-use cairn_core::records::{ChunkNodeInfo, Snapshot, Volume};
+use cairn_core::records::{ChunkNodeInfo, CopyJob, Snapshot, Volume};
 use cairn_core::{SnapshotId, VolumeId};
 use cairn_proto::{MetaClientError, MetadataClient};
 use std::sync::Arc;
@@ -31,6 +31,24 @@ impl Ctx {
             region: &self.config.region,
             account_id: &self.config.account_id,
             az_id: self.config.az_id(az),
+        }
+    }
+
+    /// This gateway's name in copy-job leases: the configured `gateway_id`,
+    /// or a random one chosen at process start.
+    pub fn gateway_id(&self) -> &str {
+        if self.config.gateway_id.is_empty() {
+            self.jobs.random_id()
+        } else {
+            &self.config.gateway_id
+        }
+    }
+
+    /// Every copy job (one per pending snapshot).
+    pub async fn copy_jobs(&self) -> Result<Vec<CopyJob>, MetaClientError> {
+        match self.meta.read(&Query::CopyJobs).await? {
+            QueryOutput::CopyJobs(j) => Ok(j),
+            _ => Err(unexpected("CopyJobs")),
         }
     }
 

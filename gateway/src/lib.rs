@@ -9,6 +9,7 @@ pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod ctx;
+pub mod ebs;
 pub mod ec2;
 pub mod jobs;
 pub mod nbd_door;

@@ -11,11 +11,12 @@
 use crate::auth::{self, request_id, Authenticator, Caller};
 use crate::config::{ConfigError, GatewayConfig};
 use crate::ctx::Ctx;
+use crate::ebs::error::{EbsError, Invalid};
 use crate::ec2::error::Ec2Error;
 use crate::ec2::xml::xml_response;
 use crate::jobs::{self, Jobs};
 use crate::nodes::NodeClients;
-use crate::{admin, ec2};
+use crate::{admin, ebs, ec2};
 use axum::body::{Body, Bytes};
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{Request, State};
@@ -91,6 +92,7 @@ impl Gateway {
         });
         let nbd = spawn_nbd(nbd, ctx.meta.clone(), signal(stopped));
         jobs::spawn_resume(&ctx);
+        ebs::spawn_background(&ctx);
         tracing::info!(%http_addr, %nbd_addr, region = %ctx.config.region, "gateway started");
         Ok(Gateway { http_addr, nbd_addr, ctx, stop, http, nbd })
     }
@@ -162,9 +164,11 @@ pub fn app(ctx: Arc<Ctx>) -> Router {
     Router::new()
         .route("/", get(ec2_endpoint).post(ec2_endpoint))
         .route_layer(middleware::from_fn_with_state(authenticator, auth::require_ec2_caller))
+        // The EBS direct APIs authenticate themselves (scope service `ebs`).
+        .merge(ebs::routes(ctx.clone()))
         .route("/_cairn/health", get(admin::health))
         .route("/_cairn/chunks", get(admin::chunks))
-        .fallback(|| async { (StatusCode::NOT_FOUND, "no such path\n") })
+        .fallback(fallback)
         .with_state(ctx)
         .layer(layers)
 }
@@ -191,7 +195,15 @@ async fn ec2_endpoint(
 }
 
 /// Errors of the tower layers, as EC2 errors.
-async fn service_error(headers: HeaderMap, err: BoxError) -> Response {
+async fn service_error(uri: Uri, headers: HeaderMap, err: BoxError) -> Response {
+    if ebs::is_ebs_request(&headers, &uri) {
+        let e = if err.is::<Overloaded>() || err.is::<Elapsed>() {
+            EbsError::Throttled(format!("The request was not served: {err}"))
+        } else {
+            EbsError::Internal(err.to_string())
+        };
+        return e.into_response(&request_id(&headers));
+    }
     let e = if err.is::<Overloaded>() {
         Ec2Error::RequestLimitExceeded
     } else if err.is::<Elapsed>() {
@@ -208,6 +220,16 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     Ec2Error::InternalError("the request could not be served".into()).into_response(&rid)
 }
 
+/// Unknown paths: a rest-json error for EBS-scoped requests, else plain text.
+async fn fallback(headers: HeaderMap, uri: Uri) -> Response {
+    if ebs::is_ebs_request(&headers, &uri) {
+        let e =
+            EbsError::UnknownOperation(format!("No EBS direct operation is at {}.", uri.path()));
+        return e.into_response(&request_id(&headers));
+    }
+    (StatusCode::NOT_FOUND, "no such path\n").into_response()
+}
+
 /// Refuses bodies over `max` bytes and buffers the rest, so later layers and
 /// handlers see a complete body.
 async fn limit_body(State(max): State<usize>, req: Request, next: Next) -> Response {
@@ -217,7 +239,12 @@ async fn limit_body(State(max): State<usize>, req: Request, next: Next) -> Respo
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let is_ebs = ebs::is_ebs_request(req.headers(), req.uri());
     if declared.is_some_and(|n| n > max as u64) {
+        if is_ebs {
+            let msg = format!("The request body is larger than {max} bytes.");
+            return EbsError::invalid(Invalid::ParameterValue, msg).into_response(&rid);
+        }
         return Ec2Error::RequestTooLarge(max).into_response(&rid);
     }
     let (parts, body) = req.into_parts();

@@ -93,7 +93,9 @@ impl MetadataConfig {
             snapshot_max_chunk_size: 1024 * 1024,
             max_payload_entries: 64,
             max_in_snapshot_log_to_keep: self.keep_logs_after_snapshot,
-            purge_batch_size: 256,
+            // Purge at least once per snapshot, so a small snapshot interval
+            // really compacts the log.
+            purge_batch_size: snapshot_logs.min(256),
             ..Default::default()
         }
         .validate()

@@ -1,7 +1,8 @@
 //! cairn-metadata-node: one member of the Raft group that owns every Cairn
 //! record. openraft drives consensus; RocksDB holds the log, the vote, the
-//! records and the current snapshot; tonic serves the `Raft` service to peers
-//! and the `Metadata` service to clients on one listener.
+//! records and the current snapshot; tonic serves the `Raft` service to peers,
+//! the `Metadata` service to clients and the `MetadataAdmin` service
+//! (membership changes) to operators on one listener.
 //!
 //! Lifecycle: [`MetadataNode::start`] opens the data directory and serves;
 //! [`MetadataNode::initialize`] bootstraps a fresh group once, on one member;
@@ -9,9 +10,12 @@
 //! and rejoins: it never initializes twice. [`MetadataNode::shutdown`] stops
 //! serving and Raft and closes the database.
 
+pub mod admin;
 pub mod config;
 pub mod log_store;
 pub mod network;
+pub mod propose;
+pub mod requests;
 pub mod service;
 pub mod state_machine;
 pub mod store;
@@ -20,6 +24,8 @@ pub mod typ;
 pub use config::MetadataConfig;
 pub use typ::{NodeId, Raft, TypeConfig};
 
+use admin::AdminService;
+use cairn_proto::pb::metadata_admin_server::MetadataAdminServer;
 use cairn_proto::pb::metadata_server::MetadataServer;
 use cairn_proto::pb::raft_server::RaftServer;
 use cairn_proto::MAX_MESSAGE_BYTES;
@@ -100,12 +106,14 @@ impl MetadataNode {
         let meta_svc = MetadataServer::new(MetadataService::new(raft.clone(), records.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let admin_svc = MetadataAdminServer::new(AdminService::new(raft.clone()));
         let (stop_server, stopped) = oneshot::channel::<()>();
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let server = tokio::spawn(
             Server::builder()
                 .add_service(raft_svc)
                 .add_service(meta_svc)
+                .add_service(admin_svc)
                 .serve_with_incoming_shutdown(incoming, async move {
                     // A dropped sender (the node was dropped) stops the server too.
                     let _ = stopped.await;

@@ -5,10 +5,11 @@
 //! serve (stopped, no quorum, internal failure), which the client retries elsewhere.
 
 use crate::network::{decode, encode};
+use crate::propose::Proposer;
 use crate::state_machine::SharedRecords;
-use crate::typ::{ForwardToLeader, InitializeError, Node, NodeId, Raft, RaftError};
+use crate::typ::{ForwardToLeader, InitializeError, Node, NodeId, Raft, RaftError, WriteRequest};
 use crate::MetadataError;
-use cairn_core::command::{Command, Query};
+use cairn_core::command::Query;
 use cairn_proto::pb::metadata_server::Metadata;
 use cairn_proto::pb::raft_server::Raft as RaftRpc;
 use cairn_proto::pb::{
@@ -80,21 +81,30 @@ impl RaftRpc for RaftService {
 pub struct MetadataService {
     raft: Raft,
     records: SharedRecords,
+    /// Batches concurrent writes into one Raft proposal.
+    proposer: Proposer,
 }
 
 impl MetadataService {
     pub fn new(raft: Raft, records: SharedRecords) -> Self {
-        MetadataService { raft, records }
+        let proposer = Proposer::start(raft.clone());
+        MetadataService { raft, records, proposer }
     }
 
     /// The reply that sends the client to the leader (or back off, when unknown).
     fn not_leader(&self, f: &ForwardToLeader) -> Response<ClientReply> {
-        let leader_addr = match (&f.leader_node, f.leader_id) {
-            (Some(node), _) => node.addr.clone(),
-            (None, Some(id)) => member_addr(&self.raft, id).unwrap_or_default(),
-            (None, None) => String::new(),
-        };
+        let leader_addr = leader_addr(&self.raft, f);
         Response::new(ClientReply { data: Vec::new(), not_leader: true, leader_addr })
+    }
+}
+
+/// Where a `ForwardToLeader` points: the leader's address, or empty while
+/// no leader is known.
+pub(crate) fn leader_addr(raft: &Raft, f: &ForwardToLeader) -> String {
+    match (&f.leader_node, f.leader_id) {
+        (Some(node), _) => node.addr.clone(),
+        (None, Some(id)) => member_addr(raft, id).unwrap_or_default(),
+        (None, None) => String::new(),
     }
 }
 
@@ -118,9 +128,11 @@ fn unavailable<E: std::fmt::Display>(e: &E) -> Status {
 #[tonic::async_trait]
 impl Metadata for MetadataService {
     async fn write(&self, req: Request<ClientRequest>) -> Result<Response<ClientReply>, Status> {
-        let cmd: Command = decode(&req.into_inner().data).map_err(|e| undecodable("command", e))?;
-        match self.raft.client_write(cmd).await {
-            Ok(resp) => ok_reply(&resp.data),
+        let req: WriteRequest =
+            decode(&req.into_inner().data).map_err(|e| undecodable("write request", e))?;
+        let outcome = self.proposer.write(req).await.map_err(|e| unavailable(&e))?;
+        match outcome {
+            Ok(result) => ok_reply(&result),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Ok(self.not_leader(&f))
             }
@@ -172,15 +184,7 @@ impl Metadata for MetadataService {
         let metrics = self.raft.metrics();
         let m = metrics.borrow().clone();
         let membership = m.membership_config.membership();
-        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-        let members = membership
-            .nodes()
-            .map(|(id, node)| MemberInfo {
-                node_id: *id,
-                addr: node.addr.clone(),
-                voter: voters.contains(id),
-            })
-            .collect();
+        let members = members_of(membership);
         let leader_addr = m
             .current_leader
             .and_then(|id| membership.get_node(&id))
@@ -197,6 +201,19 @@ impl Metadata for MetadataService {
             state: state_name(m.state).to_string(),
         }))
     }
+}
+
+/// The members (voters and learners) of `membership`, in id order.
+pub(crate) fn members_of(membership: &openraft::Membership<NodeId, Node>) -> Vec<MemberInfo> {
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    membership
+        .nodes()
+        .map(|(id, node)| MemberInfo {
+            node_id: *id,
+            addr: node.addr.clone(),
+            voter: voters.contains(id),
+        })
+        .collect()
 }
 
 /// The lower-case name of a Raft role, as `Status` reports it.

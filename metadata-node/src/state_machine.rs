@@ -1,20 +1,23 @@
 //! The state machine: every record in memory (for queries) and in RocksDB (the
-//! durable copy), plus the Raft snapshot of it.
+//! durable copy), the table of recent request ids (see [`crate::requests`]),
+//! plus the Raft snapshot of both.
 //!
-//! Durability: after each batch of applied entries, the changed records,
-//! `last_applied` and `last_membership` go to disk in one synced write batch,
+//! Durability: after each batch of applied entries, the changed records, the
+//! changed request-table entries, `last_applied` and `last_membership` go to
+//! disk in one synced write batch,
 //! so the stored records always match the stored `last_applied`. A snapshot is
 //! built from a RocksDB point-in-time view of exactly those keys, so building
 //! never holds a lock that apply needs. Installing a snapshot replaces the
 //! records column, the pointers and the current snapshot in one synced batch,
 //! then swaps the in-memory records.
 
-use crate::store::{self, blocking, Database, StoreError, CF_SM, CF_SM_META};
+use crate::requests::{Change, RecentRequests};
+use crate::store::{self, blocking, Database, StoreError, CF_REQUESTS, CF_SM, CF_SM_META};
 use crate::typ::{
     Entry, LogId, Snapshot, SnapshotMeta, StorageError, StorageIOError, StoredMembership,
     TypeConfig,
 };
-use cairn_core::command::{CommandOutput, CommandResult, Records};
+use cairn_core::command::{CommandResult, Records};
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use rocksdb::{IteratorMode, WriteBatch, DB};
@@ -37,12 +40,18 @@ struct StoredSnapshot {
     data: Vec<u8>,
 }
 
-/// The body of a snapshot: every record as `(key, encoded record)`.
-type SnapshotBody = Vec<(Vec<u8>, Vec<u8>)>;
+/// The body of a snapshot: every record as `(key, encoded record)` and every
+/// remembered request as `(key, encoded request)`, both as persisted.
+#[derive(Default, Serialize, Deserialize)]
+struct SnapshotBody {
+    records: Vec<(Vec<u8>, Vec<u8>)>,
+    requests: Vec<(Vec<u8>, Vec<u8>)>,
+}
 
 pub struct StateMachine {
     db: Arc<Database>,
     records: SharedRecords,
+    requests: RecentRequests,
     last_applied: Option<LogId>,
     last_membership: StoredMembership,
     /// Serialises writes of the current snapshot (builder and install), so an
@@ -63,14 +72,21 @@ impl StateMachine {
             values.push(value);
         }
         let records = Records::load(values.iter().map(|v| &v[..]))?;
+        let mut pairs = Vec::new();
+        for item in db.iterator_cf(store::cf(&db, CF_REQUESTS)?, IteratorMode::Start) {
+            pairs.push(item?);
+        }
+        let requests = RecentRequests::load(pairs)?;
         tracing::info!(
             last_applied = ?last_applied,
             records = values.len(),
+            requests = requests.len(),
             "state machine loaded"
         );
         Ok(StateMachine {
             db,
             records: Arc::new(RwLock::new(records)),
+            requests,
             last_applied,
             last_membership,
             snapshot_lock: Arc::new(Mutex::new(())),
@@ -83,33 +99,59 @@ impl StateMachine {
     }
 }
 
-/// Records changed by a batch, as `(key, encoded record)`; `None` = deleted.
-type ChangedRecords = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+/// What a batch changed, to persist: records and request-table entries, as
+/// `(key, encoded value)`; `None` = deleted.
+#[derive(Default)]
+struct Changed {
+    records: Vec<Change>,
+    requests: Vec<Change>,
+}
 
-/// Applies a batch in memory; returns one result per entry and the changed
-/// records to persist.
+/// Applies a batch in memory; returns one result per entry and the changes
+/// to persist. A request whose id was applied before gets its first result
+/// again and changes nothing.
 fn apply_in_memory(
     records: &RwLock<Records>,
+    requests: &mut RecentRequests,
     entries: impl IntoIterator<Item = Entry>,
     last_applied: &mut Option<LogId>,
     last_membership: &mut StoredMembership,
-) -> (Vec<CommandResult>, ChangedRecords) {
+) -> Result<(Vec<Vec<CommandResult>>, Changed), StoreError> {
     let mut recs = records.write().unwrap_or_else(PoisonError::into_inner);
     let mut replies = Vec::new();
+    let mut changed = Changed::default();
     for entry in entries {
         *last_applied = Some(entry.log_id);
         match entry.payload {
-            EntryPayload::Normal(cmd) => replies.push(recs.apply(cmd)),
+            EntryPayload::Normal(batch) => {
+                let mut results = Vec::with_capacity(batch.0.len());
+                for (pos, req) in (0u32..).zip(batch.0) {
+                    if let Some(first) = requests.get(&req.request_id) {
+                        tracing::debug!(request = ?req.request_id, "retried request answered from the table");
+                        results.push(first.clone());
+                        continue;
+                    }
+                    let result = recs.apply(req.command);
+                    requests.insert(
+                        (entry.log_id.index, pos),
+                        req.request_id,
+                        result.clone(),
+                        &mut changed.requests,
+                    )?;
+                    results.push(result);
+                }
+                replies.push(results);
+            }
             EntryPayload::Membership(m) => {
                 *last_membership = StoredMembership::new(Some(entry.log_id), m);
-                replies.push(Ok(CommandOutput::Done));
+                replies.push(Vec::new());
             }
-            EntryPayload::Blank => replies.push(Ok(CommandOutput::Done)),
+            EntryPayload::Blank => replies.push(Vec::new()),
         }
     }
-    let changed =
+    changed.records =
         recs.take_dirty().into_iter().map(|k| (k.encode(), recs.encode_key(&k))).collect();
-    (replies, changed)
+    Ok((replies, changed))
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -119,17 +161,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((self.last_applied, self.last_membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<CommandResult>>, StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
         let (replies, changed) = apply_in_memory(
             &self.records,
+            &mut self.requests,
             entries,
             &mut self.last_applied,
             &mut self.last_membership,
-        );
+        )
+        .map_err(|e| StorageIOError::write_state_machine(&e))?;
         if replies.is_empty() {
             return Ok(replies);
         }
@@ -142,11 +186,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         blocking(move || {
             let sm = store::cf(&db, CF_SM)?;
             let sm_meta = store::cf(&db, CF_SM_META)?;
+            let req_cf = store::cf(&db, CF_REQUESTS)?;
             let mut batch = WriteBatch::default();
-            for (key, value) in changed {
-                match value {
-                    Some(v) => batch.put_cf(sm, key, v),
-                    None => batch.delete_cf(sm, key),
+            // In order: a request put and evicted in the same batch ends deleted.
+            for (cf, list) in [(sm, changed.records), (req_cf, changed.requests)] {
+                for (key, value) in list {
+                    match value {
+                        Some(v) => batch.put_cf(cf, key, v),
+                        None => batch.delete_cf(cf, key),
+                    }
                 }
             }
             batch.put_cf(sm_meta, KEY_LAST_APPLIED, applied);
@@ -173,16 +221,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError> {
         let sig = Some(meta.signature());
         let data = snapshot.into_inner();
-        let decode = || -> Result<(Records, Vec<u8>), StoreError> {
+        let decode = || -> Result<(Records, RecentRequests, Vec<u8>), StoreError> {
             let body: SnapshotBody = store::decode(&data)?;
-            let records = Records::load(body.iter().map(|(_, v)| &v[..]))?;
+            let records = Records::load(body.records.iter().map(|(_, v)| &v[..]))?;
+            let requests = RecentRequests::load(body.requests)?;
             let stored = store::encode(&StoredSnapshot { meta: meta.clone(), data: data.clone() })?;
-            Ok((records, stored))
+            Ok((records, requests, stored))
         };
-        let (records, stored) =
+        let (records, requests, stored) =
             decode().map_err(|e| StorageIOError::read_snapshot(sig.clone(), &e))?;
         // Written as this build encodes them, not as received.
         let pairs = records.encode_all();
+        let request_pairs =
+            requests.encode_all().map_err(|e| StorageIOError::write_snapshot(sig.clone(), &e))?;
         let pointers = || -> Result<(Vec<u8>, Vec<u8>), StoreError> {
             Ok((store::encode(&meta.last_log_id)?, store::encode(&meta.last_membership)?))
         };
@@ -194,13 +245,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
             let sm = store::cf(&db, CF_SM)?;
             let sm_meta = store::cf(&db, CF_SM_META)?;
+            let req_cf = store::cf(&db, CF_REQUESTS)?;
             let mut batch = WriteBatch::default();
-            for item in db.iterator_cf(sm, IteratorMode::Start) {
-                let (key, _) = item?;
-                batch.delete_cf(sm, key);
-            }
-            for (key, value) in pairs {
-                batch.put_cf(sm, key, value);
+            for (cf, new) in [(sm, pairs), (req_cf, request_pairs)] {
+                for item in db.iterator_cf(cf, IteratorMode::Start) {
+                    let (key, _) = item?;
+                    batch.delete_cf(cf, key);
+                }
+                for (key, value) in new {
+                    batch.put_cf(cf, key, value);
+                }
             }
             batch.put_cf(sm_meta, KEY_LAST_APPLIED, applied);
             batch.put_cf(sm_meta, KEY_LAST_MEMBERSHIP, membership);
@@ -211,6 +265,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .map_err(|e| StorageIOError::write_snapshot(sig, &e))?;
 
         *self.records.write().unwrap_or_else(PoisonError::into_inner) = records;
+        self.requests = requests;
         self.last_applied = meta.last_log_id;
         self.last_membership = meta.last_membership.clone();
         tracing::info!(snapshot = %meta, "installed snapshot");
@@ -244,10 +299,14 @@ impl SnapshotBuilder {
             Some(bytes) => store::decode(&bytes)?,
             None => StoredMembership::default(),
         };
-        let mut body: SnapshotBody = Vec::new();
+        let mut body = SnapshotBody::default();
         for item in view.iterator_cf(store::cf(db, CF_SM)?, IteratorMode::Start) {
             let (key, value) = item?;
-            body.push((key.into_vec(), value.into_vec()));
+            body.records.push((key.into_vec(), value.into_vec()));
+        }
+        for item in view.iterator_cf(store::cf(db, CF_REQUESTS)?, IteratorMode::Start) {
+            let (key, value) = item?;
+            body.requests.push((key.into_vec(), value.into_vec()));
         }
         drop(view);
         let data = store::encode(&body)?;

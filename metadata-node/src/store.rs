@@ -6,7 +6,9 @@
 //! - `logs`: Raft log entries under their big-endian index, so keys sort by index;
 //! - `sm_meta`: last applied log id, last membership and the current snapshot;
 //! - `sm`: the records (`RecordKey::encode` -> `encode_record`), each with its
-//!   own record version.
+//!   own record version;
+//! - `sm_requests`: recent request ids and their results, under the log index
+//!   that applied them (see `requests`), part of the state machine.
 //!
 //! Every value this crate writes starts with [`FORMAT_VERSION`]; a value that
 //! is short, of another version or undecodable is an error, never a default.
@@ -24,10 +26,13 @@ pub(crate) const CF_META: &str = "meta";
 pub(crate) const CF_LOGS: &str = "logs";
 pub(crate) const CF_SM_META: &str = "sm_meta";
 pub(crate) const CF_SM: &str = "sm";
-const ALL_CFS: [&str; 4] = [CF_META, CF_LOGS, CF_SM_META, CF_SM];
+pub(crate) const CF_REQUESTS: &str = "sm_requests";
+const ALL_CFS: [&str; 5] = [CF_META, CF_LOGS, CF_SM_META, CF_SM, CF_REQUESTS];
 
 /// Format version of every value this crate stores (records carry their own).
-pub const FORMAT_VERSION: u16 = 1;
+/// Version 2: log entries carry a `WriteRequest` (request id + command) and
+/// snapshots the request table; a directory written by version 1 is refused.
+pub const FORMAT_VERSION: u16 = 2;
 
 /// Why a storage operation failed. Callers wrap it in openraft's
 /// `StorageIOError` with the subject and verb of the failed operation.

@@ -3,14 +3,25 @@
 
 use std::io::Cursor;
 
-use cairn_core::command::{Command, CommandResult};
+use cairn_core::command::CommandResult;
+pub use cairn_proto::meta_client::{RequestId, WriteRequest};
+use serde::{Deserialize, Serialize};
+
+/// What one Raft log entry carries: the client writes the leader gathered
+/// while earlier ones were being committed, proposed together so they share
+/// one log append, one replication round and one state-machine batch.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Batch(pub Vec<WriteRequest>);
 
 openraft::declare_raft_types!(
-    /// Log entries carry a [`Command`]; applying one yields its [`CommandResult`].
+    /// Log entries carry a [`Batch`] of [`WriteRequest`]s: each a `Command`
+    /// and the client's request id, which makes a retried write apply once.
+    /// Applying an entry yields one [`CommandResult`] per request (the domain
+    /// function stays `Records::apply(Command)`).
     /// A member's [`openraft::BasicNode`] address is its gRPC URL, `http://host:port`.
     pub TypeConfig:
-        D = Command,
-        R = CommandResult,
+        D = Batch,
+        R = Vec<CommandResult>,
         NodeId = u64,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,

@@ -4,7 +4,9 @@
 //! predicates, never on sleeps.
 
 pub mod http;
+pub mod nbd;
 pub mod procs;
+pub mod workload;
 
 use anyhow::{bail, Context};
 use cairn_chunk_node::{ChunkNode, ChunkNodeConfig};

@@ -123,6 +123,11 @@ impl Proc {
         }
     }
 
+    /// Everything the process logged, over all its restarts.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+    }
+
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(self.dir.join("log")).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
@@ -211,6 +216,47 @@ impl Default for ProcOptions {
     }
 }
 
+/// Starts a fresh metadata member `id` in `<root>/meta-<id>` (not initialized).
+pub fn spawn_meta(root: &Path, id: u64, extra: &str) -> anyhow::Result<Proc> {
+    let d = root.join(format!("meta-{id}"));
+    let config = format!(
+        "node_id = {id}\ndata_dir = {:?}\nheartbeat_ms = 50\nelection_min_ms = 300\nelection_max_ms = 600\n{extra}",
+        d.join("raft").display().to_string(),
+    );
+    Proc::spawn("metadata-node", &format!("meta-{id}"), &d, &config, "127.0.0.1:0", None)
+}
+
+/// Starts `n` metadata members (ids 1..=n) under `root`, initializes them as
+/// one group and waits until it has a leader. Returns the members, their
+/// addresses and a client.
+pub async fn start_meta_group(
+    root: &Path,
+    n: u64,
+    extra: &str,
+) -> anyhow::Result<(Vec<Proc>, Vec<String>, MetadataClient)> {
+    let mut meta = Vec::new();
+    for id in 1..=n {
+        meta.push(spawn_meta(root, id, extra)?);
+    }
+    for m in meta.iter_mut() {
+        m.wait_ready().await?;
+    }
+    let meta_addrs: Vec<String> = meta.iter().map(|m| format!("http://{}", m.main)).collect();
+    let mut c = PbMetaClient::connect(meta_addrs[0].clone()).await?;
+    let members = meta_addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| MemberInfo { node_id: i as u64 + 1, addr: a.clone(), voter: true })
+        .collect();
+    c.initialize(InitRequest { members }).await?;
+    let client = MetadataClient::new(meta_addrs.clone()).with_deadline(Duration::from_secs(5));
+    wait_for("a metadata leader", Duration::from_secs(30), || async {
+        client.read(&Query::Nodes).await.is_ok()
+    })
+    .await?;
+    Ok((meta, meta_addrs, client))
+}
+
 pub struct ProcCluster {
     pub dir: tempfile::TempDir,
     pub meta: Vec<Proc>,
@@ -219,6 +265,8 @@ pub struct ProcCluster {
     pub meta_addrs: Vec<String>,
     pub outpost: OutpostId,
     pub client: MetadataClient,
+    /// The extra config lines of every metadata member, for members added later.
+    pub metadata_extra: String,
 }
 
 fn toml_list(items: &[String]) -> String {
@@ -230,39 +278,8 @@ impl ProcCluster {
     pub async fn start(opts: ProcOptions) -> anyhow::Result<ProcCluster> {
         crate::init_logging();
         let dir = tempfile::tempdir()?;
-        let mut meta = Vec::new();
-        for id in 1..=3u64 {
-            let d = dir.path().join(format!("meta-{id}"));
-            let config = format!(
-                "node_id = {id}\ndata_dir = {:?}\nheartbeat_ms = 50\nelection_min_ms = 300\nelection_max_ms = 600\n{}",
-                d.join("raft").display().to_string(),
-                opts.metadata_extra
-            );
-            meta.push(Proc::spawn(
-                "metadata-node",
-                &format!("meta-{id}"),
-                &d,
-                &config,
-                "127.0.0.1:0",
-                None,
-            )?);
-        }
-        for m in meta.iter_mut() {
-            m.wait_ready().await?;
-        }
-        let meta_addrs: Vec<String> = meta.iter().map(|m| format!("http://{}", m.main)).collect();
-        let mut c = PbMetaClient::connect(meta_addrs[0].clone()).await?;
-        let members = meta_addrs
-            .iter()
-            .enumerate()
-            .map(|(i, a)| MemberInfo { node_id: i as u64 + 1, addr: a.clone(), voter: true })
-            .collect();
-        c.initialize(InitRequest { members }).await?;
-        let client = MetadataClient::new(meta_addrs.clone()).with_deadline(Duration::from_secs(5));
-        wait_for("a metadata leader", Duration::from_secs(30), || async {
-            client.read(&Query::Nodes).await.is_ok()
-        })
-        .await?;
+        let (meta, meta_addrs, client) =
+            start_meta_group(dir.path(), 3, &opts.metadata_extra).await?;
 
         let outpost = OutpostId::generate();
         let list = toml_list(&meta_addrs);
@@ -313,7 +330,16 @@ impl ProcCluster {
         for p in gateways.iter_mut() {
             p.wait_ready().await?;
         }
-        let cluster = ProcCluster { dir, meta, chunks, gateways, meta_addrs, outpost, client };
+        let cluster = ProcCluster {
+            dir,
+            meta,
+            chunks,
+            gateways,
+            meta_addrs,
+            outpost,
+            client,
+            metadata_extra: opts.metadata_extra,
+        };
         for g in 0..cluster.gateways.len() {
             let addr = cluster.gateways[g].main;
             wait_for("the gateway answers", Duration::from_secs(30), || async {
@@ -338,6 +364,17 @@ impl ProcCluster {
 
     pub fn nbd_uri(&self, g: usize, volume: &str) -> String {
         format!("nbd://{}/{volume}", self.gateways[g].nbd.unwrap_or(self.gateways[g].main))
+    }
+
+    /// Starts a fresh metadata member `id` (not yet in the group: add it with
+    /// `MetadataClient::add_member`), appends it to `meta` and `meta_addrs`,
+    /// and returns its index there.
+    pub async fn spawn_meta(&mut self, id: u64) -> anyhow::Result<usize> {
+        let mut p = spawn_meta(self.dir.path(), id, &self.metadata_extra)?;
+        p.wait_ready().await?;
+        self.meta_addrs.push(format!("http://{}", p.main));
+        self.meta.push(p);
+        Ok(self.meta.len() - 1)
     }
 
     /// Index into `meta` of the member that says it leads.

@@ -102,3 +102,95 @@ pub async fn create_volume(node: &TestNode, id: &str, size: u64) -> anyhow::Resu
         .await?;
     Ok(())
 }
+
+/// Starts a node on an existing data directory (a restart).
+pub async fn restart(node_id: &str, az: &str, dir: tempfile::TempDir) -> anyhow::Result<TestNode> {
+    let grpc = TcpListener::bind("127.0.0.1:0").await?;
+    let nbd = TcpListener::bind("127.0.0.1:0").await?;
+    let config = ChunkNodeConfig::for_test(node_id, az, dir.path());
+    let node = ChunkNode::start(config, grpc, nbd).await?;
+    Ok(TestNode { node, dir })
+}
+
+/// Freezes `vol` for `snap`, with `parent` as the last completed snapshot.
+pub async fn freeze(
+    n: &TestNode,
+    vol: &str,
+    snap: &str,
+    parent: &str,
+) -> Result<pb::FreezeReply, tonic::Status> {
+    let mut c = n.volumes().await.map_err(|e| tonic::Status::unknown(e.to_string()))?;
+    let req = pb::FreezeRequest {
+        volume_id: vol.into(),
+        snapshot_id: snap.into(),
+        parent_snapshot_id: parent.into(),
+    };
+    Ok(c.freeze(req).await?.into_inner())
+}
+
+/// Runs a copy to completion (parent root empty for a full copy); returns
+/// every progress message.
+pub async fn copy_with_parent(
+    n: &TestNode,
+    vol: &str,
+    snap: &str,
+    targets: Vec<pb::StoreNode>,
+    rf: u32,
+    parent: Option<(&[u8], &str)>,
+) -> Result<Vec<pb::CopyProgress>, tonic::Status> {
+    let mut client = n.volumes().await.map_err(|e| tonic::Status::unknown(e.to_string()))?;
+    let (root, id) = parent.unwrap_or((&[], ""));
+    let req = pb::CopyRequest {
+        volume_id: vol.into(),
+        snapshot_id: snap.into(),
+        targets,
+        replication_factor: rf,
+        parent_manifest_root: root.to_vec(),
+        parent_snapshot_id: id.into(),
+    };
+    let mut stream = client.copy(req).await?.into_inner();
+    let mut out = Vec::new();
+    while let Some(p) = stream.message().await? {
+        out.push(p);
+    }
+    Ok(out)
+}
+
+pub async fn volume_stats(n: &TestNode, vol: &str) -> anyhow::Result<pb::VolumeStatsReply> {
+    let req = pb::VolumeStatsRequest { volume_id: vol.into() };
+    Ok(n.volumes().await?.volume_stats(req).await?.into_inner())
+}
+
+/// The whole content of a volume, read through the host.
+pub async fn read_all(n: &TestNode, vol: &str) -> anyhow::Result<Vec<u8>> {
+    let v = n.node.volumes().get(vol).ok_or_else(|| anyhow::anyhow!("no volume {vol}"))?;
+    let mut out = Vec::with_capacity(v.size() as usize);
+    let step = 4u64 << 20;
+    let mut off = 0;
+    while off < v.size() {
+        let len = step.min(v.size() - off);
+        out.extend(v.read(off, len as usize).await?);
+        off += len;
+    }
+    Ok(out)
+}
+
+/// Restores `root` as volume `vol` on `n`.
+pub async fn restore(
+    n: &TestNode,
+    vol: &str,
+    size: u64,
+    root: &[u8],
+    sources: Vec<pb::StoreNode>,
+    rf: u32,
+) -> anyhow::Result<()> {
+    let req = pb::CreateVolumeRequest {
+        volume_id: vol.into(),
+        size_bytes: size,
+        manifest_root: root.to_vec(),
+        sources,
+        replication_factor: rf,
+    };
+    n.volumes().await?.create_volume(req).await?;
+    Ok(())
+}

@@ -47,9 +47,9 @@ pub fn parse_create(p: &Params, config: &GatewayConfig) -> Result<CreateSnapshot
     Ok(CreateSnapshotInput { volume_id, description, outpost, tags })
 }
 
-/// Writes the `pending` record, freezes the volume (so every write
-/// acknowledged before this answer is in the snapshot), answers, and leaves
-/// the copy to a background job.
+/// Writes the `pending` record and its copy job (leased to this gateway),
+/// freezes the volume (so every write acknowledged before this answer is in
+/// the snapshot), answers, and leaves the copy to the background job.
 pub async fn create(
     ctx: &Arc<Ctx>,
     caller: &Caller,
@@ -74,9 +74,16 @@ pub async fn create(
             volume.state.as_str()
         )));
     }
+    let id = SnapshotId::generate();
+    // The local job slot, taken before the job exists, so this gateway's job
+    // runner leaves the job alone while this request freezes the volume.
+    let claim = ctx
+        .jobs
+        .claim(id.as_str())
+        .ok_or_else(|| Ec2Error::InternalError(format!("snapshot id {id} already in use")))?;
     let snapshot = Snapshot {
         version: RECORD_VERSION,
-        id: SnapshotId::generate(),
+        id,
         volume_id: volume.id.clone(),
         owner: caller.account_id.clone(),
         state: SnapshotState::Pending,
@@ -94,24 +101,16 @@ pub async fn create(
         full_size_bytes: None,
         tags: input.tags,
     };
-    let CommandOutput::Snapshot(mut snapshot) =
-        ctx.write(&Command::CreateSnapshot { snapshot, client_token: None }).await?
-    else {
+    let cmd = Command::CreateSnapshot {
+        snapshot,
+        client_token: None,
+        job_owner: ctx.gateway_id().to_string(),
+        lease_expires_ms: now_ms().saturating_add(ctx.config.job_lease_ms),
+    };
+    let CommandOutput::Snapshot(snapshot) = ctx.write(&cmd).await? else {
         return Err(Ec2Error::InternalError("CreateSnapshot returned no snapshot".into()));
     };
-    match jobs::freeze(ctx, &volume, &snapshot.id).await {
-        Ok(()) => jobs::spawn_copy(ctx, snapshot.clone()),
-        Err(e) => {
-            // The snapshot exists and says why it failed, as an asynchronous
-            // EC2 failure would; the caller sees `error` with a StateMessage.
-            tracing::warn!(snapshot = %snapshot.id, error = %e, "freeze failed");
-            let message = format!("The volume host could not freeze the volume: {e}");
-            let cmd = Command::FailSnapshot { id: snapshot.id.clone(), message, at_ms: now_ms() };
-            if let CommandOutput::Snapshot(s) = ctx.write(&cmd).await? {
-                snapshot = s;
-            }
-        }
-    }
+    let snapshot = jobs::copy::freeze_and_copy(ctx, &volume, snapshot, claim).await?;
     let cx = ctx.render("");
     Ok(success_body("CreateSnapshot", rid, |w| snapshot_members(w, &snapshot, &cx)))
 }

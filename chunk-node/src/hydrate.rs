@@ -1,0 +1,384 @@
+//! Lazy restore: a volume created from a snapshot is usable at once; its
+//! blocks come from the chunk stores when first needed, and a background
+//! hydrator fetches the rest.
+//!
+//! State, in the volume's state directory: `hydrate.map` (written once,
+//! before the volume appears: size, sources, and the manifest's non-zero
+//! blocks) and `hydrate.log`, a [`RecordLog`] of blocks made local. A block
+//! is marked only after its bytes are durable in the volume file, and a user
+//! write to a block goes ahead only after it is marked, so the hydrator never
+//! overwrites a user's write, even across a crash (a lost mark only means a
+//! refetch of the same bytes). Zero blocks are holes already and need
+//! nothing. When every block is local both files are removed.
+//!
+//! Who fetches: a read fetches the blocks it touches itself, ahead of the
+//! background queue; a partial write fetches its blocks first; a write that
+//! covers whole blocks just marks them. The hydrator fetches a bounded
+//! number at a time, starting where reads were last seen, so it reads ahead
+//! of the access pattern.
+
+use crate::blocks::{block_range, blocks_in, BlockLocks};
+use crate::error::ChunkNodeError;
+use crate::files::{read_versioned, remove_file, write_versioned};
+use crate::peers::{self, Peer};
+use crate::reclog::RecordLog;
+use cairn_core::command::{Query, QueryOutput};
+use cairn_core::placement::Candidate;
+use cairn_core::records::ChunkNodeInfo;
+use cairn_core::ChunkId;
+use cairn_proto::pb::StoreNode;
+use cairn_proto::MetadataClient;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::watch;
+
+const MAP_VERSION: u16 = 1;
+/// Concurrent chunk fetches of the background hydrator (and of one request).
+pub const FETCHES_IN_FLIGHT: usize = 8;
+/// Blocks the hydrator installs per round.
+const ROUND_BLOCKS: usize = 32;
+
+/// What a restored volume must fetch, as persisted.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HydrationMap {
+    pub size: u64,
+    pub replication_factor: u32,
+    /// (node id, AZ, gRPC address) of the nodes holding the snapshot.
+    pub sources: Vec<(String, String, String)>,
+    /// Non-zero blocks, ascending.
+    pub entries: Vec<(u64, ChunkId)>,
+}
+
+impl HydrationMap {
+    pub fn store_nodes(&self) -> Vec<StoreNode> {
+        self.sources
+            .iter()
+            .map(|(n, a, g)| StoreNode { node_id: n.clone(), az: a.clone(), grpc_addr: g.clone() })
+            .collect()
+    }
+}
+
+/// The chunk nodes blocks are fetched from.
+struct Sources {
+    peers: Vec<Peer>,
+    cands: Vec<Candidate>,
+}
+
+pub struct Hydration {
+    dir: PathBuf,
+    size: u64,
+    entries: BTreeMap<u64, ChunkId>,
+    bits: Vec<AtomicU64>,
+    remaining: AtomicU64,
+    log: Mutex<Option<RecordLog>>,
+    file: Arc<File>,
+    locks: Arc<BlockLocks>,
+    sources: RwLock<Arc<Sources>>,
+    rf: usize,
+    /// The block after the last one a reader asked for.
+    hint: AtomicU64,
+    cancelled: AtomicBool,
+}
+
+fn map_path(dir: &Path) -> PathBuf {
+    dir.join("hydrate.map")
+}
+
+fn log_path(dir: &Path) -> PathBuf {
+    dir.join("hydrate.log")
+}
+
+impl Hydration {
+    /// Persists `map` in `dir` (before the volume is installed). Blocking.
+    pub fn create(dir: &Path, map: &HydrationMap) -> Result<(), ChunkNodeError> {
+        remove_file(&log_path(dir))?;
+        write_versioned(&map_path(dir), MAP_VERSION, map)
+    }
+
+    /// Loads the hydration state of the volume whose state is in `dir`;
+    /// `None` when the volume is whole. Blocking.
+    pub fn load(
+        dir: &Path,
+        file: Arc<File>,
+        locks: Arc<BlockLocks>,
+    ) -> Result<Option<Arc<Hydration>>, ChunkNodeError> {
+        let Some(map): Option<HydrationMap> = read_versioned(&map_path(dir), MAP_VERSION)? else {
+            // A log without its map is left from a completed hydration.
+            remove_file(&log_path(dir))?;
+            return Ok(None);
+        };
+        let blocks = blocks_in(map.size);
+        let bits: Vec<AtomicU64> = (0..blocks.div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
+        let log = RecordLog::open(&log_path(dir), |_, payload| {
+            for b in payload.chunks_exact(8) {
+                let i = u64::from_le_bytes(b.try_into().unwrap_or([0xff; 8]));
+                if i < blocks {
+                    bits[(i / 64) as usize].fetch_or(1 << (i % 64), Ordering::Relaxed);
+                }
+            }
+            Ok(())
+        })?;
+        let entries: BTreeMap<u64, ChunkId> =
+            map.entries.iter().copied().filter(|(i, _)| *i < blocks).collect();
+        let peers = peers::connect(&map.store_nodes())?;
+        let cands = peers::candidates(&peers);
+        let sources = RwLock::new(Arc::new(Sources { peers, cands }));
+        let h = Hydration {
+            dir: dir.to_path_buf(),
+            size: map.size,
+            entries,
+            bits,
+            remaining: AtomicU64::new(0),
+            log: Mutex::new(Some(log)),
+            file,
+            locks,
+            sources,
+            rf: peers::replication_factor(map.replication_factor),
+            hint: AtomicU64::new(0),
+            cancelled: AtomicBool::new(false),
+        };
+        let remaining = h.entries.keys().filter(|i| !h.bit(**i)).count() as u64;
+        h.remaining.store(remaining, Ordering::Release);
+        tracing::info!(dir = %dir.display(), blocks = h.entries.len(), remaining, "hydration state loaded");
+        let h = Arc::new(h);
+        if remaining == 0 {
+            h.finish()?;
+        }
+        Ok(Some(h))
+    }
+
+    fn bit(&self, i: u64) -> bool {
+        self.bits
+            .get((i / 64) as usize)
+            .is_some_and(|w| w.load(Ordering::Acquire) & (1 << (i % 64)) != 0)
+    }
+
+    /// Whether block `i` is local (zero blocks always are).
+    pub fn is_hydrated(&self, i: u64) -> bool {
+        !self.entries.contains_key(&i) || self.bit(i)
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.remaining.load(Ordering::Acquire) == 0
+    }
+
+    /// (local blocks, all blocks) of the volume.
+    pub fn progress(&self) -> (u64, u64) {
+        let total = blocks_in(self.size);
+        (total - self.remaining.load(Ordering::Acquire), total)
+    }
+
+    /// Stops the background hydrator (the volume is being deleted).
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
+    }
+
+    /// Fetches the not-yet-local blocks among `blocks`, verified.
+    pub async fn fetch(&self, blocks: &[u64]) -> Result<Vec<(u64, Vec<u8>)>, ChunkNodeError> {
+        let wanted: Vec<(u64, ChunkId)> = blocks
+            .iter()
+            .filter(|i| !self.is_hydrated(**i))
+            .filter_map(|i| self.entries.get(i).map(|c| (*i, *c)))
+            .collect();
+        let src = self.sources.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let src = &src;
+        stream::iter(wanted)
+            .map(|(i, id)| async move {
+                let data = peers::fetch(&src.peers, &src.cands, self.rf, id).await?;
+                let (start, end) = block_range(i, self.size);
+                if data.len() as u64 > end - start {
+                    return Err(ChunkNodeError::ChunkUnavailable(id));
+                }
+                Ok((i, data))
+            })
+            .buffer_unordered(FETCHES_IN_FLIGHT)
+            .try_collect()
+            .await
+    }
+
+    /// Makes `fetched` blocks local (unless already) and marks them and the
+    /// `overwritten` blocks (which the caller's write covers whole) as local,
+    /// durably. Caller holds the locks of all of them. Blocking.
+    pub fn install_locked(
+        &self,
+        fetched: &[(u64, Vec<u8>)],
+        overwritten: &[u64],
+    ) -> Result<(), ChunkNodeError> {
+        let mut marks = Vec::new();
+        for (i, data) in fetched {
+            if self.is_hydrated(*i) {
+                continue;
+            }
+            let (start, _) = block_range(*i, self.size);
+            self.file
+                .write_all_at(data, start)
+                .map_err(|e| ChunkNodeError::io("write hydrated block", format!("block {i}"), e))?;
+            marks.push(*i);
+        }
+        if !marks.is_empty() {
+            self.file
+                .sync_data()
+                .map_err(|e| ChunkNodeError::io("fsync", self.dir.join("volume"), e))?;
+        }
+        marks.extend(overwritten.iter().filter(|i| !self.is_hydrated(**i)));
+        marks.sort_unstable();
+        marks.dedup();
+        if marks.is_empty() {
+            return Ok(());
+        }
+        let payload: Vec<u8> = marks.iter().flat_map(|i| i.to_le_bytes()).collect();
+        {
+            let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+            match log.as_mut() {
+                Some(l) => {
+                    l.append(&payload)?;
+                }
+                // Complete already: nothing left to mark.
+                None => return Ok(()),
+            }
+        }
+        for i in &marks {
+            self.bits[(i / 64) as usize].fetch_or(1 << (i % 64), Ordering::AcqRel);
+        }
+        let left =
+            self.remaining.fetch_sub(marks.len() as u64, Ordering::AcqRel) - marks.len() as u64;
+        if left == 0 {
+            self.finish()?;
+        }
+        Ok(())
+    }
+
+    /// Makes `blocks` local now (a read, or a copy, needs their bytes).
+    pub async fn ensure(self: &Arc<Self>, blocks: &[u64]) -> Result<(), ChunkNodeError> {
+        if let Some(last) = blocks.iter().max() {
+            self.hint.store(last + 1, Ordering::Relaxed);
+        }
+        if blocks.iter().all(|i| self.is_hydrated(*i)) {
+            return Ok(());
+        }
+        let fetched = self.fetch(blocks).await?;
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _g = me.locks.lock(fetched.iter().map(|(i, _)| *i));
+            me.install_locked(&fetched, &[])
+        })
+        .await?
+    }
+
+    /// Drops the state files once every block is local. Blocking.
+    fn finish(&self) -> Result<(), ChunkNodeError> {
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        if log.take().is_none() {
+            return Ok(());
+        }
+        self.file
+            .sync_all()
+            .map_err(|e| ChunkNodeError::io("fsync", self.dir.join("volume"), e))?;
+        remove_file(&map_path(&self.dir))?;
+        crate::files::fsync_dir(&self.dir)?;
+        remove_file(&log_path(&self.dir))?;
+        tracing::info!(dir = %self.dir.display(), "volume fully hydrated");
+        Ok(())
+    }
+
+    /// The next blocks the hydrator should fetch: not yet local, from the
+    /// read hint on, wrapping around.
+    fn next_round(&self) -> Vec<u64> {
+        let hint = self.hint.load(Ordering::Relaxed);
+        self.entries
+            .range(hint..)
+            .chain(self.entries.range(..hint))
+            .map(|(i, _)| *i)
+            .filter(|i| !self.bit(*i))
+            .take(ROUND_BLOCKS)
+            .collect()
+    }
+
+    /// Takes the current addresses of the source nodes from `nodes` (by node
+    /// id; the set of sources, and so placement, stays the same). Chunk nodes
+    /// may come back on other ports after a restart.
+    pub fn update_sources(&self, nodes: &[ChunkNodeInfo]) -> Result<(), ChunkNodeError> {
+        let current = self.sources.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut changed = false;
+        let updated: Vec<StoreNode> = current
+            .peers
+            .iter()
+            .map(|p| {
+                let mut n = p.node.clone();
+                if let Some(info) = nodes.iter().find(|i| i.node_id == n.node_id) {
+                    if info.grpc_addr != n.grpc_addr {
+                        n.grpc_addr = info.grpc_addr.clone();
+                        changed = true;
+                    }
+                }
+                n
+            })
+            .collect();
+        if changed {
+            let peers = peers::connect(&updated)?;
+            let cands = peers::candidates(&peers);
+            *self.sources.write().unwrap_or_else(|e| e.into_inner()) =
+                Arc::new(Sources { peers, cands });
+            tracing::info!(dir = %self.dir.display(), "hydration sources moved; addresses updated");
+        }
+        Ok(())
+    }
+
+    /// The background hydrator: runs until every block is local, the volume
+    /// is deleted or `shutdown` flips. Failures are retried with back-off;
+    /// with `metadata`, the sources' addresses are looked up again first.
+    pub async fn run(
+        self: Arc<Self>,
+        mut shutdown: watch::Receiver<bool>,
+        metadata: Option<Arc<MetadataClient>>,
+    ) {
+        let mut backoff = Duration::from_millis(100);
+        while !self.is_complete() && !self.cancelled.load(Ordering::Acquire) && !*shutdown.borrow()
+        {
+            let round = self.next_round();
+            if round.is_empty() {
+                break;
+            }
+            match self.ensure_round(&round).await {
+                Ok(()) => backoff = Duration::from_millis(100),
+                Err(e) => {
+                    tracing::warn!(dir = %self.dir.display(), error = %e, "hydration round failed; retrying");
+                    if let Some(m) = &metadata {
+                        match m.read(&Query::Nodes).await {
+                            Ok(QueryOutput::Nodes(nodes)) => {
+                                if let Err(e) = self.update_sources(&nodes) {
+                                    tracing::warn!(error = %e, "cannot use the registered addresses");
+                                }
+                            }
+                            Ok(_) => tracing::warn!("metadata answered Nodes with something else"),
+                            Err(e) => tracing::warn!(error = %e, "cannot look up source nodes"),
+                        }
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn ensure_round(self: &Arc<Self>, round: &[u64]) -> Result<(), ChunkNodeError> {
+        // Unlike a reader's `ensure`, leave the hint alone.
+        let fetched = self.fetch(round).await?;
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _g = me.locks.lock(fetched.iter().map(|(i, _)| *i));
+            me.install_locked(&fetched, &[])
+        })
+        .await?
+    }
+}

@@ -1,0 +1,259 @@
+//! One live volume: its I/O paths (read, write, write-zeroes, trim, flush)
+//! and what they must do around freezes, change tracking and hydration.
+//! See [`crate::volumes`] for the design.
+
+use crate::blocks::{block_of, block_range, blocks_in, BlockLocks};
+use crate::error::ChunkNodeError;
+use crate::freeze::Freeze;
+use crate::hydrate::Hydration;
+use crate::sparse;
+use crate::tracking::Tracking;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::RwLock as Gate;
+
+/// Counters of one volume.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VolumeStats {
+    pub size_bytes: u64,
+    pub copy_blocks_read: u64,
+    pub tracking_known: bool,
+    pub hydrated_blocks: u64,
+    pub total_blocks: u64,
+    pub pending_freezes: u64,
+}
+
+/// One live volume. I/O methods return `std::io::Error` so the NBD server
+/// can map them to protocol errnos.
+pub struct Volume {
+    pub(crate) id: String,
+    pub(crate) size: u64,
+    pub(crate) path: PathBuf,
+    pub(crate) state_dir: PathBuf,
+    pub(crate) file: Arc<File>,
+    pub(crate) gate: Arc<Gate<()>>,
+    pub(crate) deleted: AtomicBool,
+    pub(crate) locks: Arc<BlockLocks>,
+    pub(crate) tracking: Mutex<Tracking>,
+    pub(crate) freezes: RwLock<Vec<Arc<Freeze>>>,
+    pub(crate) copy_blocks_read: AtomicU64,
+    pub(crate) hydration: Option<Arc<Hydration>>,
+}
+
+fn gone(id: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, format!("volume {id} was deleted"))
+}
+
+fn io_err(e: ChunkNodeError) -> io::Error {
+    match e {
+        ChunkNodeError::Io { source, .. } => source,
+        other => io::Error::other(other),
+    }
+}
+
+impl Volume {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn check(&self) -> io::Result<()> {
+        if self.deleted.load(Ordering::Acquire) {
+            return Err(gone(&self.id));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn tracking(&self) -> std::sync::MutexGuard<'_, Tracking> {
+        self.tracking.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn pending(&self) -> Vec<Arc<Freeze>> {
+        self.freezes.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The hydration state while the volume is still being restored.
+    pub(crate) fn hydrating(&self) -> Option<&Arc<Hydration>> {
+        self.hydration.as_ref().filter(|h| !h.is_complete())
+    }
+
+    pub fn stats(&self) -> VolumeStats {
+        let total = blocks_in(self.size);
+        let (hydrated_blocks, total_blocks) =
+            self.hydration.as_ref().map(|h| h.progress()).unwrap_or((total, total));
+        VolumeStats {
+            size_bytes: self.size,
+            copy_blocks_read: self.copy_blocks_read.load(Ordering::Relaxed),
+            tracking_known: self.tracking().known(),
+            hydrated_blocks,
+            total_blocks,
+            pending_freezes: self.pending().len() as u64,
+        }
+    }
+
+    pub async fn read(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        self.check()?;
+        if len > 0 {
+            if let Some(h) = self.hydrating() {
+                let blocks: Vec<u64> =
+                    (block_of(offset)..=block_of(offset + len as u64 - 1)).collect();
+                h.ensure(&blocks).await.map_err(io_err)?;
+            }
+        }
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; len];
+            file.read_exact_at(&mut buf, offset)?;
+            Ok(buf)
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+
+    /// Runs a mutation of `[offset, offset + len)` under the shared gate (see
+    /// the module comment): hydrates what it needs, saves frozen content for
+    /// pending freezes, stamps change tracking, then runs `op`; with `fua`,
+    /// the data is durable before it returns.
+    async fn mutate<F>(self: &Arc<Self>, offset: u64, len: u64, fua: bool, op: F) -> io::Result<()>
+    where
+        F: FnOnce(&File) -> io::Result<()> + Send + 'static,
+    {
+        let guard = self.gate.clone().read_owned().await;
+        self.check()?;
+        if len == 0 {
+            return Ok(());
+        }
+        let (first, last) = (block_of(offset), block_of(offset + len - 1));
+        let freezes = self.pending();
+        let end = offset + len;
+        let whole = |i: u64| {
+            let (s, e) = block_range(i, self.size);
+            offset <= s && e <= end
+        };
+        // Blocks not yet local whose old content matters: partly written, or
+        // needed by a freeze. Fetched before taking the block locks.
+        let mut fetched = Vec::new();
+        let mut overwritten = Vec::new();
+        if let Some(h) = self.hydrating() {
+            let mut need = Vec::new();
+            for i in first..=last {
+                if h.is_hydrated(i) {
+                    continue;
+                }
+                if !whole(i) || freezes.iter().any(|f| f.needs_save(i)) {
+                    need.push(i);
+                } else {
+                    overwritten.push(i);
+                }
+            }
+            fetched = h.fetch(&need).await.map_err(io_err)?;
+        }
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _held = guard;
+            let _locks = me.locks.lock_range(first, last);
+            if let Some(h) = me.hydrating() {
+                h.install_locked(&fetched, &overwritten).map_err(io_err)?;
+                if let Some(i) = (first..=last).find(|i| !h.is_hydrated(*i)) {
+                    return Err(io::Error::other(format!("block {i} is not local")));
+                }
+            }
+            for i in first..=last {
+                let savers: Vec<&Arc<Freeze>> =
+                    freezes.iter().filter(|f| f.needs_save(i)).collect();
+                if savers.is_empty() {
+                    continue;
+                }
+                let (s, e) = block_range(i, me.size);
+                let mut old = vec![0u8; (e - s) as usize];
+                me.file.read_exact_at(&mut old, s)?;
+                for f in savers {
+                    f.save(i, &old).map_err(io_err)?;
+                }
+            }
+            me.tracking().stamp(first, last);
+            op(&me.file)?;
+            if fua {
+                me.file.sync_data()?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+
+    pub async fn write(self: &Arc<Self>, offset: u64, data: Vec<u8>, fua: bool) -> io::Result<()> {
+        let len = data.len() as u64;
+        self.mutate(offset, len, fua, move |f| f.write_all_at(&data, offset)).await
+    }
+
+    /// Makes the range read as zeroes; `allocate` keeps it allocated
+    /// (NBD's NO_HOLE), otherwise it is deallocated.
+    pub async fn write_zeroes(
+        self: &Arc<Self>,
+        offset: u64,
+        len: u64,
+        allocate: bool,
+        fua: bool,
+    ) -> io::Result<()> {
+        self.mutate(offset, len, fua, move |f| {
+            if allocate {
+                sparse::write_zeroes(f, offset, len)
+            } else {
+                sparse::punch_hole(f, offset, len)
+            }
+        })
+        .await
+    }
+
+    /// Discards the range (it then reads as zeroes).
+    pub async fn trim(self: &Arc<Self>, offset: u64, len: u64, fua: bool) -> io::Result<()> {
+        self.mutate(offset, len, fua, move |f| sparse::punch_hole(f, offset, len)).await
+    }
+
+    /// Makes every completed write durable.
+    pub async fn flush(&self) -> io::Result<()> {
+        self.check()?;
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || file.sync_all()).await.map_err(io::Error::other)?
+    }
+
+    /// The pending freeze of snapshot `snap`.
+    pub(crate) fn freeze_of(&self, snap: &str) -> Option<Arc<Freeze>> {
+        self.pending().into_iter().find(|f| f.snapshot_id() == snap)
+    }
+
+    /// Reads the frozen content of `blocks` of `freeze` (each under its
+    /// lock), counting them as read by a copy.
+    pub(crate) async fn read_frozen(
+        self: &Arc<Self>,
+        freeze: &Arc<Freeze>,
+        blocks: Vec<u64>,
+    ) -> Result<Vec<(u64, Vec<u8>)>, ChunkNodeError> {
+        if let Some(h) = self.hydrating() {
+            // Saved blocks come from the overlay; the rest must be local.
+            h.ensure(&blocks).await?;
+        }
+        let (me, freeze) = (self.clone(), freeze.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::with_capacity(blocks.len());
+            for i in blocks {
+                let data = {
+                    let _g = me.locks.lock([i]);
+                    freeze.read_block(&me.file, i)?
+                };
+                me.copy_blocks_read.fetch_add(1, Ordering::Relaxed);
+                out.push((i, data));
+            }
+            Ok(out)
+        })
+        .await?
+    }
+}

@@ -1,0 +1,110 @@
+//! `cairn init-cluster`: bootstraps a fresh metadata group from the outside,
+//! as a one-shot step of a deployment (deploy/'s `init` service).
+//!
+//! Members are given in node-id order: the first address is node 1, the second
+//! node 2, and so on, which must match each member's configured `node_id`.
+//! The verb waits until every member answers, then initializes the group on
+//! the first one, unless some member already belongs to a group. It is safe to
+//! run on every start of a deployment: on an initialized group it only waits
+//! for a leader and says so.
+
+use anyhow::{bail, Context};
+use cairn_core::command::{Query, QueryOutput};
+use cairn_proto::pb::metadata_client::MetadataClient as PbMetaClient;
+use cairn_proto::pb::{InitRequest, MemberInfo, StatusReply};
+use cairn_proto::MetadataClient;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args, Debug)]
+pub struct InitArgs {
+    /// Metadata member addresses (`http://host:port`), in node-id order
+    /// (first = node 1). Raft stores them, so they must be stable names.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub metadata: Vec<String>,
+    /// How long to wait for the members to answer and elect a leader, in seconds.
+    #[arg(long, default_value_t = 120)]
+    pub timeout_secs: u64,
+}
+
+/// How often unanswered members are asked again while waiting.
+const POLL: Duration = Duration::from_millis(250);
+
+pub async fn run(args: InitArgs) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
+    let addrs = args.metadata;
+    let client = MetadataClient::new(addrs.clone()).with_deadline(Duration::from_secs(5));
+
+    let statuses = wait_all_answer(&client, &addrs, deadline).await?;
+    for (i, (addr, s)) in addrs.iter().zip(&statuses).enumerate() {
+        let want = i as u64 + 1;
+        if s.node_id != want {
+            bail!(
+                "{addr} is node {} but is listed at position {want}; list members in node-id order",
+                s.node_id
+            );
+        }
+    }
+
+    if let Some((addr, s)) = addrs.iter().zip(&statuses).find(|(_, s)| !s.members.is_empty()) {
+        eprintln!(
+            "cairn: metadata group already initialized ({addr} knows {} members); nothing to do",
+            s.members.len()
+        );
+    } else {
+        let members = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| MemberInfo { node_id: i as u64 + 1, addr: a.clone(), voter: true })
+            .collect();
+        let mut c = PbMetaClient::connect(addrs[0].clone())
+            .await
+            .with_context(|| format!("connecting to {}", addrs[0]))?;
+        // The member answers success if another run initialized it meanwhile.
+        c.initialize(InitRequest { members })
+            .await
+            .with_context(|| format!("initializing the group on {}", addrs[0]))?;
+        eprintln!("cairn: metadata group initialized with {} members", addrs.len());
+    }
+
+    loop {
+        if let Ok(QueryOutput::Nodes(_)) = client.read(&Query::Nodes).await {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the metadata group elected no leader in time");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    println!("metadata group ready: {} members, leader elected", addrs.len());
+    Ok(())
+}
+
+/// Polls every member's status until all answer, or fails at `deadline`
+/// naming the members that never did.
+async fn wait_all_answer(
+    client: &MetadataClient,
+    addrs: &[String],
+    deadline: Instant,
+) -> anyhow::Result<Vec<StatusReply>> {
+    let mut answers: Vec<Option<StatusReply>> = vec![None; addrs.len()];
+    loop {
+        for (addr, slot) in addrs.iter().zip(answers.iter_mut()) {
+            if slot.is_none() {
+                *slot = client.status(addr).await.ok();
+            }
+        }
+        if answers.iter().all(Option::is_some) {
+            return Ok(answers.into_iter().flatten().collect());
+        }
+        if Instant::now() > deadline {
+            let missing: Vec<&str> = addrs
+                .iter()
+                .zip(&answers)
+                .filter(|(_, s)| s.is_none())
+                .map(|(a, _)| a.as_str())
+                .collect();
+            bail!("metadata members did not answer in time: {}", missing.join(", "));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}

@@ -1,0 +1,166 @@
+//! Copy jobs: the lease-holding side of a pending snapshot. A job is created
+//! with its snapshot (by the gateway that will freeze the volume, which holds
+//! the first lease), and removed when the snapshot completes, fails or is
+//! deleted. Every step names the gateway taking it; a step by a gateway that
+//! does not hold the lease changes nothing and answers the job as it is, so
+//! the caller sees that it lost the job and stops.
+
+use super::{Command, CommandOutput, CommandResult, MetaError, Records};
+use crate::block::ChunkId;
+use crate::ids::SnapshotId;
+use crate::records::{CopyJob, CopyJobKind, RecordKey, Snapshot, SnapshotState, RECORD_VERSION};
+use serde::{Deserialize, Serialize};
+
+/// How a copy ended, as the job's lease holder reports it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum CopyOutcome {
+    /// Every chunk and manifest page is durable at RF: the snapshot completes.
+    Completed { manifest_root: ChunkId, full_size_bytes: u64 },
+    /// The snapshot ends in `error` with this StateMessage.
+    Failed { message: String },
+}
+
+/// One step of a copy job, applied by [`Command::CopyJob`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum JobOp {
+    /// Takes the job if nobody holds it, the caller holds it already, or the
+    /// holder's lease lapsed; the lease then runs `lease_ms` from `now_ms`.
+    Acquire { lease_ms: u64 },
+    /// Extends the caller's lease to `now_ms + lease_ms`.
+    Renew { lease_ms: u64 },
+    /// Records the host's checkpoint (never lowered), raises the snapshot's
+    /// progress (at most 99: only completion makes 100), marks the host
+    /// reachable, and renews the lease.
+    Checkpoint { checkpoint_block: u64, progress: u8, lease_ms: u64 },
+    /// A copy attempt failed because the host could not be reached: the
+    /// host-down clock starts at `now_ms` unless it runs already.
+    HostDown { error: String },
+    /// The host answered again: the host-down clock stops.
+    HostUp,
+    /// Ends the snapshot (completed or error) and removes the job.
+    Finish { outcome: CopyOutcome },
+}
+
+impl Records {
+    /// The volume's latest completed snapshot of the same owner and
+    /// destination (regional, or the same Outpost): the parent an incremental
+    /// copy of `s` builds on. Latest by start time (the freeze instant), ties
+    /// broken by id, so every member chooses alike.
+    pub(super) fn latest_completed(&self, s: &Snapshot) -> Option<SnapshotId> {
+        self.completed_newest_first(&s.volume_id)
+            .find(|p| p.owner == s.owner && p.outpost == s.outpost && p.id != s.id)
+            .map(|p| p.id.clone())
+    }
+
+    /// The job of snapshot `s`, just created, leased to `owner` until `lease_expires_ms`.
+    pub(super) fn create_copy_job(&mut self, s: &Snapshot, owner: String, lease_expires_ms: u64) {
+        self.put_copy_job(CopyJob {
+            version: RECORD_VERSION,
+            snapshot_id: s.id.clone(),
+            volume_id: s.volume_id.clone(),
+            kind: CopyJobKind::Snapshot,
+            owner: Some(owner),
+            lease_expires_ms,
+            checkpoint_block: 0,
+            acquisitions: 1,
+            failed_attempts: 0,
+            host_down_since_ms: None,
+            last_error: None,
+        });
+    }
+
+    fn put_copy_job(&mut self, job: CopyJob) {
+        self.dirty.insert(RecordKey::CopyJob(job.snapshot_id.clone()));
+        self.copy_jobs.insert(job.snapshot_id.clone(), job);
+    }
+
+    pub(super) fn remove_copy_job(&mut self, id: &SnapshotId) {
+        if self.copy_jobs.remove(id).is_some() {
+            self.dirty.insert(RecordKey::CopyJob(id.clone()));
+        }
+    }
+
+    pub(super) fn apply_job_op(
+        &mut self,
+        id: SnapshotId,
+        owner: String,
+        now_ms: u64,
+        op: JobOp,
+    ) -> CommandResult {
+        let Some(mut job) = self.copy_jobs.get(&id).cloned() else {
+            let s = self.snapshot(&id)?;
+            // Finishing twice is a retry: answer the snapshot as it ended.
+            if matches!(op, JobOp::Finish { .. }) && s.state != SnapshotState::Pending {
+                return Ok(CommandOutput::Snapshot(s));
+            }
+            return Err(MetaError::IncorrectState(format!(
+                "Snapshot {id} is {}; it has no copy job.",
+                s.state.as_str()
+            )));
+        };
+        let holds = job.owner.as_deref() == Some(owner.as_str());
+        match op {
+            JobOp::Acquire { lease_ms } => {
+                if job.can_acquire(&owner, now_ms) {
+                    if !holds {
+                        job.acquisitions = job.acquisitions.saturating_add(1);
+                        job.owner = Some(owner);
+                    }
+                    job.lease_expires_ms = now_ms.saturating_add(lease_ms);
+                    self.put_copy_job(job.clone());
+                }
+            }
+            JobOp::Renew { lease_ms } if holds => {
+                job.lease_expires_ms = now_ms.saturating_add(lease_ms);
+                self.put_copy_job(job.clone());
+            }
+            JobOp::Checkpoint { checkpoint_block, progress, lease_ms } if holds => {
+                job.checkpoint_block = job.checkpoint_block.max(checkpoint_block);
+                job.lease_expires_ms = now_ms.saturating_add(lease_ms);
+                job.host_down_since_ms = None;
+                self.put_copy_job(job.clone());
+                let mut s = self.snapshot(&id)?;
+                let progress = progress.min(99);
+                if s.state == SnapshotState::Pending && progress > s.progress {
+                    s.progress = progress;
+                    self.put_snapshot(s);
+                }
+            }
+            JobOp::HostDown { error } if holds => {
+                job.failed_attempts = job.failed_attempts.saturating_add(1);
+                job.host_down_since_ms.get_or_insert(now_ms);
+                job.last_error = Some(error);
+                self.put_copy_job(job.clone());
+            }
+            JobOp::HostUp if holds => {
+                if job.host_down_since_ms.take().is_some() {
+                    self.put_copy_job(job.clone());
+                }
+            }
+            JobOp::Finish { outcome } if holds => {
+                let cmd = match outcome {
+                    CopyOutcome::Completed { manifest_root, full_size_bytes } => {
+                        Command::CompleteSnapshot {
+                            id,
+                            manifest_root,
+                            full_size_bytes,
+                            at_ms: now_ms,
+                        }
+                    }
+                    CopyOutcome::Failed { message } => {
+                        Command::FailSnapshot { id, message, at_ms: now_ms }
+                    }
+                };
+                return self.apply(cmd);
+            }
+            // Someone else holds the job: the snapshot (for Finish) or the
+            // job as it is tells the caller it lost it.
+            JobOp::Finish { .. } => return Ok(CommandOutput::Snapshot(self.snapshot(&id)?)),
+            JobOp::Renew { .. }
+            | JobOp::Checkpoint { .. }
+            | JobOp::HostDown { .. }
+            | JobOp::HostUp => {}
+        }
+        Ok(CommandOutput::CopyJob(job))
+    }
+}

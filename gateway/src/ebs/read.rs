@@ -1,0 +1,284 @@
+//! ListSnapshotBlocks, GetSnapshotBlock and ListChangedBlocks: reads of
+//! completed regional snapshots, whoever wrote them (CreateSnapshot or the
+//! EBS direct APIs), through the same manifests.
+
+use super::checksum::{self, ALGORITHM};
+use super::error::{EbsError, Invalid};
+use super::manifest::{changed_blocks, changed_pages};
+use super::router::Paging;
+use super::storage::{get_chunk, load_page, load_root, Region};
+use super::tokens::{PageKind, BLOCK_TOKEN_SECS, PAGE_TOKEN_SECS};
+use super::{is_direct, readable, Ebs};
+use crate::auth::Caller;
+use axum::body::Body;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use cairn_core::manifest::{ManifestRoot, PAGE_BLOCKS};
+use cairn_core::records::Snapshot;
+use cairn_core::time::now_ms;
+use cairn_core::{ChunkId, SnapshotId, BLOCK_SIZE};
+use std::collections::{HashMap, HashSet};
+
+/// Changed manifest pages one ListChangedBlocks call reads at most; the
+/// answer then carries a NextToken (possibly with an empty page, as AWS's may).
+const MAX_PAGES_PER_CALL: usize = 64;
+
+fn now_secs() -> u64 {
+    now_ms() / 1000
+}
+
+/// Where a listing starts: the page token wins over StartingBlockIndex.
+fn start_index(ebs: &Ebs, paging: &Paging, kind: PageKind, ids: &str) -> Result<u64, EbsError> {
+    match &paging.page_token {
+        Some(t) => ebs.tokens.check_page(t, kind, ids, now_secs()),
+        None => Ok(paging.starting_block_index.unwrap_or(0)),
+    }
+}
+
+async fn root_of(ebs: &Ebs, region: &Region, s: &Snapshot) -> Result<ManifestRoot, EbsError> {
+    let id =
+        s.manifest_root.ok_or_else(|| EbsError::Internal(format!("{} has no manifest", s.id)))?;
+    load_root(&ebs.ctx, region, id).await
+}
+
+fn json_ok(v: serde_json::Value) -> Response {
+    (StatusCode::OK, axum::Json(v)).into_response()
+}
+
+pub async fn list_blocks(
+    ebs: &Ebs,
+    caller: &Caller,
+    id: &str,
+    paging: &Paging,
+) -> Result<Response, EbsError> {
+    let snap = readable(ebs, caller, id).await?;
+    let sid = snap.id.as_str();
+    let start = start_index(ebs, paging, PageKind::SnapshotBlocks, sid)?;
+    let region = Region::load(&ebs.ctx).await?;
+    let root = root_of(ebs, &region, &snap).await?;
+    let expiry = now_secs() + BLOCK_TOKEN_SECS;
+    let max = paging.max_results as usize;
+    let mut blocks = Vec::new();
+    let mut next = None;
+    'pages: for (page_no, page_id) in
+        root.pages.iter().filter(|(n, _)| (n + 1) * PAGE_BLOCKS > start)
+    {
+        let page = load_page(&ebs.ctx, &region, *page_id).await?;
+        if page.page != *page_no {
+            return Err(EbsError::Internal(format!(
+                "manifest page {page_id} is listed as {page_no}"
+            )));
+        }
+        for (idx, chunk) in page.entries.iter().filter(|(i, _)| *i >= start) {
+            if blocks.len() == max {
+                next = Some(*idx);
+                break 'pages;
+            }
+            blocks.push(serde_json::json!({
+                "BlockIndex": idx,
+                "BlockToken": ebs.tokens.block(sid, *idx, chunk, expiry),
+            }));
+        }
+    }
+    let mut v = serde_json::json!({
+        "Blocks": blocks,
+        "ExpiryTime": expiry as f64,
+        "VolumeSize": snap.volume_size_gib,
+        "BlockSize": BLOCK_SIZE,
+    });
+    if let Some(n) = next {
+        v["NextToken"] =
+            ebs.tokens.page(PageKind::SnapshotBlocks, sid, n, now_secs() + PAGE_TOKEN_SECS).into();
+    }
+    Ok(json_ok(v))
+}
+
+pub async fn get_block(
+    ebs: &Ebs,
+    caller: &Caller,
+    id: &str,
+    index: u64,
+    token: &str,
+) -> Result<Response, EbsError> {
+    let snap = readable(ebs, caller, id).await?;
+    let chunk: ChunkId = ebs.tokens.check_block(token, snap.id.as_str(), index, now_secs())?;
+    let region = Region::load(&ebs.ctx).await?;
+    let mut data = get_chunk(&ebs.ctx, &region, chunk).await?;
+    if data.len() > BLOCK_SIZE {
+        return Err(EbsError::Internal(format!("chunk {chunk} is larger than a block")));
+    }
+    // A short last block of a volume reads as a whole block, zero-padded.
+    data.resize(BLOCK_SIZE, 0);
+    let sum = checksum::to_b64(&checksum::sha256(&data));
+    let mut resp = Response::new(Body::from(data));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert("x-amz-Data-Length", HeaderValue::from(BLOCK_SIZE));
+    if let Ok(v) = HeaderValue::from_str(&sum) {
+        h.insert("x-amz-Checksum", v);
+    }
+    h.insert("x-amz-Checksum-Algorithm", HeaderValue::from_static(ALGORITHM));
+    Ok(resp)
+}
+
+/// True when two snapshots are of one lineage: of the same (real) volume, or
+/// sharing an ancestor through their parents (a snapshot is its own ancestor).
+pub fn related(a: &Snapshot, b: &Snapshot, all: &HashMap<SnapshotId, Snapshot>) -> bool {
+    if a.volume_id == b.volume_id && !is_direct(a) {
+        return true;
+    }
+    let chain = |s: &Snapshot| {
+        let mut seen = HashSet::new();
+        let mut cur = Some(s.id.clone());
+        while let Some(id) = cur {
+            if !seen.insert(id.clone()) {
+                break;
+            }
+            cur = all.get(&id).and_then(|s| s.parent.clone());
+        }
+        seen
+    };
+    let (ca, cb) = (chain(a), chain(b));
+    if !ca.is_disjoint(&cb) {
+        return true;
+    }
+    // Ancestors of one volume are one lineage too.
+    let vols = |c: &HashSet<SnapshotId>| -> HashSet<String> {
+        c.iter()
+            .filter_map(|id| all.get(id))
+            .filter(|s| !is_direct(s))
+            .map(|s| s.volume_id.to_string())
+            .collect()
+    };
+    !vols(&ca).is_disjoint(&vols(&cb))
+}
+
+pub async fn list_changed(
+    ebs: &Ebs,
+    caller: &Caller,
+    first: Option<&str>,
+    second: &str,
+    paging: &Paging,
+) -> Result<Response, EbsError> {
+    let second = readable(ebs, caller, second).await?;
+    let first = match first {
+        Some(f) => Some(readable(ebs, caller, f).await?),
+        None => None,
+    };
+    if let Some(f) = &first {
+        let all: HashMap<SnapshotId, Snapshot> =
+            ebs.ctx.snapshots().await?.into_iter().map(|s| (s.id.clone(), s)).collect();
+        if !related(f, &second, &all) {
+            return Err(EbsError::invalid(
+                Invalid::UnrelatedSnapshots,
+                format!("The snapshots '{}' and '{}' are not of one lineage.", f.id, second.id),
+            ));
+        }
+    }
+    let ids = format!("{}/{}", first.as_ref().map(|f| f.id.as_str()).unwrap_or(""), second.id);
+    let start = start_index(ebs, paging, PageKind::ChangedBlocks, &ids)?;
+    let region = Region::load(&ebs.ctx).await?;
+    let root2 = root_of(ebs, &region, &second).await?;
+    let root1 = match &first {
+        Some(f) => Some(root_of(ebs, &region, f).await?),
+        None => None,
+    };
+    let expiry = now_secs() + BLOCK_TOKEN_SECS;
+    let max = paging.max_results as usize;
+    let mut out = Vec::new();
+    let mut next = None;
+    let pages = changed_pages(root1.as_ref(), &root2, start / PAGE_BLOCKS);
+    'pages: for (n, (page_no, id1, id2)) in pages.iter().enumerate() {
+        if n == MAX_PAGES_PER_CALL {
+            next = Some(page_no * PAGE_BLOCKS);
+            break;
+        }
+        let p1 = match id1 {
+            Some(id) => Some(load_page(&ebs.ctx, &region, *id).await?),
+            None => None,
+        };
+        let p2 = match id2 {
+            Some(id) => Some(load_page(&ebs.ctx, &region, *id).await?),
+            None => None,
+        };
+        for (idx, c1, c2) in changed_blocks(p1.as_ref(), p2.as_ref(), start) {
+            if out.len() == max {
+                next = Some(idx);
+                break 'pages;
+            }
+            let mut b = serde_json::json!({ "BlockIndex": idx });
+            if let (Some(c), Some(f)) = (c1, &first) {
+                b["FirstBlockToken"] = ebs.tokens.block(f.id.as_str(), idx, &c, expiry).into();
+            }
+            if let Some(c) = c2 {
+                b["SecondBlockToken"] =
+                    ebs.tokens.block(second.id.as_str(), idx, &c, expiry).into();
+            }
+            out.push(b);
+        }
+    }
+    let mut v = serde_json::json!({
+        "ChangedBlocks": out,
+        "ExpiryTime": expiry as f64,
+        "VolumeSize": second.volume_size_gib,
+        "BlockSize": BLOCK_SIZE,
+    });
+    if let Some(n) = next {
+        v["NextToken"] =
+            ebs.tokens.page(PageKind::ChangedBlocks, &ids, n, now_secs() + PAGE_TOKEN_SECS).into();
+    }
+    Ok(json_ok(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_core::records::{SnapshotState, RECORD_VERSION};
+    use cairn_core::VolumeId;
+
+    fn snap(id: &str, vol: &str, parent: Option<&str>) -> Snapshot {
+        Snapshot {
+            version: RECORD_VERSION,
+            id: SnapshotId::parse(id).unwrap(),
+            volume_id: VolumeId::parse(vol).unwrap(),
+            owner: "123456789012".into(),
+            state: SnapshotState::Completed,
+            state_message: None,
+            progress: 100,
+            start_time_ms: 0,
+            completion_time_ms: None,
+            description: String::new(),
+            volume_size_gib: 1,
+            encrypted: false,
+            outpost: None,
+            storage_tier: "standard".into(),
+            manifest_root: None,
+            parent: parent.map(|p| SnapshotId::parse(p).unwrap()),
+            full_size_bytes: None,
+            tags: Default::default(),
+        }
+    }
+
+    #[test]
+    fn lineage() {
+        let d = "vol-ffffffff";
+        let list = [
+            snap("snap-00000001", d, None),
+            snap("snap-00000002", d, Some("snap-00000001")),
+            snap("snap-00000003", d, Some("snap-00000001")),
+            snap("snap-00000004", d, None),
+            snap("snap-00000005", "vol-00000001", None),
+            snap("snap-00000006", "vol-00000001", None),
+            snap("snap-00000007", d, Some("snap-00000006")),
+        ];
+        let all: HashMap<SnapshotId, Snapshot> =
+            list.iter().map(|s| (s.id.clone(), s.clone())).collect();
+        let r = |a: usize, b: usize| related(&list[a], &list[b], &all);
+        assert!(r(0, 1) && r(1, 0), "parent and child");
+        assert!(r(1, 2), "siblings share the parent");
+        assert!(!r(0, 3), "two direct snapshots without a common ancestor");
+        assert!(r(4, 5), "same volume");
+        assert!(r(6, 4), "a direct child of one volume's snapshot");
+        assert!(!r(3, 4));
+    }
+}

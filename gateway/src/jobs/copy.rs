@@ -1,0 +1,549 @@
+//! Snapshot copy jobs: leased, checkpointed, resumable.
+//!
+//! A pending snapshot has exactly one copy job record in the metadata group
+//! (`cairn_core::records::CopyJob`), created in the same command as the
+//! snapshot and leased to the gateway that took the CreateSnapshot call. The
+//! lease, not this process, decides who runs the job:
+//!
+//! - The holder renews the lease every third of `job_lease_ms` while it
+//!   freezes the volume and while the copy runs. If a renewal answers that
+//!   another gateway holds the job, or if no renewal succeeded before the
+//!   lease lapsed (metadata unreachable), the holder stops at once and
+//!   touches nothing more: someone else may be running the job.
+//! - Every gateway scans the jobs every `job_scan_ms` and acquires those whose
+//!   lease lapsed (their gateway was killed or hangs), or that it holds
+//!   itself without running them (a restart under a fixed `gateway_id`).
+//!   Acquiring is a compare-and-set in the metadata group, so one wins.
+//! - Running a job means calling the volume host's `Copy` for the frozen
+//!   image, with the parent's manifest root for an incremental copy. The
+//!   host keeps its own durable copy state, so calling `Copy` again after a
+//!   failure, from any gateway, resumes rather than restarts. The host's
+//!   `checkpoint_block` and the progress are committed every
+//!   [`PROGRESS_STEP`] percent, so DescribeSnapshots shows progress rising.
+//! - A transient failure (host unreachable, restarting, silent for
+//!   `copy_idle_secs`) is retried with backoff. The job records since when
+//!   the host has been failing; once that exceeds `copy_host_timeout_secs`
+//!   (counted across gateways, so a takeover does not restart the clock),
+//!   the snapshot ends in `error` with the reason as its StateMessage.
+//!   A permanent refusal (e.g. the host lost the frozen image) ends it at once.
+//! - The holder ends the snapshot with a `Finish` step (completed with its
+//!   manifest root, or error), which removes the job, then asks the host to
+//!   release the frozen image.
+//!
+//! Lease times are wall-clock milliseconds of the proposing gateway: the
+//! gateways' clocks must agree to well within a lease.
+
+use super::{backoff, find_node, write_retrying, Claim};
+use crate::ctx::Ctx;
+use crate::nodes::{call, destination_nodes, HostError};
+use cairn_core::command::{Command, CommandOutput, CopyOutcome, JobOp};
+use cairn_core::records::{CopyJob, Snapshot, SnapshotState, Volume};
+use cairn_core::time::now_ms;
+use cairn_core::{ChunkId, SnapshotId, VolumeId};
+use cairn_proto::{pb, MetaClientError};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Progress is committed when it rose by at least this many points.
+pub const PROGRESS_STEP: u8 = 5;
+
+/// True when a copy at `percent` should commit progress, `committed` being
+/// the last committed value. 100% is never committed as progress: only
+/// completion makes a snapshot 100%.
+pub fn should_commit(committed: u8, percent: u32) -> bool {
+    percent < 100 && percent >= u32::from(committed) + u32::from(PROGRESS_STEP)
+}
+
+/// Why a copy stopped short of completing.
+#[derive(Debug)]
+enum Stop {
+    /// This gateway no longer holds the job (another one does, or the
+    /// snapshot ended or was deleted): stop without touching it.
+    Lost(String),
+    /// The snapshot cannot complete: it ends in `error` with this StateMessage.
+    Failed(String),
+}
+
+/// Why one job step was not taken.
+enum StepError {
+    Lost(String),
+    /// The metadata group did not answer; the step may be retried.
+    Unavailable(MetaClientError),
+}
+
+/// Takes one step of job `id` as this gateway. `Ok` only while this gateway
+/// holds the job after the step.
+async fn step(ctx: &Ctx, id: &SnapshotId, op: JobOp) -> Result<CopyJob, StepError> {
+    let me = ctx.gateway_id();
+    let cmd = Command::CopyJob { id: id.clone(), owner: me.to_string(), now_ms: now_ms(), op };
+    match ctx.meta.write(&cmd).await {
+        Ok(Ok(CommandOutput::CopyJob(j))) if j.owner.as_deref() == Some(me) => Ok(j),
+        Ok(Ok(CommandOutput::CopyJob(j))) => Err(StepError::Lost(format!(
+            "gateway {} holds the job now",
+            j.owner.as_deref().unwrap_or("(none)")
+        ))),
+        Ok(Ok(other)) => {
+            Err(StepError::Lost(format!("unexpected answer to a job step: {other:?}")))
+        }
+        Ok(Err(e)) => Err(StepError::Lost(e.to_string())),
+        Err(e) => Err(StepError::Unavailable(e)),
+    }
+}
+
+/// Runs `work` while renewing the job's lease every third of its length; the
+/// caller holds the lease when it calls. Stops `work` and answers
+/// [`Stop::Lost`] as soon as the lease is lost, or lapsed without renewal.
+async fn holding_lease<T>(
+    ctx: &Ctx,
+    id: &SnapshotId,
+    work: impl Future<Output = T>,
+) -> Result<T, Stop> {
+    let lease_ms = ctx.config.job_lease_ms;
+    let lease = Duration::from_millis(lease_ms);
+    let renewer = async {
+        let mut valid_until = Instant::now() + lease;
+        loop {
+            tokio::time::sleep(lease / 3).await;
+            let sent = Instant::now();
+            match step(ctx, id, JobOp::Renew { lease_ms }).await {
+                Ok(_) => valid_until = sent + lease,
+                Err(StepError::Lost(why)) => return why,
+                Err(StepError::Unavailable(e)) if Instant::now() >= valid_until => {
+                    return format!(
+                        "the lease lapsed while the metadata group was unreachable: {e}"
+                    )
+                }
+                Err(StepError::Unavailable(e)) => {
+                    tracing::warn!(snapshot = %id, error = %e, "lease not renewed yet")
+                }
+            }
+        }
+    };
+    tokio::select! {
+        r = work => Ok(r),
+        why = renewer => Err(Stop::Lost(why)),
+    }
+}
+
+/// Freezes the volume for a snapshot just created with its job leased to
+/// this gateway (renewing the lease meanwhile), then starts the copy in the
+/// background. Answers the snapshot as the caller should see it: `pending`,
+/// or `error` with a StateMessage when the host could not freeze.
+pub async fn freeze_and_copy(
+    ctx: &Arc<Ctx>,
+    volume: &Volume,
+    snapshot: Snapshot,
+    claim: Claim,
+) -> Result<Snapshot, MetaClientError> {
+    let id = snapshot.id.clone();
+    let frozen =
+        holding_lease(ctx, &id, super::freeze(ctx, volume, &id, snapshot.parent.as_ref())).await;
+    match frozen {
+        Ok(Ok(reply)) => {
+            tracing::info!(
+                snapshot = %id,
+                parent = ?snapshot.parent,
+                incremental = reply.incremental,
+                blocks_to_read = reply.blocks_to_read,
+                "volume frozen"
+            );
+            spawn_copy(ctx, id, Some(claim));
+            Ok(snapshot)
+        }
+        Ok(Err(e)) => {
+            // The snapshot exists and says why it failed, as an asynchronous
+            // EC2 failure would; the caller sees `error` with a StateMessage.
+            tracing::warn!(snapshot = %id, error = %e, "freeze failed");
+            let message = format!("The volume host could not freeze the volume: {e}");
+            let op = JobOp::Finish { outcome: CopyOutcome::Failed { message } };
+            let cmd = Command::CopyJob {
+                id: id.clone(),
+                owner: ctx.gateway_id().to_string(),
+                now_ms: now_ms(),
+                op,
+            };
+            match ctx.meta.write(&cmd).await? {
+                Ok(CommandOutput::Snapshot(s)) => Ok(s),
+                Ok(_) => Ok(snapshot),
+                Err(e) => {
+                    tracing::warn!(snapshot = %id, error = %e, "could not record the failed freeze");
+                    Ok(snapshot)
+                }
+            }
+        }
+        Err(stop) => {
+            tracing::warn!(snapshot = %id, reason = ?stop, "lost the job while freezing");
+            Ok(snapshot)
+        }
+    }
+}
+
+/// Runs the copy job of snapshot `id` in the background, if no job for it
+/// runs here and this gateway can acquire its lease. `claim` is the local
+/// slot when the caller holds it already.
+pub fn spawn_copy(ctx: &Arc<Ctx>, id: SnapshotId, claim: Option<Claim>) {
+    let claim = match claim.or_else(|| ctx.jobs.claim(id.as_str())) {
+        Some(c) => c,
+        None => return,
+    };
+    let c = ctx.clone();
+    ctx.jobs.spawn(async move {
+        let _claim = claim;
+        run(&c, id).await;
+    });
+}
+
+/// Scans the copy jobs every `job_scan_ms` and runs those this gateway can
+/// acquire: lapsed leases of other gateways, and its own jobs not running
+/// here (after a restart under a fixed `gateway_id`).
+pub fn spawn_runner(ctx: &Arc<Ctx>) {
+    let c = ctx.clone();
+    ctx.jobs.spawn(async move {
+        let every = Duration::from_millis(c.config.job_scan_ms);
+        tracing::info!(gateway_id = c.gateway_id(), "copy job runner started");
+        loop {
+            match c.copy_jobs().await {
+                Ok(jobs) => {
+                    let now = now_ms();
+                    for j in jobs {
+                        if j.can_acquire(c.gateway_id(), now)
+                            && !c.jobs.is_running(j.snapshot_id.as_str())
+                        {
+                            tracing::info!(
+                                snapshot = %j.snapshot_id,
+                                previous_owner = ?j.owner,
+                                "taking over a copy job"
+                            );
+                            spawn_copy(&c, j.snapshot_id, None);
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "cannot scan copy jobs"),
+            }
+            tokio::time::sleep(every).await;
+        }
+    });
+}
+
+struct CopyDone {
+    manifest_root: ChunkId,
+    full_size_bytes: u64,
+}
+
+async fn run(ctx: &Ctx, id: SnapshotId) {
+    let lease_ms = ctx.config.job_lease_ms;
+    let job = match step(ctx, &id, JobOp::Acquire { lease_ms }).await {
+        Ok(j) => j,
+        Err(StepError::Lost(why)) => {
+            tracing::debug!(snapshot = %id, why, "copy job not acquired");
+            return;
+        }
+        Err(StepError::Unavailable(e)) => {
+            tracing::warn!(snapshot = %id, error = %e, "copy job not acquired");
+            return;
+        }
+    };
+    tracing::info!(
+        snapshot = %id,
+        acquisitions = job.acquisitions,
+        checkpoint_block = job.checkpoint_block,
+        "copy job running"
+    );
+    let outcome = match holding_lease(ctx, &id, copy_until_done(ctx, &job)).await {
+        Ok(Ok(done)) => CopyOutcome::Completed {
+            manifest_root: done.manifest_root,
+            full_size_bytes: done.full_size_bytes,
+        },
+        Ok(Err(Stop::Failed(message))) => CopyOutcome::Failed { message },
+        Ok(Err(Stop::Lost(why))) | Err(Stop::Lost(why)) => {
+            tracing::info!(snapshot = %id, why, "stopped: the copy job is not ours any more");
+            release_if_deleted(ctx, &job).await;
+            return;
+        }
+        Err(Stop::Failed(m)) => CopyOutcome::Failed { message: m },
+    };
+    let failed = matches!(outcome, CopyOutcome::Failed { .. });
+    let cmd = Command::CopyJob {
+        id: id.clone(),
+        owner: ctx.gateway_id().to_string(),
+        now_ms: now_ms(),
+        op: JobOp::Finish { outcome },
+    };
+    match write_retrying(ctx, &cmd).await {
+        Ok(Ok(CommandOutput::Snapshot(s))) if s.state == SnapshotState::Pending => {
+            tracing::info!(snapshot = %id, "another gateway holds the job now; not finishing it");
+            return;
+        }
+        Ok(Ok(CommandOutput::Snapshot(s))) => {
+            let st = s.state_message.as_deref().unwrap_or("");
+            if failed {
+                tracing::warn!(snapshot = %id, state = s.state.as_str(), message = st, "snapshot failed");
+            } else {
+                tracing::info!(snapshot = %id, state = s.state.as_str(), "snapshot completed");
+            }
+        }
+        Ok(Ok(other)) => {
+            tracing::error!(snapshot = %id, answer = ?other, "unexpected answer to Finish");
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(snapshot = %id, error = %e, "snapshot outcome refused");
+            return;
+        }
+        // Still pending with its job: the lease lapses and a gateway resumes it.
+        Err(e) => {
+            tracing::error!(snapshot = %id, error = %e, "could not record the snapshot outcome");
+            return;
+        }
+    }
+    if let Err(e) = release(ctx, &job.volume_id, &id).await {
+        tracing::warn!(snapshot = %id, error = %e, "could not release the frozen image");
+    }
+}
+
+/// After losing a job: if the snapshot was deleted, nobody else will drop
+/// the host's frozen image, so this gateway does.
+async fn release_if_deleted(ctx: &Ctx, job: &CopyJob) {
+    if let Ok(None) = ctx.snapshot(&job.snapshot_id).await {
+        if let Err(e) = release(ctx, &job.volume_id, &job.snapshot_id).await {
+            tracing::warn!(snapshot = %job.snapshot_id, error = %e, "could not release the frozen image");
+        }
+    }
+}
+
+/// What one copy attempt learnt, carried across attempts.
+struct Attempt {
+    /// The last progress committed.
+    committed: u8,
+    /// The job records the host as failing.
+    host_down: bool,
+    /// The host answered during this attempt.
+    heard: bool,
+}
+
+/// A failed attempt: the host's failure, or a reason to stop altogether.
+enum AttemptError {
+    Host(HostError),
+    Stop(Stop),
+}
+
+impl From<HostError> for AttemptError {
+    fn from(e: HostError) -> Self {
+        AttemptError::Host(e)
+    }
+}
+
+impl From<MetaClientError> for AttemptError {
+    fn from(e: MetaClientError) -> Self {
+        AttemptError::Host(HostError::Metadata(e))
+    }
+}
+
+/// Calls the host's `Copy` until it completes, retrying transient failures
+/// until the host has been failing for `copy_host_timeout_secs`.
+async fn copy_until_done(ctx: &Ctx, job: &CopyJob) -> Result<CopyDone, Stop> {
+    let id = &job.snapshot_id;
+    let timeout = Duration::from_secs(ctx.config.copy_host_timeout_secs);
+    let mut a = Attempt { committed: 0, host_down: job.host_down_since_ms.is_some(), heard: false };
+    // Since when this gateway has seen failures, for when the metadata group
+    // cannot record it.
+    let mut local_down_since: Option<Instant> = None;
+    let mut n = 0u32;
+    loop {
+        n += 1;
+        a.heard = false;
+        let e = match copy_once(ctx, id, &mut a).await {
+            Ok(done) => return Ok(done),
+            Err(AttemptError::Stop(s)) => return Err(s),
+            Err(AttemptError::Host(e)) if e.is_transient() => e,
+            Err(AttemptError::Host(e)) => {
+                return Err(Stop::Failed(format!("The snapshot copy failed: {e}")))
+            }
+        };
+        if a.heard {
+            // The host worked for a while: the failure clock starts again.
+            local_down_since = None;
+            n = 1;
+        }
+        let local = *local_down_since.get_or_insert_with(Instant::now);
+        let down_for = match step(ctx, id, JobOp::HostDown { error: e.to_string() }).await {
+            Ok(j) => {
+                a.host_down = true;
+                j.host_down_since_ms
+                    .map(|since| Duration::from_millis(now_ms().saturating_sub(since)))
+                    .unwrap_or_else(|| local.elapsed())
+            }
+            Err(StepError::Lost(why)) => return Err(Stop::Lost(why)),
+            Err(StepError::Unavailable(_)) => local.elapsed(),
+        };
+        if down_for >= timeout {
+            return Err(Stop::Failed(format!(
+                "The snapshot copy made no progress for {}s (limit {}s): {e}",
+                down_for.as_secs(),
+                timeout.as_secs()
+            )));
+        }
+        tracing::warn!(snapshot = %id, attempt = n, down_secs = down_for.as_secs(), error = %e, "copy interrupted, retrying");
+        tokio::time::sleep(backoff(n).min(timeout.saturating_sub(down_for))).await;
+    }
+}
+
+/// The parent's manifest root and id for an incremental copy; empty (a full
+/// copy) when the snapshot has none or it is no longer completed.
+async fn parent_of(ctx: &Ctx, snap: &Snapshot) -> Result<(Vec<u8>, String), MetaClientError> {
+    let Some(pid) = &snap.parent else { return Ok((Vec::new(), String::new())) };
+    match ctx.snapshot(pid).await? {
+        Some(p) if p.state == SnapshotState::Completed => match p.manifest_root {
+            Some(root) => Ok((root.0.to_vec(), pid.to_string())),
+            None => Ok((Vec::new(), String::new())),
+        },
+        _ => {
+            tracing::info!(snapshot = %snap.id, parent = %pid, "parent gone: full copy");
+            Ok((Vec::new(), String::new()))
+        }
+    }
+}
+
+/// One run of the host's `Copy`, following its progress stream.
+async fn copy_once(ctx: &Ctx, id: &SnapshotId, a: &mut Attempt) -> Result<CopyDone, AttemptError> {
+    let snap = match ctx.snapshot(id).await? {
+        Some(s) if s.state == SnapshotState::Pending => s,
+        Some(s) => {
+            return Err(AttemptError::Stop(Stop::Lost(format!(
+                "the snapshot is {}",
+                s.state.as_str()
+            ))))
+        }
+        None => return Err(AttemptError::Stop(Stop::Lost("the snapshot was deleted".into()))),
+    };
+    a.committed = a.committed.max(snap.progress);
+    let Some(volume) = ctx.volume(&snap.volume_id).await? else {
+        return Err(AttemptError::Stop(Stop::Failed(format!(
+            "The volume {} no longer exists.",
+            snap.volume_id
+        ))));
+    };
+    let nodes = ctx.node_list().await?;
+    let host = find_node(&nodes, &volume.host_node)?;
+    let targets: Vec<pb::StoreNode> =
+        destination_nodes(&nodes, snap.outpost.as_ref()).iter().map(Into::into).collect();
+    if targets.is_empty() {
+        return Err(HostError::Interrupted(match &snap.outpost {
+            Some(op) => format!("no chunk node of Outpost {op} is registered"),
+            None => "no regional chunk node is registered".to_string(),
+        })
+        .into());
+    }
+    let (parent_manifest_root, parent_snapshot_id) = parent_of(ctx, &snap).await?;
+    let mut c = ctx.nodes.volume_host(&host)?;
+    let req = pb::CopyRequest {
+        volume_id: snap.volume_id.to_string(),
+        snapshot_id: snap.id.to_string(),
+        targets,
+        replication_factor: ctx.config.replication_factor,
+        parent_manifest_root,
+        parent_snapshot_id,
+    };
+    let idle = ctx.config.copy_idle_secs;
+    let mut stream = call(&host.node_id, idle, c.copy(req)).await?;
+    loop {
+        let msg = match tokio::time::timeout(Duration::from_secs(idle), stream.message()).await {
+            Err(_) => {
+                return Err(HostError::Timeout { node: host.node_id.clone(), secs: idle }.into())
+            }
+            Ok(Err(status)) => return Err(HostError::rpc(&host.node_id, status).into()),
+            Ok(Ok(None)) => {
+                return Err(HostError::Interrupted(format!(
+                    "{}: copy stream ended before the copy was done",
+                    host.node_id
+                ))
+                .into())
+            }
+            Ok(Ok(Some(m))) => m,
+        };
+        if !a.heard {
+            a.heard = true;
+            if a.host_down {
+                match step(ctx, id, JobOp::HostUp).await {
+                    Ok(_) => a.host_down = false,
+                    Err(StepError::Lost(why)) => return Err(AttemptError::Stop(Stop::Lost(why))),
+                    Err(StepError::Unavailable(e)) => {
+                        tracing::warn!(snapshot = %id, error = %e, "host-up not recorded")
+                    }
+                }
+            }
+        }
+        if msg.done {
+            let manifest_root = ChunkId::from_slice(&msg.manifest_root).ok_or_else(|| {
+                HostError::Protocol(format!(
+                    "{}: copy finished with a {}-byte manifest root",
+                    host.node_id,
+                    msg.manifest_root.len()
+                ))
+            })?;
+            return Ok(CopyDone { manifest_root, full_size_bytes: msg.full_size_bytes });
+        }
+        if should_commit(a.committed, msg.percent) {
+            let progress = msg.percent.min(99) as u8;
+            let op = JobOp::Checkpoint {
+                checkpoint_block: msg.checkpoint_block,
+                progress,
+                lease_ms: ctx.config.job_lease_ms,
+            };
+            match step(ctx, id, op).await {
+                Ok(_) => {
+                    a.committed = progress;
+                    a.host_down = false;
+                }
+                Err(StepError::Lost(why)) => return Err(AttemptError::Stop(Stop::Lost(why))),
+                // Progress is advisory; the copy goes on without it.
+                Err(StepError::Unavailable(e)) => {
+                    tracing::warn!(snapshot = %id, error = %e, "checkpoint not committed")
+                }
+            }
+        }
+    }
+}
+
+/// Drops the host's frozen image of a snapshot. Already gone counts as done.
+async fn release(ctx: &Ctx, volume_id: &VolumeId, snapshot: &SnapshotId) -> Result<(), HostError> {
+    let volume = match ctx.volume(volume_id).await? {
+        Some(v) => v,
+        None => return Ok(()),
+    };
+    let volume = &volume;
+    super::retry("release", 3, move || async move {
+        let host = find_node(&ctx.node_list().await?, &volume.host_node)?;
+        let mut c = ctx.nodes.volume_host(&host)?;
+        let req = pb::ReleaseRequest {
+            volume_id: volume.id.to_string(),
+            snapshot_id: snapshot.to_string(),
+        };
+        match call(&host.node_id, 10, c.release(req)).await {
+            Err(e) if e.code() == Some(tonic::Code::NotFound) => Ok(()),
+            other => other.map(|_| ()),
+        }
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_commits_every_five_points() {
+        let mut committed = 0u8;
+        let mut commits = Vec::new();
+        for p in [0u32, 1, 4, 5, 6, 9, 10, 30, 31, 99, 100] {
+            if should_commit(committed, p) {
+                committed = p as u8;
+                commits.push(p);
+            }
+        }
+        assert_eq!(commits, [5, 10, 30, 99]);
+        assert!(!should_commit(97, 100));
+        assert!(!should_commit(0, 4));
+    }
+}

@@ -1,0 +1,161 @@
+"""Benchmark: Cairn snapshots against restic, on the same image, in the same run.
+
+A volume of SIZE_GIB (default 4) with realistic content (about 30% zero blocks,
+40% random, 30% blocks repeated from a small pool) is written over NBD; then a
+full snapshot; then 1% of the blocks are rewritten and an incremental snapshot
+taken; then a restore with a full read-back. restic (Debian package, local
+repository on the same disk) backs up the same image, full and incremental,
+and restores it. Prints one table. Not a test: numbers vary with the machine.
+"""
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "python"))
+
+from cluster import Cluster, wait_for  # noqa: E402
+from nbdclient import NbdClient  # noqa: E402
+from util import http_json  # noqa: E402
+
+BLOCK = 524288
+SIZE_GIB = int(os.environ.get("BENCH_SIZE_GIB", "4"))
+FAST = {"Delay": 1, "MaxAttempts": 3600}
+
+
+def make_image(path, nblocks, seed=7):
+    rng = random.Random(seed)
+    pool = [os.urandom(BLOCK) for _ in range(32)]
+    kinds = []
+    with open(path, "wb") as f:
+        f.truncate(nblocks * BLOCK)
+        for i in range(nblocks):
+            r = rng.random()
+            if r < 0.30:
+                kinds.append("zero")
+                continue
+            f.seek(i * BLOCK)
+            if r < 0.70:
+                f.write(os.urandom(BLOCK))
+                kinds.append("random")
+            else:
+                f.write(pool[rng.randrange(len(pool))])
+                kinds.append("repeat")
+    return kinds
+
+
+def stored_bytes(cluster):
+    return sum(n["bytes"] for n in http_json(cluster.endpoint + "/_cairn/chunks")["nodes"])
+
+
+def du(path):
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def timed(fn):
+    t = time.monotonic()
+    out = fn()
+    return time.monotonic() - t, out
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, **kw)
+
+
+def main():
+    if shutil.which("restic") is None:
+        run(["apt-get", "install", "-y", "-qq", "restic"])
+    work = Path(tempfile.mkdtemp(prefix="cairn-bench-"))
+    nblocks = SIZE_GIB * 2048
+    img = work / "disk.img"
+    print(f"bench: building a {SIZE_GIB} GiB image in {work}", flush=True)
+    make_image(img, nblocks)
+    mib = nblocks * BLOCK / (1 << 20)
+    rdata = work / "restic-data"
+    rdata.mkdir()
+    run(["cp", "--sparse=always", str(img), str(rdata / "disk.img")])
+
+    c = Cluster(work / "cairn").start()
+    rows = []
+    try:
+        ec2 = c.client()
+        vol = ec2.create_volume(AvailabilityZone="cairn-1a", Size=SIZE_GIB, VolumeType="gp3")["VolumeId"]
+        ec2.get_waiter("volume_available").wait(VolumeIds=[vol], WaiterConfig=FAST)
+        t_write, _ = timed(lambda: run(["qemu-img", "convert", "-n", "-W", "-f", "raw", "-O", "raw", str(img), c.nbd_uri(vol)]))
+        print(f"bench: wrote the image over NBD in {t_write:.1f}s", flush=True)
+
+        def snap_polled():
+            s = ec2.create_snapshot(VolumeId=vol)["SnapshotId"]
+            wait_for(lambda: ec2.describe_snapshots(SnapshotIds=[s])["Snapshots"][0]["State"] == "completed",
+                     timeout=3600, interval=0.1, what="snapshot")
+            return s
+
+        b0 = stored_bytes(c)
+        t_full, s1 = timed(snap_polled)
+        b1 = stored_bytes(c)
+
+        # Rewrite 1% of the blocks, in the image and on the volume.
+        rng = random.Random(11)
+        changed = rng.sample(range(nblocks), max(1, nblocks // 100))
+        nbd = NbdClient(c.nbd, vol)
+        with open(img, "r+b") as f:
+            for i in changed:
+                data = os.urandom(BLOCK)
+                f.seek(i * BLOCK)
+                f.write(data)
+                nbd.write(i * BLOCK, data)
+        nbd.flush()
+        nbd.close()
+        t_incr, s2 = timed(snap_polled)
+        b2 = stored_bytes(c)
+
+        def restore():
+            v = ec2.create_volume(AvailabilityZone="cairn-1b", SnapshotId=s2)["VolumeId"]
+            ec2.get_waiter("volume_available").wait(VolumeIds=[v], WaiterConfig={"Delay": 1, "MaxAttempts": 3600})
+            out = work / "restored.img"
+            run(["qemu-img", "convert", "-W", "-f", "raw", "-O", "raw", c.nbd_uri(v), str(out)])
+            return out
+
+        t_restore, out = timed(restore)
+        same = subprocess.run(["cmp", str(img), str(out)], capture_output=True).returncode == 0
+        out.unlink()
+        rows.append(("full snapshot", t_full, mib, b1 - b0))
+        rows.append(("incremental (1%)", t_incr, mib, b2 - b1))
+        rows.append(("restore + read-back", t_restore, mib, 0))
+    finally:
+        c.stop()
+
+    # restic, same image, same disk.
+    repo = work / "restic-repo"
+    env = dict(os.environ, RESTIC_PASSWORD="bench", RESTIC_REPOSITORY=str(repo))
+    run(["restic", "init"], env=env)
+    t_rfull, _ = timed(lambda: run(["restic", "backup", "--quiet", str(rdata)], env=env))
+    r1 = du(repo)
+    run(["cp", "--sparse=always", str(img), str(rdata / "disk.img")])  # now with the 1% rewritten
+    t_rincr, _ = timed(lambda: run(["restic", "backup", "--quiet", str(rdata)], env=env))
+    r2 = du(repo)
+    rdir = work / "restic-restore"
+    t_rrest, _ = timed(lambda: run(["restic", "restore", "latest", "--target", str(rdir)], env=env))
+    restic_rows = [t_rfull, t_rincr, t_rrest]
+    restic_bytes = [r1, r2 - r1, 0]
+
+    print()
+    print(f"Snapshot benchmark: {SIZE_GIB} GiB volume (30% zero, 40% random, 30% repeated blocks); "
+          f"{os.cpu_count()} cores; restic {subprocess.run(['restic', 'version'], capture_output=True, text=True).stdout.split()[1]}")
+    print(f"restored bytes identical: {same}")
+    hdr = f"| {'step':<20} | {'cairn s':>8} | {'cairn MiB/s':>11} | {'cairn stored':>13} | {'restic s':>8} | {'restic MiB/s':>12} | {'restic stored':>13} | {'speedup':>7} |"
+    print(hdr)
+    print("|" + "|".join("-" * (len(x)) for x in hdr.split("|")[1:-1]) + "|")
+    for (name, t, m, stored), rt, rb in zip(rows, restic_rows, restic_bytes):
+        print(f"| {name:<20} | {t:>8.2f} | {m / t:>11.1f} | {stored / 2**20:>9.1f} MiB | {rt:>8.2f} | {m / rt:>12.1f} | {rb / 2**20:>9.1f} MiB | {rt / t:>6.1f}x |")
+    print("cairn stored counts every replica (RF 3); restic keeps one copy.")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

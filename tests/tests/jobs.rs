@@ -1,0 +1,291 @@
+//! Copy jobs under faults, on real processes: a gateway SIGKILLed mid-copy
+//! (a second gateway takes the job over once the lease lapses), a volume
+//! host SIGKILLed mid-copy (the job resumes once it is back), a host that
+//! stays unreachable (the snapshot ends in `error` with a StateMessage), and
+//! the limit of five pending snapshots per volume.
+//!
+//! The cluster has four region chunk nodes (two per AZ), so RF 3 holds.
+//! Build the workspace first (`cargo build --workspace`): the processes are
+//! the real `cairn` binary.
+
+use cairn_core::command::{Query, QueryOutput};
+use cairn_core::VolumeId;
+use cairn_tests::procs::{ProcCluster, ProcOptions};
+use cairn_tests::{run, wait_for, xml_text};
+use rand::{RngCore, SeedableRng};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const LONG: Duration = Duration::from_secs(60);
+const MIB: u64 = 1 << 20;
+
+/// Four region nodes, two per AZ; no Outpost.
+fn region_nodes() -> Vec<(String, String, bool)> {
+    ["chunk-1a", "chunk-1a-2", "chunk-1b", "chunk-1b-2"]
+        .iter()
+        .map(|n| (n.to_string(), format!("cairn-{}", &n[6..8]), false))
+        .collect()
+}
+
+fn options(gateways: usize, gateway_extra: &str) -> ProcOptions {
+    ProcOptions {
+        chunk_nodes: region_nodes(),
+        gateways,
+        gateway_extra: gateway_extra.to_string(),
+        ..ProcOptions::default()
+    }
+}
+
+/// A sparse raw image of `size` bytes with `random_mib` MiB of random data in
+/// 1 MiB pieces spread evenly over it.
+fn make_image(
+    dir: &Path,
+    name: &str,
+    size: u64,
+    random_mib: u64,
+    seed: u64,
+) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::FileExt;
+    let path = dir.join(name);
+    let f = std::fs::File::create(&path)?;
+    f.set_len(size)?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut buf = vec![0u8; MIB as usize];
+    let stride = (size / MIB / random_mib.max(1)).max(1) * MIB;
+    for i in 0..random_mib {
+        rng.fill_bytes(&mut buf);
+        f.write_all_at(&buf, (i * stride).min(size - MIB))?;
+    }
+    f.sync_all()?;
+    Ok(path)
+}
+
+fn qemu_img(args: &[&str]) -> anyhow::Result<()> {
+    let (code, out) = run("qemu-img", args)?;
+    anyhow::ensure!(code == 0, "qemu-img {args:?}: {out}");
+    Ok(())
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap_or_default()
+}
+
+/// Creates a volume through gateway `g` and waits until it is available.
+async fn create_volume(
+    c: &ProcCluster,
+    g: usize,
+    params: &[(&str, &str)],
+) -> anyhow::Result<String> {
+    let (status, body) = c.ec2(g, "CreateVolume", params).await?;
+    anyhow::ensure!(status == 200, "CreateVolume: {status} {body}");
+    let id = xml_text(&body, "volumeId").ok_or_else(|| anyhow::anyhow!("no volumeId: {body}"))?;
+    wait_for("the volume is available", LONG, || async {
+        matches!(c.ec2(g, "DescribeVolumes", &[("VolumeId.1", &id)]).await,
+            Ok((200, b)) if xml_text(&b, "status").as_deref() == Some("available"))
+    })
+    .await?;
+    Ok(id)
+}
+
+/// A volume of `gib` GiB in cairn-1a holding `img`, written over NBD.
+async fn volume_with(c: &ProcCluster, g: usize, gib: &str, img: &Path) -> anyhow::Result<String> {
+    let vol = create_volume(c, g, &[("AvailabilityZone", "cairn-1a"), ("Size", gib)]).await?;
+    qemu_img(&["convert", "-n", "-f", "raw", "-O", "raw", path_str(img), &c.nbd_uri(g, &vol)])?;
+    Ok(vol)
+}
+
+async fn create_snapshot(c: &ProcCluster, g: usize, vol: &str) -> anyhow::Result<(u16, String)> {
+    c.ec2(g, "CreateSnapshot", &[("VolumeId", vol)]).await
+}
+
+async fn snapshot_of(c: &ProcCluster, g: usize, vol: &str) -> anyhow::Result<String> {
+    let (status, body) = create_snapshot(c, g, vol).await?;
+    anyhow::ensure!(status == 200, "CreateSnapshot: {status} {body}");
+    anyhow::ensure!(xml_text(&body, "status").as_deref() == Some("pending"), "{body}");
+    xml_text(&body, "snapshotId").ok_or_else(|| anyhow::anyhow!("no snapshotId: {body}"))
+}
+
+/// What DescribeSnapshots says: status, progress and StateMessage.
+#[derive(Clone, Debug, Default)]
+struct SnapView {
+    status: String,
+    progress: u32,
+    message: Option<String>,
+}
+
+async fn describe(c: &ProcCluster, g: usize, snap: &str) -> Option<SnapView> {
+    let (status, body) = c.ec2(g, "DescribeSnapshots", &[("SnapshotId.1", snap)]).await.ok()?;
+    if status != 200 {
+        return None;
+    }
+    Some(SnapView {
+        status: xml_text(&body, "status")?,
+        progress: xml_text(&body, "progress")?.trim_end_matches('%').parse().ok()?,
+        message: xml_text(&body, "statusMessage"),
+    })
+}
+
+/// Polls DescribeSnapshots every 50 ms until `done` accepts a view; answers
+/// that view, or fails after `within` with the last view seen.
+async fn poll_snapshot(
+    c: &ProcCluster,
+    g: usize,
+    snap: &str,
+    what: &str,
+    within: Duration,
+    done: impl Fn(&SnapView) -> bool,
+) -> anyhow::Result<SnapView> {
+    let start = Instant::now();
+    let mut last = None;
+    loop {
+        if let Some(v) = describe(c, g, snap).await {
+            if done(&v) {
+                return Ok(v);
+            }
+            last = Some(v);
+        }
+        if start.elapsed() > within {
+            anyhow::bail!("timed out after {within:?} waiting until {what}; last seen {last:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls until the snapshot has left `pending`; answers its final view.
+async fn wait_finished(
+    c: &ProcCluster,
+    g: usize,
+    snap: &str,
+    within: Duration,
+) -> anyhow::Result<SnapView> {
+    poll_snapshot(c, g, snap, "the snapshot leaves pending", within, |v| v.status != "pending")
+        .await
+}
+
+/// Polls until the snapshot shows progress strictly between 0 and 100 while
+/// pending; answers that progress.
+async fn wait_mid_copy(c: &ProcCluster, g: usize, snap: &str) -> anyhow::Result<u32> {
+    let v = poll_snapshot(c, g, snap, "progress strictly between 0% and 100%", LONG, |v| {
+        v.status != "pending" || (v.progress > 0 && v.progress < 100)
+    })
+    .await?;
+    anyhow::ensure!(
+        v.status == "pending",
+        "the copy ended before any progress between 0% and 100% was seen: {v:?}"
+    );
+    Ok(v.progress)
+}
+
+/// Index into `c.chunks` of the node hosting `vol`.
+async fn host_of(c: &ProcCluster, vol: &str) -> anyhow::Result<usize> {
+    let id = VolumeId::parse(vol).ok_or_else(|| anyhow::anyhow!("bad id {vol}"))?;
+    let QueryOutput::Volume(Some(v)) = c.client.read(&Query::Volume(id)).await? else {
+        anyhow::bail!("volume {vol} not found")
+    };
+    c.chunks
+        .iter()
+        .position(|p| p.name == v.host_node)
+        .ok_or_else(|| anyhow::anyhow!("host {} is not one of the test's nodes", v.host_node))
+}
+
+/// Restores `snap` into cairn-1b through gateway `g` and compares it with `img`.
+async fn restore_equals(c: &ProcCluster, g: usize, snap: &str, img: &Path) -> anyhow::Result<()> {
+    let restored =
+        create_volume(c, g, &[("AvailabilityZone", "cairn-1b"), ("SnapshotId", snap)]).await?;
+    qemu_img(&["compare", "-f", "raw", "-F", "raw", path_str(img), &c.nbd_uri(g, &restored)])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gateway_sigkill_mid_copy_a_second_gateway_resumes() -> anyhow::Result<()> {
+    // Short leases, so the takeover happens within seconds.
+    let extra = "job_lease_ms = 1500\njob_scan_ms = 200\ncopy_idle_secs = 20\ncopy_host_timeout_secs = 60\n";
+    let mut c = ProcCluster::start(options(2, extra)).await?;
+    let img = make_image(c.dir.path(), "a.img", 2 << 30, 320, 1)?;
+    let vol = volume_with(&c, 0, "2", &img).await?;
+    let snap = snapshot_of(&c, 0, &vol).await?;
+    let seen = wait_mid_copy(&c, 0, &snap).await?;
+    c.gateways[0].kill9();
+
+    let done = wait_finished(&c, 1, &snap, LONG).await?;
+    assert_eq!(done.status, "completed", "{done:?}\n{}", c.gateways[1].log_tail());
+    assert_eq!(done.progress, 100);
+    let log = c.gateways[1].log_text();
+    assert!(log.contains("taking over a copy job"), "gateway 1 never took the job over:\n{log}");
+    restore_equals(&c, 1, &snap, &img).await?;
+    eprintln!("progress seen before the kill: {seen}%");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn volume_host_sigkill_mid_copy_resumes_after_restart() -> anyhow::Result<()> {
+    let extra = "copy_idle_secs = 10\ncopy_host_timeout_secs = 60\n";
+    let mut c = ProcCluster::start(options(1, extra)).await?;
+    let img = make_image(c.dir.path(), "b.img", 2 << 30, 320, 2)?;
+    let vol = volume_with(&c, 0, "2", &img).await?;
+    let host = host_of(&c, &vol).await?;
+    let snap = snapshot_of(&c, 0, &vol).await?;
+    wait_mid_copy(&c, 0, &snap).await?;
+    c.chunks[host].kill9();
+    c.chunks[host].restart().await?;
+
+    let done = wait_finished(&c, 0, &snap, LONG).await?;
+    assert_eq!(done.status, "completed", "{done:?}\n{}", c.gateways[0].log_tail());
+    restore_equals(&c, 0, &snap, &img).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn host_unreachable_past_the_timeout_ends_in_error() -> anyhow::Result<()> {
+    let extra = "copy_idle_secs = 2\ncopy_host_timeout_secs = 4\n";
+    let c = ProcCluster::start(options(1, extra)).await?;
+    let img = make_image(c.dir.path(), "c.img", 2 << 30, 320, 3)?;
+    let vol = volume_with(&c, 0, "2", &img).await?;
+    let host = host_of(&c, &vol).await?;
+    let snap = snapshot_of(&c, 0, &vol).await?;
+    wait_mid_copy(&c, 0, &snap).await?;
+    c.chunks[host].pause();
+    let done = wait_finished(&c, 0, &snap, LONG).await;
+    // Let the host go on, so the cluster can stop, whatever happened.
+    c.chunks[host].resume();
+    let done = done?;
+    assert_eq!(done.status, "error", "{done:?}");
+    let message = done.message.unwrap_or_default();
+    assert!(message.contains("no progress"), "StateMessage: {message:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_sixth_pending_snapshot_is_refused() -> anyhow::Result<()> {
+    let c = ProcCluster::start(options(1, "copy_idle_secs = 60\n")).await?;
+    let img = make_image(c.dir.path(), "d.img", 1 << 30, 16, 4)?;
+    let vol = volume_with(&c, 0, "1", &img).await?;
+    // Copies need the other region nodes (each chunk goes to 3 of the 4);
+    // with one of them stopped they cannot finish, while the host still
+    // freezes. So five snapshots stay pending.
+    let host = host_of(&c, &vol).await?;
+    let peer = (0..c.chunks.len()).find(|i| *i != host).unwrap_or(0);
+    c.chunks[peer].pause();
+    let mut snaps = Vec::new();
+    for _ in 0..5 {
+        snaps.push(snapshot_of(&c, 0, &vol).await?);
+    }
+    let (status, body) = create_snapshot(&c, 0, &vol).await?;
+    c.chunks[peer].resume();
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        xml_text(&body, "Code").as_deref(),
+        Some("ConcurrentSnapshotLimitExceeded"),
+        "{body}"
+    );
+    for s in &snaps {
+        let v = describe(&c, 0, s).await.ok_or_else(|| anyhow::anyhow!("{s} vanished"))?;
+        assert!(v.status == "pending" || v.status == "completed", "{s}: {v:?}");
+    }
+    // Once the peer is back, they complete, and there is room again.
+    for s in &snaps {
+        let v = wait_finished(&c, 0, s, LONG).await?;
+        assert_eq!(v.status, "completed", "{s}: {v:?}");
+    }
+    snapshot_of(&c, 0, &vol).await?;
+    Ok(())
+}
