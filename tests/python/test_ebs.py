@@ -435,3 +435,47 @@ def test_error_wire_shape(ebs_cluster):
     assert e.value.headers["x-amzn-ErrorType"] == "ResourceNotFoundException"
     body = json.loads(e.value.read())
     assert body["Reason"] == "SNAPSHOT_NOT_FOUND" and "snap-0123456789abcdef0" in body["message"]
+
+
+def test_throttled_when_the_metadata_group_is_unreachable(ebs_cluster, ec2):
+    """With every metadata member stopped (SIGSTOP), the gateway answers
+    RequestThrottledException, which botocore retries; once they resume, the
+    same call succeeds. Runs last in this module: it disturbs the cluster."""
+    import signal
+    import boto3
+
+    pids = []
+    for addr in ebs_cluster.data_dir.glob("meta-*/addr.toml"):
+        for line in addr.read_text().splitlines():
+            if line.startswith("pid"):
+                pids.append(int(line.split("=")[1]))
+    assert len(pids) == 3
+    once = boto3.client(
+        "ebs", endpoint_url=ebs_cluster.endpoint, region_name=ebs_cluster.env["AWS_REGION"],
+        aws_access_key_id=ebs_cluster.env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=ebs_cluster.env["AWS_SECRET_ACCESS_KEY"],
+        config=Config(retries={"max_attempts": 1, "mode": "standard"}, read_timeout=120),
+    )
+    token = str(uuid.uuid4())
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(ClientError) as e:
+            once.start_snapshot(VolumeSize=1, ClientToken=token)
+        assert err(e) == ("RequestThrottledException", "ACCOUNT_THROTTLED", 400)
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    # The cluster recovers; the retried call creates the snapshot once.
+    snap = wait_for(lambda: _try_start(once, token), timeout=60, interval=0.5, what="metadata to answer again")
+    assert snap == _try_start(once, token)
+    assert state_of(ec2, snap)["State"] == "pending"
+
+
+def _try_start(client, token):
+    try:
+        return client.start_snapshot(VolumeSize=1, ClientToken=token)["SnapshotId"]
+    except ClientError as e:
+        if e.response["Error"]["Code"] == "RequestThrottledException":
+            return None
+        raise
