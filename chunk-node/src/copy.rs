@@ -33,7 +33,7 @@ use tokio::sync::mpsc;
 /// Blocks per batch (and ids per `HasChunks` call): 32 MiB of data.
 const BATCH_BLOCKS: usize = 64;
 /// Concurrent `PutChunk` calls.
-const PUTS_IN_FLIGHT: usize = 8;
+const PUTS_IN_FLIGHT: usize = 24;
 
 /// What to copy, and where.
 pub struct CopyJob {
