@@ -146,6 +146,20 @@ impl TestCluster {
         http::post_form(self.http_addr(), &form, REGION).await
     }
 
+    /// CreateVolume through the EC2 API, then waits until it is `available`.
+    pub async fn create_volume(&self, params: &[(&str, &str)]) -> anyhow::Result<String> {
+        let (status, body) = self.ec2("CreateVolume", params).await?;
+        anyhow::ensure!(status == 200, "CreateVolume: {status} {body}");
+        let id =
+            xml_text(&body, "volumeId").ok_or_else(|| anyhow::anyhow!("no volumeId: {body}"))?;
+        wait_for("the volume is available", Duration::from_secs(120), || async {
+            matches!(self.ec2("DescribeVolumes", &[("VolumeId.1", &id)]).await,
+                Ok((200, b)) if xml_text(&b, "status").as_deref() == Some("available"))
+        })
+        .await?;
+        Ok(id)
+    }
+
     /// Index of the current metadata leader among `self.meta`.
     pub async fn leader(&self) -> Option<usize> {
         for (i, addr) in self.meta_addrs.iter().enumerate() {

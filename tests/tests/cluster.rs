@@ -19,18 +19,6 @@ fn make_image(path: &std::path::Path, seed: u8) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn create_volume(c: &TestCluster, params: &[(&str, &str)]) -> anyhow::Result<String> {
-    let (status, body) = c.ec2("CreateVolume", params).await?;
-    anyhow::ensure!(status == 200, "CreateVolume: {status} {body}");
-    let id = xml_text(&body, "volumeId").ok_or_else(|| anyhow::anyhow!("no volumeId: {body}"))?;
-    wait_for("the volume is available", LONG, || async {
-        matches!(c.ec2("DescribeVolumes", &[("VolumeId.1", &id)]).await,
-            Ok((200, b)) if xml_text(&b, "status").as_deref() == Some("available"))
-    })
-    .await?;
-    Ok(id)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chunk_nodes_register_with_their_zones() -> anyhow::Result<()> {
     let c = TestCluster::start().await?;
@@ -51,7 +39,7 @@ async fn snapshot_restores_byte_for_byte_over_nbd() -> anyhow::Result<()> {
     let c = TestCluster::start().await?;
     let img = c.data_dir().join("disk.img");
     make_image(&img, 1)?;
-    let vol = create_volume(&c, &[("AvailabilityZone", "cairn-1a"), ("Size", "1")]).await?;
+    let vol = c.create_volume(&[("AvailabilityZone", "cairn-1a"), ("Size", "1")]).await?;
     let uri = c.nbd_uri(&vol);
     let (code, out) = run(
         "qemu-img",
@@ -79,7 +67,7 @@ async fn snapshot_restores_byte_for_byte_over_nbd() -> anyhow::Result<()> {
     .await?;
 
     let restored =
-        create_volume(&c, &[("AvailabilityZone", "cairn-1b"), ("SnapshotId", &snap)]).await?;
+        c.create_volume(&[("AvailabilityZone", "cairn-1b"), ("SnapshotId", &snap)]).await?;
     let (code, out) = run(
         "qemu-img",
         &["compare", "-f", "raw", "-F", "raw", img.to_str().unwrap_or(""), &c.nbd_uri(&restored)],
@@ -97,7 +85,7 @@ async fn snapshot_restores_byte_for_byte_over_nbd() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn gateway_survives_loss_of_the_metadata_leader() -> anyhow::Result<()> {
     let mut c = TestCluster::start().await?;
-    let vol = create_volume(&c, &[("AvailabilityZone", "cairn-1a"), ("Size", "1")]).await?;
+    let vol = c.create_volume(&[("AvailabilityZone", "cairn-1a"), ("Size", "1")]).await?;
     wait_for("a leader is known", LONG, || async { c.leader().await.is_some() }).await?;
     let i = c.leader().await.ok_or_else(|| anyhow::anyhow!("leader lost"))?;
     if let Some(node) = c.meta[i].take() {

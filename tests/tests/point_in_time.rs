@@ -33,18 +33,6 @@ struct Write {
     acked: Instant,
 }
 
-async fn create_volume(c: &TestCluster, params: &[(&str, &str)]) -> anyhow::Result<String> {
-    let (status, body) = c.ec2("CreateVolume", params).await?;
-    anyhow::ensure!(status == 200, "CreateVolume: {status} {body}");
-    let id = xml_text(&body, "volumeId").ok_or_else(|| anyhow::anyhow!("no volumeId: {body}"))?;
-    wait_for("the volume is available", LONG, || async {
-        matches!(c.ec2("DescribeVolumes", &[("VolumeId.1", &id)]).await,
-            Ok((200, b)) if xml_text(&b, "status").as_deref() == Some("available"))
-    })
-    .await?;
-    Ok(id)
-}
-
 /// Calls CreateSnapshot; returns (id, when sent, when it returned).
 async fn snapshot(c: &TestCluster, vol: &str) -> anyhow::Result<(String, Instant, Instant)> {
     let sent = Instant::now();
@@ -63,7 +51,7 @@ async fn completed(c: &TestCluster, snap: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn snapshots_capture_exactly_the_acknowledged_writes() -> anyhow::Result<()> {
     let c = TestCluster::start().await?;
-    let vol = create_volume(&c, &[("AvailabilityZone", "cairn-1a"), ("Size", "1")]).await?;
+    let vol = c.create_volume(&[("AvailabilityZone", "cairn-1a"), ("Size", "1")]).await?;
     let mut conn = NbdConn::connect(c.nbd_addr(), &vol).await?;
     // Every block starts whole, with stamp = its index + 1.
     for b in 0..BLOCKS {
@@ -114,9 +102,9 @@ async fn snapshots_capture_exactly_the_acknowledged_writes() -> anyhow::Result<(
     assert!(during > 20, "writes went on during the copies ({during})");
 
     for (snap, sent, returned) in [(&s1, s1_sent, s1_ret), (&s2, s2_sent, s2_ret)] {
-        let restored =
-            create_volume(&c, &[("AvailabilityZone", "cairn-1b"), ("SnapshotId", snap.as_str())])
-                .await?;
+        let restored = c
+            .create_volume(&[("AvailabilityZone", "cairn-1b"), ("SnapshotId", snap.as_str())])
+            .await?;
         let mut r = NbdConn::connect(c.nbd_addr(), &restored).await?;
         for b in 0..BLOCKS {
             let block = r.read(b * BS as u64, BS as u32).await?;
