@@ -10,8 +10,9 @@
 //! the next put) replaces it. Blocking file I/O runs on the blocking pool.
 
 use crate::error::ChunkNodeError;
+use crate::files::fsync_dir;
 use cairn_core::ChunkId;
-use std::fs::{self, File};
+use std::fs;
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,12 +42,6 @@ struct Inner {
     chunks: AtomicU64,
     bytes: AtomicU64,
     corrupt: AtomicU64,
-}
-
-fn fsync_dir(dir: &Path) -> Result<(), ChunkNodeError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| ChunkNodeError::io("fsync directory", dir, e))
 }
 
 impl ChunkStore {

@@ -83,15 +83,8 @@ impl VolumeHost {
         let metadata = (!metadata.is_empty()).then(|| Arc::new(MetadataClient::new(metadata)));
         let host =
             tokio::task::spawn_blocking(move || Self::open_blocking(&data_dir, metadata)).await??;
-        let hydrating: Vec<Arc<Volume>> = host
-            .inner
-            .volumes
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .filter(|v| v.hydrating().is_some())
-            .cloned()
-            .collect();
+        let hydrating: Vec<Arc<Volume>> =
+            host.all_volumes().into_iter().filter(|v| v.hydrating().is_some()).collect();
         for v in hydrating {
             host.start_hydrator(&v);
         }
@@ -469,18 +462,16 @@ impl VolumeHost {
         Ok(())
     }
 
+    /// Every open volume, cloned out of the map so no lock is held.
+    fn all_volumes(&self) -> Vec<Arc<Volume>> {
+        self.inner.volumes.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+    }
+
     /// Stops background work, makes every volume durable, saves change
     /// tracking and marks the stop clean.
     pub async fn close(&self) -> Result<(), ChunkNodeError> {
         self.stop_tasks().await;
-        let volumes: Vec<Arc<Volume>> = self
-            .inner
-            .volumes
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let volumes = self.all_volumes();
         let mut guards = Vec::new();
         for v in &volumes {
             guards.push(v.gate.clone().write_owned().await);
