@@ -9,6 +9,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
     }
-    tonic_prost_build::configure().compile_protos(&files, &[std::path::PathBuf::from("proto")])?;
+    // Chunk payloads are `bytes::Bytes`: a put to several replicas shares one
+    // buffer, and a decoded payload is a view of the receive buffer, not a copy.
+    tonic_prost_build::configure()
+        .bytes(".cairn.v1.PutChunkRequest.data")
+        .bytes(".cairn.v1.GetChunkReply.data")
+        .compile_protos(&files, &[std::path::PathBuf::from("proto")])?;
     Ok(())
 }

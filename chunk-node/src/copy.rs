@@ -20,14 +20,15 @@ use crate::copylog::CopyLog;
 use crate::error::ChunkNodeError;
 use crate::freeze;
 use crate::peers::{self, Peer};
+use crate::store::ChunkStore;
 use crate::volumes::VolumeHost;
+use bytes::Bytes;
 use cairn_core::manifest::{IncrementalBuilder, ManifestBuilder, ManifestPage, ManifestRoot};
 use cairn_core::placement::{place, Candidate};
 use cairn_core::{ChunkId, BLOCK_SIZE};
 use cairn_proto::pb::{CopyProgress, StoreNode};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// Blocks per batch (and ids per `HasChunks` call): 32 MiB of data.
@@ -44,6 +45,16 @@ pub struct CopyJob {
     /// The parent's manifest root (32 bytes) and id; empty for a full copy.
     pub parent_manifest_root: Vec<u8>,
     pub parent_snapshot_id: String,
+    /// This node's own chunk store, when it may be among the targets: its
+    /// replicas are stored directly, not through gRPC to ourselves.
+    pub local: Option<LocalStore>,
+}
+
+/// A chunk node's own store and the node id placement knows it by.
+#[derive(Clone)]
+pub struct LocalStore {
+    pub node_id: String,
+    pub store: ChunkStore,
 }
 
 /// Stores chunks at their placement among the targets, remembering what each
@@ -53,16 +64,31 @@ pub(crate) struct Sender {
     cands: Vec<Candidate>,
     rf: usize,
     confirmed: HashSet<(usize, ChunkId)>,
+    /// The target that is this node, and its store.
+    local: Option<(usize, ChunkStore)>,
 }
 
 impl Sender {
-    pub(crate) fn new(targets: &[StoreNode], rf: u32) -> Result<Sender, ChunkNodeError> {
+    pub(crate) fn new(
+        targets: &[StoreNode],
+        rf: u32,
+        local: Option<LocalStore>,
+    ) -> Result<Sender, ChunkNodeError> {
         if targets.is_empty() {
             return Err(ChunkNodeError::InvalidArgument("no target chunk nodes"));
         }
         let peers = peers::connect(targets)?;
         let cands = peers::candidates(&peers);
-        Ok(Sender { peers, cands, rf: peers::replication_factor(rf), confirmed: HashSet::new() })
+        let local = local.and_then(|l| {
+            targets.iter().position(|t| t.node_id == l.node_id).map(|i| (i, l.store))
+        });
+        Ok(Sender {
+            peers,
+            cands,
+            rf: peers::replication_factor(rf),
+            confirmed: HashSet::new(),
+            local,
+        })
     }
 
     pub(crate) fn peers(&self) -> &[Peer] {
@@ -73,15 +99,19 @@ impl Sender {
         self.rf
     }
 
+    fn local_store(&self, target: usize) -> Option<ChunkStore> {
+        self.local.as_ref().filter(|(i, _)| *i == target).map(|(_, s)| s.clone())
+    }
+
     /// Makes every chunk durable on its replicas. Returns how many
     /// `PutChunk` calls were made.
     pub(crate) async fn store(
         &mut self,
         chunks: Vec<(ChunkId, Vec<u8>)>,
     ) -> Result<u64, ChunkNodeError> {
-        let mut data: BTreeMap<ChunkId, Arc<Vec<u8>>> = BTreeMap::new();
+        let mut data: BTreeMap<ChunkId, Bytes> = BTreeMap::new();
         for (id, bytes) in chunks {
-            data.entry(id).or_insert_with(|| Arc::new(bytes));
+            data.entry(id).or_insert_with(|| Bytes::from(bytes));
         }
         // Per target: the ids it should hold and is not yet known to hold.
         let mut wanted: BTreeMap<usize, Vec<ChunkId>> = BTreeMap::new();
@@ -94,11 +124,15 @@ impl Sender {
         }
         let checks = wanted.into_iter().map(|(t, ids)| {
             let peer = self.peers[t].clone();
+            let local = self.local_store(t);
             async move {
                 let mut missing = Vec::new();
                 let mut present = Vec::new();
                 for part in ids.chunks(BATCH_BLOCKS) {
-                    let has = peer.has(part).await?;
+                    let has = match &local {
+                        Some(store) => store.has(part.to_vec()).await?,
+                        None => peer.has(part).await?,
+                    };
                     for (id, h) in part.iter().zip(has) {
                         if h {
                             present.push((t, *id));
@@ -118,10 +152,14 @@ impl Sender {
         }
         let puts = to_put.into_iter().map(|(t, id)| {
             let peer = self.peers[t].clone();
+            let local = self.local_store(t);
             let bytes = data.get(&id).cloned();
             async move {
                 let bytes = bytes.ok_or(ChunkNodeError::ChunkUnavailable(id))?;
-                peer.put(id, bytes.as_ref().clone()).await?;
+                match local {
+                    Some(store) => store.put(id, bytes).await?,
+                    None => peer.put(id, bytes).await?,
+                };
                 Ok::<_, ChunkNodeError>((t, id))
             }
         });
@@ -162,7 +200,7 @@ pub async fn run(
             });
         }
     }
-    let mut sender = Sender::new(&job.targets, job.replication_factor)?;
+    let mut sender = Sender::new(&job.targets, job.replication_factor, job.local.clone())?;
     let log_path = freeze.dir().join("copy");
     let mut log = tokio::task::spawn_blocking(move || {
         let mut log = CopyLog::open(&log_path)?;

@@ -47,6 +47,8 @@ pub enum ChunkNodeError {
     ChunkUnavailable(ChunkId),
     #[error("chunk node {node} failed: {status}")]
     Remote { node: String, status: Status },
+    #[error("the chunk store has stopped")]
+    StoreStopped,
     #[error("bad address {addr}: {reason}")]
     BadAddress { addr: String, reason: String },
     #[error(transparent)]
@@ -80,7 +82,7 @@ impl From<ChunkNodeError> for Status {
             }
             E::TooManyFreezes(_) => Code::ResourceExhausted,
             E::CorruptState { .. } => Code::DataLoss,
-            E::ChunkUnavailable(_) | E::Remote { .. } => Code::Unavailable,
+            E::ChunkUnavailable(_) | E::Remote { .. } | E::StoreStopped => Code::Unavailable,
             E::Manifest(_) => Code::DataLoss,
             E::Config(_) | E::Io { .. } | E::Task(_) | E::Transport(_) | E::Encode(_) => {
                 Code::Internal

@@ -15,7 +15,13 @@
 //! background queue; a partial write fetches its blocks first; a write that
 //! covers whole blocks just marks them. The hydrator fetches a bounded
 //! number at a time, starting where reads were last seen, so it reads ahead
-//! of the access pattern.
+//! of the access pattern. It pipelines: the next round is fetched while the
+//! previous one is written, synced and marked.
+//!
+//! A read serves the blocks it installed itself from the fetched bytes (they
+//! are what the file held when the block locks were released); blocks that
+//! were local already, or that someone else made local first, are read from
+//! the file.
 
 use crate::blocks::{block_range, blocks_in, BlockLocks};
 use crate::error::ChunkNodeError;
@@ -41,9 +47,12 @@ use tokio::sync::watch;
 
 const MAP_VERSION: u16 = 1;
 /// Concurrent chunk fetches of the background hydrator (and of one request).
-pub const FETCHES_IN_FLIGHT: usize = 8;
-/// Blocks the hydrator installs per round.
-const ROUND_BLOCKS: usize = 32;
+pub const FETCHES_IN_FLIGHT: usize = 16;
+/// Blocks the hydrator installs per round (32 MiB).
+const ROUND_BLOCKS: usize = 64;
+
+/// A hydrator round being installed on the blocking pool: the blocks it wrote.
+type Installing = tokio::task::JoinHandle<Result<Vec<u64>, ChunkNodeError>>;
 
 /// What a restored volume must fetch, as persisted.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -180,8 +189,13 @@ impl Hydration {
         self.cancelled.store(true, Ordering::Release);
     }
 
-    /// Fetches the not-yet-local blocks among `blocks`, verified.
-    pub async fn fetch(&self, blocks: &[u64]) -> Result<Vec<(u64, Vec<u8>)>, ChunkNodeError> {
+    /// Fetches the not-yet-local blocks among `blocks`, verified, in any
+    /// order. A block's bytes may be shorter than the block: the rest is
+    /// zero (and a hole in the volume file until the block is installed).
+    pub async fn fetch(
+        &self,
+        blocks: &[u64],
+    ) -> Result<Vec<(u64, impl AsRef<[u8]> + Send + Sync + 'static)>, ChunkNodeError> {
         let wanted: Vec<(u64, ChunkId)> = blocks
             .iter()
             .filter(|i| !self.is_hydrated(**i))
@@ -205,12 +219,14 @@ impl Hydration {
 
     /// Makes `fetched` blocks local (unless already) and marks them and the
     /// `overwritten` blocks (which the caller's write covers whole) as local,
-    /// durably. Caller holds the locks of all of them. Blocking.
-    pub fn install_locked(
+    /// durably. Caller holds the locks of all of them. Returns the fetched
+    /// blocks it wrote, ascending: while the caller holds their locks, the
+    /// file holds exactly their fetched bytes (zero-padded). Blocking.
+    pub fn install_locked<D: AsRef<[u8]>>(
         &self,
-        fetched: &[(u64, Vec<u8>)],
+        fetched: &[(u64, D)],
         overwritten: &[u64],
-    ) -> Result<(), ChunkNodeError> {
+    ) -> Result<Vec<u64>, ChunkNodeError> {
         let mut marks = Vec::new();
         for (i, data) in fetched {
             if self.is_hydrated(*i) {
@@ -218,10 +234,13 @@ impl Hydration {
             }
             let (start, _) = block_range(*i, self.size);
             self.file
-                .write_all_at(data, start)
+                .write_all_at(data.as_ref(), start)
                 .map_err(|e| ChunkNodeError::io("write hydrated block", format!("block {i}"), e))?;
             marks.push(*i);
         }
+        marks.sort_unstable();
+        marks.dedup();
+        let installed = marks.clone();
         if !marks.is_empty() {
             self.file
                 .sync_data()
@@ -231,7 +250,7 @@ impl Hydration {
         marks.sort_unstable();
         marks.dedup();
         if marks.is_empty() {
-            return Ok(());
+            return Ok(installed);
         }
         let payload: Vec<u8> = marks.iter().flat_map(|i| i.to_le_bytes()).collect();
         {
@@ -241,7 +260,7 @@ impl Hydration {
                     l.append(&payload)?;
                 }
                 // Complete already: nothing left to mark.
-                None => return Ok(()),
+                None => return Ok(installed),
             }
         }
         for i in &marks {
@@ -252,22 +271,47 @@ impl Hydration {
         if left == 0 {
             self.finish()?;
         }
-        Ok(())
+        Ok(installed)
     }
 
     /// Makes `blocks` local now (a read, or a copy, needs their bytes).
-    pub async fn ensure(self: &Arc<Self>, blocks: &[u64]) -> Result<(), ChunkNodeError> {
+    /// Returns the bytes of the blocks this call installed, ascending (see
+    /// [`Hydration::install_locked`]); a caller may serve those from them
+    /// instead of reading the file back. Other blocks must be read from the
+    /// file.
+    pub async fn ensure(
+        self: &Arc<Self>,
+        blocks: &[u64],
+    ) -> Result<Vec<(u64, impl AsRef<[u8]> + Send + Sync + 'static)>, ChunkNodeError> {
         if let Some(last) = blocks.iter().max() {
             self.hint.store(last + 1, Ordering::Relaxed);
         }
-        if blocks.iter().all(|i| self.is_hydrated(*i)) {
-            return Ok(());
+        let fetched = if blocks.iter().all(|i| self.is_hydrated(*i)) {
+            Vec::new()
+        } else {
+            self.fetch(blocks).await?
+        };
+        if fetched.is_empty() {
+            return Ok(fetched);
         }
-        let fetched = self.fetch(blocks).await?;
+        self.install(fetched).await
+    }
+
+    /// Installs `fetched` under its block locks on the blocking pool; keeps
+    /// the blocks it wrote.
+    async fn install<D: AsRef<[u8]> + Send + 'static>(
+        self: &Arc<Self>,
+        mut fetched: Vec<(u64, D)>,
+    ) -> Result<Vec<(u64, D)>, ChunkNodeError> {
         let me = self.clone();
         tokio::task::spawn_blocking(move || {
-            let _g = me.locks.lock(fetched.iter().map(|(i, _)| *i));
-            me.install_locked(&fetched, &[])
+            let installed = {
+                let _g = me.locks.lock(fetched.iter().map(|(i, _)| *i));
+                me.install_locked(&fetched, &[])?
+            };
+            fetched.retain(|(i, _)| installed.binary_search(i).is_ok());
+            fetched.sort_unstable_by_key(|(i, _)| *i);
+            Ok(fetched)
         })
         .await?
     }
@@ -289,14 +333,15 @@ impl Hydration {
     }
 
     /// The next blocks the hydrator should fetch: not yet local, from the
-    /// read hint on, wrapping around.
-    fn next_round(&self) -> Vec<u64> {
+    /// read hint on, wrapping around, leaving out `busy` (ascending: the
+    /// round being installed).
+    fn next_round(&self, busy: &[u64]) -> Vec<u64> {
         let hint = self.hint.load(Ordering::Relaxed);
         self.entries
             .range(hint..)
             .chain(self.entries.range(..hint))
             .map(|(i, _)| *i)
-            .filter(|i| !self.bit(*i))
+            .filter(|i| !self.bit(*i) && busy.binary_search(i).is_err())
             .take(ROUND_BLOCKS)
             .collect()
     }
@@ -334,19 +379,42 @@ impl Hydration {
     /// The background hydrator: runs until every block is local, the volume
     /// is deleted or `shutdown` flips. Failures are retried with back-off;
     /// with `metadata`, the sources' addresses are looked up again first.
+    ///
+    /// Rounds are pipelined: round N is written, synced and marked on the
+    /// blocking pool while round N+1 is fetched; its blocks are left out of
+    /// the next round until it is done.
     pub async fn run(
         self: Arc<Self>,
         mut shutdown: watch::Receiver<bool>,
         metadata: Option<Arc<MetadataClient>>,
     ) {
         let mut backoff = Duration::from_millis(100);
-        while !self.is_complete() && !self.cancelled.load(Ordering::Acquire) && !*shutdown.borrow()
-        {
-            let round = self.next_round();
-            if round.is_empty() {
+        let mut installing: Option<(Vec<u64>, Installing)> = None;
+        loop {
+            let stop =
+                self.is_complete() || self.cancelled.load(Ordering::Acquire) || *shutdown.borrow();
+            let busy = installing.as_ref().map_or(&[][..], |(b, _)| b.as_slice());
+            let round = if stop { Vec::new() } else { self.next_round(busy) };
+            if round.is_empty() && installing.is_none() {
                 break;
             }
-            match self.ensure_round(&round).await {
+            // Unlike a reader's `ensure`, leave the hint alone.
+            let fetched = if round.is_empty() { Ok(Vec::new()) } else { self.fetch(&round).await };
+            let installed = match installing.take() {
+                Some((_, task)) => task.await.map_err(ChunkNodeError::from).and_then(|r| r),
+                None => Ok(Vec::new()),
+            };
+            let result = installed.and(fetched).map(|fetched| {
+                if !fetched.is_empty() {
+                    let me = self.clone();
+                    let task = tokio::task::spawn_blocking(move || {
+                        let _g = me.locks.lock(fetched.iter().map(|(i, _)| *i));
+                        me.install_locked(&fetched, &[])
+                    });
+                    installing = Some((round, task));
+                }
+            });
+            match result {
                 Ok(()) => backoff = Duration::from_millis(100),
                 Err(e) => {
                     tracing::warn!(dir = %self.dir.display(), error = %e, "hydration round failed; retrying");
@@ -369,16 +437,5 @@ impl Hydration {
                 }
             }
         }
-    }
-
-    async fn ensure_round(self: &Arc<Self>, round: &[u64]) -> Result<(), ChunkNodeError> {
-        // Unlike a reader's `ensure`, leave the hint alone.
-        let fetched = self.fetch(round).await?;
-        let me = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let _g = me.locks.lock(fetched.iter().map(|(i, _)| *i));
-            me.install_locked(&fetched, &[])
-        })
-        .await?
     }
 }

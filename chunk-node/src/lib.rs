@@ -94,7 +94,10 @@ impl ChunkNode {
             node_id: config.node_id.clone(),
             zone: info.zone(),
         };
-        let volume_svc = service::VolumeHostService { host: host.clone() };
+        let volume_svc = service::VolumeHostService {
+            host: host.clone(),
+            local: Some(copy::LocalStore { node_id: config.node_id.clone(), store: store.clone() }),
+        };
         let mut grpc_rx = rx.clone();
         let grpc_task = tokio::spawn(
             tonic::transport::Server::builder()

@@ -75,7 +75,7 @@ impl Peer {
         Ok(present)
     }
 
-    pub async fn put(&self, id: ChunkId, data: Vec<u8>) -> Result<bool, ChunkNodeError> {
+    pub async fn put(&self, id: ChunkId, data: bytes::Bytes) -> Result<bool, ChunkNodeError> {
         let req = PutChunkRequest { id: id.0.to_vec(), data };
         let reply = self.client.clone().put_chunk(req).await.map_err(|s| self.remote(s))?;
         Ok(reply.into_inner().stored_new)
@@ -88,7 +88,7 @@ impl Peer {
             Ok(r) => {
                 let data = r.into_inner().data;
                 if ChunkId::of(&data) == id {
-                    Ok(Some(data))
+                    Ok(Some(data.into()))
                 } else {
                     tracing::error!(chunk = %id, node = %self.node.node_id, "peer sent corrupt bytes");
                     Ok(None)

@@ -2,7 +2,7 @@
 //! store, the volume host, the copy executor and the restore. Errors become
 //! status codes through the one `From<ChunkNodeError> for Status` table.
 
-use crate::copy::{self, CopyJob};
+use crate::copy::{self, CopyJob, LocalStore};
 use crate::error::ChunkNodeError;
 use crate::restore::{self, RestoreJob};
 use crate::store::ChunkStore;
@@ -58,7 +58,7 @@ impl pb::chunk_store_server::ChunkStore for ChunkStoreService {
     ) -> Result<Response<pb::GetChunkReply>, Status> {
         let id = chunk_id(&request.into_inner().id)?;
         match self.store.get(id).await? {
-            Some(data) => Ok(Response::new(pb::GetChunkReply { data })),
+            Some(data) => Ok(Response::new(pb::GetChunkReply { data: data.into() })),
             None => Err(ChunkNodeError::ChunkNotFound(id).into()),
         }
     }
@@ -79,6 +79,8 @@ impl pb::chunk_store_server::ChunkStore for ChunkStoreService {
 
 pub struct VolumeHostService {
     pub host: VolumeHost,
+    /// This node's chunk store: copies store their local replicas directly.
+    pub local: Option<LocalStore>,
 }
 
 type CopyStream = Pin<Box<dyn Stream<Item = Result<pb::CopyProgress, Status>> + Send>>;
@@ -140,6 +142,7 @@ impl pb::volume_host_server::VolumeHost for VolumeHostService {
             replication_factor: req.replication_factor,
             parent_manifest_root: req.parent_manifest_root,
             parent_snapshot_id: req.parent_snapshot_id,
+            local: self.local.clone(),
         };
         // Refuse at once what can be refused before streaming starts.
         self.host.frozen(&job.volume_id, &job.snapshot_id)?;

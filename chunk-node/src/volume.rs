@@ -98,19 +98,48 @@ impl Volume {
         }
     }
 
+    /// Reads `[offset, offset + len)`. On a hydrating volume, the blocks this
+    /// read had to fetch are served from the fetched bytes (what it just
+    /// installed); everything else is read from the file.
     pub async fn read(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
         self.check()?;
+        let mut fetched = Vec::new();
         if len > 0 {
             if let Some(h) = self.hydrating() {
                 let blocks: Vec<u64> =
                     (block_of(offset)..=block_of(offset + len as u64 - 1)).collect();
-                h.ensure(&blocks).await.map_err(io_err)?;
+                fetched = h.ensure(&blocks).await.map_err(io_err)?;
             }
         }
-        let file = self.file.clone();
+        let (file, size) = (self.file.clone(), self.size);
         tokio::task::spawn_blocking(move || {
+            let end = offset + len as u64;
             let mut buf = vec![0u8; len];
-            file.read_exact_at(&mut buf, offset)?;
+            // `fetched` is ascending; the file fills the gaps between.
+            let mut pos = offset;
+            for (i, data) in &fetched {
+                let (bs, be) = block_range(*i, size);
+                let (s, e) = (bs.max(offset), be.min(end));
+                if s >= e {
+                    continue;
+                }
+                if pos < s {
+                    file.read_exact_at(
+                        &mut buf[(pos - offset) as usize..(s - offset) as usize],
+                        pos,
+                    )?;
+                }
+                // Past the fetched bytes the block is zero, as `buf` already is.
+                let data = data.as_ref();
+                let from = ((s - bs) as usize).min(data.len());
+                let to = ((e - bs) as usize).min(data.len());
+                let at = (s - offset) as usize;
+                buf[at..at + (to - from)].copy_from_slice(&data[from..to]);
+                pos = e;
+            }
+            if pos < end {
+                file.read_exact_at(&mut buf[(pos - offset) as usize..], pos)?;
+            }
             Ok(buf)
         })
         .await

@@ -35,6 +35,9 @@ const UPSTREAM_CONNECT: Duration = Duration::from_secs(5);
 const UPSTREAM_HANDSHAKE: Duration = Duration::from_secs(10);
 /// How long a client may take over its handshake before it is dropped.
 const CLIENT_HANDSHAKE: Duration = Duration::from_secs(60);
+/// Splice buffer per direction. READ replies are up to several MiB; tokio's
+/// default 8 KiB buffer turns each into hundreds of read/write syscalls.
+const SPLICE_BUFFER: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DoorError {
@@ -191,7 +194,13 @@ async fn handle<L: Locate>(mut client: TcpStream, locator: Arc<L>) -> Result<(),
             .await
             .map_err(|_| ConnError::HandshakeTimeout)??;
     let Some((name, _export, mut upstream)) = chosen else { return Ok(()) };
-    let (to_host, to_client) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
+    let (to_host, to_client) = tokio::io::copy_bidirectional_with_sizes(
+        &mut client,
+        &mut upstream,
+        SPLICE_BUFFER,
+        SPLICE_BUFFER,
+    )
+    .await?;
     tracing::debug!(volume = %name, to_host, to_client, "nbd door connection closed");
     Ok(())
 }

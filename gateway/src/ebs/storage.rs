@@ -79,7 +79,8 @@ pub async fn put_chunk(
 ) -> Result<(), EbsError> {
     let puts = region.replicas(&id).into_iter().map(|node| async move {
         let mut c = ctx.nodes.chunk_store(node)?;
-        let req = pb::PutChunkRequest { id: id.0.to_vec(), data: data.to_vec() };
+        let req =
+            pb::PutChunkRequest { id: id.0.to_vec(), data: bytes::Bytes::copy_from_slice(data) };
         call(&node.node_id, CALL_SECS, c.put_chunk(req)).await.map(|_| ())
     });
     for r in join_all(puts).await {
@@ -96,7 +97,7 @@ pub async fn get_chunk(ctx: &Ctx, region: &Region, id: ChunkId) -> Result<Vec<u8
         match call(&node.node_id, CALL_SECS, c.get_chunk(pb::GetChunkRequest { id: id.0.to_vec() }))
             .await
         {
-            Ok(r) if ChunkId::of(&r.data) == id => return Ok(r.data),
+            Ok(r) if ChunkId::of(&r.data) == id => return Ok(r.data.into()),
             Ok(_) => {
                 tracing::error!(chunk = %id, node = %node.node_id, "chunk node sent corrupt bytes")
             }
