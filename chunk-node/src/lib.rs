@@ -36,7 +36,9 @@ use cairn_core::records::ChunkNodeInfo;
 use cairn_core::OutpostId;
 use cairn_proto::pb::chunk_store_server::ChunkStoreServer;
 use cairn_proto::pb::volume_host_server::VolumeHostServer;
-use cairn_proto::{MetadataClient, MAX_MESSAGE_BYTES};
+use cairn_proto::{
+    MetadataClient, CONNECTION_WINDOW_BYTES, MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTES,
+};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -102,6 +104,8 @@ impl ChunkNode {
         let grpc_task = tokio::spawn(
             tonic::transport::Server::builder()
                 .tcp_nodelay(true)
+                .initial_stream_window_size(STREAM_WINDOW_BYTES)
+                .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
                 .add_service(
                     ChunkStoreServer::new(chunk_svc)
                         .max_decoding_message_size(MAX_MESSAGE_BYTES)

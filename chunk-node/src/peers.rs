@@ -7,7 +7,7 @@ use cairn_core::placement::{place, Candidate};
 use cairn_core::ChunkId;
 use cairn_proto::pb::chunk_store_client::ChunkStoreClient;
 use cairn_proto::pb::{GetChunkRequest, HasChunksRequest, PutChunkRequest, StoreNode};
-use cairn_proto::MAX_MESSAGE_BYTES;
+use cairn_proto::{CONNECTION_WINDOW_BYTES, MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTES};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
@@ -44,6 +44,8 @@ pub fn connect(nodes: &[StoreNode]) -> Result<Vec<Peer>, ChunkNodeError> {
                 .connect_timeout(Duration::from_secs(3))
                 .timeout(Duration::from_secs(60))
                 .tcp_nodelay(true)
+                .initial_stream_window_size(STREAM_WINDOW_BYTES)
+                .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
                 .connect_lazy();
             let client = ChunkStoreClient::new(ch)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)

@@ -117,6 +117,8 @@ impl NodeClients {
             .map_err(|e| HostError::BadAddress { addr: addr.to_string(), reason: e.to_string() })?
             .connect_timeout(Duration::from_secs(3))
             .tcp_nodelay(true)
+            .initial_stream_window_size(cairn_proto::STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(cairn_proto::CONNECTION_WINDOW_BYTES)
             .connect_lazy();
         map.insert(addr.to_string(), ch.clone());
         Ok(ch)

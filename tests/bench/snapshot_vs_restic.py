@@ -137,7 +137,8 @@ def main():
         for name, t, m, stored in rows:
             print(f"{name:<20} {t:>8.2f} s {m / t:>9.1f} MiB/s {stored / 2**20:>9.1f} MiB stored")
         print(f"restored bytes identical: {same}")
-        shutil.rmtree(work, ignore_errors=True)
+        if os.environ.get("BENCH_KEEP") != "1":
+            shutil.rmtree(work, ignore_errors=True)
         return
     # restic, same image, same disk.
     repo = work / "restic-repo"

@@ -144,6 +144,8 @@ impl StagingClients {
                     })?
                     .connect_timeout(Duration::from_secs(3))
                     .tcp_nodelay(true)
+                    .initial_stream_window_size(cairn_proto::STREAM_WINDOW_BYTES)
+                    .initial_connection_window_size(cairn_proto::CONNECTION_WINDOW_BYTES)
                     .connect_lazy();
                 map.insert(node.grpc_addr.clone(), ch.clone());
                 ch
