@@ -274,6 +274,15 @@ impl Hydration {
         Ok(installed)
     }
 
+    /// [`Hydration::install_locked`] under the fetched blocks' locks. Blocking.
+    fn lock_and_install<D: AsRef<[u8]>>(
+        &self,
+        fetched: &[(u64, D)],
+    ) -> Result<Vec<u64>, ChunkNodeError> {
+        let _g = self.locks.lock(fetched.iter().map(|(i, _)| *i));
+        self.install_locked(fetched, &[])
+    }
+
     /// Makes `blocks` local now (a read, or a copy, needs their bytes).
     /// Returns the bytes of the blocks this call installed, ascending (see
     /// [`Hydration::install_locked`]); a caller may serve those from them
@@ -305,10 +314,7 @@ impl Hydration {
     ) -> Result<Vec<(u64, D)>, ChunkNodeError> {
         let me = self.clone();
         tokio::task::spawn_blocking(move || {
-            let installed = {
-                let _g = me.locks.lock(fetched.iter().map(|(i, _)| *i));
-                me.install_locked(&fetched, &[])?
-            };
+            let installed = me.lock_and_install(&fetched)?;
             fetched.retain(|(i, _)| installed.binary_search(i).is_ok());
             fetched.sort_unstable_by_key(|(i, _)| *i);
             Ok(fetched)
@@ -407,10 +413,7 @@ impl Hydration {
             let result = installed.and(fetched).map(|fetched| {
                 if !fetched.is_empty() {
                     let me = self.clone();
-                    let task = tokio::task::spawn_blocking(move || {
-                        let _g = me.locks.lock(fetched.iter().map(|(i, _)| *i));
-                        me.install_locked(&fetched, &[])
-                    });
+                    let task = tokio::task::spawn_blocking(move || me.lock_and_install(&fetched));
                     installing = Some((round, task));
                 }
             });

@@ -10,9 +10,8 @@
 use crate::volumes::{Volume, VolumeHost};
 use cairn_core::nbd::{self, Export, ExportResolver, NbdError, Request};
 use std::io;
-use std::io::IoSlice;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
@@ -88,7 +87,7 @@ where
     let (tx, mut rx) = mpsc::channel::<Reply>(64);
     let writer = tokio::spawn(async move {
         while let Some(r) = rx.recv().await {
-            write_reply(&mut wr, &r).await?;
+            nbd::send_simple_reply(&mut wr, r.error, r.cookie, &r.data).await?;
             // Flush once the queue drains, not after every reply.
             if rx.is_empty() {
                 wr.flush().await?;
@@ -140,24 +139,6 @@ where
     drop(tx);
     let write_result = writer.await.map_err(io::Error::other)?;
     read_result.and(write_result)
-}
-
-/// Sends one simple reply (header, then the READ payload when it succeeded)
-/// as one vectored write where the stream allows, so header and payload go
-/// out together without being copied into one buffer.
-async fn write_reply<W: AsyncWrite + Unpin>(wr: &mut W, r: &Reply) -> io::Result<()> {
-    let header = nbd::encode_simple_reply(r.error, r.cookie);
-    let data: &[u8] = if r.error == 0 { &r.data } else { &[] };
-    let mut slices = [IoSlice::new(&header), IoSlice::new(data)];
-    let mut rest = &mut slices[..];
-    while !rest.is_empty() {
-        let n = wr.write_vectored(rest).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        IoSlice::advance_slices(&mut rest, n);
-    }
-    Ok(())
 }
 
 /// The protocol errno for an I/O failure.

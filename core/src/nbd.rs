@@ -537,18 +537,39 @@ pub fn encode_simple_reply(error: u32, cookie: u64) -> [u8; 16] {
     b
 }
 
-/// Writes one whole simple reply: header, then `data` (only for a successful READ).
+/// Writes one whole simple reply and flushes: header, then `data` (only for
+/// a successful READ).
 pub async fn write_simple_reply<S: AsyncWrite + Unpin>(
     s: &mut S,
     error: u32,
     cookie: u64,
     data: &[u8],
 ) -> Result<(), NbdError> {
-    s.write_all(&encode_simple_reply(error, cookie)).await?;
-    if error == 0 && !data.is_empty() {
-        s.write_all(data).await?;
-    }
+    send_simple_reply(s, error, cookie, data).await?;
     s.flush().await?;
+    Ok(())
+}
+
+/// Writes one whole simple reply without flushing (a server answering a
+/// queue of requests flushes once the queue drains). Header and payload go
+/// out in vectored writes, without being copied into one buffer.
+pub async fn send_simple_reply<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    error: u32,
+    cookie: u64,
+    data: &[u8],
+) -> Result<(), NbdError> {
+    let header = encode_simple_reply(error, cookie);
+    let data: &[u8] = if error == 0 { data } else { &[] };
+    let mut slices = [std::io::IoSlice::new(&header), std::io::IoSlice::new(data)];
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        let n = s.write_vectored(rest).await?;
+        if n == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
+        }
+        std::io::IoSlice::advance_slices(&mut rest, n);
+    }
     Ok(())
 }
 
