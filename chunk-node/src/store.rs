@@ -101,6 +101,8 @@ struct Shared {
 struct Put {
     id: ChunkId,
     data: Bytes,
+    /// The caller hashed `data` itself; the committer need not again.
+    hashed: bool,
     reply: oneshot::Sender<Result<bool, ChunkNodeError>>,
 }
 
@@ -232,7 +234,14 @@ impl ChunkStore {
     /// whether it was newly stored. Refused (nothing stored) when `data` does
     /// not hash to `id`.
     pub async fn put(&self, id: ChunkId, data: impl Into<Bytes>) -> Result<bool, ChunkNodeError> {
-        let rx = self.enqueue(id, data.into())?;
+        let rx = self.enqueue(id, data.into(), false)?;
+        rx.await.map_err(|_| ChunkNodeError::StoreStopped)?
+    }
+
+    /// [`ChunkStore::put`] of bytes whose id this process computed from
+    /// these very bytes (the copy executor's local replica): not hashed again.
+    pub async fn put_hashed(&self, id: ChunkId, data: Bytes) -> Result<bool, ChunkNodeError> {
+        let rx = self.enqueue(id, data, true)?;
         rx.await.map_err(|_| ChunkNodeError::StoreStopped)?
     }
 
@@ -240,12 +249,14 @@ impl ChunkStore {
         &self,
         id: ChunkId,
         data: Bytes,
+        hashed: bool,
     ) -> Result<oneshot::Receiver<Result<bool, ChunkNodeError>>, ChunkNodeError> {
         if data.len() > MAX_CHUNK {
             return Err(ChunkNodeError::InvalidArgument("chunk larger than the store takes"));
         }
         let (reply, rx) = oneshot::channel();
-        self.queue.send(Put { id, data, reply }).map_err(|_| ChunkNodeError::StoreStopped)?;
+        let put = Put { id, data, hashed, reply };
+        self.queue.send(put).map_err(|_| ChunkNodeError::StoreStopped)?;
         Ok(rx)
     }
 
@@ -284,7 +295,7 @@ impl ChunkStore {
                     tracing::error!(path = %path.display(), "corrupt legacy chunk not moved");
                     continue;
                 }
-                self.enqueue(id, data.into())?
+                self.enqueue(id, data.into(), true)?
                     .blocking_recv()
                     .map_err(|_| ChunkNodeError::StoreStopped)??;
                 moved += 1;
@@ -474,7 +485,7 @@ impl Committer {
         {
             let index = self.shared.index.read().unwrap_or_else(|e| e.into_inner());
             for p in batch {
-                if ChunkId::of(&p.data) != p.id {
+                if !p.hashed && ChunkId::of(&p.data) != p.id {
                     let _ = p.reply.send(Err(ChunkNodeError::HashMismatch(p.id)));
                     continue;
                 }
