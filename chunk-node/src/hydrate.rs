@@ -4,12 +4,20 @@
 //!
 //! State, in the volume's state directory: `hydrate.map` (written once,
 //! before the volume appears: size, sources, and the manifest's non-zero
-//! blocks) and `hydrate.log`, a [`RecordLog`] of blocks made local. A block
-//! is marked only after its bytes are durable in the volume file, and a user
-//! write to a block goes ahead only after it is marked, so the hydrator never
-//! overwrites a user's write, even across a crash (a lost mark only means a
-//! refetch of the same bytes). Zero blocks are holes already and need
-//! nothing. When every block is local both files are removed.
+//! blocks) and `hydrate.log`, a [`RecordLog`] of blocks made local. Zero
+//! blocks are holes already and need nothing. When every block is local
+//! both files are removed (after the volume file is synced).
+//!
+//! Marks: a block written by the hydrator is local at once in memory (reads
+//! use it) but its mark reaches the log lazily, with one fdatasync of the
+//! volume file per [`MARKS_PER_SYNC`] blocks, not per round: hydrated bytes
+//! are a copy of durable snapshot data, so losing them in a crash costs only
+//! a refetch, and syncing every round made restores wait on the disk. The
+//! one rule that needs durable marks: a user write to a block goes ahead only
+//! after the block's mark is durable (its pending marks are flushed first),
+//! so the hydrator never overwrites a user's write, even across a crash. The
+//! volume counts as whole only once the final sync and the removal of the
+//! state files are done.
 //!
 //! Who fetches: a read fetches the blocks it touches itself, ahead of the
 //! background queue; a partial write fetches its blocks first; a write that
@@ -24,10 +32,14 @@
 //! the file.
 
 use crate::blocks::{block_range, blocks_in, BlockLocks};
+use crate::chunkcache::ChunkCache;
+use crate::copy::LocalStore;
 use crate::error::ChunkNodeError;
 use crate::files::{read_versioned, remove_file, write_versioned};
 use crate::peers::{self, Peer};
 use crate::reclog::RecordLog;
+use crate::store::ChunkStore;
+use bytes::Bytes;
 use cairn_core::command::{Query, QueryOutput};
 use cairn_core::placement::Candidate;
 use cairn_core::records::ChunkNodeInfo;
@@ -50,6 +62,9 @@ const MAP_VERSION: u16 = 1;
 pub const FETCHES_IN_FLIGHT: usize = 16;
 /// Blocks the hydrator installs per round (32 MiB).
 const ROUND_BLOCKS: usize = 64;
+/// Blocks marked local in memory before their marks are made durable
+/// (1 GiB): see the module comment.
+pub const MARKS_PER_SYNC: usize = 2048;
 
 /// A hydrator round being installed on the blocking pool: the blocks it wrote.
 type Installing = tokio::task::JoinHandle<Result<Vec<u64>, ChunkNodeError>>;
@@ -74,10 +89,23 @@ impl HydrationMap {
     }
 }
 
-/// The chunk nodes blocks are fetched from.
+/// The chunk nodes blocks are fetched from; this node's own store is read
+/// directly when it is one of them.
 struct Sources {
     peers: Vec<Peer>,
     cands: Vec<Candidate>,
+    local: Option<(usize, ChunkStore)>,
+}
+
+impl Sources {
+    fn new(nodes: &[StoreNode], local: Option<&LocalStore>) -> Result<Sources, ChunkNodeError> {
+        let peers = peers::connect(nodes)?;
+        let cands = peers::candidates(&peers);
+        let local = local.and_then(|l| {
+            nodes.iter().position(|n| n.node_id == l.node_id).map(|i| (i, l.store.clone()))
+        });
+        Ok(Sources { peers, cands, local })
+    }
 }
 
 pub struct Hydration {
@@ -86,6 +114,11 @@ pub struct Hydration {
     entries: BTreeMap<u64, ChunkId>,
     bits: Vec<AtomicU64>,
     remaining: AtomicU64,
+    /// Blocks local in memory whose marks are not durable yet.
+    pending: Mutex<Vec<u64>>,
+    /// Every block is local and the state files are gone.
+    whole: AtomicBool,
+    cache: ChunkCache,
     log: Mutex<Option<RecordLog>>,
     file: Arc<File>,
     locks: Arc<BlockLocks>,
@@ -117,6 +150,7 @@ impl Hydration {
         dir: &Path,
         file: Arc<File>,
         locks: Arc<BlockLocks>,
+        local: Option<&LocalStore>,
     ) -> Result<Option<Arc<Hydration>>, ChunkNodeError> {
         let Some(map): Option<HydrationMap> = read_versioned(&map_path(dir), MAP_VERSION)? else {
             // A log without its map is left from a completed hydration.
@@ -136,15 +170,19 @@ impl Hydration {
         })?;
         let entries: BTreeMap<u64, ChunkId> =
             map.entries.iter().copied().filter(|(i, _)| *i < blocks).collect();
-        let peers = peers::connect(&map.store_nodes())?;
-        let cands = peers::candidates(&peers);
-        let sources = RwLock::new(Arc::new(Sources { peers, cands }));
+        let sources = RwLock::new(Arc::new(Sources::new(&map.store_nodes(), local)?));
+        let is_set =
+            |i: u64| bits[(i / 64) as usize].load(Ordering::Relaxed) & (1 << (i % 64)) != 0;
+        let cache = ChunkCache::new(entries.iter().filter(|(i, _)| !is_set(**i)).map(|(_, c)| c));
         let h = Hydration {
             dir: dir.to_path_buf(),
             size: map.size,
             entries,
             bits,
             remaining: AtomicU64::new(0),
+            pending: Mutex::new(Vec::new()),
+            whole: AtomicBool::new(false),
+            cache,
             log: Mutex::new(Some(log)),
             file,
             locks,
@@ -174,8 +212,9 @@ impl Hydration {
         !self.entries.contains_key(&i) || self.bit(i)
     }
 
+    /// Whether the volume is whole: every block local, durably.
     pub fn is_complete(&self) -> bool {
-        self.remaining.load(Ordering::Acquire) == 0
+        self.whole.load(Ordering::Acquire)
     }
 
     /// (local blocks, all blocks) of the volume.
@@ -192,40 +231,61 @@ impl Hydration {
     /// Fetches the not-yet-local blocks among `blocks`, verified, in any
     /// order. A block's bytes may be shorter than the block: the rest is
     /// zero (and a hole in the volume file until the block is installed).
-    pub async fn fetch(
-        &self,
-        blocks: &[u64],
-    ) -> Result<Vec<(u64, impl AsRef<[u8]> + Send + Sync + 'static)>, ChunkNodeError> {
-        let wanted: Vec<(u64, ChunkId)> = blocks
-            .iter()
-            .filter(|i| !self.is_hydrated(**i))
-            .filter_map(|i| self.entries.get(i).map(|c| (*i, *c)))
-            .collect();
+    /// Each chunk is fetched once, however many of the blocks use it, and
+    /// not at all when the [`ChunkCache`] holds it.
+    pub async fn fetch(&self, blocks: &[u64]) -> Result<Vec<(u64, Bytes)>, ChunkNodeError> {
+        let mut wanted: BTreeMap<ChunkId, Vec<u64>> = BTreeMap::new();
+        for i in blocks.iter().filter(|i| !self.is_hydrated(**i)) {
+            if let Some(id) = self.entries.get(i) {
+                wanted.entry(*id).or_default().push(*i);
+            }
+        }
+        let mut out = Vec::new();
+        let mut missing = Vec::new();
+        for (id, blocks) in wanted {
+            match self.cache.take(&id, blocks.len() as u64) {
+                Some(data) => out.extend(blocks.into_iter().map(|i| (i, data.clone()))),
+                None => missing.push((id, blocks)),
+            }
+        }
         let src = self.sources.read().unwrap_or_else(|e| e.into_inner()).clone();
         let src = &src;
-        stream::iter(wanted)
-            .map(|(i, id)| async move {
-                let data = peers::fetch(&src.peers, &src.cands, self.rf, id).await?;
-                let (start, end) = block_range(i, self.size);
-                if data.len() as u64 > end - start {
-                    return Err(ChunkNodeError::ChunkUnavailable(id));
+        let fetched: Vec<(ChunkId, Vec<u64>, Bytes)> = stream::iter(missing)
+            .map(|(id, blocks)| async move {
+                let data =
+                    peers::fetch_near(&src.peers, &src.cands, self.rf, id, src.local.as_ref())
+                        .await?;
+                for i in &blocks {
+                    let (start, end) = block_range(*i, self.size);
+                    if data.len() as u64 > end - start {
+                        return Err(ChunkNodeError::ChunkUnavailable(id));
+                    }
                 }
-                Ok((i, data))
+                Ok((id, blocks, data))
             })
             .buffer_unordered(FETCHES_IN_FLIGHT)
             .try_collect()
-            .await
+            .await?;
+        for (id, blocks, data) in fetched {
+            self.cache.offer(id, &data, blocks.len() as u64);
+            out.extend(blocks.into_iter().map(|i| (i, data.clone())));
+        }
+        Ok(out)
     }
 
     /// Makes `fetched` blocks local (unless already) and marks them and the
-    /// `overwritten` blocks (which the caller's write covers whole) as local,
-    /// durably. Caller holds the locks of all of them. Returns the fetched
-    /// blocks it wrote, ascending: while the caller holds their locks, the
-    /// file holds exactly their fetched bytes (zero-padded). Blocking.
+    /// `overwritten` blocks (which the caller's write covers whole) as local.
+    /// With `durable` (the blocks a caller is about to write), the marks of
+    /// those blocks are durable when it returns; other marks become durable
+    /// lazily (module comment). Caller holds the locks of all of them.
+    /// Returns the fetched blocks it wrote, ascending: while the caller holds
+    /// their locks, the file holds exactly their fetched bytes (zero-padded).
+    /// Blocking.
     pub fn install_locked<D: AsRef<[u8]>>(
         &self,
         fetched: &[(u64, D)],
         overwritten: &[u64],
+        durable: Option<(u64, u64)>,
     ) -> Result<Vec<u64>, ChunkNodeError> {
         let mut marks = Vec::new();
         for (i, data) in fetched {
@@ -241,37 +301,44 @@ impl Hydration {
         marks.sort_unstable();
         marks.dedup();
         let installed = marks.clone();
-        if !marks.is_empty() {
-            self.file
-                .sync_data()
-                .map_err(|e| ChunkNodeError::io("fsync", self.dir.join("volume"), e))?;
-        }
         marks.extend(overwritten.iter().filter(|i| !self.is_hydrated(**i)));
         marks.sort_unstable();
         marks.dedup();
-        if marks.is_empty() {
-            return Ok(installed);
-        }
-        let payload: Vec<u8> = marks.iter().flat_map(|i| i.to_le_bytes()).collect();
-        {
-            let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-            match log.as_mut() {
-                Some(l) => {
-                    l.append(&payload)?;
-                }
-                // Complete already: nothing left to mark.
-                None => return Ok(installed),
-            }
-        }
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         for i in &marks {
             self.bits[(i / 64) as usize].fetch_or(1 << (i % 64), Ordering::AcqRel);
         }
+        pending.extend(&marks);
         let left =
             self.remaining.fetch_sub(marks.len() as u64, Ordering::AcqRel) - marks.len() as u64;
+        let needed =
+            durable.is_some_and(|(first, last)| pending.iter().any(|i| (first..=last).contains(i)));
         if left == 0 {
+            drop(pending);
             self.finish()?;
+        } else if needed || pending.len() >= MARKS_PER_SYNC {
+            self.flush_marks(&mut pending)?;
         }
         Ok(installed)
+    }
+
+    /// Makes the pending marks durable: the volume file first, then the log.
+    /// Caller holds `pending`. Blocking.
+    fn flush_marks(&self, pending: &mut Vec<u64>) -> Result<(), ChunkNodeError> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        self.file
+            .sync_data()
+            .map_err(|e| ChunkNodeError::io("fsync", self.dir.join("volume"), e))?;
+        let payload: Vec<u8> = pending.iter().flat_map(|i| i.to_le_bytes()).collect();
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        // Without a log the volume is whole already: nothing left to mark.
+        if let Some(l) = log.as_mut() {
+            l.append(&payload)?;
+        }
+        pending.clear();
+        Ok(())
     }
 
     /// [`Hydration::install_locked`] under the fetched blocks' locks. Blocking.
@@ -280,7 +347,7 @@ impl Hydration {
         fetched: &[(u64, D)],
     ) -> Result<Vec<u64>, ChunkNodeError> {
         let _g = self.locks.lock(fetched.iter().map(|(i, _)| *i));
-        self.install_locked(fetched, &[])
+        self.install_locked(fetched, &[], None)
     }
 
     /// Makes `blocks` local now (a read, or a copy, needs their bytes).
@@ -291,7 +358,7 @@ impl Hydration {
     pub async fn ensure(
         self: &Arc<Self>,
         blocks: &[u64],
-    ) -> Result<Vec<(u64, impl AsRef<[u8]> + Send + Sync + 'static)>, ChunkNodeError> {
+    ) -> Result<Vec<(u64, Bytes)>, ChunkNodeError> {
         if let Some(last) = blocks.iter().max() {
             self.hint.store(last + 1, Ordering::Relaxed);
         }
@@ -322,10 +389,12 @@ impl Hydration {
         .await?
     }
 
-    /// Drops the state files once every block is local. Blocking.
+    /// Drops the state files once every block is local; from then on the
+    /// volume is whole. Blocking.
     fn finish(&self) -> Result<(), ChunkNodeError> {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-        if log.take().is_none() {
+        if log.is_none() {
             return Ok(());
         }
         self.file
@@ -333,7 +402,10 @@ impl Hydration {
             .map_err(|e| ChunkNodeError::io("fsync", self.dir.join("volume"), e))?;
         remove_file(&map_path(&self.dir))?;
         crate::files::fsync_dir(&self.dir)?;
+        *log = None;
         remove_file(&log_path(&self.dir))?;
+        pending.clear();
+        self.whole.store(true, Ordering::Release);
         tracing::info!(dir = %self.dir.display(), "volume fully hydrated");
         Ok(())
     }
@@ -373,10 +445,12 @@ impl Hydration {
             })
             .collect();
         if changed {
-            let peers = peers::connect(&updated)?;
-            let cands = peers::candidates(&peers);
+            let local = current.local.as_ref().map(|(i, store)| LocalStore {
+                node_id: current.peers[*i].node.node_id.clone(),
+                store: store.clone(),
+            });
             *self.sources.write().unwrap_or_else(|e| e.into_inner()) =
-                Arc::new(Sources { peers, cands });
+                Arc::new(Sources::new(&updated, local.as_ref())?);
             tracing::info!(dir = %self.dir.display(), "hydration sources moved; addresses updated");
         }
         Ok(())
@@ -402,7 +476,28 @@ impl Hydration {
             let busy = installing.as_ref().map_or(&[][..], |(b, _)| b.as_slice());
             let round = if stop { Vec::new() } else { self.next_round(busy) };
             if round.is_empty() && installing.is_none() {
-                break;
+                let left = self.remaining.load(Ordering::Acquire);
+                if left > 0 || self.is_complete() || self.cancelled.load(Ordering::Acquire) {
+                    break;
+                }
+                // Every block is local but the last finish failed: retry it.
+                let me = self.clone();
+                match tokio::task::spawn_blocking(move || me.finish()).await {
+                    Ok(Ok(())) => break,
+                    Ok(Err(e)) => {
+                        tracing::warn!(dir = %self.dir.display(), error = %e, "finishing hydration failed; retrying")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "finishing hydration panicked; retrying"),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                if *shutdown.borrow() {
+                    break;
+                }
+                continue;
             }
             // Unlike a reader's `ensure`, leave the hint alone.
             let fetched = if round.is_empty() { Ok(Vec::new()) } else { self.fetch(&round).await };

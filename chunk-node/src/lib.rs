@@ -7,6 +7,7 @@
 //! metadata group in the background, and shuts everything down.
 
 pub mod blocks;
+mod chunkcache;
 pub mod config;
 pub mod copy;
 pub mod copylog;
@@ -81,7 +82,10 @@ impl ChunkNode {
         let nbd_addr =
             nbd.local_addr().map_err(|e| ChunkNodeError::io("address of", "nbd listener", e))?;
         let store = ChunkStore::open(&config.data_dir).await?;
-        let host = VolumeHost::open_with(&config.data_dir, config.metadata.clone()).await?;
+        let local = copy::LocalStore { node_id: config.node_id.clone(), store: store.clone() };
+        let host =
+            VolumeHost::open_with(&config.data_dir, config.metadata.clone(), Some(local.clone()))
+                .await?;
         let info = ChunkNodeInfo {
             node_id: config.node_id.clone(),
             az: config.az.clone(),
@@ -96,10 +100,7 @@ impl ChunkNode {
             node_id: config.node_id.clone(),
             zone: info.zone(),
         };
-        let volume_svc = service::VolumeHostService {
-            host: host.clone(),
-            local: Some(copy::LocalStore { node_id: config.node_id.clone(), store: store.clone() }),
-        };
+        let volume_svc = service::VolumeHostService { host: host.clone(), local: Some(local) };
         let mut grpc_rx = rx.clone();
         let grpc_task = tokio::spawn(
             tonic::transport::Server::builder()

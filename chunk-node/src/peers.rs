@@ -3,6 +3,8 @@
 //! every byte it receives.
 
 use crate::error::ChunkNodeError;
+use crate::store::ChunkStore;
+use bytes::Bytes;
 use cairn_core::placement::{place, Candidate};
 use cairn_core::ChunkId;
 use cairn_proto::pb::chunk_store_client::ChunkStoreClient;
@@ -77,7 +79,7 @@ impl Peer {
         Ok(present)
     }
 
-    pub async fn put(&self, id: ChunkId, data: bytes::Bytes) -> Result<bool, ChunkNodeError> {
+    pub async fn put(&self, id: ChunkId, data: Bytes) -> Result<bool, ChunkNodeError> {
         let req = PutChunkRequest { id: id.0.to_vec(), data };
         let reply = self.client.clone().put_chunk(req).await.map_err(|s| self.remote(s))?;
         Ok(reply.into_inner().stored_new)
@@ -85,12 +87,12 @@ impl Peer {
 
     /// The verified bytes of `id`, or `None` when this peer lacks it or sent
     /// bytes that do not hash to it.
-    pub async fn get(&self, id: ChunkId) -> Result<Option<Vec<u8>>, ChunkNodeError> {
+    pub async fn get(&self, id: ChunkId) -> Result<Option<Bytes>, ChunkNodeError> {
         match self.client.clone().get_chunk(GetChunkRequest { id: id.0.to_vec() }).await {
             Ok(r) => {
                 let data = r.into_inner().data;
                 if ChunkId::of(&data) == id {
-                    Ok(Some(data.into()))
+                    Ok(Some(data))
                 } else {
                     tracing::error!(chunk = %id, node = %self.node.node_id, "peer sent corrupt bytes");
                     Ok(None)
@@ -109,12 +111,32 @@ pub async fn fetch(
     cands: &[Candidate],
     rf: usize,
     id: ChunkId,
-) -> Result<Vec<u8>, ChunkNodeError> {
-    let preferred = place(&id, cands, rf);
+) -> Result<Bytes, ChunkNodeError> {
+    fetch_near(peers, cands, rf, id, None).await
+}
+
+/// [`fetch`], where peer `local.0` is this node, whose store `local.1` is
+/// read directly (first, when it is one of the placement replicas).
+pub async fn fetch_near(
+    peers: &[Peer],
+    cands: &[Candidate],
+    rf: usize,
+    id: ChunkId,
+    local: Option<&(usize, ChunkStore)>,
+) -> Result<Bytes, ChunkNodeError> {
+    let mut preferred = place(&id, cands, rf);
+    if let Some(at) = local.and_then(|(l, _)| preferred.iter().position(|i| i == l)) {
+        let l = preferred.remove(at);
+        preferred.insert(0, l);
+    }
     let rest = (0..peers.len()).filter(|i| !preferred.contains(i));
     let order: Vec<usize> = preferred.iter().copied().chain(rest).collect();
     for i in order {
-        match peers[i].get(id).await {
+        let got = match local {
+            Some((l, store)) if *l == i => store.get(id).await.map(|d| d.map(Bytes::from)),
+            _ => peers[i].get(id).await,
+        };
+        match got {
             Ok(Some(data)) => return Ok(data),
             Ok(None) => {}
             Err(e) => {

@@ -17,9 +17,14 @@ const IO_CHUNK: usize = 1 << 20;
 /// in order. Holes read as zeroes and can be skipped. The file's seek offset
 /// is moved; callers use positional I/O only.
 pub fn data_extents(file: &File, size: u64) -> io::Result<Vec<(u64, u64)>> {
+    data_extents_in(file, 0, size)
+}
+
+/// [`data_extents`] of `[from, size)`.
+fn data_extents_in(file: &File, from: u64, size: u64) -> io::Result<Vec<(u64, u64)>> {
     let fd = file.as_raw_fd();
     let mut out = Vec::new();
-    let mut pos: u64 = 0;
+    let mut pos: u64 = from;
     while pos < size {
         let start = match lseek(fd, pos as i64, Whence::SeekData) {
             Ok(s) => s as u64,
@@ -47,6 +52,30 @@ pub fn data_extents(file: &File, size: u64) -> io::Result<Vec<(u64, u64)>> {
         pos = end;
     }
     Ok(out)
+}
+
+/// Reads `[offset, offset + buf.len())` of `file` into `buf`, which must be
+/// zeroed: only data extents are read, holes are left as they are. Reading a
+/// hole through the page cache costs a page allocation and a memset per
+/// 4 KiB; skipping it costs two `lseek`s. The file's seek offset is moved.
+pub fn read_data_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    let end = offset + buf.len() as u64;
+    for (start, stop) in data_extents_in(file, offset, end)? {
+        let range = (start - offset) as usize..(stop - offset) as usize;
+        file.read_exact_at(&mut buf[range], start)?;
+    }
+    Ok(())
+}
+
+/// Turns off kernel readahead for `file` (POSIX_FADV_RANDOM). Volumes are
+/// read in large requests, and readahead past a request mostly pulled holes
+/// into the page cache, each 4 KiB allocated and zeroed. Advice only: a file
+/// system that refuses it is left as it is.
+pub fn no_readahead(file: &File) {
+    use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
+    if let Err(e) = posix_fadvise(file.as_raw_fd(), 0, 0, PosixFadviseAdvice::POSIX_FADV_RANDOM) {
+        tracing::debug!(error = %e, "readahead advice refused");
+    }
 }
 
 /// Copies `src` (of length `size`) into the empty `dst`, writing only data
@@ -133,6 +162,16 @@ mod tests {
         src.read_exact_at(&mut a, 0).expect("read src");
         dst.read_exact_at(&mut b, 0).expect("read dst");
         assert!(a == b);
+
+        let mut d = vec![0u8; (5 << 20) + 4096];
+        read_data_at(&dst, &mut d, (1 << 20) - 4096).expect("read data");
+        assert!(d[..(2 << 20) + 4096].iter().all(|b| *b == 0));
+        assert!(d[(2 << 20) + 4096..(2 << 20) + 8192].iter().all(|b| *b == 1));
+        assert!(d[(2 << 20) + 8192..].iter().all(|b| *b == 0));
+        let mut tail = vec![0u8; 200];
+        read_data_at(&dst, &mut tail, size - 200).expect("read tail");
+        assert_eq!(&tail[100..], &[2u8; 100][..]);
+        assert!(tail[..100].iter().all(|b| *b == 0));
 
         punch_hole(&dst, 3 << 20, 4096).expect("punch");
         let mut c = [9u8; 4096];

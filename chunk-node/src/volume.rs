@@ -124,7 +124,8 @@ impl Volume {
                     continue;
                 }
                 if pos < s {
-                    file.read_exact_at(
+                    sparse::read_data_at(
+                        &file,
                         &mut buf[(pos - offset) as usize..(s - offset) as usize],
                         pos,
                     )?;
@@ -138,7 +139,7 @@ impl Volume {
                 pos = e;
             }
             if pos < end {
-                file.read_exact_at(&mut buf[(pos - offset) as usize..], pos)?;
+                sparse::read_data_at(&file, &mut buf[(pos - offset) as usize..], pos)?;
             }
             Ok(buf)
         })
@@ -189,7 +190,7 @@ impl Volume {
             let _held = guard;
             let _locks = me.locks.lock_range(first, last);
             if let Some(h) = me.hydrating() {
-                h.install_locked(&fetched, &overwritten).map_err(io_err)?;
+                h.install_locked(&fetched, &overwritten, Some((first, last))).map_err(io_err)?;
                 if let Some(i) = (first..=last).find(|i| !h.is_hydrated(*i)) {
                     return Err(io::Error::other(format!("block {i} is not local")));
                 }

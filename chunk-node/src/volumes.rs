@@ -17,6 +17,7 @@
 //! killed, and change tracking becomes unknown (see [`crate::tracking`]).
 
 use crate::blocks::{blocks_in, BlockLocks};
+use crate::copy::LocalStore;
 use crate::error::{check_name, ChunkNodeError};
 use crate::files::{fsync_dir, remove_dir, remove_file};
 use crate::freeze::{self, Freeze, FreezeRecord, MAX_PENDING};
@@ -54,6 +55,8 @@ struct HostInner {
     stop: watch::Sender<bool>,
     /// Where to look up chunk nodes' current addresses, if anywhere.
     metadata: Option<Arc<MetadataClient>>,
+    /// This node's chunk store: restores read the chunks it holds directly.
+    local: Option<LocalStore>,
 }
 
 fn open_rw(path: &Path) -> Result<File, ChunkNodeError> {
@@ -70,19 +73,22 @@ impl VolumeHost {
     /// Opens the volumes under `data_dir` with their freezes, tracking and
     /// hydration, drops what unfinished creates left, and restarts hydration.
     pub async fn open(data_dir: &Path) -> Result<VolumeHost, ChunkNodeError> {
-        Self::open_with(data_dir, Vec::new()).await
+        Self::open_with(data_dir, Vec::new(), None).await
     }
 
     /// [`VolumeHost::open`], with the metadata group's members (gRPC URLs)
-    /// to look up moved chunk nodes during hydration.
+    /// to look up moved chunk nodes during hydration, and this node's own
+    /// chunk store, which restores read directly.
     pub async fn open_with(
         data_dir: &Path,
         metadata: Vec<String>,
+        local: Option<LocalStore>,
     ) -> Result<VolumeHost, ChunkNodeError> {
         let data_dir = data_dir.to_path_buf();
         let metadata = (!metadata.is_empty()).then(|| Arc::new(MetadataClient::new(metadata)));
         let host =
-            tokio::task::spawn_blocking(move || Self::open_blocking(&data_dir, metadata)).await??;
+            tokio::task::spawn_blocking(move || Self::open_blocking(&data_dir, metadata, local))
+                .await??;
         let hydrating: Vec<Arc<Volume>> =
             host.all_volumes().into_iter().filter(|v| v.hydrating().is_some()).collect();
         for v in hydrating {
@@ -94,6 +100,7 @@ impl VolumeHost {
     fn open_blocking(
         data_dir: &Path,
         metadata: Option<Arc<MetadataClient>>,
+        local: Option<LocalStore>,
     ) -> Result<VolumeHost, ChunkNodeError> {
         let volumes_dir = data_dir.join("volumes");
         fs::create_dir_all(&volumes_dir)
@@ -116,7 +123,7 @@ impl VolumeHost {
             } else if let Some(id) = name.strip_suffix(".state") {
                 states.push((id.to_string(), path));
             } else if let Some(id) = name.strip_suffix(".img") {
-                let vol = Self::load_volume(id, &path, &volumes_dir, clean)?;
+                let vol = Self::load_volume(id, &path, &volumes_dir, clean, local.as_ref())?;
                 volumes.insert(id.to_string(), Arc::new(vol));
             }
         }
@@ -136,6 +143,7 @@ impl VolumeHost {
                 tasks: Mutex::new(JoinSet::new()),
                 stop,
                 metadata,
+                local,
             }),
         })
     }
@@ -145,8 +153,10 @@ impl VolumeHost {
         path: &Path,
         volumes_dir: &Path,
         clean: bool,
+        local: Option<&LocalStore>,
     ) -> Result<Volume, ChunkNodeError> {
         let file = Arc::new(open_rw(path)?);
+        sparse::no_readahead(&file);
         let size = file.metadata().map_err(|e| ChunkNodeError::io("stat", path, e))?.len();
         let state_dir = volumes_dir.join(format!("{id}.state"));
         let freezes_dir = state_dir.join("freezes");
@@ -167,7 +177,7 @@ impl VolumeHost {
         let tracking = Tracking::load(&state_dir, size, clean, &epochs)?;
         tracking.save_meta(&state_dir)?;
         let locks = Arc::new(BlockLocks::default());
-        let hydration = Hydration::load(&state_dir, file.clone(), locks.clone())?;
+        let hydration = Hydration::load(&state_dir, file.clone(), locks.clone(), local)?;
         Ok(Volume {
             id: id.to_string(),
             size,
@@ -292,10 +302,16 @@ impl VolumeHost {
             let file = Arc::new(
                 tmp.persist(&path).map_err(|e| ChunkNodeError::io("rename to", &path, e.error))?,
             );
+            sparse::no_readahead(&file);
             fsync_dir(dir)?;
             let locks = Arc::new(BlockLocks::default());
             let hydration = match map {
-                Some(_) => Hydration::load(&state_dir, file.clone(), locks.clone())?,
+                Some(_) => Hydration::load(
+                    &state_dir,
+                    file.clone(),
+                    locks.clone(),
+                    host.inner.local.as_ref(),
+                )?,
                 None => None,
             };
             let vol = Arc::new(Volume {
