@@ -27,16 +27,21 @@ use cairn_core::manifest::{IncrementalBuilder, ManifestBuilder, ManifestPage, Ma
 use cairn_core::placement::{place, Candidate};
 use cairn_core::{ChunkId, BLOCK_SIZE};
 use cairn_proto::pb::{CopyProgress, StoreNode};
-use futures::stream::{self, StreamExt, TryStreamExt};
+use futures::stream::{self, FuturesOrdered, StreamExt, TryStreamExt};
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
 use tokio::sync::mpsc;
 
 /// Blocks per batch (and ids per `HasChunks` call): 32 MiB of data.
 const BATCH_BLOCKS: usize = 64;
-/// Concurrent `PutChunk` calls. With group-committing stores, 24 left a
-/// quarter of the CPU idle in the snapshot benchmark; 64 took the full
-/// snapshot from ~16 s to ~13 s. (A 128-block batch did not help.)
-const PUTS_IN_FLIGHT: usize = 64;
+/// Concurrent `PutChunk` calls of one batch. With group-committing stores,
+/// 24 left a quarter of the CPU idle in the snapshot benchmark; 64 took the
+/// full snapshot from ~16 s to ~13 s. (A 128-block batch did not help.)
+const PUTS_IN_FLIGHT: usize = 48;
+/// Batches being stored at once. A batch's last puts used to leave the
+/// stores idle until the next batch began; checkpoints are still recorded
+/// in order, each once its batch and every one before it are durable.
+const BATCHES_IN_FLIGHT: usize = 3;
 
 /// What to copy, and where.
 pub struct CopyJob {
@@ -65,7 +70,7 @@ pub(crate) struct Sender {
     peers: Vec<Peer>,
     cands: Vec<Candidate>,
     rf: usize,
-    confirmed: HashSet<(usize, ChunkId)>,
+    confirmed: Mutex<HashSet<(usize, ChunkId)>>,
     /// The target that is this node, and its store.
     local: Option<(usize, ChunkStore)>,
 }
@@ -88,7 +93,7 @@ impl Sender {
             peers,
             cands,
             rf: peers::replication_factor(rf),
-            confirmed: HashSet::new(),
+            confirmed: Mutex::new(HashSet::new()),
             local,
         })
     }
@@ -105,10 +110,15 @@ impl Sender {
         self.local.as_ref().filter(|(i, _)| *i == target).map(|(_, s)| s.clone())
     }
 
+    fn confirmed(&self) -> std::sync::MutexGuard<'_, HashSet<(usize, ChunkId)>> {
+        self.confirmed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Makes every chunk durable on its replicas. Returns how many
-    /// `PutChunk` calls were made.
+    /// `PutChunk` calls were made. Calls may overlap; a chunk two of them
+    /// carry is then stored twice, which the stores take as a no-op.
     pub(crate) async fn store(
-        &mut self,
+        &self,
         chunks: Vec<(ChunkId, Vec<u8>)>,
     ) -> Result<u64, ChunkNodeError> {
         let mut data: BTreeMap<ChunkId, Bytes> = BTreeMap::new();
@@ -117,10 +127,13 @@ impl Sender {
         }
         // Per target: the ids it should hold and is not yet known to hold.
         let mut wanted: BTreeMap<usize, Vec<ChunkId>> = BTreeMap::new();
-        for id in data.keys() {
-            for t in place(id, &self.cands, self.rf) {
-                if !self.confirmed.contains(&(t, *id)) {
-                    wanted.entry(t).or_default().push(*id);
+        {
+            let confirmed = self.confirmed();
+            for id in data.keys() {
+                for t in place(id, &self.cands, self.rf) {
+                    if !confirmed.contains(&(t, *id)) {
+                        wanted.entry(t).or_default().push(*id);
+                    }
                 }
             }
         }
@@ -149,7 +162,7 @@ impl Sender {
         let mut to_put = Vec::new();
         for r in futures::future::join_all(checks).await {
             let (present, missing) = r?;
-            self.confirmed.extend(present);
+            self.confirmed().extend(present);
             to_put.extend(missing);
         }
         let puts = to_put.into_iter().map(|(t, id)| {
@@ -169,7 +182,7 @@ impl Sender {
         let done: Vec<(usize, ChunkId)> =
             stream::iter(puts).buffer_unordered(PUTS_IN_FLIGHT).try_collect().await?;
         let sent = done.len() as u64;
-        self.confirmed.extend(done);
+        self.confirmed().extend(done);
         Ok(sent)
     }
 }
@@ -203,7 +216,7 @@ pub async fn run(
             });
         }
     }
-    let mut sender = Sender::new(&job.targets, job.replication_factor, job.local.clone())?;
+    let sender = Sender::new(&job.targets, job.replication_factor, job.local.clone())?;
     let log_path = freeze.dir().join("copy");
     let mut log = tokio::task::spawn_blocking(move || {
         let mut log = CopyLog::open(&log_path)?;
@@ -232,8 +245,8 @@ pub async fn run(
         return Ok(());
     }
 
-    // The reader runs one batch ahead of the sender.
-    let (tx, mut rx) = mpsc::channel::<Result<Batch, ChunkNodeError>>(1);
+    // The reader runs up to two batches ahead of the sender.
+    let (tx, mut rx) = mpsc::channel::<Result<Batch, ChunkNodeError>>(2);
     let reader = {
         let (volume, freeze) = (volume.clone(), freeze.clone());
         let todo = todo.clone();
@@ -255,23 +268,27 @@ pub async fn run(
     };
 
     let (mut blocks_read, mut chunks_sent) = (0u64, 0u64);
-    while let Some(batch) = rx.recv().await {
-        let batch = batch?;
-        blocks_read += batch.blocks.len() as u64;
-        let mut entries = Vec::with_capacity(batch.blocks.len());
-        let mut chunks = Vec::new();
-        let mut data_bytes = 0u64;
-        for (idx, id, data) in batch.blocks {
-            entries.push((idx, id));
-            if let Some(id) = id {
-                data_bytes += data.len() as u64;
-                chunks.push((id, data));
+    let mut storing = FuturesOrdered::new();
+    let mut read_all = false;
+    loop {
+        // Take batches while there is room, and finish them in order.
+        let stored = tokio::select! {
+            b = rx.recv(), if !read_all && storing.len() < BATCHES_IN_FLIGHT => {
+                match b {
+                    Some(b) => storing.push_back(store_batch(&sender, b?)),
+                    None => read_all = true,
+                }
+                continue;
             }
-        }
+            Some(stored) = storing.next() => stored?,
+            else => break,
+        };
+        let Stored { last, entries, data_bytes, sent } = stored;
+        blocks_read += entries.len() as u64;
         done_blocks += entries.len() as u64;
-        chunks_sent += sender.store(chunks).await?;
+        chunks_sent += sent;
         // Durable at RF: record it, then let copy-on-write skip these blocks.
-        let checkpoint = batch.last + 1;
+        let checkpoint = last + 1;
         let (l, f) = (log, freeze.clone());
         log = tokio::task::spawn_blocking(move || {
             let mut l = l;
@@ -341,4 +358,28 @@ pub async fn run(
 struct Batch {
     last: u64,
     blocks: Vec<(u64, Option<ChunkId>, Vec<u8>)>,
+}
+
+/// A batch durable at RF: what its checkpoint records.
+struct Stored {
+    last: u64,
+    entries: Vec<(u64, Option<ChunkId>)>,
+    data_bytes: u64,
+    /// `PutChunk` calls made.
+    sent: u64,
+}
+
+async fn store_batch(sender: &Sender, batch: Batch) -> Result<Stored, ChunkNodeError> {
+    let mut entries = Vec::with_capacity(batch.blocks.len());
+    let mut chunks = Vec::new();
+    let mut data_bytes = 0u64;
+    for (idx, id, data) in batch.blocks {
+        entries.push((idx, id));
+        if let Some(id) = id {
+            data_bytes += data.len() as u64;
+            chunks.push((id, data));
+        }
+    }
+    let sent = sender.store(chunks).await?;
+    Ok(Stored { last: batch.last, entries, data_bytes, sent })
 }
