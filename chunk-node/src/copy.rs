@@ -37,7 +37,7 @@ const BATCH_BLOCKS: usize = 64;
 /// Concurrent `PutChunk` calls of one batch. With group-committing stores,
 /// 24 left a quarter of the CPU idle in the snapshot benchmark; 64 took the
 /// full snapshot from ~16 s to ~13 s. (A 128-block batch did not help.)
-const PUTS_IN_FLIGHT: usize = 48;
+const PUTS_IN_FLIGHT: usize = 96;
 /// Batches being stored at once. A batch's last puts used to leave the
 /// stores idle until the next batch began; checkpoints are still recorded
 /// in order, each once its batch and every one before it are durable.

@@ -9,13 +9,15 @@
 //! both files are removed (after the volume file is synced).
 //!
 //! Marks: a block written by the hydrator is local at once in memory (reads
-//! use it) but its mark reaches the log lazily, with one fdatasync of the
-//! volume file per [`MARKS_PER_SYNC`] blocks, not per round: hydrated bytes
-//! are a copy of durable snapshot data, so losing them in a crash costs only
-//! a refetch, and syncing every round made restores wait on the disk. The
-//! one rule that needs durable marks: a user write to a block goes ahead only
-//! after the block's mark is durable (its pending marks are flushed first),
-//! so the hydrator never overwrites a user's write, even across a crash. The
+//! use it) but its mark reaches the log lazily: the hydrator flushes marks
+//! (fdatasync of the volume file, then the log) in the background once
+//! [`MARKS_PER_SYNC`] blocks are pending, and keeps fetching meanwhile.
+//! Hydrated bytes are a copy of durable snapshot data, so losing them in a
+//! crash costs only a refetch; syncing every round, or stopping for a sync,
+//! made restores wait on the disk. The one rule that needs durable marks: a
+//! user write to a block goes ahead only after the block's mark is durable
+//! (pending marks are flushed first, and a flush under way is waited for), so
+//! the hydrator never overwrites a user's write, even across a crash. The
 //! volume counts as whole only once the final sync and the removal of the
 //! state files are done.
 //!
@@ -89,6 +91,15 @@ impl HydrationMap {
     }
 }
 
+/// Marks of blocks local in memory but not durably (module comment).
+#[derive(Default)]
+struct Marks {
+    /// Not flushed yet.
+    pending: Vec<u64>,
+    /// Being flushed now.
+    in_flush: Vec<u64>,
+}
+
 /// The chunk nodes blocks are fetched from; this node's own store is read
 /// directly when it is one of them.
 struct Sources {
@@ -115,7 +126,9 @@ pub struct Hydration {
     bits: Vec<AtomicU64>,
     remaining: AtomicU64,
     /// Blocks local in memory whose marks are not durable yet.
-    pending: Mutex<Vec<u64>>,
+    marks: Mutex<Marks>,
+    /// Held while marks are being made durable (and by `finish`).
+    flushing: Mutex<()>,
     /// Every block is local and the state files are gone.
     whole: AtomicBool,
     cache: ChunkCache,
@@ -180,7 +193,8 @@ impl Hydration {
             entries,
             bits,
             remaining: AtomicU64::new(0),
-            pending: Mutex::new(Vec::new()),
+            marks: Mutex::new(Marks::default()),
+            flushing: Mutex::new(()),
             whole: AtomicBool::new(false),
             cache,
             log: Mutex::new(Some(log)),
@@ -304,41 +318,67 @@ impl Hydration {
         marks.extend(overwritten.iter().filter(|i| !self.is_hydrated(**i)));
         marks.sort_unstable();
         marks.dedup();
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        for i in &marks {
-            self.bits[(i / 64) as usize].fetch_or(1 << (i % 64), Ordering::AcqRel);
-        }
-        pending.extend(&marks);
-        let left =
-            self.remaining.fetch_sub(marks.len() as u64, Ordering::AcqRel) - marks.len() as u64;
-        let needed =
-            durable.is_some_and(|(first, last)| pending.iter().any(|i| (first..=last).contains(i)));
+        let (left, needed) = {
+            let mut m = self.marks();
+            for i in &marks {
+                self.bits[(i / 64) as usize].fetch_or(1 << (i % 64), Ordering::AcqRel);
+            }
+            m.pending.extend(&marks);
+            let left =
+                self.remaining.fetch_sub(marks.len() as u64, Ordering::AcqRel) - marks.len() as u64;
+            let needed = durable.is_some_and(|(first, last)| {
+                m.pending.iter().chain(&m.in_flush).any(|i| (first..=last).contains(i))
+            });
+            (left, needed)
+        };
         if left == 0 {
-            drop(pending);
             self.finish()?;
-        } else if needed || pending.len() >= MARKS_PER_SYNC {
-            self.flush_marks(&mut pending)?;
+        } else if needed {
+            self.flush_marks()?;
         }
         Ok(installed)
     }
 
+    fn marks(&self) -> std::sync::MutexGuard<'_, Marks> {
+        self.marks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Blocks whose marks wait for a flush.
+    fn pending_marks(&self) -> usize {
+        self.marks().pending.len()
+    }
+
     /// Makes the pending marks durable: the volume file first, then the log.
-    /// Caller holds `pending`. Blocking.
-    fn flush_marks(&self, pending: &mut Vec<u64>) -> Result<(), ChunkNodeError> {
-        if pending.is_empty() {
+    /// Waits for a flush under way first. Blocking.
+    fn flush_marks(&self) -> Result<(), ChunkNodeError> {
+        let _flushing = self.flushing.lock().unwrap_or_else(|e| e.into_inner());
+        let batch = {
+            let mut m = self.marks();
+            m.in_flush = std::mem::take(&mut m.pending);
+            m.in_flush.clone()
+        };
+        if batch.is_empty() {
             return Ok(());
         }
-        self.file
+        let flushed = self
+            .file
             .sync_data()
-            .map_err(|e| ChunkNodeError::io("fsync", self.dir.join("volume"), e))?;
-        let payload: Vec<u8> = pending.iter().flat_map(|i| i.to_le_bytes()).collect();
-        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-        // Without a log the volume is whole already: nothing left to mark.
-        if let Some(l) = log.as_mut() {
-            l.append(&payload)?;
+            .map_err(|e| ChunkNodeError::io("fsync", self.dir.join("volume"), e))
+            .and_then(|()| {
+                let payload: Vec<u8> = batch.iter().flat_map(|i| i.to_le_bytes()).collect();
+                let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+                // Without a log the volume is whole already: nothing to mark.
+                match log.as_mut() {
+                    Some(l) => l.append(&payload).map(|_| ()),
+                    None => Ok(()),
+                }
+            });
+        let mut m = self.marks();
+        let batch = std::mem::take(&mut m.in_flush);
+        if flushed.is_err() {
+            m.pending.extend(batch);
         }
-        pending.clear();
-        Ok(())
+        flushed
     }
 
     /// [`Hydration::install_locked`] under the fetched blocks' locks. Blocking.
@@ -392,7 +432,7 @@ impl Hydration {
     /// Drops the state files once every block is local; from then on the
     /// volume is whole. Blocking.
     fn finish(&self) -> Result<(), ChunkNodeError> {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let _flushing = self.flushing.lock().unwrap_or_else(|e| e.into_inner());
         let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
         if log.is_none() {
             return Ok(());
@@ -404,7 +444,7 @@ impl Hydration {
         crate::files::fsync_dir(&self.dir)?;
         *log = None;
         remove_file(&log_path(&self.dir))?;
-        pending.clear();
+        self.marks().pending.clear();
         self.whole.store(true, Ordering::Release);
         tracing::info!(dir = %self.dir.display(), "volume fully hydrated");
         Ok(())
@@ -470,6 +510,7 @@ impl Hydration {
     ) {
         let mut backoff = Duration::from_millis(100);
         let mut installing: Option<(Vec<u64>, Installing)> = None;
+        let mut flush: Option<tokio::task::JoinHandle<Result<(), ChunkNodeError>>> = None;
         loop {
             let stop =
                 self.is_complete() || self.cancelled.load(Ordering::Acquire) || *shutdown.borrow();
@@ -505,6 +546,17 @@ impl Hydration {
                 Some((_, task)) => task.await.map_err(ChunkNodeError::from).and_then(|r| r),
                 None => Ok(Vec::new()),
             };
+            if flush.as_ref().is_none_or(|f| f.is_finished()) {
+                if let Some(done) = flush.take() {
+                    if let Err(e) = done.await.map_err(ChunkNodeError::from).and_then(|r| r) {
+                        tracing::warn!(dir = %self.dir.display(), error = %e, "flushing hydration marks failed; retrying later");
+                    }
+                }
+                if self.pending_marks() >= MARKS_PER_SYNC {
+                    let me = self.clone();
+                    flush = Some(tokio::task::spawn_blocking(move || me.flush_marks()));
+                }
+            }
             let result = installed.and(fetched).map(|fetched| {
                 if !fetched.is_empty() {
                     let me = self.clone();
