@@ -16,6 +16,7 @@ pub mod files;
 pub mod freeze;
 pub mod hydrate;
 pub mod nbd_server;
+mod packfile;
 pub mod peers;
 pub mod reclog;
 pub mod restore;

@@ -9,7 +9,7 @@
 //! same reason.
 //!
 //! Record: magic (4 bytes), payload length (4, LE), chunk id (32), payload,
-//! zeros up to the next multiple of [`ALIGN`]. The id is the BLAKE3 of the
+//! zeros up to the next multiple of [`ALIGN`](crate::packfile::ALIGN). The id is the BLAKE3 of the
 //! payload, so every record checks itself. Records are aligned so that a
 //! batch is one `O_DIRECT` write: on this kind of machine (a VM whose page
 //! cache pages are costly to allocate) copying chunks into the page cache was
@@ -37,6 +37,7 @@
 
 use crate::error::ChunkNodeError;
 use crate::files::fsync_dir;
+use crate::packfile::{align_up, AlignedBuf, Pack, HEADER};
 use crate::reclog::RecordLog;
 use bytes::Bytes;
 use cairn_core::ChunkId;
@@ -49,19 +50,12 @@ use std::sync::{mpsc, Arc, Mutex, RwLock};
 use tokio::sync::oneshot;
 
 const MAGIC: u32 = 0x4b50_4331; // "1CPK"
-const HEADER: u64 = 40;
 /// Largest chunk a store takes (blocks are 512 KiB; manifest pages smaller).
 pub const MAX_CHUNK: usize = 16 << 20;
 /// A pack is sealed once it holds this much.
 const PACK_BYTES: u64 = 256 << 20;
 /// Most payload bytes one commit (one `fdatasync`) takes.
 const BATCH_BYTES: usize = 32 << 20;
-/// Records start at multiples of this (the direct I/O alignment).
-const ALIGN: u64 = 4096;
-
-fn align_up(n: u64) -> u64 {
-    n.div_ceil(ALIGN) * ALIGN
-}
 
 /// Counters of the store, kept in memory and rebuilt at open.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -90,7 +84,7 @@ pub struct ChunkStore {
 struct Shared {
     dir: PathBuf,
     index: RwLock<HashMap<ChunkId, Loc>>,
-    packs: RwLock<HashMap<u32, Arc<File>>>,
+    packs: RwLock<HashMap<u32, Arc<Pack>>>,
     tombstones: Mutex<RecordLog>,
     chunks: AtomicU64,
     bytes: AtomicU64,
@@ -191,7 +185,8 @@ impl ChunkStore {
                 fs::rename(&path, &to).map_err(|e| ChunkNodeError::io("seal", &path, e))?;
                 fsync_dir(&dir)?;
             }
-            packs.insert(n, Arc::new(file));
+            let path = pack_path(&dir, n, true);
+            packs.insert(n, Arc::new(Pack::new(file, &path)));
         }
         let next = found.last().map_or(0, |(n, _)| n + 1);
         tracing::info!(chunks, bytes, packs = found.len(), dir = %dir.display(), "chunk store opened");
@@ -370,16 +365,14 @@ impl Shared {
         else {
             return Ok(None);
         };
-        let file = self.packs.read().unwrap_or_else(|e| e.into_inner()).get(&loc.pack).cloned();
-        let Some(file) = file else { return Ok(None) };
-        let mut data = vec![0u8; loc.len as usize];
-        let read = file.read_exact_at(&mut data, loc.offset + HEADER);
-        if read.is_ok() && ChunkId::of(&data) == id {
-            return Ok(Some(data));
-        }
-        if let Err(e) = read {
-            if e.kind() != std::io::ErrorKind::UnexpectedEof {
-                return Err(ChunkNodeError::io("read", pack_path(&self.dir, loc.pack, true), e));
+        let pack = self.packs.read().unwrap_or_else(|e| e.into_inner()).get(&loc.pack).cloned();
+        let Some(pack) = pack else { return Ok(None) };
+        match pack.read_payload(loc.offset, loc.len as usize) {
+            Ok(data) if ChunkId::of(&data) == id => return Ok(Some(data)),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+            Err(e) => {
+                return Err(ChunkNodeError::io("read", pack_path(&self.dir, loc.pack, true), e))
             }
         }
         self.bury(id, loc)?;
@@ -421,43 +414,6 @@ struct Committer {
     pack_bytes: u64,
     /// The batch being written, laid out as on disk.
     buf: AlignedBuf,
-}
-
-/// A reusable byte buffer whose data starts at an [`ALIGN`] boundary, as
-/// direct I/O needs (found by offset, so no unsafe allocation is needed).
-#[derive(Default)]
-struct AlignedBuf {
-    raw: Vec<u8>,
-    start: usize,
-    len: usize,
-}
-
-impl AlignedBuf {
-    /// Empties the buffer, making room for `cap` bytes.
-    fn reset(&mut self, cap: usize) {
-        if self.raw.len() < cap + ALIGN as usize {
-            self.raw = vec![0u8; cap + ALIGN as usize];
-            self.start = self.raw.as_ptr().align_offset(ALIGN as usize);
-        }
-        self.len = 0;
-    }
-
-    fn push(&mut self, bytes: &[u8]) {
-        let at = self.start + self.len;
-        self.raw[at..at + bytes.len()].copy_from_slice(bytes);
-        self.len += bytes.len();
-    }
-
-    /// Zeros up to the next [`ALIGN`] boundary.
-    fn pad(&mut self) {
-        let padded = align_up(self.len as u64) as usize;
-        self.raw[self.start + self.len..self.start + padded].fill(0);
-        self.len = padded;
-    }
-
-    fn bytes(&self) -> &[u8] {
-        &self.raw[self.start..self.start + self.len]
-    }
 }
 
 impl Committer {
@@ -556,7 +512,7 @@ impl Committer {
         buf.reset(size);
         let mut locs = Vec::with_capacity(new.len());
         for p in new {
-            let offset = active.end + buf.len as u64;
+            let offset = active.end + buf.len() as u64;
             buf.push(&header(&p.id, p.data.len()));
             buf.push(&p.data);
             buf.pad();
@@ -578,7 +534,7 @@ impl Committer {
         }
         wrote.map_err(|e| ChunkNodeError::io("write", &path, e))?;
         active.file.sync_data().map_err(|e| ChunkNodeError::io("fsync", &path, e))?;
-        active.end += buf.len as u64;
+        active.end += buf.len() as u64;
         Ok(locs)
     }
 
@@ -603,7 +559,8 @@ impl Committer {
                     (file.try_clone().map_err(|e| ChunkNodeError::io("open", &path, e))?, false)
                 }
             };
-            self.shared.packs.write().unwrap_or_else(|e| e.into_inner()).insert(n, Arc::new(file));
+            let pack = Arc::new(Pack::new(file, &path));
+            self.shared.packs.write().unwrap_or_else(|e| e.into_inner()).insert(n, pack);
             self.active = Some(Active { n, file: writer, direct, end: 0 });
         }
         Ok(self.active.as_mut().expect("just set"))
