@@ -67,6 +67,11 @@ impl ChunkCache {
         held.chunks.insert(id, (data.clone(), left));
     }
 
+    /// Drops everything held (the restore is done).
+    pub fn clear(&self) {
+        *self.held() = Held::default();
+    }
+
     /// Bytes held now.
     #[cfg(test)]
     fn held_bytes(&self) -> usize {

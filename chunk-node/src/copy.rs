@@ -29,7 +29,7 @@ use cairn_core::{ChunkId, BLOCK_SIZE};
 use cairn_proto::pb::{CopyProgress, StoreNode};
 use futures::stream::{self, FuturesOrdered, StreamExt, TryStreamExt};
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 /// Blocks per batch (and ids per `HasChunks` call): 32 MiB of data.
@@ -216,7 +216,7 @@ pub async fn run(
             });
         }
     }
-    let sender = Sender::new(&job.targets, job.replication_factor, job.local.clone())?;
+    let sender = Arc::new(Sender::new(&job.targets, job.replication_factor, job.local.clone())?);
     let log_path = freeze.dir().join("copy");
     let mut log = tokio::task::spawn_blocking(move || {
         let mut log = CopyLog::open(&log_path)?;
@@ -275,12 +275,17 @@ pub async fn run(
         let stored = tokio::select! {
             b = rx.recv(), if !read_all && storing.len() < BATCHES_IN_FLIGHT => {
                 match b {
-                    Some(b) => storing.push_back(store_batch(&sender, b?)),
+                    // A task of its own: its puts go on while a checkpoint
+                    // is being recorded.
+                    Some(b) => {
+                        let task = tokio::spawn(store_batch(sender.clone(), b?));
+                        storing.push_back(AbortOnDrop(task));
+                    }
                     None => read_all = true,
                 }
                 continue;
             }
-            Some(stored) = storing.next() => stored?,
+            Some(stored) = storing.next() => stored??,
             else => break,
         };
         let Stored { last, entries, data_bytes, sent } = stored;
@@ -360,6 +365,27 @@ struct Batch {
     blocks: Vec<(u64, Option<ChunkId>, Vec<u8>)>,
 }
 
+/// A task aborted when its handle is dropped (a copy that ends early stops
+/// the puts of its later batches).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> std::future::Future for AbortOnDrop<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
 /// A batch durable at RF: what its checkpoint records.
 struct Stored {
     last: u64,
@@ -369,7 +395,7 @@ struct Stored {
     sent: u64,
 }
 
-async fn store_batch(sender: &Sender, batch: Batch) -> Result<Stored, ChunkNodeError> {
+async fn store_batch(sender: Arc<Sender>, batch: Batch) -> Result<Stored, ChunkNodeError> {
     let mut entries = Vec::with_capacity(batch.blocks.len());
     let mut chunks = Vec::new();
     let mut data_bytes = 0u64;

@@ -42,12 +42,9 @@ use crate::peers::{self, Peer};
 use crate::reclog::RecordLog;
 use crate::store::ChunkStore;
 use bytes::Bytes;
-use cairn_core::command::{Query, QueryOutput};
 use cairn_core::placement::Candidate;
-use cairn_core::records::ChunkNodeInfo;
 use cairn_core::ChunkId;
 use cairn_proto::pb::StoreNode;
-use cairn_proto::MetadataClient;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -56,8 +53,6 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
-use tokio::sync::watch;
 
 const MAP_VERSION: u16 = 1;
 /// Concurrent chunk fetches of the background hydrator (and of one request).
@@ -67,9 +62,14 @@ const ROUND_BLOCKS: usize = 64;
 /// Blocks marked local in memory before their marks are made durable
 /// (1 GiB): see the module comment.
 pub const MARKS_PER_SYNC: usize = 2048;
+/// Marks per log record (512 KiB of payload).
+const MARKS_PER_RECORD: usize = 65536;
 
 /// A hydrator round being installed on the blocking pool: the blocks it wrote.
 type Installing = tokio::task::JoinHandle<Result<Vec<u64>, ChunkNodeError>>;
+
+#[path = "hydrate_run.rs"]
+mod run;
 
 /// What a restored volume must fetch, as persisted.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -129,6 +129,8 @@ pub struct Hydration {
     marks: Mutex<Marks>,
     /// Held while marks are being made durable (and by `finish`).
     flushing: Mutex<()>,
+    /// A sync of the volume file failed (see `sync_volume`).
+    poisoned: AtomicBool,
     /// Every block is local and the state files are gone.
     whole: AtomicBool,
     cache: ChunkCache,
@@ -195,6 +197,7 @@ impl Hydration {
             remaining: AtomicU64::new(0),
             marks: Mutex::new(Marks::default()),
             flushing: Mutex::new(()),
+            poisoned: AtomicBool::new(false),
             whole: AtomicBool::new(false),
             cache,
             log: Mutex::new(Some(log)),
@@ -343,6 +346,31 @@ impl Hydration {
         self.marks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Syncs the volume file before marks are recorded. After a failed sync
+    /// nothing is marked any more: the kernel reports a writeback error once
+    /// and may drop the pages, so a later sync that succeeds proves nothing.
+    /// The blocks not durably marked are fetched again after a restart.
+    fn sync_volume(&self, all: bool) -> Result<(), ChunkNodeError> {
+        let path = self.dir.join("volume");
+        if self.poisoned.load(Ordering::Acquire) {
+            let e = std::io::Error::other("an earlier fsync of the volume file failed");
+            return Err(ChunkNodeError::io("fsync", path, e));
+        }
+        let synced = if all { self.file.sync_all() } else { self.file.sync_data() };
+        synced.map_err(|e| {
+            self.poison();
+            ChunkNodeError::io("fsync", path, e)
+        })
+    }
+
+    /// Stops all marking (a sync of the volume file failed): see
+    /// [`Hydration::sync_volume`].
+    pub fn poison(&self) {
+        if !self.poisoned.swap(true, Ordering::AcqRel) {
+            tracing::error!(dir = %self.dir.display(), "volume file sync failed; hydration marks stop until a restart");
+        }
+    }
+
     /// Blocks whose marks wait for a flush.
     fn pending_marks(&self) -> usize {
         self.marks().pending.len()
@@ -360,19 +388,16 @@ impl Hydration {
         if batch.is_empty() {
             return Ok(());
         }
-        let flushed = self
-            .file
-            .sync_data()
-            .map_err(|e| ChunkNodeError::io("fsync", self.dir.join("volume"), e))
-            .and_then(|()| {
-                let payload: Vec<u8> = batch.iter().flat_map(|i| i.to_le_bytes()).collect();
-                let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-                // Without a log the volume is whole already: nothing to mark.
-                match log.as_mut() {
-                    Some(l) => l.append(&payload).map(|_| ()),
-                    None => Ok(()),
-                }
-            });
+        let flushed = self.sync_volume(false).and_then(|()| {
+            let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+            // Without a log the volume is whole already: nothing to mark.
+            let Some(l) = log.as_mut() else { return Ok(()) };
+            for part in batch.chunks(MARKS_PER_RECORD) {
+                let payload: Vec<u8> = part.iter().flat_map(|i| i.to_le_bytes()).collect();
+                l.append(&payload)?;
+            }
+            Ok(())
+        });
         let mut m = self.marks();
         let batch = std::mem::take(&mut m.in_flush);
         if flushed.is_err() {
@@ -434,158 +459,18 @@ impl Hydration {
     fn finish(&self) -> Result<(), ChunkNodeError> {
         let _flushing = self.flushing.lock().unwrap_or_else(|e| e.into_inner());
         let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-        if log.is_none() {
-            return Ok(());
+        if log.is_some() {
+            self.sync_volume(true)?;
+            remove_file(&map_path(&self.dir))?;
+            crate::files::fsync_dir(&self.dir)?;
+            *log = None;
         }
-        self.file
-            .sync_all()
-            .map_err(|e| ChunkNodeError::io("fsync", self.dir.join("volume"), e))?;
-        remove_file(&map_path(&self.dir))?;
-        crate::files::fsync_dir(&self.dir)?;
-        *log = None;
-        remove_file(&log_path(&self.dir))?;
+        // The map is gone: the volume is whole from here on.
         self.marks().pending.clear();
+        self.cache.clear();
         self.whole.store(true, Ordering::Release);
+        remove_file(&log_path(&self.dir))?;
         tracing::info!(dir = %self.dir.display(), "volume fully hydrated");
         Ok(())
-    }
-
-    /// The next blocks the hydrator should fetch: not yet local, from the
-    /// read hint on, wrapping around, leaving out `busy` (ascending: the
-    /// round being installed).
-    fn next_round(&self, busy: &[u64]) -> Vec<u64> {
-        let hint = self.hint.load(Ordering::Relaxed);
-        self.entries
-            .range(hint..)
-            .chain(self.entries.range(..hint))
-            .map(|(i, _)| *i)
-            .filter(|i| !self.bit(*i) && busy.binary_search(i).is_err())
-            .take(ROUND_BLOCKS)
-            .collect()
-    }
-
-    /// Takes the current addresses of the source nodes from `nodes` (by node
-    /// id; the set of sources, and so placement, stays the same). Chunk nodes
-    /// may come back on other ports after a restart.
-    pub fn update_sources(&self, nodes: &[ChunkNodeInfo]) -> Result<(), ChunkNodeError> {
-        let current = self.sources.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let mut changed = false;
-        let updated: Vec<StoreNode> = current
-            .peers
-            .iter()
-            .map(|p| {
-                let mut n = p.node.clone();
-                if let Some(info) = nodes.iter().find(|i| i.node_id == n.node_id) {
-                    if info.grpc_addr != n.grpc_addr {
-                        n.grpc_addr = info.grpc_addr.clone();
-                        changed = true;
-                    }
-                }
-                n
-            })
-            .collect();
-        if changed {
-            let local = current.local.as_ref().map(|(i, store)| LocalStore {
-                node_id: current.peers[*i].node.node_id.clone(),
-                store: store.clone(),
-            });
-            *self.sources.write().unwrap_or_else(|e| e.into_inner()) =
-                Arc::new(Sources::new(&updated, local.as_ref())?);
-            tracing::info!(dir = %self.dir.display(), "hydration sources moved; addresses updated");
-        }
-        Ok(())
-    }
-
-    /// The background hydrator: runs until every block is local, the volume
-    /// is deleted or `shutdown` flips. Failures are retried with back-off;
-    /// with `metadata`, the sources' addresses are looked up again first.
-    ///
-    /// Rounds are pipelined: round N is written, synced and marked on the
-    /// blocking pool while round N+1 is fetched; its blocks are left out of
-    /// the next round until it is done.
-    pub async fn run(
-        self: Arc<Self>,
-        mut shutdown: watch::Receiver<bool>,
-        metadata: Option<Arc<MetadataClient>>,
-    ) {
-        let mut backoff = Duration::from_millis(100);
-        let mut installing: Option<(Vec<u64>, Installing)> = None;
-        let mut flush: Option<tokio::task::JoinHandle<Result<(), ChunkNodeError>>> = None;
-        loop {
-            let stop =
-                self.is_complete() || self.cancelled.load(Ordering::Acquire) || *shutdown.borrow();
-            let busy = installing.as_ref().map_or(&[][..], |(b, _)| b.as_slice());
-            let round = if stop { Vec::new() } else { self.next_round(busy) };
-            if round.is_empty() && installing.is_none() {
-                let left = self.remaining.load(Ordering::Acquire);
-                if left > 0 || self.is_complete() || self.cancelled.load(Ordering::Acquire) {
-                    break;
-                }
-                // Every block is local but the last finish failed: retry it.
-                let me = self.clone();
-                match tokio::task::spawn_blocking(move || me.finish()).await {
-                    Ok(Ok(())) => break,
-                    Ok(Err(e)) => {
-                        tracing::warn!(dir = %self.dir.display(), error = %e, "finishing hydration failed; retrying")
-                    }
-                    Err(e) => tracing::warn!(error = %e, "finishing hydration panicked; retrying"),
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.changed() => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                if *shutdown.borrow() {
-                    break;
-                }
-                continue;
-            }
-            // Unlike a reader's `ensure`, leave the hint alone.
-            let fetched = if round.is_empty() { Ok(Vec::new()) } else { self.fetch(&round).await };
-            let installed = match installing.take() {
-                Some((_, task)) => task.await.map_err(ChunkNodeError::from).and_then(|r| r),
-                None => Ok(Vec::new()),
-            };
-            if flush.as_ref().is_none_or(|f| f.is_finished()) {
-                if let Some(done) = flush.take() {
-                    if let Err(e) = done.await.map_err(ChunkNodeError::from).and_then(|r| r) {
-                        tracing::warn!(dir = %self.dir.display(), error = %e, "flushing hydration marks failed; retrying later");
-                    }
-                }
-                if self.pending_marks() >= MARKS_PER_SYNC {
-                    let me = self.clone();
-                    flush = Some(tokio::task::spawn_blocking(move || me.flush_marks()));
-                }
-            }
-            let result = installed.and(fetched).map(|fetched| {
-                if !fetched.is_empty() {
-                    let me = self.clone();
-                    let task = tokio::task::spawn_blocking(move || me.lock_and_install(&fetched));
-                    installing = Some((round, task));
-                }
-            });
-            match result {
-                Ok(()) => backoff = Duration::from_millis(100),
-                Err(e) => {
-                    tracing::warn!(dir = %self.dir.display(), error = %e, "hydration round failed; retrying");
-                    if let Some(m) = &metadata {
-                        match m.read(&Query::Nodes).await {
-                            Ok(QueryOutput::Nodes(nodes)) => {
-                                if let Err(e) = self.update_sources(&nodes) {
-                                    tracing::warn!(error = %e, "cannot use the registered addresses");
-                                }
-                            }
-                            Ok(_) => tracing::warn!("metadata answered Nodes with something else"),
-                            Err(e) => tracing::warn!(error = %e, "cannot look up source nodes"),
-                        }
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.changed() => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
     }
 }

@@ -93,8 +93,12 @@ impl Pack {
     pub(crate) fn read_payload(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
         if let Some(direct) = &self.direct {
             match read_direct(direct, offset, len) {
-                // The file system took O_DIRECT at open but not this read.
-                Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => {}
+                // The file system took O_DIRECT at open but not this read;
+                // or the record's padding was cut short by a crash (the
+                // payload may still be whole: read exactly it).
+                Err(e)
+                    if e.raw_os_error() == Some(nix::libc::EINVAL)
+                        || e.kind() == io::ErrorKind::UnexpectedEof => {}
                 done => return done,
             }
         }

@@ -211,7 +211,7 @@ impl Volume {
             me.tracking().stamp(first, last);
             op(&me.file)?;
             if fua {
-                me.file.sync_data()?;
+                me.file.sync_data().inspect_err(|_| me.sync_failed())?;
             }
             Ok(())
         })
@@ -248,11 +248,20 @@ impl Volume {
         self.mutate(offset, len, fua, move |f| sparse::punch_hole(f, offset, len)).await
     }
 
+    /// A sync of the file failed: what it covered may be lost, so a restore
+    /// in progress must not mark blocks local on the strength of later syncs.
+    fn sync_failed(&self) {
+        if let Some(h) = self.hydrating() {
+            h.poison();
+        }
+    }
+
     /// Makes every completed write durable.
     pub async fn flush(&self) -> io::Result<()> {
         self.check()?;
         let file = self.file.clone();
-        tokio::task::spawn_blocking(move || file.sync_all()).await.map_err(io::Error::other)?
+        let synced = tokio::task::spawn_blocking(move || file.sync_all());
+        synced.await.map_err(io::Error::other)?.inspect_err(|_| self.sync_failed())
     }
 
     /// The pending freeze of snapshot `snap`.
