@@ -31,12 +31,13 @@ use futures::stream::{self, FuturesOrdered, StreamExt, TryStreamExt};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
+use tokio_util::task::AbortOnDropHandle;
 
 /// Blocks per batch (and ids per `HasChunks` call): 32 MiB of data.
 const BATCH_BLOCKS: usize = 64;
-/// Concurrent `PutChunk` calls of one batch. With group-committing stores,
-/// 24 left a quarter of the CPU idle in the snapshot benchmark; 64 took the
-/// full snapshot from ~16 s to ~13 s. (A 128-block batch did not help.)
+/// Concurrent `PutChunk` calls of one batch. More puts waiting at a store
+/// make its group commits larger: this disk takes ~260 MB/s in 8 MiB synced
+/// writes and ~320 MB/s in 32 MiB ones. (A 128-block batch did not help.)
 const PUTS_IN_FLIGHT: usize = 96;
 /// Batches being stored at once. A batch's last puts used to leave the
 /// stores idle until the next batch began; checkpoints are still recorded
@@ -276,10 +277,10 @@ pub async fn run(
             b = rx.recv(), if !read_all && storing.len() < BATCHES_IN_FLIGHT => {
                 match b {
                     // A task of its own: its puts go on while a checkpoint
-                    // is being recorded.
+                    // is being recorded; aborted if the copy ends early.
                     Some(b) => {
                         let task = tokio::spawn(store_batch(sender.clone(), b?));
-                        storing.push_back(AbortOnDrop(task));
+                        storing.push_back(AbortOnDropHandle::new(task));
                     }
                     None => read_all = true,
                 }
@@ -363,27 +364,6 @@ pub async fn run(
 struct Batch {
     last: u64,
     blocks: Vec<(u64, Option<ChunkId>, Vec<u8>)>,
-}
-
-/// A task aborted when its handle is dropped (a copy that ends early stops
-/// the puts of its later batches).
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-impl<T> std::future::Future for AbortOnDrop<T> {
-    type Output = Result<T, tokio::task::JoinError>;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.0).poll(cx)
-    }
 }
 
 /// A batch durable at RF: what its checkpoint records.

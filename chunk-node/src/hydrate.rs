@@ -144,6 +144,11 @@ pub struct Hydration {
     cancelled: AtomicBool,
 }
 
+/// Whether block `i` is marked local in `bits`.
+fn bit_set(bits: &[AtomicU64], i: u64) -> bool {
+    bits.get((i / 64) as usize).is_some_and(|w| w.load(Ordering::Acquire) & (1 << (i % 64)) != 0)
+}
+
 fn map_path(dir: &Path) -> PathBuf {
     dir.join("hydrate.map")
 }
@@ -186,9 +191,8 @@ impl Hydration {
         let entries: BTreeMap<u64, ChunkId> =
             map.entries.iter().copied().filter(|(i, _)| *i < blocks).collect();
         let sources = RwLock::new(Arc::new(Sources::new(&map.store_nodes(), local)?));
-        let is_set =
-            |i: u64| bits[(i / 64) as usize].load(Ordering::Relaxed) & (1 << (i % 64)) != 0;
-        let cache = ChunkCache::new(entries.iter().filter(|(i, _)| !is_set(**i)).map(|(_, c)| c));
+        let cache =
+            ChunkCache::new(entries.iter().filter(|(i, _)| !bit_set(&bits, **i)).map(|(_, c)| c));
         let h = Hydration {
             dir: dir.to_path_buf(),
             size: map.size,
@@ -219,9 +223,7 @@ impl Hydration {
     }
 
     fn bit(&self, i: u64) -> bool {
-        self.bits
-            .get((i / 64) as usize)
-            .is_some_and(|w| w.load(Ordering::Acquire) & (1 << (i % 64)) != 0)
+        bit_set(&self.bits, i)
     }
 
     /// Whether block `i` is local (zero blocks always are).

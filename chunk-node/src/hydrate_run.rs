@@ -100,11 +100,7 @@ impl Hydration {
                     }
                     Err(e) => tracing::warn!(error = %e, "finishing hydration panicked; retrying"),
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.changed() => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                back_off(&mut backoff, &mut shutdown).await;
                 if *shutdown.borrow() {
                     break;
                 }
@@ -149,13 +145,18 @@ impl Hydration {
                             Err(e) => tracing::warn!(error = %e, "cannot look up source nodes"),
                         }
                     }
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.changed() => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    back_off(&mut backoff, &mut shutdown).await;
                 }
             }
         }
     }
+}
+
+/// Waits `backoff` (or until shutdown flips), then doubles it, up to 5 s.
+async fn back_off(backoff: &mut Duration, shutdown: &mut watch::Receiver<bool>) {
+    tokio::select! {
+        _ = tokio::time::sleep(*backoff) => {}
+        _ = shutdown.changed() => {}
+    }
+    *backoff = (*backoff * 2).min(Duration::from_secs(5));
 }
