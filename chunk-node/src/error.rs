@@ -70,16 +70,16 @@ impl From<ChunkNodeError> for Status {
     fn from(e: ChunkNodeError) -> Self {
         use ChunkNodeError as E;
         let code = match &e {
-            E::ChunkNotFound(_) | E::VolumeNotFound(_) => Code::NotFound,
+            // No frozen image is "not found" too: a copy of it can never
+            // succeed, and the gateway tells it apart from a refusal.
+            E::ChunkNotFound(_) | E::VolumeNotFound(_) | E::NotFrozen(_) => Code::NotFound,
             E::BadChunkId(_)
             | E::HashMismatch(_)
             | E::InvalidName { .. }
             | E::InvalidArgument(_)
             | E::BadAddress { .. } => Code::InvalidArgument,
             E::VolumeExists { .. } => Code::AlreadyExists,
-            E::NotFrozen(_) | E::ParentMismatch { .. } | E::CopyMismatch => {
-                Code::FailedPrecondition
-            }
+            E::ParentMismatch { .. } | E::CopyMismatch => Code::FailedPrecondition,
             E::TooManyFreezes(_) => Code::ResourceExhausted,
             E::CorruptState { .. } => Code::DataLoss,
             E::ChunkUnavailable(_) | E::Remote { .. } | E::StoreStopped => Code::Unavailable,

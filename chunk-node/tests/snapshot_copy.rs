@@ -60,7 +60,7 @@ async fn freeze_copy_dedup_and_restore() -> anyhow::Result<()> {
     // Not frozen yet: the copy is refused before it starts.
     let err =
         copy(&a, VOL, "snap-00000000000000001", targets.clone()).await.expect_err("not frozen");
-    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(err.code(), Code::NotFound);
 
     freeze(&a, VOL, "snap-00000000000000001").await?;
     // A write after the freeze returned must not be in the snapshot.
@@ -128,7 +128,7 @@ async fn freeze_copy_dedup_and_restore() -> anyhow::Result<()> {
         pb::ReleaseRequest { volume_id: VOL.into(), snapshot_id: "snap-00000000000000001".into() };
     a.volumes().await?.release(rel).await?;
     let err = copy(&a, VOL, "snap-00000000000000001", targets.clone()).await.expect_err("released");
-    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(err.code(), Code::NotFound);
 
     a.node.shutdown().await;
     b.node.shutdown().await;

@@ -35,6 +35,9 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+#: How the StateMessage of a never-answered, never-frozen snapshot begins
+#: (gateway/src/jobs/copy.rs, NEVER_FROZEN).
+NEVER_FROZEN = "The snapshot was never taken"
 BLOCK = 524288
 GIB = 1 << 30
 #: The workload writes only blocks below this index (16 MiB), so a restore is
@@ -394,6 +397,11 @@ def check_run(clients, plans, run_id, result):
             phase = next(int(t["Value"]) for t in s["Tags"] if t["Key"] == "phase")
             if s.get("VolumeId") != plan.volume_id:
                 result.failures.append(f"inv4: {sid} names volume {s.get('VolumeId')}")
+            # Only a CreateSnapshot that was never answered may say it was never
+            # frozen: an answered one had its volume frozen first.
+            if sid in plan.acked_snapshots and \
+                    s.get("StateMessage", "").startswith(NEVER_FROZEN):
+                result.failures.append(f"inv1: acknowledged snapshot {sid} was never frozen")
             jobs.append((plan, s, phase))
     with ThreadPoolExecutor(max_workers=8) as pool:
         for plan, s, phase in jobs:

@@ -1,15 +1,18 @@
 //! Copy jobs under faults, on real processes: a gateway SIGKILLed mid-copy
 //! (a second gateway takes the job over once the lease lapses), a volume
 //! host SIGKILLed mid-copy (the job resumes once it is back), a host that
-//! stays unreachable (the snapshot ends in `error` with a StateMessage), and
-//! the limit of five pending snapshots per volume.
+//! stays unreachable (the snapshot ends in `error` with a StateMessage), a
+//! snapshot whose gateway died before freezing the volume, and the limit of
+//! five pending snapshots per volume.
 //!
 //! The cluster has four region chunk nodes (two per AZ), so RF 3 holds.
 //! Build the workspace first (`cargo build --workspace`): the processes are
 //! the real `cairn` binary.
 
-use cairn_core::command::{Query, QueryOutput};
-use cairn_core::VolumeId;
+use cairn_core::command::{Command, CommandOutput, Query, QueryOutput};
+use cairn_core::records::{Snapshot, SnapshotState, RECORD_VERSION};
+use cairn_core::time::now_ms;
+use cairn_core::{SnapshotId, VolumeId};
 use cairn_tests::procs::{ProcCluster, ProcOptions};
 use cairn_tests::{run, wait_for, xml_text};
 use rand::{RngCore, SeedableRng};
@@ -251,6 +254,60 @@ async fn host_unreachable_past_the_timeout_ends_in_error() -> anyhow::Result<()>
     assert_eq!(done.status, "error", "{done:?}");
     let message = done.message.unwrap_or_default();
     assert!(message.contains("no progress"), "StateMessage: {message:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_snapshot_whose_gateway_died_before_freezing_ends_in_error() -> anyhow::Result<()> {
+    // What a gateway killed between recording a snapshot and freezing its
+    // volume leaves: the record and its job, leased to a gateway that is
+    // gone, and no frozen image on the host. The CreateSnapshot call was never
+    // answered. Another gateway takes the job over; freezing now would
+    // capture later writes, so the snapshot ends in `error`, saying why.
+    let extra = "job_lease_ms = 1500\njob_scan_ms = 200\n";
+    let c = ProcCluster::start(options(1, extra)).await?;
+    let img = make_image(c.dir.path(), "e.img", 1 << 30, 16, 5)?;
+    let vol = volume_with(&c, 0, "1", &img).await?;
+    let vid = VolumeId::parse(&vol).ok_or_else(|| anyhow::anyhow!("bad id {vol}"))?;
+    let QueryOutput::Volume(Some(volume)) = c.client.read(&Query::Volume(vid)).await? else {
+        anyhow::bail!("volume {vol} not found")
+    };
+    let snapshot = Snapshot {
+        version: RECORD_VERSION,
+        id: SnapshotId::generate(),
+        volume_id: volume.id.clone(),
+        owner: volume.owner.clone(),
+        state: SnapshotState::Pending,
+        state_message: None,
+        progress: 0,
+        start_time_ms: now_ms(),
+        completion_time_ms: None,
+        description: "its gateway died".into(),
+        volume_size_gib: volume.size_gib,
+        encrypted: false,
+        outpost: None,
+        storage_tier: "standard".into(),
+        manifest_root: None,
+        parent: None,
+        full_size_bytes: None,
+        tags: Default::default(),
+    };
+    let cmd = Command::CreateSnapshot {
+        snapshot,
+        client_token: None,
+        job_owner: "gw-killed".into(),
+        lease_expires_ms: now_ms(),
+    };
+    let CommandOutput::Snapshot(snap) = c.client.write(&cmd).await?? else {
+        anyhow::bail!("CreateSnapshot answered no snapshot")
+    };
+    let done = wait_finished(&c, 0, snap.id.as_str(), LONG).await?;
+    assert_eq!(done.status, "error", "{done:?}");
+    let message = done.message.unwrap_or_default();
+    assert!(message.starts_with("The snapshot was never taken"), "StateMessage: {message:?}");
+    // The volume is unharmed: a snapshot taken now completes.
+    let next = snapshot_of(&c, 0, &vol).await?;
+    assert_eq!(wait_finished(&c, 0, &next, LONG).await?.status, "completed");
     Ok(())
 }
 

@@ -45,6 +45,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The StateMessage of a snapshot whose CreateSnapshot call ended before the
+/// volume was frozen (the chaos suite checks no acknowledged one says it).
+pub const NEVER_FROZEN: &str = "The snapshot was never taken: the CreateSnapshot call that \
+     created it stopped before the volume host froze the volume, and was not answered";
+
 /// Progress is committed when it rose by at least this many points.
 pub const PROGRESS_STEP: u8 = 5;
 
@@ -446,7 +451,17 @@ async fn copy_once(ctx: &Ctx, id: &SnapshotId, a: &mut Attempt) -> Result<CopyDo
         parent_snapshot_id,
     };
     let idle = ctx.config.copy_idle_secs;
-    let mut stream = call(&host.node_id, idle, c.copy(req)).await?;
+    let mut stream = match call(&host.node_id, idle, c.copy(req)).await {
+        // The host never froze the volume for this snapshot (freezes are
+        // durable and released only after Finish): the gateway that took the
+        // CreateSnapshot call stopped between recording the snapshot and
+        // freezing, so the call was never answered and there is no point in
+        // time to copy. Freezing now would capture later writes.
+        Err(e) if e.code() == Some(tonic::Code::NotFound) => {
+            return Err(AttemptError::Stop(Stop::Failed(format!("{NEVER_FROZEN} ({e})"))))
+        }
+        other => other?,
+    };
     loop {
         let msg = match tokio::time::timeout(Duration::from_secs(idle), stream.message()).await {
             Err(_) => {
