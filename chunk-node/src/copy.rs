@@ -23,7 +23,9 @@ use crate::peers::{self, Peer};
 use crate::store::ChunkStore;
 use crate::volumes::VolumeHost;
 use bytes::Bytes;
-use cairn_core::manifest::{IncrementalBuilder, ManifestBuilder, ManifestPage, ManifestRoot};
+use cairn_core::manifest::{
+    BuiltManifest, IncrementalBuilder, ManifestBuilder, ManifestPage, ManifestRoot,
+};
 use cairn_core::placement::{place, Candidate};
 use cairn_core::{ChunkId, BLOCK_SIZE};
 use cairn_proto::pb::{CopyProgress, StoreNode};
@@ -271,6 +273,9 @@ pub async fn run(
     let (mut blocks_read, mut chunks_sent) = (0u64, 0u64);
     let mut storing = FuturesOrdered::new();
     let mut read_all = false;
+    // Every block's chunk id: the log's, then each batch's as it is read.
+    let mut entries = log.entries.clone();
+    let mut manifest = None;
     loop {
         // Take batches while there is room, and finish them in order.
         let stored = tokio::select! {
@@ -279,10 +284,26 @@ pub async fn run(
                     // A task of its own: its puts go on while a checkpoint
                     // is being recorded; aborted if the copy ends early.
                     Some(b) => {
-                        let task = tokio::spawn(store_batch(sender.clone(), b?));
+                        let b = b?;
+                        entries.extend(b.blocks.iter().map(|(i, id, _)| (*i, *id)));
+                        let task = tokio::spawn(store_batch(sender.clone(), b));
                         storing.push_back(AbortOnDropHandle::new(task));
                     }
-                    None => read_all = true,
+                    None => {
+                        // Every chunk id is known: the manifest is built and
+                        // stored while the last batches are. It names chunks
+                        // not yet durable, but its root is answered only once
+                        // everything is.
+                        read_all = true;
+                        let task = tokio::spawn(store_manifest(
+                            sender.clone(),
+                            parent_root.filter(|_| freeze.record.incremental),
+                            parent_root,
+                            volume.size(),
+                            std::mem::take(&mut entries),
+                        ));
+                        manifest = Some(AbortOnDropHandle::new(task));
+                    }
                 }
                 continue;
             }
@@ -310,36 +331,10 @@ pub async fn run(
         }
     }
     reader.await?;
-
-    let built = match parent_root {
-        Some(root_id) if freeze.record.incremental => {
-            let peers = sender.peers();
-            let cands = peers::candidates(peers);
-            let rf = sender.rf();
-            let root = ManifestRoot::decode(&peers::fetch(peers, &cands, rf, root_id).await?)?;
-            let mut b = IncrementalBuilder::new(root_id, root, volume.size())?;
-            for (idx, id) in &log.entries {
-                b.set(*idx, *id);
-            }
-            let mut pages = BTreeMap::new();
-            for (n, id) in b.pages_needed() {
-                let page = ManifestPage::decode(&peers::fetch(peers, &cands, rf, id).await?)?;
-                pages.insert(n, page);
-            }
-            b.finish(&pages)?
-        }
-        _ => {
-            let mut b = ManifestBuilder::with_parent(volume.size(), parent_root);
-            for (idx, id) in &log.entries {
-                b.set(*idx, *id);
-            }
-            b.finish()
-        }
-    };
+    let manifest = manifest.expect("the loop ends only once every batch was read");
+    let (built, sent) = manifest.await??;
+    chunks_sent += sent;
     let pages_written = built.pages.len();
-    let mut objects = built.pages;
-    objects.push((built.root_id, built.root));
-    chunks_sent += sender.store(objects).await?;
     let full_size = (built.data_blocks * BLOCK_SIZE as u64).min(volume.size());
     tracing::info!(
         snapshot = %job.snapshot_id, root = %built.root_id, blocks_read, chunks_sent, pages_written,
@@ -357,6 +352,52 @@ pub async fn run(
     // The caller may be gone; the copy is complete and durable either way.
     let _ = progress.send(last).await;
     Ok(())
+}
+
+/// Builds the manifest of `entries` (from the parent's, `incremental_from`,
+/// writing only changed pages; else whole, naming `parent` as its parent)
+/// and stores its pages and root at RF. Answers it and the puts made.
+async fn store_manifest(
+    sender: Arc<Sender>,
+    incremental_from: Option<ChunkId>,
+    parent: Option<ChunkId>,
+    volume_size: u64,
+    entries: BTreeMap<u64, Option<ChunkId>>,
+) -> Result<(BuiltManifest, u64), ChunkNodeError> {
+    let built = match incremental_from {
+        Some(root_id) => {
+            let peers = sender.peers();
+            let cands = peers::candidates(peers);
+            let rf = sender.rf();
+            let root = ManifestRoot::decode(&peers::fetch(peers, &cands, rf, root_id).await?)?;
+            let mut b = IncrementalBuilder::new(root_id, root, volume_size)?;
+            for (idx, id) in entries {
+                b.set(idx, id);
+            }
+            let needed = b.pages_needed();
+            let cands = &cands;
+            let pages: BTreeMap<u64, ManifestPage> = stream::iter(needed)
+                .map(|(n, id)| async move {
+                    let page = ManifestPage::decode(&peers::fetch(peers, cands, rf, id).await?)?;
+                    Ok::<_, ChunkNodeError>((n, page))
+                })
+                .buffer_unordered(8)
+                .try_collect()
+                .await?;
+            b.finish(&pages)?
+        }
+        None => {
+            let mut b = ManifestBuilder::with_parent(volume_size, parent);
+            for (idx, id) in entries {
+                b.set(idx, id);
+            }
+            b.finish()
+        }
+    };
+    let mut objects = built.pages.clone();
+    objects.push((built.root_id, built.root.clone()));
+    let sent = sender.store(objects).await?;
+    Ok((built, sent))
 }
 
 /// One batch from the reader: (index, chunk id or zero, bytes) per block,
