@@ -56,6 +56,11 @@ impl NbdConn {
         self.request(nbd::CMD_WRITE, offset, data.len() as u32, data).await
     }
 
+    /// Makes every acknowledged write durable; returns once the server did.
+    pub async fn flush(&mut self) -> anyhow::Result<()> {
+        self.request(nbd::CMD_FLUSH, 0, 0, &[]).await
+    }
+
     pub async fn read(&mut self, offset: u64, len: u32) -> anyhow::Result<Vec<u8>> {
         self.request(nbd::CMD_READ, offset, len, &[]).await?;
         let mut buf = vec![0u8; len as usize];
