@@ -6,9 +6,15 @@
 //! completion order, so pipelined clients get out-of-order replies. In-flight
 //! payload bytes are bounded. Bad input yields an errno reply or, when the
 //! stream itself is broken, a closed connection; never a panic.
+//!
+//! A client that negotiated structured replies gets READs as data and hole
+//! chunks (holes are not sent as zeroes), and with `base:allocation` may ask
+//! NBD_CMD_BLOCK_STATUS which ranges are holes; other commands keep simple
+//! replies, which the protocol allows.
 
 use crate::volumes::{Volume, VolumeHost};
-use cairn_core::nbd::{self, Export, ExportResolver, NbdError, Request};
+use cairn_core::nbd::structured::{self, CMD_BLOCK_STATUS, CMD_FLAG_REQ_ONE};
+use cairn_core::nbd::{self, Export, ExportResolver, NbdError, Request, Session};
 use std::io;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
@@ -24,7 +30,7 @@ struct HostResolver(VolumeHost);
 impl ExportResolver for HostResolver {
     type Handle = Arc<Volume>;
 
-    async fn resolve(&mut self, name: &str) -> Option<(Export, Arc<Volume>)> {
+    async fn resolve(&mut self, name: &str, _: Session) -> Option<(Export, Arc<Volume>)> {
         self.0.get(name).map(|v| (Export::read_write(v.size()), v))
     }
 
@@ -63,23 +69,32 @@ pub async fn serve(listener: TcpListener, host: VolumeHost, mut shutdown: watch:
 
 async fn handle(mut stream: TcpStream, host: VolumeHost) -> Result<(), NbdError> {
     stream.set_nodelay(true)?;
-    let Some((name, _, volume)) =
+    let Some((name, _, volume, session)) =
         nbd::server_negotiate(&mut stream, &mut HostResolver(host)).await?
     else {
         return Ok(());
     };
-    tracing::debug!(volume = %name, "nbd transmission started");
+    tracing::debug!(volume = %name, ?session, "nbd transmission started");
     let (rd, wr) = stream.into_split();
-    transmit(BufReader::new(rd), wr, volume).await
+    transmit(BufReader::new(rd), wr, volume, session).await
 }
 
-struct Reply {
-    error: u32,
-    cookie: u64,
-    data: Vec<u8>,
+enum Reply {
+    Simple {
+        error: u32,
+        cookie: u64,
+        data: Vec<u8>,
+    },
+    /// Structured chunks, written back to back.
+    Chunks(Vec<Vec<u8>>),
 }
 
-async fn transmit<R, W>(mut rd: R, mut wr: W, volume: Arc<Volume>) -> Result<(), NbdError>
+async fn transmit<R, W>(
+    mut rd: R,
+    mut wr: W,
+    volume: Arc<Volume>,
+    session: Session,
+) -> Result<(), NbdError>
 where
     R: tokio::io::AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -87,7 +102,16 @@ where
     let (tx, mut rx) = mpsc::channel::<Reply>(64);
     let writer = tokio::spawn(async move {
         while let Some(r) = rx.recv().await {
-            nbd::send_simple_reply(&mut wr, r.error, r.cookie, &r.data).await?;
+            match r {
+                Reply::Simple { error, cookie, data } => {
+                    nbd::send_simple_reply(&mut wr, error, cookie, &data).await?
+                }
+                Reply::Chunks(chunks) => {
+                    for c in chunks {
+                        wr.write_all(&c).await?;
+                    }
+                }
+            }
             // Flush once the queue drains, not after every reply.
             if rx.is_empty() {
                 wr.flush().await?;
@@ -129,9 +153,16 @@ where
         }
         let (volume, tx) = (volume.clone(), tx.clone());
         tokio::spawn(async move {
-            let (error, data) = execute(&volume, &req, payload).await;
+            let reply = match req.kind {
+                nbd::CMD_READ if session.structured => read_structured(&volume, &req).await,
+                CMD_BLOCK_STATUS => block_status(&volume, &req, session).await,
+                _ => {
+                    let (error, data) = execute(&volume, &req, payload).await;
+                    Reply::Simple { error, cookie: req.cookie, data }
+                }
+            };
             // A failed send means the writer is gone with the connection.
-            let _ = tx.send(Reply { error, cookie: req.cookie, data }).await;
+            let _ = tx.send(reply).await;
             drop(permit);
         });
     };
@@ -168,6 +199,68 @@ fn done(r: io::Result<()>) -> (u32, Vec<u8>) {
     }
 }
 
+/// The checks of a READ: (errno) when refused.
+fn check_read(volume: &Volume, req: &Request) -> Result<(), u32> {
+    let in_range =
+        req.offset.checked_add(u64::from(req.length)).is_some_and(|end| end <= volume.size());
+    if req.flags & !(nbd::CMD_FLAG_FUA | nbd::CMD_FLAG_DF) != 0 || !in_range {
+        return Err(nbd::EINVAL);
+    }
+    if req.length > nbd::MAX_PAYLOAD {
+        return Err(nbd::EOVERFLOW);
+    }
+    Ok(())
+}
+
+/// A READ answered in structured chunks: holes as hole chunks.
+async fn read_structured(volume: &Volume, req: &Request) -> Reply {
+    let error = |e: u32| Reply::Chunks(vec![structured::encode_error(req.cookie, e)]);
+    if let Err(e) = check_read(volume, req) {
+        return error(e);
+    }
+    match volume.read_pieces(req.offset, u64::from(req.length)).await {
+        Ok(pieces) => Reply::Chunks(structured::encode_read(req.cookie, &pieces)),
+        Err(e) => {
+            tracing::warn!(error = %e, "nbd read failed");
+            error(errno(&e))
+        }
+    }
+}
+
+/// NBD_CMD_BLOCK_STATUS for `base:allocation`: holes are HOLE|ZERO, the rest
+/// data. Only for a client that selected the context.
+async fn block_status(volume: &Volume, req: &Request, session: Session) -> Reply {
+    let refuse = |e: u32| match session.structured {
+        true => Reply::Chunks(vec![structured::encode_error(req.cookie, e)]),
+        false => Reply::Simple { error: e, cookie: req.cookie, data: Vec::new() },
+    };
+    let in_range =
+        req.offset.checked_add(u64::from(req.length)).is_some_and(|end| end <= volume.size());
+    if !session.base_allocation
+        || req.flags & !(nbd::CMD_FLAG_FUA | CMD_FLAG_REQ_ONE) != 0
+        || req.length == 0
+        || !in_range
+    {
+        return refuse(nbd::EINVAL);
+    }
+    match volume.allocation(req.offset, u64::from(req.length)).await {
+        Ok(runs) => {
+            let hole = structured::STATE_HOLE | structured::STATE_ZERO;
+            let take = if req.flags & CMD_FLAG_REQ_ONE != 0 { 1 } else { runs.len() };
+            let extents: Vec<(u32, u32)> = runs
+                .iter()
+                .take(take)
+                .map(|(s, e, zero)| ((e - s) as u32, if *zero { hole } else { 0 }))
+                .collect();
+            Reply::Chunks(vec![structured::encode_block_status(req.cookie, &extents)])
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "nbd block status failed");
+            refuse(errno(&e))
+        }
+    }
+}
+
 /// Runs one request; returns (errno, READ payload).
 async fn execute(volume: &Arc<Volume>, req: &Request, payload: Vec<u8>) -> (u32, Vec<u8>) {
     let fua = req.flags & nbd::CMD_FLAG_FUA != 0;
@@ -176,11 +269,8 @@ async fn execute(volume: &Arc<Volume>, req: &Request, payload: Vec<u8>) -> (u32,
     let flags_ok = |allowed: u16| req.flags & !allowed == 0;
     match req.kind {
         nbd::CMD_READ => {
-            if !flags_ok(nbd::CMD_FLAG_FUA | nbd::CMD_FLAG_DF) || !in_range {
-                return (nbd::EINVAL, Vec::new());
-            }
-            if req.length > nbd::MAX_PAYLOAD {
-                return (nbd::EOVERFLOW, Vec::new());
+            if let Err(e) = check_read(volume, req) {
+                return (e, Vec::new());
             }
             match volume.read(req.offset, req.length as usize).await {
                 Ok(data) => (0, data),

@@ -21,7 +21,7 @@ pub fn data_extents(file: &File, size: u64) -> io::Result<Vec<(u64, u64)>> {
 }
 
 /// [`data_extents`] of `[from, size)`.
-fn data_extents_in(file: &File, from: u64, size: u64) -> io::Result<Vec<(u64, u64)>> {
+pub fn data_extents_in(file: &File, from: u64, size: u64) -> io::Result<Vec<(u64, u64)>> {
     let fd = file.as_raw_fd();
     let mut out = Vec::new();
     let mut pos: u64 = from;
@@ -52,6 +52,33 @@ fn data_extents_in(file: &File, from: u64, size: u64) -> io::Result<Vec<(u64, u6
         pos = end;
     }
     Ok(out)
+}
+
+/// `[from, to)` as runs `(start, end, zero)`, in order and covering it:
+/// data where any of the `data` ranges (in any order, overlapping or not)
+/// reaches, zero between.
+pub fn runs(from: u64, to: u64, mut data: Vec<(u64, u64)>) -> Vec<(u64, u64, bool)> {
+    data.sort_unstable();
+    let mut out: Vec<(u64, u64, bool)> = Vec::new();
+    let mut pos = from;
+    for (s, e) in data {
+        let (s, e) = (s.max(from), e.min(to));
+        if e <= s || e <= pos {
+            continue;
+        }
+        if s > pos {
+            out.push((pos, s, true));
+        }
+        match out.last_mut() {
+            Some(last) if !last.2 && last.1 >= s.max(pos) => last.1 = e,
+            _ => out.push((s.max(pos), e, false)),
+        }
+        pos = e;
+    }
+    if pos < to {
+        out.push((pos, to, true));
+    }
+    out
 }
 
 /// Reads `[offset, offset + buf.len())` of `file` into `buf`, which must be
@@ -131,6 +158,17 @@ pub fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runs_cover_the_range_and_merge_overlaps() {
+        assert_eq!(runs(0, 10, vec![]), vec![(0, 10, true)]);
+        assert_eq!(runs(0, 10, vec![(0, 20)]), vec![(0, 10, false)]);
+        assert_eq!(
+            runs(2, 20, vec![(15, 18), (0, 4), (3, 6), (6, 8)]),
+            vec![(2, 8, false), (8, 15, true), (15, 18, false), (18, 20, true)]
+        );
+        assert_eq!(runs(5, 9, vec![(0, 2), (12, 14)]), vec![(5, 9, true)]);
+    }
 
     #[test]
     fn sparse_copy_keeps_holes_and_data() {

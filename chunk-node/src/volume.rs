@@ -8,6 +8,7 @@ use crate::freeze::Freeze;
 use crate::hydrate::Hydration;
 use crate::sparse;
 use crate::tracking::Tracking;
+use cairn_core::nbd::structured::ReadPiece;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -145,6 +146,47 @@ impl Volume {
         })
         .await
         .map_err(io::Error::other)?
+    }
+
+    /// `[offset, offset + len)` as runs `(start, end, zero)` in order: zero
+    /// where the file has a hole and the block is local. A block not yet
+    /// hydrated is data (it reads as its snapshot's bytes, fetched then).
+    pub async fn allocation(&self, offset: u64, len: u64) -> io::Result<Vec<(u64, u64, bool)>> {
+        self.check()?;
+        let end = offset.saturating_add(len).min(self.size);
+        if end <= offset {
+            return Ok(Vec::new());
+        }
+        let size = self.size;
+        let missing: Vec<(u64, u64)> = match self.hydrating() {
+            Some(h) => (block_of(offset)..=block_of(end - 1))
+                .filter(|i| !h.is_hydrated(*i))
+                .map(|i| block_range(i, size))
+                .collect(),
+            None => Vec::new(),
+        };
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut data = sparse::data_extents_in(&file, offset, end)?;
+            data.extend(missing);
+            Ok(sparse::runs(offset, end, data))
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+
+    /// [`Volume::read`] as pieces: data runs with their bytes, and holes
+    /// (zero runs, per [`Volume::allocation`]) by their length only.
+    pub async fn read_pieces(&self, offset: u64, len: u64) -> io::Result<Vec<ReadPiece>> {
+        let mut pieces = Vec::new();
+        for (start, end, zero) in self.allocation(offset, len).await? {
+            let n = (end - start) as usize;
+            pieces.push(match zero {
+                true => ReadPiece::Hole { offset: start, len: n as u32 },
+                false => ReadPiece::Data { offset: start, data: self.read(start, n).await? },
+            });
+        }
+        Ok(pieces)
     }
 
     /// Runs a mutation of `[offset, offset + len)` under the shared gate (see

@@ -1,9 +1,14 @@
 //! The volume host over NBD, driven by real clients (qemu-img, qemu-io) and
-//! by the protocol codec for the error cases clients never send.
+//! by the protocol codec for the error cases clients never send and for
+//! structured replies and `base:allocation`.
 
 mod common;
 
-use cairn_core::nbd::{self, Request};
+use cairn_core::nbd::structured::{
+    BASE_ALLOCATION_ID, CMD_BLOCK_STATUS, REPLY_FLAG_DONE, REPLY_TYPE_BLOCK_STATUS,
+    REPLY_TYPE_ERROR, REPLY_TYPE_OFFSET_DATA, REPLY_TYPE_OFFSET_HOLE, STRUCTURED_REPLY_MAGIC,
+};
+use cairn_core::nbd::{self, Request, Session};
 use common::{create_volume, ok, run, start, write_test_image};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -146,6 +151,79 @@ async fn protocol_errors_and_unknown_export() -> anyhow::Result<()> {
     assert_eq!(bad.read(&mut buf).await?, 0);
     let mut again = TcpStream::connect(addr).await?;
     nbd::client_negotiate(&mut again, VOL).await?;
+    n.node.shutdown().await;
+    Ok(())
+}
+
+/// Reads one structured reply chunk: (flags, type, cookie, payload).
+async fn read_chunk(s: &mut TcpStream) -> anyhow::Result<(u16, u16, u64, Vec<u8>)> {
+    let mut h = [0u8; 20];
+    s.read_exact(&mut h).await?;
+    anyhow::ensure!(u32::from_be_bytes(h[0..4].try_into()?) == STRUCTURED_REPLY_MAGIC);
+    let len = u32::from_be_bytes(h[16..20].try_into()?) as usize;
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).await?;
+    let flags = u16::from_be_bytes([h[4], h[5]]);
+    let kind = u16::from_be_bytes([h[6], h[7]]);
+    Ok((flags, kind, u64::from_be_bytes(h[8..16].try_into()?), payload))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn base_allocation_and_structured_reads_leave_holes_out() -> anyhow::Result<()> {
+    const K: u64 = 1024;
+    let n = start("chunk-a", "cairn-1a").await?;
+    create_volume(&n, VOL, 4 << 20).await?;
+    let url = n.nbd_url(VOL);
+    ok("qemu-io", &["-f", "raw", &url, "-c", "write -P 0xab 512k 512k"]).await?;
+
+    // A real client's view: qemu-img map asks BLOCK_STATUS.
+    let map = ok("qemu-img", &["map", "--output=json", "-f", "raw", &url]).await?;
+    let extents: Vec<serde_json::Value> = serde_json::from_str(&map)?;
+    let seen: Vec<(u64, u64, bool)> = extents
+        .iter()
+        .map(|e| {
+            (e["start"].as_u64().unwrap_or(0), e["length"].as_u64().unwrap_or(0), e["data"] == true)
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![(0, 512 * K, false), (512 * K, 512 * K, true), (K * K, 3 * K * K, false)]
+    );
+
+    // The codec's view: extents, then a read whose holes come as hole chunks.
+    let mut s = TcpStream::connect(n.node.nbd_addr()).await?;
+    let session = Session { structured: true, base_allocation: true };
+    nbd::client_negotiate_with(&mut s, VOL, session).await?;
+    let req = Request { flags: 0, kind: CMD_BLOCK_STATUS, cookie: 1, offset: 0, length: 3 << 20 };
+    nbd::write_request(&mut s, &req, &[]).await?;
+    let (flags, kind, cookie, p) = read_chunk(&mut s).await?;
+    assert_eq!((flags, kind, cookie), (REPLY_FLAG_DONE, REPLY_TYPE_BLOCK_STATUS, 1));
+    let words: Vec<u32> =
+        p.chunks(4).map(|c| u32::from_be_bytes(c.try_into().unwrap_or_default())).collect();
+    assert_eq!(words, vec![BASE_ALLOCATION_ID, 512 * 1024, 3, 512 * 1024, 0, 2 << 20, 3]);
+
+    let req = Request { flags: 0, kind: nbd::CMD_READ, cookie: 2, offset: 0, length: 1536 << 10 };
+    nbd::write_request(&mut s, &req, &[]).await?;
+    let (flags, kind, _, p) = read_chunk(&mut s).await?;
+    assert_eq!(
+        (flags, kind, &p[..]),
+        (0, REPLY_TYPE_OFFSET_HOLE, &[0, 0, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0][..])
+    );
+    let (flags, kind, _, p) = read_chunk(&mut s).await?;
+    assert_eq!((flags, kind), (0, REPLY_TYPE_OFFSET_DATA));
+    assert_eq!(u64::from_be_bytes(p[..8].try_into()?), 512 * K);
+    assert!(p.len() == 8 + 512 * 1024 && p[8..].iter().all(|b| *b == 0xab));
+    let (flags, kind, _, _) = read_chunk(&mut s).await?;
+    assert_eq!((flags, kind), (REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_HOLE));
+
+    // Without base:allocation, BLOCK_STATUS is refused.
+    let mut plain = TcpStream::connect(n.node.nbd_addr()).await?;
+    let structured_only = Session { structured: true, base_allocation: false };
+    nbd::client_negotiate_with(&mut plain, VOL, structured_only).await?;
+    let req = Request { flags: 0, kind: CMD_BLOCK_STATUS, cookie: 3, offset: 0, length: 4096 };
+    nbd::write_request(&mut plain, &req, &[]).await?;
+    let (_, kind, _, p) = read_chunk(&mut plain).await?;
+    assert_eq!((kind, u32::from_be_bytes(p[..4].try_into()?)), (REPLY_TYPE_ERROR, nbd::EINVAL));
     n.node.shutdown().await;
     Ok(())
 }

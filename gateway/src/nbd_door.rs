@@ -10,8 +10,9 @@
 //! then on it only splices bytes both ways until either side closes: the
 //! transmission phase is the host's, request for request.
 //!
-//! Both legs use simple replies only (the door refuses structured replies, as
-//! the chunk node does), so the two transmission phases match byte for byte.
+//! The upstream leg is negotiated with the same reply style as the client's
+//! (structured replies, `base:allocation` under the id every Cairn server
+//! gives it), so the two transmission phases match byte for byte.
 //!
 //! NBD_OPT_LIST is refused with ERR_UNSUP: NBD carries no credentials, and a
 //! listing would reveal every account's volume ids. Clients that need a
@@ -19,7 +20,7 @@
 //! answers the client's GO with ERR_UNKNOWN and affects that client only.
 
 use cairn_core::command::{Query, QueryOutput};
-use cairn_core::nbd::{self, Export, ExportResolver};
+use cairn_core::nbd::{self, Export, ExportResolver, Session};
 use cairn_core::records::VolumeState;
 use cairn_core::VolumeId;
 use cairn_proto::{MetaClientError, MetadataClient};
@@ -86,14 +87,19 @@ impl Locate for MetaLocator {
 }
 
 /// Opens and negotiates the upstream connection for `volume`.
-async fn open_upstream(addr: &str, volume: &str) -> Result<(Export, TcpStream), DoorError> {
+async fn open_upstream(
+    addr: &str,
+    volume: &str,
+    session: Session,
+) -> Result<(Export, TcpStream), DoorError> {
     let timeout = || DoorError::Timeout { addr: addr.to_string() };
     let mut up = tokio::time::timeout(UPSTREAM_CONNECT, TcpStream::connect(addr))
         .await
         .map_err(|_| timeout())?
         .map_err(|source| DoorError::Connect { addr: addr.to_string(), source })?;
     up.set_nodelay(true).map_err(|source| DoorError::Connect { addr: addr.to_string(), source })?;
-    let export = tokio::time::timeout(UPSTREAM_HANDSHAKE, nbd::client_negotiate(&mut up, volume))
+    let handshake = nbd::client_negotiate_with(&mut up, volume, session);
+    let export = tokio::time::timeout(UPSTREAM_HANDSHAKE, handshake)
         .await
         .map_err(|_| timeout())?
         .map_err(|source| DoorError::Upstream { addr: addr.to_string(), source })?;
@@ -109,7 +115,7 @@ struct DoorResolver<L> {
 impl<L: Locate> ExportResolver for DoorResolver<L> {
     type Handle = TcpStream;
 
-    async fn resolve(&mut self, name: &str) -> Option<(Export, TcpStream)> {
+    async fn resolve(&mut self, name: &str, session: Session) -> Option<(Export, TcpStream)> {
         let addr = match self.locator.locate(name).await {
             Ok(Some(addr)) => addr,
             Ok(None) => return None,
@@ -118,7 +124,7 @@ impl<L: Locate> ExportResolver for DoorResolver<L> {
                 return None;
             }
         };
-        match open_upstream(&addr, name).await {
+        match open_upstream(&addr, name, session).await {
             Ok(v) => Some(v),
             Err(e) => {
                 tracing::warn!(volume = name, error = %e, "nbd door cannot reach volume host");
@@ -193,7 +199,7 @@ async fn handle<L: Locate>(mut client: TcpStream, locator: Arc<L>) -> Result<(),
         tokio::time::timeout(CLIENT_HANDSHAKE, nbd::server_negotiate(&mut client, &mut resolver))
             .await
             .map_err(|_| ConnError::HandshakeTimeout)??;
-    let Some((name, _export, mut upstream)) = chosen else { return Ok(()) };
+    let Some((name, _export, mut upstream, _session)) = chosen else { return Ok(()) };
     let (to_host, to_client) = tokio::io::copy_bidirectional_with_sizes(
         &mut client,
         &mut upstream,
@@ -227,7 +233,7 @@ mod tests {
         struct One(&'static str, u64);
         impl ExportResolver for One {
             type Handle = ();
-            async fn resolve(&mut self, name: &str) -> Option<(Export, ())> {
+            async fn resolve(&mut self, name: &str, _: Session) -> Option<(Export, ())> {
                 (name == self.0).then(|| (Export::read_write(self.1), ()))
             }
             async fn list(&mut self) -> Option<Vec<String>> {
@@ -295,6 +301,16 @@ mod tests {
                 other => panic!("expected ERR_UNKNOWN for {name}, got {other:?}"),
             }
         }
+
+        // A client asking for structured replies and base:allocation gets
+        // them: the door asks the host for the same.
+        let mut s = TcpStream::connect(door_addr).await.expect("connect");
+        let full = Session { structured: true, base_allocation: true };
+        let export = nbd::client_negotiate_with(&mut s, "vol-0123456789abcdef0", full)
+            .await
+            .expect("structured negotiation through the door");
+        assert_eq!(export, Export::read_write(1 << 20));
+        drop(s);
 
         let mut c = TcpStream::connect(door_addr).await.expect("connect");
         let export =

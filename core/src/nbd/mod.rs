@@ -1,5 +1,6 @@
-//! The NBD wire protocol, fixed newstyle, simple replies only: the handshake
-//! (server and client sides) and the transmission-phase codec.
+//! The NBD wire protocol, fixed newstyle: the handshake (server and client
+//! sides) and the transmission-phase codec; structured replies and the
+//! `base:allocation` meta context are in [`structured`].
 //!
 //! Shared by the chunk node (which serves its volumes) and the gateway's front
 //! door (which negotiates with a client as a server, then with the volume's
@@ -7,11 +8,15 @@
 //! `AsyncRead + AsyncWrite`, so tests run over an in-memory duplex.
 //!
 //! What a server built on [`server_negotiate`] offers: NBD_OPT_GO, INFO,
-//! EXPORT_NAME, LIST and ABORT; STARTTLS, structured replies, meta contexts,
-//! extended headers and unknown options are refused with ERR_UNSUP, which
-//! every client tested falls back from. See `/work/shared/reference/nbd.md`.
+//! EXPORT_NAME, LIST, ABORT, STRUCTURED_REPLY and LIST/SET_META_CONTEXT
+//! (`base:allocation` only); STARTTLS, extended headers and unknown options
+//! are refused with ERR_UNSUP, which every client tested falls back from.
+//! See `/work/shared/reference/nbd.md`.
+
+pub mod structured;
 
 use std::future::Future;
+pub use structured::Session;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// `NBDMAGIC`, the first 8 bytes a server sends.
@@ -154,17 +159,21 @@ pub trait ExportResolver: Send {
     type Handle: Send;
 
     /// The export called `name`, or `None` when there is no such export.
+    /// `session` is what the client negotiated so far (a proxy negotiates
+    /// the same upstream).
     fn resolve(
         &mut self,
         name: &str,
+        session: Session,
     ) -> impl Future<Output = Option<(Export, Self::Handle)>> + Send;
 
     /// Names for NBD_OPT_LIST, or `None` to refuse listing with ERR_UNSUP.
     fn list(&mut self) -> impl Future<Output = Option<Vec<String>>> + Send;
 }
 
-/// A chosen export: its name, what was advertised, and the resolver's handle.
-pub type Negotiated<H> = (String, Export, H);
+/// A chosen export: its name, what was advertised, the resolver's handle and
+/// the reply style negotiated.
+pub type Negotiated<H> = (String, Export, H, Session);
 
 async fn read_u16<S: AsyncRead + Unpin>(s: &mut S) -> Result<u16, NbdError> {
     Ok(s.read_u16().await?)
@@ -258,6 +267,9 @@ where
         return Err(NbdError::BadClientFlags(client_flags));
     }
     let no_zeroes = client_flags & u32::from(FLAG_NO_ZEROES) != 0;
+    let mut session = Session::default();
+    // The export SET_META_CONTEXT named: the selection holds for it only.
+    let mut meta_export: Option<String> = None;
 
     loop {
         let magic = match stream.read_u64().await {
@@ -280,7 +292,8 @@ where
         match option {
             OPT_EXPORT_NAME => {
                 let name = String::from_utf8(data).map_err(|_| NbdError::NameNotUtf8)?;
-                let Some((export, handle)) = resolver.resolve(&name).await else {
+                let session = session_for(session, &meta_export, &name);
+                let Some((export, handle)) = resolver.resolve(&name, session).await else {
                     return Err(NbdError::UnknownExport(name));
                 };
                 let mut out = Vec::with_capacity(10 + 124);
@@ -291,7 +304,7 @@ where
                 }
                 stream.write_all(&out).await?;
                 stream.flush().await?;
-                return Ok(Some((name, export, handle)));
+                return Ok(Some((name, export, handle, session)));
             }
             OPT_ABORT => {
                 // The client may already be gone; its abort stands either way.
@@ -329,7 +342,8 @@ where
                         continue;
                     }
                 };
-                let Some((export, handle)) = resolver.resolve(&name).await else {
+                let chosen = session_for(session, &meta_export, &name);
+                let Some((export, handle)) = resolver.resolve(&name, chosen).await else {
                     let text = format!("no export named {name:?}");
                     send_error(stream, option, REP_ERR_UNKNOWN, &text).await?;
                     continue;
@@ -356,15 +370,59 @@ where
                 }
                 send_option_reply(stream, option, REP_ACK, &[]).await?;
                 if option == OPT_GO {
-                    return Ok(Some((name, export, handle)));
+                    return Ok(Some((name, export, handle, chosen)));
                 }
             }
+            OPT_STRUCTURED_REPLY => {
+                if !data.is_empty() {
+                    send_error(stream, option, REP_ERR_INVALID, "takes no data").await?;
+                    continue;
+                }
+                session.structured = true;
+                send_option_reply(stream, option, REP_ACK, &[]).await?;
+            }
+            structured::OPT_LIST_META_CONTEXT | structured::OPT_SET_META_CONTEXT => {
+                if !session.structured {
+                    let text = "negotiate structured replies first";
+                    send_error(stream, option, REP_ERR_INVALID, text).await?;
+                    continue;
+                }
+                let (name, queries) = match structured::parse_meta_request(&data) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        send_error(stream, option, REP_ERR_INVALID, &e.to_string()).await?;
+                        continue;
+                    }
+                };
+                let listing = option == structured::OPT_LIST_META_CONTEXT;
+                let selected = (listing && queries.is_empty())
+                    || queries.iter().any(|q| structured::query_matches(q, listing));
+                if selected {
+                    let d = structured::meta_context_reply();
+                    send_option_reply(stream, option, structured::REP_META_CONTEXT, &d).await?;
+                }
+                if !listing {
+                    // A SET replaces the previous selection.
+                    session.base_allocation = selected;
+                    meta_export = Some(name);
+                }
+                send_option_reply(stream, option, REP_ACK, &[]).await?;
+            }
             _ => {
-                // STARTTLS, structured replies, meta contexts, extended
-                // headers and anything unknown: the data was consumed above.
+                // STARTTLS, extended headers and anything unknown: the data
+                // was consumed above.
                 send_error(stream, option, REP_ERR_UNSUP, "option not supported").await?;
             }
         }
+    }
+}
+
+/// What the client chose for `name`: `base:allocation` holds only if it was
+/// selected for that same export.
+fn session_for(session: Session, meta_export: &Option<String>, name: &str) -> Session {
+    Session {
+        structured: session.structured,
+        base_allocation: session.base_allocation && meta_export.as_deref() == Some(name),
     }
 }
 
@@ -372,6 +430,64 @@ where
 /// `name`, simple replies only. On success the stream is in the transmission
 /// phase of that export.
 pub async fn client_negotiate<S>(stream: &mut S, name: &str) -> Result<Export, NbdError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    client_negotiate_with(stream, name, Session::default()).await
+}
+
+/// Sends one option (no reply read).
+async fn send_option<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    option: u32,
+    data: &[u8],
+) -> Result<(), NbdError> {
+    let mut out = Vec::with_capacity(16 + data.len());
+    out.extend_from_slice(&IHAVEOPT.to_be_bytes());
+    out.extend_from_slice(&option.to_be_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    out.extend_from_slice(data);
+    s.write_all(&out).await?;
+    s.flush().await?;
+    Ok(())
+}
+
+/// Reads one option reply to `option`: (type, data). An error type is
+/// returned as [`NbdError::OptionRefused`].
+async fn read_option_reply<S: AsyncRead + Unpin>(
+    s: &mut S,
+    option: u32,
+) -> Result<(u32, Vec<u8>), NbdError> {
+    let magic = read_u64(s).await?;
+    if magic != REPLY_MAGIC {
+        return Err(NbdError::BadMagic { what: "option reply", found: magic });
+    }
+    let echoed = read_u32(s).await?;
+    if echoed != option {
+        return Err(NbdError::WrongOptionEcho { expected: option, found: echoed });
+    }
+    let kind = read_u32(s).await?;
+    let len = read_u32(s).await?;
+    if len > MAX_OPTION_LEN {
+        return Err(NbdError::OptionTooLong { option, len });
+    }
+    let mut data = vec![0u8; len as usize];
+    s.read_exact(&mut data).await?;
+    if kind & 0x8000_0000 != 0 {
+        let message = String::from_utf8_lossy(&data).into_owned();
+        return Err(NbdError::OptionRefused { option, code: kind, message });
+    }
+    Ok((kind, data))
+}
+
+/// [`client_negotiate`], asking first for what `session` says: structured
+/// replies, and `base:allocation` with the id Cairn servers give it. Fails
+/// if the server does not grant exactly that.
+pub async fn client_negotiate_with<S>(
+    stream: &mut S,
+    name: &str,
+    session: Session,
+) -> Result<Export, NbdError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -388,9 +504,26 @@ where
         return Err(NbdError::NotFixedNewstyle(server_flags));
     }
     let client_flags = u32::from(FLAG_FIXED_NEWSTYLE | (server_flags & FLAG_NO_ZEROES));
+    stream.write_all(&client_flags.to_be_bytes()).await?;
+    if session.structured {
+        send_option(stream, OPT_STRUCTURED_REPLY, &[]).await?;
+        if read_option_reply(stream, OPT_STRUCTURED_REPLY).await?.0 != REP_ACK {
+            return Err(NbdError::Malformed("structured replies not acknowledged"));
+        }
+    }
+    if session.base_allocation {
+        let option = structured::OPT_SET_META_CONTEXT;
+        send_option(stream, option, &structured::encode_meta_request(name)).await?;
+        let (kind, data) = read_option_reply(stream, option).await?;
+        if kind != structured::REP_META_CONTEXT || data != structured::meta_context_reply() {
+            return Err(NbdError::Malformed("base:allocation not granted as expected"));
+        }
+        if read_option_reply(stream, option).await?.0 != REP_ACK {
+            return Err(NbdError::Malformed("meta context selection not acknowledged"));
+        }
+    }
 
-    let mut out = Vec::with_capacity(4 + 16 + 4 + name.len() + 2);
-    out.extend_from_slice(&client_flags.to_be_bytes());
+    let mut out = Vec::with_capacity(16 + 4 + name.len() + 2);
     out.extend_from_slice(&IHAVEOPT.to_be_bytes());
     out.extend_from_slice(&OPT_GO.to_be_bytes());
     out.extend_from_slice(&(4 + name.len() as u32 + 2).to_be_bytes());
@@ -596,7 +729,7 @@ mod tests {
 
     impl ExportResolver for Table {
         type Handle = String;
-        async fn resolve(&mut self, name: &str) -> Option<(Export, String)> {
+        async fn resolve(&mut self, name: &str, _: Session) -> Option<(Export, String)> {
             self.0.get(name).map(|&size| (Export::read_write(size), name.to_string()))
         }
         async fn list(&mut self) -> Option<Vec<String>> {
@@ -641,7 +774,8 @@ mod tests {
         let server = tokio::spawn(async move {
             let mut t = table();
             let got = server_negotiate(&mut s, &mut t).await.expect("negotiate");
-            let (name, export, handle) = got.expect("export chosen");
+            let (name, export, handle, session) = got.expect("export chosen");
+            assert_eq!(session, Session::default());
             assert_eq!((name.as_str(), handle.as_str()), ("vol-a", "vol-a"));
             assert_eq!(export.size, 1 << 20);
             // Transmission: echo one request as a reply carrying its length in bytes.
@@ -688,8 +822,23 @@ mod tests {
         // Client without NO_ZEROES: EXPORT_NAME must be followed by 124 zeroes.
         greet(&mut c, 1).await;
 
+        // Meta contexts need structured replies first.
+        let meta = structured::encode_meta_request("vol-b");
+        send_option(&mut c, structured::OPT_SET_META_CONTEXT, &meta).await;
+        assert_eq!(read_reply(&mut c).await.1, REP_ERR_INVALID);
         send_option(&mut c, OPT_STRUCTURED_REPLY, &[]).await;
-        assert_eq!(read_reply(&mut c).await.1, REP_ERR_UNSUP);
+        assert_eq!(read_reply(&mut c).await.1, REP_ACK);
+        // LIST with no query lists base:allocation; SET selects it.
+        let mut list = 5u32.to_be_bytes().to_vec();
+        list.extend_from_slice(b"vol-b");
+        list.extend_from_slice(&0u32.to_be_bytes());
+        send_option(&mut c, structured::OPT_LIST_META_CONTEXT, &list).await;
+        let (_, kind, d) = read_reply(&mut c).await;
+        assert_eq!((kind, d), (structured::REP_META_CONTEXT, structured::meta_context_reply()));
+        assert_eq!(read_reply(&mut c).await.1, REP_ACK);
+        send_option(&mut c, structured::OPT_SET_META_CONTEXT, &meta).await;
+        assert_eq!(read_reply(&mut c).await.1, structured::REP_META_CONTEXT);
+        assert_eq!(read_reply(&mut c).await.1, REP_ACK);
         send_option(&mut c, OPT_STARTTLS, &[]).await;
         assert_eq!(read_reply(&mut c).await.1, REP_ERR_UNSUP);
         send_option(&mut c, 99, b"junk").await;
@@ -733,8 +882,9 @@ mod tests {
         c.read_exact(&mut zeroes).await.expect("zeroes");
         assert_eq!((size, flags), (4096, Export::read_write(0).flags));
         assert_eq!(zeroes, [0u8; 124]);
-        let (name, _, _) = server.await.expect("task").expect("ok").expect("chosen");
+        let (name, _, _, session) = server.await.expect("task").expect("ok").expect("chosen");
         assert_eq!(name, "vol-b");
+        assert_eq!(session, Session { structured: true, base_allocation: true });
     }
 
     #[tokio::test]
@@ -768,5 +918,38 @@ mod tests {
         let mut b = r.encode();
         b[0] = 0;
         assert!(Request::decode(&b).is_err());
+    }
+}
+
+#[cfg(test)]
+mod structured_tests {
+    use super::*;
+    use tokio::io::duplex;
+
+    struct One;
+
+    impl ExportResolver for One {
+        type Handle = Session;
+        async fn resolve(&mut self, name: &str, s: Session) -> Option<(Export, Session)> {
+            (name == "vol-a").then_some((Export::read_write(1 << 20), s))
+        }
+        async fn list(&mut self) -> Option<Vec<String>> {
+            None
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_asking_for_base_allocation_gets_it_on_its_export_only() {
+        for (want, asked_for) in [
+            (Session { structured: true, base_allocation: true }, "vol-a"),
+            (Session { structured: true, base_allocation: false }, "vol-a"),
+            (Session::default(), "vol-a"),
+        ] {
+            let (mut c, mut s) = duplex(1 << 16);
+            let server = tokio::spawn(async move { server_negotiate(&mut s, &mut One).await });
+            client_negotiate_with(&mut c, asked_for, want).await.expect("client");
+            let (_, _, seen, session) = server.await.expect("task").expect("ok").expect("chosen");
+            assert_eq!((seen, session), (want, want));
+        }
     }
 }
