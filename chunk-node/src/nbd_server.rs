@@ -13,7 +13,7 @@
 //! replies, which the protocol allows.
 
 use crate::volumes::{Volume, VolumeHost};
-use cairn_core::nbd::structured::{self, CMD_BLOCK_STATUS, CMD_FLAG_REQ_ONE};
+use cairn_core::nbd::structured::{self, ReadPiece, CMD_BLOCK_STATUS, CMD_FLAG_REQ_ONE};
 use cairn_core::nbd::{self, Export, ExportResolver, NbdError, Request, Session};
 use std::io;
 use std::sync::Arc;
@@ -29,6 +29,10 @@ const INFLIGHT_MIB: u32 = 64;
 /// per extent they walk: walking all of it each time made a full scan
 /// quadratic.
 const STATUS_SPAN: u32 = 64 << 20;
+/// File extents walked for a BLOCK_STATUS that wants one extent. The
+/// extent answered may then be shorter than the run it starts, which is
+/// still true (the client asks again from where it ends).
+const REQ_ONE_EXTENTS: usize = 16;
 
 struct HostResolver(VolumeHost);
 
@@ -223,7 +227,15 @@ async fn read_structured(volume: &Volume, req: &Request) -> Reply {
     if let Err(e) = check_read(volume, req) {
         return error(e);
     }
-    match volume.read_pieces(req.offset, u64::from(req.length)).await {
+    // DF (don't fragment): one data chunk, holes included.
+    let pieces = match req.flags & nbd::CMD_FLAG_DF != 0 {
+        true => volume
+            .read(req.offset, req.length as usize)
+            .await
+            .map(|data| vec![ReadPiece::Data { offset: req.offset, data }]),
+        false => volume.read_pieces(req.offset, u64::from(req.length)).await,
+    };
+    match pieces {
         Ok(pieces) => Reply::Chunks(structured::encode_read(req.cookie, &pieces)),
         Err(e) => {
             tracing::warn!(error = %e, "nbd read failed");
@@ -248,10 +260,13 @@ async fn block_status(volume: &Volume, req: &Request, session: Session) -> Reply
     {
         return refuse(nbd::EINVAL);
     }
-    match volume.allocation(req.offset, u64::from(req.length.min(STATUS_SPAN))).await {
+    // One extent wanted (qemu always asks so): the walk stops early.
+    let one = req.flags & CMD_FLAG_REQ_ONE != 0;
+    let span = u64::from(req.length.min(STATUS_SPAN));
+    match volume.allocation(req.offset, span, one.then_some(REQ_ONE_EXTENTS)).await {
         Ok(runs) => {
             let hole = structured::STATE_HOLE | structured::STATE_ZERO;
-            let take = if req.flags & CMD_FLAG_REQ_ONE != 0 { 1 } else { runs.len() };
+            let take = if one { 1 } else { runs.len() };
             let extents: Vec<(u32, u32)> = runs
                 .iter()
                 .take(take)

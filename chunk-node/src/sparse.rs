@@ -22,6 +22,18 @@ pub fn data_extents(file: &File, size: u64) -> io::Result<Vec<(u64, u64)>> {
 
 /// [`data_extents`] of `[from, size)`.
 pub fn data_extents_in(file: &File, from: u64, size: u64) -> io::Result<Vec<(u64, u64)>> {
+    data_extents_upto(file, from, size, usize::MAX).map(|(extents, _)| extents)
+}
+
+/// The first `max` data extents of `[from, size)`, and how far they tell
+/// the truth: `size` when the walk went all the way, else the end of the
+/// last extent found (what lies past it is unknown).
+pub fn data_extents_upto(
+    file: &File,
+    from: u64,
+    size: u64,
+    max: usize,
+) -> io::Result<(Vec<(u64, u64)>, u64)> {
     let fd = file.as_raw_fd();
     let mut out = Vec::new();
     let mut pos: u64 = from;
@@ -50,8 +62,11 @@ pub fn data_extents_in(file: &File, from: u64, size: u64) -> io::Result<Vec<(u64
         }
         out.push((start, end));
         pos = end;
+        if out.len() >= max && pos < size {
+            return Ok((out, pos));
+        }
     }
-    Ok(out)
+    Ok((out, size))
 }
 
 /// `[from, to)` as runs `(start, end, zero)`, in order and covering it:
@@ -168,6 +183,23 @@ mod tests {
             vec![(2, 8, false), (8, 15, true), (15, 18, false), (18, 20, true)]
         );
         assert_eq!(runs(5, 9, vec![(0, 2), (12, 14)]), vec![(5, 9, true)]);
+    }
+
+    #[test]
+    fn a_bounded_extent_walk_says_how_far_it_knows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = File::create_new(dir.path().join("f")).expect("create");
+        let size = 8u64 << 20;
+        f.set_len(size).expect("len");
+        f.write_all_at(&[1u8; 4096], 1 << 20).expect("w1");
+        f.write_all_at(&[2u8; 4096], 4 << 20).expect("w2");
+        let (all, known) = data_extents_upto(&f, 0, size, usize::MAX).expect("walk");
+        assert_eq!(known, size);
+        let (first, known) = data_extents_upto(&f, 0, size, 1).expect("walk");
+        assert_eq!(first, all[..1]);
+        assert_eq!(known, first[0].1);
+        let r = runs(0, known, first);
+        assert!(r[0] == (0, 1 << 20, true) && !r[1].2 && r.last().map(|x| x.1) == Some(known));
     }
 
     #[test]

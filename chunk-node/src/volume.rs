@@ -151,7 +151,14 @@ impl Volume {
     /// `[offset, offset + len)` as runs `(start, end, zero)` in order: zero
     /// where the file has a hole and the block is local. A block not yet
     /// hydrated is data (it reads as its snapshot's bytes, fetched then).
-    pub async fn allocation(&self, offset: u64, len: u64) -> io::Result<Vec<(u64, u64, bool)>> {
+    /// With `max_extents`, the file is walked only that far, and the runs
+    /// may stop short of the range's end.
+    pub async fn allocation(
+        &self,
+        offset: u64,
+        len: u64,
+        max_extents: Option<usize>,
+    ) -> io::Result<Vec<(u64, u64, bool)>> {
         self.check()?;
         let end = offset.saturating_add(len).min(self.size);
         if end <= offset {
@@ -167,9 +174,10 @@ impl Volume {
         };
         let file = self.file.clone();
         tokio::task::spawn_blocking(move || {
-            let mut data = sparse::data_extents_in(&file, offset, end)?;
+            let max = max_extents.unwrap_or(usize::MAX);
+            let (mut data, known) = sparse::data_extents_upto(&file, offset, end, max)?;
             data.extend(missing);
-            Ok(sparse::runs(offset, end, data))
+            Ok(sparse::runs(offset, known, data))
         })
         .await
         .map_err(io::Error::other)?
@@ -179,7 +187,7 @@ impl Volume {
     /// (zero runs, per [`Volume::allocation`]) by their length only.
     pub async fn read_pieces(&self, offset: u64, len: u64) -> io::Result<Vec<ReadPiece>> {
         let mut pieces = Vec::new();
-        for (start, end, zero) in self.allocation(offset, len).await? {
+        for (start, end, zero) in self.allocation(offset, len, None).await? {
             let n = (end - start) as usize;
             pieces.push(match zero {
                 true => ReadPiece::Hole { offset: start, len: n as u32 },

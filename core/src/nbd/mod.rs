@@ -398,7 +398,8 @@ where
                 let selected = (listing && queries.is_empty())
                     || queries.iter().any(|q| structured::query_matches(q, listing));
                 if selected {
-                    let d = structured::meta_context_reply();
+                    let id = if listing { 0 } else { structured::BASE_ALLOCATION_ID };
+                    let d = structured::meta_context_reply(id);
                     send_option_reply(stream, option, structured::REP_META_CONTEXT, &d).await?;
                 }
                 if !listing {
@@ -515,7 +516,8 @@ where
         let option = structured::OPT_SET_META_CONTEXT;
         send_option(stream, option, &structured::encode_meta_request(name)).await?;
         let (kind, data) = read_option_reply(stream, option).await?;
-        if kind != structured::REP_META_CONTEXT || data != structured::meta_context_reply() {
+        let granted = structured::meta_context_reply(structured::BASE_ALLOCATION_ID);
+        if kind != structured::REP_META_CONTEXT || data != granted {
             return Err(NbdError::Malformed("base:allocation not granted as expected"));
         }
         if read_option_reply(stream, option).await?.0 != REP_ACK {
@@ -834,7 +836,7 @@ mod tests {
         list.extend_from_slice(&0u32.to_be_bytes());
         send_option(&mut c, structured::OPT_LIST_META_CONTEXT, &list).await;
         let (_, kind, d) = read_reply(&mut c).await;
-        assert_eq!((kind, d), (structured::REP_META_CONTEXT, structured::meta_context_reply()));
+        assert_eq!((kind, d), (structured::REP_META_CONTEXT, structured::meta_context_reply(0)));
         assert_eq!(read_reply(&mut c).await.1, REP_ACK);
         send_option(&mut c, structured::OPT_SET_META_CONTEXT, &meta).await;
         assert_eq!(read_reply(&mut c).await.1, structured::REP_META_CONTEXT);

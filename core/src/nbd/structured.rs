@@ -84,10 +84,11 @@ pub fn query_matches(query: &str, listing: bool) -> bool {
     query == BASE_ALLOCATION || (listing && query == "base:")
 }
 
-/// The REP_META_CONTEXT payload for `base:allocation`.
-pub fn meta_context_reply() -> Vec<u8> {
+/// The REP_META_CONTEXT payload for `base:allocation`: under `id` for a
+/// SET, 0 for a LIST (as the protocol asks).
+pub fn meta_context_reply(id: u32) -> Vec<u8> {
     let mut d = Vec::with_capacity(4 + BASE_ALLOCATION.len());
-    d.extend_from_slice(&BASE_ALLOCATION_ID.to_be_bytes());
+    d.extend_from_slice(&id.to_be_bytes());
     d.extend_from_slice(BASE_ALLOCATION.as_bytes());
     d
 }

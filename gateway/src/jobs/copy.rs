@@ -46,9 +46,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The StateMessage of a snapshot whose CreateSnapshot call ended before the
-/// volume was frozen (the chaos suite checks no acknowledged one says it).
+/// volume was frozen; that call never succeeded (the chaos suite checks no
+/// acknowledged snapshot says it).
 pub const NEVER_FROZEN: &str = "The snapshot was never taken: the CreateSnapshot call that \
-     created it stopped before the volume host froze the volume, and was not answered";
+     created it failed before the volume host froze the volume";
 
 /// Progress is committed when it rose by at least this many points.
 pub const PROGRESS_STEP: u8 = 5;
@@ -178,8 +179,14 @@ pub async fn freeze_and_copy(
             }
         }
         Err(stop) => {
+            // Whether the host froze is unknown, so the call must not succeed:
+            // only an answered CreateSnapshot promises a point in time. The
+            // job's next holder copies the freeze if it happened, or ends the
+            // snapshot with NEVER_FROZEN.
             tracing::warn!(snapshot = %id, reason = ?stop, "lost the job while freezing");
-            Ok(snapshot)
+            Err(MetaClientError::Unavailable(format!(
+                "the snapshot job was lost while freezing the volume: {stop:?}"
+            )))
         }
     }
 }
