@@ -297,8 +297,8 @@ pub async fn run(
                         read_all = true;
                         let task = tokio::spawn(store_manifest(
                             sender.clone(),
-                            parent_root.filter(|_| freeze.record.incremental),
                             parent_root,
+                            freeze.record.incremental,
                             volume.size(),
                             std::mem::take(&mut entries),
                         ));
@@ -332,9 +332,9 @@ pub async fn run(
     }
     reader.await?;
     let manifest = manifest.expect("the loop ends only once every batch was read");
-    let (built, sent) = manifest.await??;
-    chunks_sent += sent;
-    let pages_written = built.pages.len();
+    let built = manifest.await??;
+    chunks_sent += built.sent;
+    let pages_written = built.pages_written;
     let full_size = (built.data_blocks * BLOCK_SIZE as u64).min(volume.size());
     tracing::info!(
         snapshot = %job.snapshot_id, root = %built.root_id, blocks_read, chunks_sent, pages_written,
@@ -354,17 +354,27 @@ pub async fn run(
     Ok(())
 }
 
-/// Builds the manifest of `entries` (from the parent's, `incremental_from`,
-/// writing only changed pages; else whole, naming `parent` as its parent)
-/// and stores its pages and root at RF. Answers it and the puts made.
+/// A manifest stored at RF.
+struct StoredManifest {
+    root_id: ChunkId,
+    /// Non-zero blocks of the whole volume.
+    data_blocks: u64,
+    pages_written: usize,
+    /// `PutChunk` calls made.
+    sent: u64,
+}
+
+/// Builds the manifest of `entries` (for an `incremental` freeze from the
+/// parent's, writing only changed pages; else whole, naming `parent` as its
+/// parent) and stores its pages and root at RF.
 async fn store_manifest(
     sender: Arc<Sender>,
-    incremental_from: Option<ChunkId>,
     parent: Option<ChunkId>,
+    incremental: bool,
     volume_size: u64,
     entries: BTreeMap<u64, Option<ChunkId>>,
-) -> Result<(BuiltManifest, u64), ChunkNodeError> {
-    let built = match incremental_from {
+) -> Result<StoredManifest, ChunkNodeError> {
+    let built = match parent.filter(|_| incremental) {
         Some(root_id) => {
             let peers = sender.peers();
             let cands = peers::candidates(peers);
@@ -394,10 +404,11 @@ async fn store_manifest(
             b.finish()
         }
     };
-    let mut objects = built.pages.clone();
-    objects.push((built.root_id, built.root.clone()));
-    let sent = sender.store(objects).await?;
-    Ok((built, sent))
+    let BuiltManifest { root_id, root, mut pages, data_blocks } = built;
+    let pages_written = pages.len();
+    pages.push((root_id, root));
+    let sent = sender.store(pages).await?;
+    Ok(StoredManifest { root_id, data_blocks, pages_written, sent })
 }
 
 /// One batch from the reader: (index, chunk id or zero, bytes) per block,

@@ -208,11 +208,14 @@ fn done(r: io::Result<()>) -> (u32, Vec<u8>) {
     }
 }
 
+/// Whether the request's range lies within the volume.
+fn in_range(volume: &Volume, req: &Request) -> bool {
+    req.offset.checked_add(u64::from(req.length)).is_some_and(|end| end <= volume.size())
+}
+
 /// The checks of a READ: (errno) when refused.
 fn check_read(volume: &Volume, req: &Request) -> Result<(), u32> {
-    let in_range =
-        req.offset.checked_add(u64::from(req.length)).is_some_and(|end| end <= volume.size());
-    if req.flags & !(nbd::CMD_FLAG_FUA | nbd::CMD_FLAG_DF) != 0 || !in_range {
+    if req.flags & !(nbd::CMD_FLAG_FUA | nbd::CMD_FLAG_DF) != 0 || !in_range(volume, req) {
         return Err(nbd::EINVAL);
     }
     if req.length > nbd::MAX_PAYLOAD {
@@ -251,12 +254,10 @@ async fn block_status(volume: &Volume, req: &Request, session: Session) -> Reply
         true => Reply::Chunks(vec![structured::encode_error(req.cookie, e)]),
         false => Reply::Simple { error: e, cookie: req.cookie, data: Vec::new() },
     };
-    let in_range =
-        req.offset.checked_add(u64::from(req.length)).is_some_and(|end| end <= volume.size());
     if !session.base_allocation
         || req.flags & !(nbd::CMD_FLAG_FUA | CMD_FLAG_REQ_ONE) != 0
         || req.length == 0
-        || !in_range
+        || !in_range(volume, req)
     {
         return refuse(nbd::EINVAL);
     }
@@ -285,7 +286,7 @@ async fn block_status(volume: &Volume, req: &Request, session: Session) -> Reply
 async fn execute(volume: &Arc<Volume>, req: &Request, payload: Vec<u8>) -> (u32, Vec<u8>) {
     let fua = req.flags & nbd::CMD_FLAG_FUA != 0;
     let len = u64::from(req.length);
-    let in_range = req.offset.checked_add(len).is_some_and(|end| end <= volume.size());
+    let in_range = in_range(volume, req);
     let flags_ok = |allowed: u16| req.flags & !allowed == 0;
     match req.kind {
         nbd::CMD_READ => {

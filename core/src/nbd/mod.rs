@@ -525,33 +525,25 @@ where
         }
     }
 
-    let mut out = Vec::with_capacity(16 + 4 + name.len() + 2);
-    out.extend_from_slice(&IHAVEOPT.to_be_bytes());
-    out.extend_from_slice(&OPT_GO.to_be_bytes());
-    out.extend_from_slice(&(4 + name.len() as u32 + 2).to_be_bytes());
-    out.extend_from_slice(&(name.len() as u32).to_be_bytes());
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(&0u16.to_be_bytes());
-    stream.write_all(&out).await?;
-    stream.flush().await?;
+    let mut go = Vec::with_capacity(4 + name.len() + 2);
+    go.extend_from_slice(&(name.len() as u32).to_be_bytes());
+    go.extend_from_slice(name.as_bytes());
+    go.extend_from_slice(&0u16.to_be_bytes());
+    send_option(stream, OPT_GO, &go).await?;
 
     let mut export = None;
     loop {
-        let magic = read_u64(stream).await?;
-        if magic != REPLY_MAGIC {
-            return Err(NbdError::BadMagic { what: "option reply", found: magic });
-        }
-        let echoed = read_u32(stream).await?;
-        if echoed != OPT_GO {
-            return Err(NbdError::WrongOptionEcho { expected: OPT_GO, found: echoed });
-        }
-        let kind = read_u32(stream).await?;
-        let len = read_u32(stream).await?;
-        if len > MAX_OPTION_LEN {
-            return Err(NbdError::OptionTooLong { option: OPT_GO, len });
-        }
-        let mut data = vec![0u8; len as usize];
-        stream.read_exact(&mut data).await?;
+        let (kind, data) = match read_option_reply(stream, OPT_GO).await {
+            Ok(reply) => reply,
+            Err(e @ NbdError::OptionRefused { .. }) => {
+                // Tell the server we are done; it may already have closed.
+                if let Err(abort) = send_option(stream, OPT_ABORT, &[]).await {
+                    tracing::debug!(error = %abort, "server closed before abort");
+                }
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         match kind {
             REP_ACK => {
                 if !data.is_empty() {
@@ -570,18 +562,6 @@ where
                     export = Some(Export { size: u64::from_be_bytes(size), flags });
                 }
                 // Other info types are optional and ignored.
-            }
-            code if code & 0x8000_0000 != 0 => {
-                let message = String::from_utf8_lossy(&data).into_owned();
-                // Tell the server we are done; it may already have closed.
-                let mut abort = Vec::with_capacity(16);
-                abort.extend_from_slice(&IHAVEOPT.to_be_bytes());
-                abort.extend_from_slice(&OPT_ABORT.to_be_bytes());
-                abort.extend_from_slice(&0u32.to_be_bytes());
-                if let Err(e) = stream.write_all(&abort).await {
-                    tracing::debug!(error = %e, "server closed before abort");
-                }
-                return Err(NbdError::OptionRefused { option: OPT_GO, code, message });
             }
             _ => return Err(NbdError::Malformed("unexpected option reply type")),
         }
@@ -743,13 +723,9 @@ mod tests {
         Table(BTreeMap::from([("vol-a".to_string(), 1 << 20), ("vol-b".to_string(), 4096)]))
     }
 
-    /// Sends one raw option and returns nothing; replies are read by the caller.
+    /// Sends one raw option; replies are read by the caller.
     async fn send_option<S: AsyncWrite + Unpin>(s: &mut S, option: u32, data: &[u8]) {
-        let mut out = IHAVEOPT.to_be_bytes().to_vec();
-        out.extend_from_slice(&option.to_be_bytes());
-        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        out.extend_from_slice(data);
-        s.write_all(&out).await.expect("send option");
+        super::send_option(s, option, data).await.expect("send option");
     }
 
     /// Reads one option reply: (option, type, data).
