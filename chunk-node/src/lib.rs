@@ -18,6 +18,7 @@ pub mod hydrate;
 pub mod nbd_server;
 mod packfile;
 pub mod peers;
+mod readahead;
 pub mod reclog;
 pub mod restore;
 pub mod service;

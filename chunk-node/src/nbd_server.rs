@@ -116,9 +116,8 @@ where
                     nbd::send_simple_reply(&mut wr, error, cookie, &data).await?
                 }
                 Reply::Chunks(chunks) => {
-                    for c in chunks {
-                        wr.write_all(&c).await?;
-                    }
+                    let parts: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+                    nbd::write_all_slices(&mut wr, &parts).await?
                 }
             }
             // Flush once the queue drains, not after every reply.
@@ -159,6 +158,9 @@ where
                     break Err(e.into());
                 }
             }
+        }
+        if req.kind == nbd::CMD_READ && in_range(&volume, &req) {
+            volume.note_read(req.offset, u64::from(req.length));
         }
         let (volume, tx) = (volume.clone(), tx.clone());
         tokio::spawn(async move {
@@ -239,7 +241,7 @@ async fn read_structured(volume: &Volume, req: &Request) -> Reply {
         false => volume.read_pieces(req.offset, u64::from(req.length)).await,
     };
     match pieces {
-        Ok(pieces) => Reply::Chunks(structured::encode_read(req.cookie, &pieces)),
+        Ok(pieces) => Reply::Chunks(structured::encode_read(req.cookie, pieces)),
         Err(e) => {
             tracing::warn!(error = %e, "nbd read failed");
             error(errno(&e))

@@ -6,6 +6,7 @@ use crate::blocks::{block_of, block_range, blocks_in, BlockLocks};
 use crate::error::ChunkNodeError;
 use crate::freeze::Freeze;
 use crate::hydrate::Hydration;
+use crate::readahead::Readahead;
 use crate::sparse;
 use crate::tracking::Tracking;
 use cairn_core::nbd::structured::ReadPiece;
@@ -43,6 +44,7 @@ pub struct Volume {
     pub(crate) freezes: RwLock<Vec<Arc<Freeze>>>,
     pub(crate) copy_blocks_read: AtomicU64,
     pub(crate) hydration: Option<Arc<Hydration>>,
+    pub(crate) readahead: Readahead,
 }
 
 fn gone(id: &str) -> io::Error {
@@ -183,9 +185,51 @@ impl Volume {
         .map_err(io::Error::other)?
     }
 
+    /// A client is about to read `[offset, offset + len)`: see
+    /// [`crate::readahead`].
+    pub fn note_read(&self, offset: u64, len: u64) {
+        let end = offset.saturating_add(len).min(self.size);
+        self.readahead.note(&self.file, self.size, self.hydrating(), offset, end);
+    }
+
     /// [`Volume::read`] as pieces: data runs with their bytes, and holes
     /// (zero runs, per [`Volume::allocation`]) by their length only.
+    ///
+    /// When every block of the range is local (always, once a volume is
+    /// whole) the extents are found and the data read in one trip to the
+    /// blocking pool: a sequential reader such as `qemu-img` waits for each
+    /// reply before asking again, and every hand-off between threads is a
+    /// wake-up on its path.
     pub async fn read_pieces(&self, offset: u64, len: u64) -> io::Result<Vec<ReadPiece>> {
+        let end = offset.saturating_add(len).min(self.size);
+        let local = match self.hydrating() {
+            Some(h) => {
+                end <= offset || (block_of(offset)..=block_of(end - 1)).all(|i| h.is_hydrated(i))
+            }
+            None => true,
+        };
+        if local {
+            self.check()?;
+            let file = self.file.clone();
+            return tokio::task::spawn_blocking(move || {
+                let (data, _) = sparse::data_extents_upto(&file, offset, end, usize::MAX)?;
+                let mut pieces = Vec::new();
+                for (start, stop, zero) in sparse::runs(offset, end, data) {
+                    let n = (stop - start) as usize;
+                    pieces.push(match zero {
+                        true => ReadPiece::Hole { offset: start, len: n as u32 },
+                        false => {
+                            let mut data = vec![0u8; n];
+                            file.read_exact_at(&mut data, start)?;
+                            ReadPiece::Data { offset: start, data }
+                        }
+                    });
+                }
+                Ok(pieces)
+            })
+            .await
+            .map_err(io::Error::other)?;
+        }
         let mut pieces = Vec::new();
         for (start, end, zero) in self.allocation(offset, len, None).await? {
             let n = (end - start) as usize;

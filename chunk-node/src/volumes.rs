@@ -177,7 +177,7 @@ impl VolumeHost {
         let tracking = Tracking::load(&state_dir, size, clean, &epochs)?;
         tracking.save_meta(&state_dir)?;
         let locks = Arc::new(BlockLocks::default());
-        let hydration = Hydration::load(&state_dir, file.clone(), locks.clone(), local)?;
+        let hydration = Hydration::load(&state_dir, path, file.clone(), locks.clone(), local)?;
         Ok(Volume {
             id: id.to_string(),
             size,
@@ -191,6 +191,7 @@ impl VolumeHost {
             freezes: RwLock::new(freezes),
             copy_blocks_read: AtomicU64::new(0),
             hydration,
+            readahead: Default::default(),
         })
     }
 
@@ -308,6 +309,7 @@ impl VolumeHost {
             let hydration = match map {
                 Some(_) => Hydration::load(
                     &state_dir,
+                    &path,
                     file.clone(),
                     locks.clone(),
                     host.inner.local.as_ref(),
@@ -327,6 +329,7 @@ impl VolumeHost {
                 freezes: RwLock::new(Vec::new()),
                 copy_blocks_read: AtomicU64::new(0),
                 hydration,
+                readahead: Default::default(),
             });
             map_guard.insert(id.clone(), vol.clone());
             tracing::info!(volume = %id, size, lazy = vol.hydration.is_some(), "volume created");

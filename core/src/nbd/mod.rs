@@ -676,7 +676,17 @@ pub async fn send_simple_reply<S: AsyncWrite + Unpin>(
 ) -> Result<(), NbdError> {
     let header = encode_simple_reply(error, cookie);
     let data: &[u8] = if error == 0 { data } else { &[] };
-    let mut slices = [std::io::IoSlice::new(&header), std::io::IoSlice::new(data)];
+    write_all_slices(s, &[&header, data]).await
+}
+
+/// Writes `parts` back to back in vectored writes (a reply's header and
+/// payload leave together, without being copied into one buffer). No flush.
+pub async fn write_all_slices<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    parts: &[&[u8]],
+) -> Result<(), NbdError> {
+    let mut slices: Vec<std::io::IoSlice<'_>> =
+        parts.iter().map(|p| std::io::IoSlice::new(p)).collect();
     let mut rest = &mut slices[..];
     while !rest.is_empty() {
         let n = s.write_vectored(rest).await?;

@@ -113,13 +113,14 @@ pub enum ReadPiece {
 
 /// The bytes of a whole structured READ reply: its pieces in order, the last
 /// one flagged DONE (an empty read is one NONE chunk).
-pub fn encode_read(cookie: u64, pieces: &[ReadPiece]) -> Vec<Vec<u8>> {
+/// Takes the pieces: their data is moved into the reply, not copied.
+pub fn encode_read(cookie: u64, pieces: Vec<ReadPiece>) -> Vec<Vec<u8>> {
     if pieces.is_empty() {
         return vec![chunk_header(REPLY_FLAG_DONE, REPLY_TYPE_NONE, cookie, 0).to_vec()];
     }
     let last = pieces.len() - 1;
     let mut out = Vec::with_capacity(pieces.len() * 2);
-    for (n, p) in pieces.iter().enumerate() {
+    for (n, p) in pieces.into_iter().enumerate() {
         let flags = if n == last { REPLY_FLAG_DONE } else { 0 };
         match p {
             ReadPiece::Data { offset, data } => {
@@ -128,7 +129,7 @@ pub fn encode_read(cookie: u64, pieces: &[ReadPiece]) -> Vec<Vec<u8>> {
                         .to_vec();
                 h.extend_from_slice(&offset.to_be_bytes());
                 out.push(h);
-                out.push(data.clone());
+                out.push(data);
             }
             ReadPiece::Hole { offset, len } => {
                 let mut h = chunk_header(flags, REPLY_TYPE_OFFSET_HOLE, cookie, 12).to_vec();
@@ -184,7 +185,7 @@ mod tests {
             ReadPiece::Data { offset: 0, data: vec![7; 3] },
             ReadPiece::Hole { offset: 3, len: 5 },
         ];
-        let out = encode_read(9, &pieces);
+        let out = encode_read(9, pieces.to_vec());
         assert_eq!(out.len(), 3);
         assert_eq!(u16::from_be_bytes([out[0][4], out[0][5]]), 0);
         assert_eq!(u16::from_be_bytes([out[0][6], out[0][7]]), REPLY_TYPE_OFFSET_DATA);
@@ -193,7 +194,7 @@ mod tests {
         assert_eq!(u16::from_be_bytes([out[2][4], out[2][5]]), REPLY_FLAG_DONE);
         assert_eq!(u16::from_be_bytes([out[2][6], out[2][7]]), REPLY_TYPE_OFFSET_HOLE);
         assert_eq!(&out[2][20..], &[0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 5]);
-        let none = encode_read(9, &[]);
+        let none = encode_read(9, Vec::new());
         assert_eq!(u16::from_be_bytes([none[0][6], none[0][7]]), REPLY_TYPE_NONE);
     }
 }
