@@ -470,7 +470,6 @@ impl Hydration {
         } else {
             self.fetch(blocks).await?
         };
-
         if fetched.is_empty() {
             return Ok(fetched);
         }
