@@ -1,6 +1,6 @@
 //! Serves every local volume over NBD (export name = volume id).
 //!
-//! Per connection: the handshake from `cairn_core::nbd`, then a reader that
+//! Per connection: the handshake from `cairn_nbd`, then a reader that
 //! decodes requests (always consuming WRITE payloads, even refused ones) and
 //! runs each as its own task, and one writer that sends whole replies in
 //! completion order, so pipelined clients get out-of-order replies. In-flight
@@ -13,14 +13,13 @@
 //! replies, which the protocol allows.
 
 use crate::volumes::{Volume, VolumeHost};
-use cairn_core::nbd::structured::{self, ReadPiece, CMD_BLOCK_STATUS, CMD_FLAG_REQ_ONE};
-use cairn_core::nbd::{self, Export, ExportResolver, NbdError, Request, Session};
+use cairn_nbd::structured::{self, ReadPiece, CMD_BLOCK_STATUS, CMD_FLAG_REQ_ONE};
+use cairn_nbd::{self as nbd, Export, ExportResolver, NbdError, Request, Session};
 use std::io;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
-use tokio::task::JoinSet;
 
 /// In-flight request budget per connection, in MiB of payload.
 const INFLIGHT_MIB: u32 = 64;
@@ -51,29 +50,19 @@ impl ExportResolver for HostResolver {
 /// Accepts NBD connections until `shutdown` flips to true; then drops every
 /// open connection.
 pub async fn serve(listener: TcpListener, host: VolumeHost, mut shutdown: watch::Receiver<bool>) {
-    let mut conns = JoinSet::new();
-    loop {
-        tokio::select! {
-            res = listener.accept() => match res {
-                Ok((stream, peer)) => {
-                    let host = host.clone();
-                    conns.spawn(async move {
-                        if let Err(e) = handle(stream, host).await {
-                            tracing::debug!(%peer, error = %e, "nbd connection ended with an error");
-                        }
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "nbd accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            },
-            _ = async { shutdown.wait_for(|s| *s).await.map(|_| ()) } => break,
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+    let stop = async move {
+        // A dropped sender also means shut down.
+        let _ = shutdown.wait_for(|s| *s).await;
+    };
+    nbd::serve_connections(listener, "volume host", stop, |stream, peer| {
+        let host = host.clone();
+        async move {
+            if let Err(e) = handle(stream, host).await {
+                tracing::debug!(%peer, error = %e, "nbd connection ended with an error");
+            }
         }
-    }
-    conns.abort_all();
-    while conns.join_next().await.is_some() {}
+    })
+    .await
 }
 
 async fn handle(mut stream: TcpStream, host: VolumeHost) -> Result<(), NbdError> {

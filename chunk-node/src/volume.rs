@@ -9,7 +9,7 @@ use crate::hydrate::Hydration;
 use crate::readahead::Readahead;
 use crate::sparse;
 use crate::tracking::Tracking;
-use cairn_core::nbd::structured::ReadPiece;
+use cairn_nbd::structured::ReadPiece;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;

@@ -4,11 +4,11 @@
 
 mod common;
 
-use cairn_core::nbd::structured::{
+use cairn_nbd::structured::{
     BASE_ALLOCATION_ID, CMD_BLOCK_STATUS, REPLY_FLAG_DONE, REPLY_TYPE_BLOCK_STATUS,
     REPLY_TYPE_ERROR, REPLY_TYPE_OFFSET_DATA, REPLY_TYPE_OFFSET_HOLE, STRUCTURED_REPLY_MAGIC,
 };
-use cairn_core::nbd::{self, Request, Session};
+use cairn_nbd::{self as nbd, Request, Session};
 use common::{create_volume, ok, run, start, write_test_image};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;

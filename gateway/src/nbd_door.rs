@@ -20,15 +20,14 @@
 //! answers the client's GO with ERR_UNKNOWN and affects that client only.
 
 use cairn_core::command::{Query, QueryOutput};
-use cairn_core::nbd::{self, Export, ExportResolver, Session};
 use cairn_core::records::VolumeState;
 use cairn_core::VolumeId;
+use cairn_nbd::{self as nbd, Export, ExportResolver, Session};
 use cairn_proto::{MetaClientError, MetadataClient};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
 
 /// How long connecting to a volume host may take.
 const UPSTREAM_CONNECT: Duration = Duration::from_secs(5);
@@ -154,31 +153,15 @@ pub async fn serve_with<L: Locate>(
     locator: Arc<L>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    tokio::pin!(shutdown);
-    let mut conns = JoinSet::new();
-    loop {
-        tokio::select! {
-            res = listener.accept() => match res {
-                Ok((client, peer)) => {
-                    let locator = locator.clone();
-                    conns.spawn(async move {
-                        if let Err(e) = handle(client, locator).await {
-                            tracing::debug!(%peer, error = %e, "nbd door connection ended with an error");
-                        }
-                    });
-                }
-                Err(e) => {
-                    // Typically out of descriptors: back off instead of spinning.
-                    tracing::warn!(error = %e, "nbd door accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            () = &mut shutdown => break,
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+    nbd::serve_connections(listener, "nbd door", shutdown, |client, peer| {
+        let locator = locator.clone();
+        async move {
+            if let Err(e) = handle(client, locator).await {
+                tracing::debug!(%peer, error = %e, "nbd door connection ended with an error");
+            }
         }
-    }
-    conns.abort_all();
-    while conns.join_next().await.is_some() {}
+    })
+    .await;
     Ok(())
 }
 

@@ -1,4 +1,4 @@
-//! A minimal NBD client over `cairn_core::nbd` for tests that need to know
+//! A minimal NBD client over `cairn_nbd` for tests that need to know
 //! exactly when each write was sent and acknowledged (one request in flight
 //! per connection), plus cluster helpers to reach the NBD door and the
 //! volume hosts' counters.
@@ -6,7 +6,7 @@
 use crate::TestCluster;
 use anyhow::{bail, Context};
 use cairn_chunk_node::VolumeStats;
-use cairn_core::nbd::{self, Request};
+use cairn_nbd::{self as nbd, Request};
 use std::net::SocketAddr;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;

@@ -7,7 +7,8 @@
 //! NBD_OPT_SET_META_CONTEXT naming `base:allocation`. What it chose is a
 //! [`Session`]. Clients that do neither keep simple replies.
 
-use super::{NbdError, EINVAL};
+use crate::error::NbdError;
+use crate::wire::EINVAL;
 
 pub const OPT_LIST_META_CONTEXT: u32 = 9;
 pub const OPT_SET_META_CONTEXT: u32 = 10;

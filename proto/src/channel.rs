@@ -1,0 +1,65 @@
+//! The one way to open a gRPC channel to a chunk node: every client of
+//! chunk traffic (the gateway's host calls and EBS direct I/O, a chunk
+//! node's peers) gets the same connect timeout, `TCP_NODELAY` and the large
+//! HTTP/2 windows chunks need, and shares channels through one cache.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+/// HTTP/2 flow-control windows for chunk traffic. The defaults (64 KiB to
+/// 1 MiB) let only one or two 512 KiB chunks be in flight per connection, so
+/// a copy with many puts in flight waited on window updates.
+pub const STREAM_WINDOW_BYTES: u32 = 8 << 20;
+pub const CONNECTION_WINDOW_BYTES: u32 = 64 << 20;
+
+/// How long connecting to a chunk node may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// An address that is not a valid gRPC URL.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("bad chunk node address {addr}: {reason}")]
+pub struct BadAddress {
+    pub addr: String,
+    pub reason: String,
+}
+
+/// A lazily connected channel to the chunk node at `addr`
+/// (`http://host:port`); with `request_timeout`, every call on it fails
+/// after that long.
+pub fn chunk_node_channel(
+    addr: &str,
+    request_timeout: Option<Duration>,
+) -> Result<Channel, BadAddress> {
+    let endpoint = Endpoint::from_shared(addr.to_string())
+        .map_err(|e| BadAddress { addr: addr.to_string(), reason: e.to_string() })?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES);
+    let endpoint = match request_timeout {
+        Some(t) => endpoint.timeout(t),
+        None => endpoint,
+    };
+    Ok(endpoint.connect_lazy())
+}
+
+/// Channels to chunk nodes by address, opened on first use and shared after.
+#[derive(Default)]
+pub struct ChunkChannels {
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl ChunkChannels {
+    /// The channel to `addr`, opened (lazily) on first use.
+    pub fn get(&self, addr: &str) -> Result<Channel, BadAddress> {
+        let mut map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(c) = map.get(addr) {
+            return Ok(c.clone());
+        }
+        let ch = chunk_node_channel(addr, None)?;
+        map.insert(addr.to_string(), ch.clone());
+        Ok(ch)
+    }
+}
