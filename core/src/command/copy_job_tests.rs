@@ -1,9 +1,17 @@
 //! Copy jobs as `Records::apply` handles them: creation with the snapshot,
 //! leases, checkpoints, host-down bookkeeping, completion, persistence.
 
-use super::*;
-use crate::ids::OutpostId;
-use crate::records::CopyJobKind;
+use super::messages::{
+    Command, CommandOutput, CommandResult, CopyOutcome, JobOp, MetaError, Query, QueryOutput,
+};
+use super::snapshots::MAX_PENDING_SNAPSHOTS;
+use super::store::Records;
+use crate::block::ChunkId;
+use crate::ids::{OutpostId, SnapshotId, VolumeId};
+use crate::records::{
+    CopyJob, CopyJobKind, RecordKey, Snapshot, SnapshotState, Volume, VolumeState, RECORD_VERSION,
+};
+use std::collections::BTreeMap;
 
 const LEASE: u64 = 10_000;
 

@@ -3,43 +3,14 @@
 //! the first lease), and removed when the snapshot completes, fails or is
 //! deleted. Every step names the gateway taking it; a step by a gateway that
 //! does not hold the lease changes nothing and answers the job as it is, so
-//! the caller sees that it lost the job and stops.
+//! the caller sees that it lost the job and stops. The steps themselves
+//! ([`JobOp`], [`CopyOutcome`]) are commands, so they live with the rest of
+//! the vocabulary in `messages`.
 
-use super::{Command, CommandOutput, CommandResult, MetaError, Records};
-use crate::block::ChunkId;
+use super::messages::{Command, CommandOutput, CommandResult, CopyOutcome, JobOp, MetaError};
+use super::store::Records;
 use crate::ids::SnapshotId;
 use crate::records::{CopyJob, CopyJobKind, RecordKey, Snapshot, SnapshotState, RECORD_VERSION};
-use serde::{Deserialize, Serialize};
-
-/// How a copy ended, as the job's lease holder reports it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum CopyOutcome {
-    /// Every chunk and manifest page is durable at RF: the snapshot completes.
-    Completed { manifest_root: ChunkId, full_size_bytes: u64 },
-    /// The snapshot ends in `error` with this StateMessage.
-    Failed { message: String },
-}
-
-/// One step of a copy job, applied by [`Command::CopyJob`].
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum JobOp {
-    /// Takes the job if nobody holds it, the caller holds it already, or the
-    /// holder's lease lapsed; the lease then runs `lease_ms` from `now_ms`.
-    Acquire { lease_ms: u64 },
-    /// Extends the caller's lease to `now_ms + lease_ms`.
-    Renew { lease_ms: u64 },
-    /// Records the host's checkpoint (never lowered), raises the snapshot's
-    /// progress (at most 99: only completion makes 100), marks the host
-    /// reachable, and renews the lease.
-    Checkpoint { checkpoint_block: u64, progress: u8, lease_ms: u64 },
-    /// A copy attempt failed because the host could not be reached: the
-    /// host-down clock starts at `now_ms` unless it runs already.
-    HostDown { error: String },
-    /// The host answered again: the host-down clock stops.
-    HostUp,
-    /// Ends the snapshot (completed or error) and removes the job.
-    Finish { outcome: CopyOutcome },
-}
 
 impl Records {
     /// The volume's latest completed snapshot of the same owner and

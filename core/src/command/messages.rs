@@ -1,0 +1,177 @@
+//! The vocabulary of the metadata state machine: the commands that change
+//! records (with the copy-job steps they carry), what applying one answers,
+//! why one is refused, and the queries that read records. These travel as
+//! serde values inside Raft log entries and the metadata client API, so
+//! their names and shapes are the replicated format: a change here is a
+//! change every member and client must agree on.
+
+use crate::block::ChunkId;
+use crate::ids::{SnapshotId, VolumeId};
+use crate::records::{ChunkNodeInfo, CopyJob, Snapshot, Volume, VolumeState};
+use serde::{Deserialize, Serialize};
+
+/// The volume id of snapshots written through the EBS direct APIs, which no
+/// volume backs (AWS shows the same `vol-ffffffff` for them).
+pub const DIRECT_VOLUME_ID: &str = "vol-ffffffff";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// A chunk node announces itself (again, after a restart: addresses may change).
+    RegisterNode(ChunkNodeInfo),
+    /// Creates a volume record. With a token already used for the same
+    /// parameters, returns the volume created the first time.
+    CreateVolume {
+        volume: Volume,
+        client_token: Option<String>,
+    },
+    SetVolumeState {
+        id: VolumeId,
+        state: VolumeState,
+    },
+    /// Removes a volume record. Refused while it is in use or has pending snapshots.
+    DeleteVolume {
+        id: VolumeId,
+    },
+    /// Creates a `pending` snapshot of an existing volume, within the pending
+    /// limit, and its copy job, leased to gateway `job_owner` until
+    /// `lease_expires_ms`. The snapshot's `parent` is set here to the volume's
+    /// latest completed snapshot of the same destination (whatever the
+    /// proposer sent).
+    CreateSnapshot {
+        snapshot: Snapshot,
+        client_token: Option<String>,
+        job_owner: String,
+        lease_expires_ms: u64,
+    },
+    /// One step of a pending snapshot's copy job, by gateway `owner` at its
+    /// clock's `now_ms` (see [`JobOp`]).
+    CopyJob {
+        id: SnapshotId,
+        owner: String,
+        now_ms: u64,
+        op: JobOp,
+    },
+    /// Creates a `pending` snapshot that no volume backs: the EBS direct
+    /// APIs' StartSnapshot. `snapshot.volume_id` is the synthetic
+    /// [`DIRECT_VOLUME_ID`]; a parent, when given, must be a completed
+    /// snapshot of the same owner. `fingerprint` covers every request
+    /// parameter, so a retry with the same token returns the first snapshot
+    /// and a reuse with other parameters is refused.
+    StartSnapshot {
+        snapshot: Snapshot,
+        client_token: Option<String>,
+        fingerprint: String,
+    },
+    /// Raises the progress of a pending snapshot (never lowers it).
+    SnapshotProgress {
+        id: SnapshotId,
+        progress: u8,
+    },
+    /// Seals a pending snapshot: `completed`, 100%, with its manifest root.
+    CompleteSnapshot {
+        id: SnapshotId,
+        manifest_root: ChunkId,
+        full_size_bytes: u64,
+        at_ms: u64,
+    },
+    /// Ends a pending snapshot in `error` with a reason.
+    FailSnapshot {
+        id: SnapshotId,
+        message: String,
+        at_ms: u64,
+    },
+    DeleteSnapshot {
+        id: SnapshotId,
+    },
+    /// Adds or overwrites tags on every resource; all must exist or nothing changes.
+    CreateTags {
+        resources: Vec<String>,
+        tags: Vec<(String, String)>,
+    },
+    /// Deletes tags: a key alone deletes whatever its value; key with value only
+    /// when equal; no tags at all deletes every tag.
+    DeleteTags {
+        resources: Vec<String>,
+        tags: Vec<(String, Option<String>)>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum CommandOutput {
+    Done,
+    Volume(Volume),
+    Snapshot(Snapshot),
+    CopyJob(CopyJob),
+}
+
+/// Why a command was refused. Each maps to one AWS error code in the gateway.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum MetaError {
+    #[error("The volume '{0}' does not exist.")]
+    VolumeNotFound(String),
+    #[error("The snapshot '{0}' does not exist.")]
+    SnapshotNotFound(String),
+    #[error("The ID '{0}' is not valid")]
+    InvalidId(String),
+    #[error("The maximum number of concurrent snapshots for volume {0} has been reached.")]
+    ConcurrentSnapshotLimit(String),
+    #[error("{0}")]
+    IncorrectState(String),
+    #[error("{0}")]
+    VolumeInUse(String),
+    #[error("The client token {0} was already used with different parameters.")]
+    IdempotentParameterMismatch(String),
+}
+
+pub type CommandResult = Result<CommandOutput, MetaError>;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Query {
+    Volume(VolumeId),
+    Volumes,
+    Snapshot(SnapshotId),
+    Snapshots,
+    Nodes,
+    /// Every copy job (one per pending snapshot).
+    CopyJobs,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum QueryOutput {
+    Volume(Option<Volume>),
+    Volumes(Vec<Volume>),
+    Snapshot(Option<Snapshot>),
+    Snapshots(Vec<Snapshot>),
+    Nodes(Vec<ChunkNodeInfo>),
+    CopyJobs(Vec<CopyJob>),
+}
+
+/// How a copy ended, as the job's lease holder reports it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum CopyOutcome {
+    /// Every chunk and manifest page is durable at RF: the snapshot completes.
+    Completed { manifest_root: ChunkId, full_size_bytes: u64 },
+    /// The snapshot ends in `error` with this StateMessage.
+    Failed { message: String },
+}
+
+/// One step of a copy job, applied by [`Command::CopyJob`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum JobOp {
+    /// Takes the job if nobody holds it, the caller holds it already, or the
+    /// holder's lease lapsed; the lease then runs `lease_ms` from `now_ms`.
+    Acquire { lease_ms: u64 },
+    /// Extends the caller's lease to `now_ms + lease_ms`.
+    Renew { lease_ms: u64 },
+    /// Records the host's checkpoint (never lowered), raises the snapshot's
+    /// progress (at most 99: only completion makes 100), marks the host
+    /// reachable, and renews the lease.
+    Checkpoint { checkpoint_block: u64, progress: u8, lease_ms: u64 },
+    /// A copy attempt failed because the host could not be reached: the
+    /// host-down clock starts at `now_ms` unless it runs already.
+    HostDown { error: String },
+    /// The host answered again: the host-down clock stops.
+    HostUp,
+    /// Ends the snapshot (completed or error) and removes the job.
+    Finish { outcome: CopyOutcome },
+}
