@@ -20,7 +20,7 @@ use crate::copylog::CopyLog;
 use crate::error::ChunkNodeError;
 use crate::freeze;
 use crate::peers::{self, Peer};
-use crate::store::ChunkStore;
+use crate::store::{ChunkStore, LocalStore};
 use crate::volumes::VolumeHost;
 use bytes::Bytes;
 use cairn_core::manifest::{
@@ -58,13 +58,6 @@ pub struct CopyJob {
     /// This node's own chunk store, when it may be among the targets: its
     /// replicas are stored directly, not through gRPC to ourselves.
     pub local: Option<LocalStore>,
-}
-
-/// A chunk node's own store and the node id placement knows it by.
-#[derive(Clone)]
-pub struct LocalStore {
-    pub node_id: String,
-    pub store: ChunkStore,
 }
 
 /// Stores chunks at their placement among the targets, remembering what each

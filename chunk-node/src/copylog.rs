@@ -5,8 +5,8 @@
 //! manifest entries". A re-run (after a failure, or after the host was
 //! killed) replays the log and continues after the last checkpoint.
 
+use crate::disk::reclog::RecordLog;
 use crate::error::ChunkNodeError;
-use crate::reclog::RecordLog;
 use cairn_core::ChunkId;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -16,9 +16,9 @@
 //! one whose live write never happened.
 
 use crate::blocks::{block_range, blocks_in, BlockSet};
+use crate::disk::files::{fsync_dir, read_versioned, remove_dir, write_versioned};
+use crate::disk::reclog::{RecordAt, RecordLog};
 use crate::error::ChunkNodeError;
-use crate::files::{fsync_dir, read_versioned, remove_dir, write_versioned};
-use crate::reclog::{RecordAt, RecordLog};
 use cairn_core::{is_zero, ChunkId, BLOCK_SIZE};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;

@@ -35,13 +35,13 @@
 
 use crate::blocks::{block_range, blocks_in, BlockLocks};
 use crate::chunkcache::ChunkCache;
-use crate::copy::LocalStore;
+use crate::disk::direct::{align_up, write_direct_at};
+use crate::disk::files::{read_versioned, remove_file, write_versioned};
+use crate::disk::reclog::RecordLog;
 use crate::error::ChunkNodeError;
-use crate::files::{read_versioned, remove_file, write_versioned};
-use crate::packfile::{align_up, write_direct_at};
 use crate::peers::{self, Peer};
-use crate::reclog::RecordLog;
 use crate::store::ChunkStore;
+use crate::store::LocalStore;
 use bytes::Bytes;
 use cairn_core::placement::Candidate;
 use cairn_core::ChunkId;
@@ -500,7 +500,7 @@ impl Hydration {
         if log.is_some() {
             self.sync_volume(true)?;
             remove_file(&map_path(&self.dir))?;
-            crate::files::fsync_dir(&self.dir)?;
+            crate::disk::files::fsync_dir(&self.dir)?;
             *log = None;
         }
         // The map is gone: the volume is whole from here on.

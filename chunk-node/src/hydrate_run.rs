@@ -3,8 +3,8 @@
 //! [`super`] for the design).
 
 use super::{Hydration, Installing, Sources, MARKS_PER_SYNC, ROUND_BLOCKS};
-use crate::copy::LocalStore;
 use crate::error::ChunkNodeError;
+use crate::store::LocalStore;
 use cairn_core::command::{Query, QueryOutput};
 use cairn_core::records::ChunkNodeInfo;
 use cairn_proto::pb::StoreNode;

@@ -11,18 +11,15 @@ mod chunkcache;
 pub mod config;
 pub mod copy;
 pub mod copylog;
+pub mod disk;
 pub mod error;
-pub mod files;
 pub mod freeze;
 pub mod hydrate;
 pub mod nbd_server;
-mod packfile;
 pub mod peers;
 mod readahead;
-pub mod reclog;
 pub mod restore;
 pub mod service;
-pub mod sparse;
 pub mod staging;
 pub mod store;
 pub mod tracking;
@@ -84,7 +81,7 @@ impl ChunkNode {
         let nbd_addr =
             nbd.local_addr().map_err(|e| ChunkNodeError::io("address of", "nbd listener", e))?;
         let store = ChunkStore::open(&config.data_dir).await?;
-        let local = copy::LocalStore { node_id: config.node_id.clone(), store: store.clone() };
+        let local = store::LocalStore { node_id: config.node_id.clone(), store: store.clone() };
         let host =
             VolumeHost::open_with(&config.data_dir, config.metadata.clone(), Some(local.clone()))
                 .await?;

@@ -15,8 +15,8 @@
 //! which must not race a buffered read of the same range.
 
 use crate::blocks::{block_of, block_range};
+use crate::disk::sparse;
 use crate::hydrate::Hydration;
-use crate::sparse;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};

@@ -2,10 +2,10 @@
 //! store, the volume host, the copy executor and the restore. Errors become
 //! status codes through the one `From<ChunkNodeError> for Status` table.
 
-use crate::copy::{self, CopyJob, LocalStore};
+use crate::copy::{self, CopyJob};
 use crate::error::ChunkNodeError;
 use crate::restore::{self, RestoreJob};
-use crate::store::ChunkStore;
+use crate::store::{ChunkStore, LocalStore};
 use crate::volumes::VolumeHost;
 use cairn_core::ChunkId;
 use cairn_proto::pb;

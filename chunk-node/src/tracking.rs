@@ -13,8 +13,8 @@
 //! successor reads every block), and nothing is ever silently skipped.
 
 use crate::blocks::{blocks_in, BlockSet};
+use crate::disk::files::{read_versioned, write_versioned};
 use crate::error::ChunkNodeError;
-use crate::files::{read_versioned, write_versioned};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 

@@ -3,11 +3,11 @@
 //! See [`crate::volumes`] for the design.
 
 use crate::blocks::{block_of, block_range, blocks_in, BlockLocks};
+use crate::disk::sparse;
 use crate::error::ChunkNodeError;
 use crate::freeze::Freeze;
 use crate::hydrate::Hydration;
 use crate::readahead::Readahead;
-use crate::sparse;
 use crate::tracking::Tracking;
 use cairn_nbd::structured::ReadPiece;
 use std::fs::File;

@@ -17,12 +17,12 @@
 //! killed, and change tracking becomes unknown (see [`crate::tracking`]).
 
 use crate::blocks::{blocks_in, BlockLocks};
-use crate::copy::LocalStore;
+use crate::disk::files::{fsync_dir, remove_dir, remove_file};
+use crate::disk::sparse;
 use crate::error::{check_name, ChunkNodeError};
-use crate::files::{fsync_dir, remove_dir, remove_file};
 use crate::freeze::{self, Freeze, FreezeRecord, MAX_PENDING};
 use crate::hydrate::{Hydration, HydrationMap};
-use crate::sparse;
+use crate::store::LocalStore;
 use crate::tracking::Tracking;
 pub use crate::volume::{Volume, VolumeStats};
 use cairn_proto::MetadataClient;
@@ -502,7 +502,7 @@ impl VolumeHost {
                 v.file.sync_all().map_err(|e| ChunkNodeError::io("fsync", &v.path, e))?;
                 v.tracking().save_all(&v.state_dir)?;
             }
-            crate::files::write_atomic(&data_dir.join(CLEAN_MARKER), b"1")
+            crate::disk::files::write_atomic(&data_dir.join(CLEAN_MARKER), b"1")
         })
         .await??;
         tracing::info!("volume host closed cleanly");

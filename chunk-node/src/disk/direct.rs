@@ -1,23 +1,19 @@
-//! Reading pack files, and the aligned buffer direct I/O needs.
+//! Direct I/O (`O_DIRECT`): the alignment it needs and a reusable aligned
+//! buffer.
 //!
-//! Packs are written with `O_DIRECT` (see [`crate::store`]), so their bytes
-//! are not in the page cache; a buffered read would fill it with pages read
-//! once (a restore reads each chunk once) and pay a page allocation per
-//! 4 KiB, which on a VM is the dearest part of the read. Records start on an
-//! [`ALIGN`] boundary and are padded to one, so a record is read with one
-//! aligned direct read into a per-thread buffer. Where the file system does
-//! not take `O_DIRECT`, reads are buffered.
+//! Data written once and read at most once (chunks in packs, hydrated
+//! blocks) skips the page cache: on this kind of machine (a VM) filling
+//! page-cache pages is among the dearest parts of such I/O. Direct I/O
+//! needs buffers, offsets and lengths on an [`ALIGN`] boundary; callers fall
+//! back to buffered I/O where the file system refuses it (`EINVAL`).
 
 use std::cell::RefCell;
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::Path;
+use std::os::unix::fs::FileExt;
 
-/// Records start, and are padded, to this boundary.
+/// Direct I/O boundary: buffers, offsets and lengths are multiples of it.
 pub(crate) const ALIGN: u64 = 4096;
-/// Bytes of a record header (magic, length, chunk id).
-pub(crate) const HEADER: u64 = 40;
 
 pub(crate) fn align_up(n: u64) -> u64 {
     n.div_ceil(ALIGN) * ALIGN
@@ -64,14 +60,13 @@ impl AlignedBuf {
     }
 
     /// The first `len` bytes, to be filled (after a `reset` to at least `len`).
-    fn fill(&mut self, len: usize) -> &mut [u8] {
+    pub(crate) fn fill(&mut self, len: usize) -> &mut [u8] {
         self.len = len;
         &mut self.raw[self.start..self.start + len]
     }
 }
 
 thread_local! {
-    static READ_BUF: RefCell<AlignedBuf> = RefCell::new(AlignedBuf::default());
     static WRITE_BUF: RefCell<AlignedBuf> = RefCell::new(AlignedBuf::default());
 }
 
@@ -89,54 +84,10 @@ pub(crate) fn write_direct_at(file: &File, data: &[u8], offset: u64) -> io::Resu
     })
 }
 
-/// One pack, open for reading.
-pub(crate) struct Pack {
-    file: File,
-    /// The same file opened with `O_DIRECT`, where allowed.
-    direct: Option<File>,
-}
-
-impl Pack {
-    /// `file` is the pack at `path`, opened for reading.
-    pub(crate) fn new(file: File, path: &Path) -> Pack {
-        let direct = File::options().read(true).custom_flags(nix::libc::O_DIRECT).open(path).ok();
-        Pack { file, direct }
-    }
-
-    /// The `len` payload bytes of the record at `offset`. A record cut short
-    /// by the end of the file is `UnexpectedEof`.
-    pub(crate) fn read_payload(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        if let Some(direct) = &self.direct {
-            match read_direct(direct, offset, len) {
-                // The file system took O_DIRECT at open but not this read;
-                // or the record's padding was cut short by a crash (the
-                // payload may still be whole: read exactly it).
-                Err(e)
-                    if e.raw_os_error() == Some(nix::libc::EINVAL)
-                        || e.kind() == io::ErrorKind::UnexpectedEof => {}
-                done => return done,
-            }
-        }
-        let mut data = vec![0u8; len];
-        self.file.read_exact_at(&mut data, offset + HEADER)?;
-        Ok(data)
-    }
-}
-
-fn read_direct(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-    let span = align_up(HEADER + len as u64) as usize;
-    READ_BUF.with(|buf| {
-        let mut buf = buf.borrow_mut();
-        buf.reset(span);
-        file.read_exact_at(buf.fill(span), offset)?;
-        let at = HEADER as usize;
-        Ok(buf.bytes()[at..at + len].to_vec())
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::OpenOptionsExt;
 
     #[test]
     fn a_direct_write_lands_whole_and_pads_with_zeros() {

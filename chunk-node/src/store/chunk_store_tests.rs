@@ -1,5 +1,10 @@
+//! The chunk store's tests: puts and gets, corruption, reopening, sealing,
+//! torn tails and the legacy layout.
+
 use super::*;
+use crate::store::packfile::header;
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 
 async fn open_small(dir: &Path, pack_bytes: u64) -> ChunkStore {
     let dir = dir.to_path_buf();

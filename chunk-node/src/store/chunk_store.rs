@@ -1,0 +1,228 @@
+//! The handle of a chunk store: opening it (indexing its packs, repairing
+//! and sealing packs a crash left open, moving a legacy file-per-chunk store
+//! into packs, starting the committer), puts, verified gets, `has` and
+//! counters. See [`crate::store`] for the design.
+
+use crate::disk::files::fsync_dir;
+use crate::disk::reclog::RecordLog;
+use crate::error::ChunkNodeError;
+use crate::store::committer::{Committer, Put};
+use crate::store::packfile::{pack_path, scan_pack, Pack, HEADER, MAX_CHUNK};
+use crate::store::shared::Shared;
+use bytes::Bytes;
+use cairn_core::ChunkId;
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex, RwLock};
+use tokio::sync::oneshot;
+
+/// A pack is sealed once it holds this much.
+const PACK_BYTES: u64 = 256 << 20;
+
+/// Counters of the store, kept in memory and rebuilt at open.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub chunks: u64,
+    pub bytes: u64,
+    /// Corrupt records found (and tombstoned) since the store was opened.
+    pub corrupt: u64,
+}
+
+#[derive(Clone)]
+pub struct ChunkStore {
+    shared: Arc<Shared>,
+    queue: mpsc::Sender<Put>,
+}
+
+impl ChunkStore {
+    /// Opens (creating if needed) the store under `data_dir`: indexes its
+    /// packs, repairs and seals packs a crash left open, moves a legacy
+    /// file-per-chunk store into packs, and starts the committer.
+    pub async fn open(data_dir: &Path) -> Result<ChunkStore, ChunkNodeError> {
+        let data_dir = data_dir.to_path_buf();
+        tokio::task::spawn_blocking(move || Self::open_blocking(&data_dir, PACK_BYTES)).await?
+    }
+
+    fn open_blocking(data_dir: &Path, pack_bytes: u64) -> Result<ChunkStore, ChunkNodeError> {
+        let dir = data_dir.join("packs");
+        fs::create_dir_all(&dir).map_err(|e| ChunkNodeError::io("create", &dir, e))?;
+        let mut dead = HashSet::new();
+        let tombstones = RecordLog::open(&dir.join("tombstones.log"), |_, p| {
+            if p.len() == 12 {
+                let pack = u32::from_le_bytes([p[0], p[1], p[2], p[3]]);
+                let offset = u64::from_le_bytes(p[4..12].try_into().unwrap_or([0; 8]));
+                dead.insert((pack, offset));
+            }
+            Ok(())
+        })?;
+        let mut found: Vec<(u32, bool)> = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(|e| ChunkNodeError::io("list", &dir, e))? {
+            let name = entry.map_err(|e| ChunkNodeError::io("list", &dir, e))?.file_name();
+            let name = name.to_string_lossy();
+            let parsed = name.split_once('.').and_then(|(n, ext)| {
+                let sealed = match ext {
+                    "pack" => true,
+                    "open" => false,
+                    _ => return None,
+                };
+                n.parse::<u32>().ok().map(|n| (n, sealed))
+            });
+            match parsed {
+                Some(p) => found.push(p),
+                None if name == "tombstones.log" => {}
+                None => tracing::warn!(file = %name, "stray file in the chunk store"),
+            }
+        }
+        found.sort_unstable();
+        let mut index = HashMap::new();
+        let mut packs = HashMap::new();
+        let (mut chunks, mut bytes) = (0u64, 0u64);
+        for &(n, sealed) in &found {
+            let path = pack_path(&dir, n, sealed);
+            let file = File::options()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(|e| ChunkNodeError::io("open", &path, e))?;
+            for loc in scan_pack(&file, &path, n, !sealed)? {
+                let (id, loc) = loc;
+                if dead.contains(&(n, loc.offset)) || index.contains_key(&id) {
+                    continue;
+                }
+                index.insert(id, loc);
+                chunks += 1;
+                bytes += u64::from(loc.len);
+            }
+            if !sealed {
+                let to = pack_path(&dir, n, true);
+                fs::rename(&path, &to).map_err(|e| ChunkNodeError::io("seal", &path, e))?;
+                fsync_dir(&dir)?;
+            }
+            let path = pack_path(&dir, n, true);
+            packs.insert(n, Arc::new(Pack::new(file, &path)));
+        }
+        let next = found.last().map_or(0, |(n, _)| n + 1);
+        tracing::info!(chunks, bytes, packs = found.len(), dir = %dir.display(), "chunk store opened");
+        let shared = Arc::new(Shared {
+            dir,
+            index: RwLock::new(index),
+            packs: RwLock::new(packs),
+            tombstones: Mutex::new(tombstones),
+            chunks: AtomicU64::new(chunks),
+            bytes: AtomicU64::new(bytes),
+            corrupt: AtomicU64::new(0),
+        });
+        let (queue, rx) = mpsc::channel();
+        let committer = Committer::new(shared.clone(), next, pack_bytes);
+        std::thread::Builder::new()
+            .name("chunk-committer".into())
+            .spawn(move || committer.run(rx))
+            .map_err(|e| ChunkNodeError::io("start the committer for", data_dir, e))?;
+        let store = ChunkStore { shared, queue };
+        store.migrate_legacy(data_dir)?;
+        Ok(store)
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let s = &self.shared;
+        StoreStats {
+            chunks: s.chunks.load(Ordering::Relaxed),
+            bytes: s.bytes.load(Ordering::Relaxed),
+            corrupt: s.corrupt.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stores `data` under `id` unless it is already there, durably. Returns
+    /// whether it was newly stored. Refused (nothing stored) when `data` does
+    /// not hash to `id`.
+    pub async fn put(&self, id: ChunkId, data: impl Into<Bytes>) -> Result<bool, ChunkNodeError> {
+        let rx = self.enqueue(id, data.into(), false)?;
+        rx.await.map_err(|_| ChunkNodeError::StoreStopped)?
+    }
+
+    /// [`ChunkStore::put`] of bytes whose id this process computed from
+    /// these very bytes (the copy executor's local replica): not hashed again.
+    pub async fn put_hashed(&self, id: ChunkId, data: Bytes) -> Result<bool, ChunkNodeError> {
+        let rx = self.enqueue(id, data, true)?;
+        rx.await.map_err(|_| ChunkNodeError::StoreStopped)?
+    }
+
+    fn enqueue(
+        &self,
+        id: ChunkId,
+        data: Bytes,
+        hashed: bool,
+    ) -> Result<oneshot::Receiver<Result<bool, ChunkNodeError>>, ChunkNodeError> {
+        if data.len() > MAX_CHUNK {
+            return Err(ChunkNodeError::InvalidArgument("chunk larger than the store takes"));
+        }
+        let (reply, rx) = oneshot::channel();
+        let put = Put { id, data, hashed, reply };
+        self.queue.send(put).map_err(|_| ChunkNodeError::StoreStopped)?;
+        Ok(rx)
+    }
+
+    /// The verified bytes of `id`, or `None` when it is absent (or was corrupt).
+    pub async fn get(&self, id: ChunkId) -> Result<Option<Vec<u8>>, ChunkNodeError> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || shared.get(id)).await?
+    }
+
+    /// Whether each id is stored (contents are verified on read).
+    pub async fn has(&self, ids: Vec<ChunkId>) -> Result<Vec<bool>, ChunkNodeError> {
+        let index = self.shared.index.read().unwrap_or_else(|e| e.into_inner());
+        Ok(ids.iter().map(|id| index.contains_key(id)).collect())
+    }
+
+    /// Moves chunks of the file-per-chunk layout (before packs) into packs,
+    /// then removes the old files. Blocking.
+    fn migrate_legacy(&self, data_dir: &Path) -> Result<(), ChunkNodeError> {
+        let old = data_dir.join("chunks");
+        if !old.is_dir() {
+            return Ok(());
+        }
+        let mut moved = 0u64;
+        let shards = fs::read_dir(&old).map_err(|e| ChunkNodeError::io("list", &old, e))?;
+        for shard in shards {
+            let shard = shard.map_err(|e| ChunkNodeError::io("list", &old, e))?.path();
+            if !shard.is_dir() {
+                continue;
+            }
+            for f in fs::read_dir(&shard).map_err(|e| ChunkNodeError::io("list", &shard, e))? {
+                let path = f.map_err(|e| ChunkNodeError::io("list", &shard, e))?.path();
+                let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+                let Some(id) = name.as_deref().and_then(ChunkId::from_hex) else { continue };
+                let data = fs::read(&path).map_err(|e| ChunkNodeError::io("read", &path, e))?;
+                if ChunkId::of(&data) != id {
+                    tracing::error!(path = %path.display(), "corrupt legacy chunk not moved");
+                    continue;
+                }
+                self.enqueue(id, data.into(), true)?
+                    .blocking_recv()
+                    .map_err(|_| ChunkNodeError::StoreStopped)??;
+                moved += 1;
+            }
+        }
+        // Every chunk is durable in a pack now.
+        fs::remove_dir_all(&old).map_err(|e| ChunkNodeError::io("remove", &old, e))?;
+        fsync_dir(data_dir)?;
+        tracing::info!(moved, "file-per-chunk store moved into packs");
+        Ok(())
+    }
+
+    /// Where `id`'s record lies: (pack path, payload offset). For tests that
+    /// damage stored bytes.
+    pub fn locate(&self, id: &ChunkId) -> Option<(PathBuf, u64)> {
+        let loc = *self.shared.index.read().unwrap_or_else(|e| e.into_inner()).get(id)?;
+        let dir = &self.shared.dir;
+        let sealed = pack_path(dir, loc.pack, true);
+        let path = if sealed.exists() { sealed } else { pack_path(dir, loc.pack, false) };
+        Some((path, loc.offset + HEADER))
+    }
+}
+
+#[cfg(test)]
+#[path = "chunk_store_tests.rs"]
+mod tests;

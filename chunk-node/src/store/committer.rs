@@ -1,0 +1,225 @@
+//! The one thread that appends to a store's packs (group commit).
+//!
+//! It takes every put waiting (up to [`BATCH_BYTES`]), verifies that each
+//! payload hashes to its id, writes the new ones as one aligned write,
+//! `fdatasync`s once, and only then indexes them and acknowledges: a put is
+//! durable when it returns. Puts are put-if-absent. Once the pack being
+//! appended passes its size limit (after its last sync) it is sealed
+//! (renamed from `.open` to `.pack`) and a new one is started.
+
+use crate::disk::direct::{align_up, AlignedBuf};
+use crate::disk::files::fsync_dir;
+use crate::error::ChunkNodeError;
+use crate::store::packfile::{header, pack_path, Loc, Pack, HEADER};
+use crate::store::shared::Shared;
+use bytes::Bytes;
+use cairn_core::ChunkId;
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
+use tokio::sync::oneshot;
+
+/// Most payload bytes one commit (one `fdatasync`) takes.
+const BATCH_BYTES: usize = 32 << 20;
+
+/// One put waiting for the committer.
+pub(crate) struct Put {
+    pub(crate) id: ChunkId,
+    pub(crate) data: Bytes,
+    /// The caller hashed `data` itself; the committer need not again.
+    pub(crate) hashed: bool,
+    pub(crate) reply: oneshot::Sender<Result<bool, ChunkNodeError>>,
+}
+
+/// The pack being appended.
+struct Active {
+    n: u32,
+    /// Opened with `O_DIRECT` where the file system allows it.
+    file: File,
+    direct: bool,
+    end: u64,
+}
+
+/// The one thread that appends to packs (group commit).
+pub(crate) struct Committer {
+    shared: Arc<Shared>,
+    next: u32,
+    active: Option<Active>,
+    /// Seal the active pack once it holds this much ([`PACK_BYTES`]).
+    pack_bytes: u64,
+    /// The batch being written, laid out as on disk.
+    buf: AlignedBuf,
+}
+
+impl Committer {
+    /// A committer for the store `shared`, starting new packs at number
+    /// `next` and sealing them at `pack_bytes`.
+    pub(crate) fn new(shared: Arc<Shared>, next: u32, pack_bytes: u64) -> Committer {
+        Committer { shared, next, active: None, pack_bytes, buf: AlignedBuf::default() }
+    }
+
+    /// Commits puts from `rx` until every sender is gone.
+    pub(crate) fn run(mut self, rx: mpsc::Receiver<Put>) {
+        while let Ok(first) = rx.recv() {
+            let mut size = first.data.len();
+            let mut batch = vec![first];
+            while size < BATCH_BYTES {
+                match rx.try_recv() {
+                    Ok(p) => {
+                        size += p.data.len();
+                        batch.push(p);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit(batch);
+        }
+    }
+
+    fn commit(&mut self, batch: Vec<Put>) {
+        // (put, new) of the puts that hash right.
+        let mut ok: Vec<(Put, bool)> = Vec::with_capacity(batch.len());
+        let mut fresh = HashSet::new();
+        {
+            let index = self.shared.index.read().unwrap_or_else(|e| e.into_inner());
+            for p in batch {
+                if !p.hashed && ChunkId::of(&p.data) != p.id {
+                    let _ = p.reply.send(Err(ChunkNodeError::HashMismatch(p.id)));
+                    continue;
+                }
+                let new = !index.contains_key(&p.id) && fresh.insert(p.id);
+                ok.push((p, new));
+            }
+        }
+        match self.append(&ok) {
+            Ok(locs) => {
+                {
+                    let mut index = self.shared.index.write().unwrap_or_else(|e| e.into_inner());
+                    for (id, loc) in locs {
+                        index.insert(id, loc);
+                        self.shared.chunks.fetch_add(1, Ordering::Relaxed);
+                        self.shared.bytes.fetch_add(u64::from(loc.len), Ordering::Relaxed);
+                    }
+                }
+                // Sealed before answering, so that once a put returns the
+                // committer is idle and the store may be reopened.
+                if let Err(e) = self.seal_if_full() {
+                    tracing::error!(error = %e, "cannot seal a full pack; starting another");
+                    self.active = None;
+                }
+                for (p, new) in ok {
+                    let _ = p.reply.send(Ok(new));
+                }
+            }
+            Err(e) => {
+                // The pack may hold a partial record now: leave it (opening
+                // the store verifies it) and append to a new one.
+                tracing::error!(error = %e, "chunk store write failed");
+                self.active = None;
+                for (p, _) in ok {
+                    let _ = p.reply.send(Err(ChunkNodeError::io(
+                        "append to",
+                        &self.shared.dir,
+                        std::io::Error::other(e.to_string()),
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Writes the new chunks of `puts` as one aligned write and syncs them.
+    /// Returns their locations.
+    fn append(&mut self, puts: &[(Put, bool)]) -> Result<Vec<(ChunkId, Loc)>, ChunkNodeError> {
+        let new: Vec<&Put> = puts.iter().filter(|(_, new)| *new).map(|(p, _)| p).collect();
+        if new.is_empty() {
+            return Ok(Vec::new());
+        }
+        let size: u64 = new.iter().map(|p| align_up(HEADER + p.data.len() as u64)).sum();
+        let dir = self.shared.dir.clone();
+        let mut buf = std::mem::take(&mut self.buf);
+        let written = self.write_batch(&mut buf, &new, size as usize, &dir);
+        self.buf = buf;
+        written
+    }
+
+    fn write_batch(
+        &mut self,
+        buf: &mut AlignedBuf,
+        new: &[&Put],
+        size: usize,
+        dir: &Path,
+    ) -> Result<Vec<(ChunkId, Loc)>, ChunkNodeError> {
+        let active = self.active()?;
+        let path = pack_path(dir, active.n, false);
+        buf.reset(size);
+        let mut locs = Vec::with_capacity(new.len());
+        for p in new {
+            let offset = active.end + buf.len() as u64;
+            buf.push(&header(&p.id, p.data.len()));
+            buf.push(&p.data);
+            buf.pad();
+            locs.push((p.id, Loc { pack: active.n, offset, len: p.data.len() as u32 }));
+        }
+        let mut wrote = active.file.write_all_at(buf.bytes(), active.end);
+        if active.direct
+            && wrote.as_ref().is_err_and(|e| e.raw_os_error() == Some(nix::libc::EINVAL))
+        {
+            // The file system takes O_DIRECT at open but not this write:
+            // go through the page cache from now on.
+            tracing::warn!(path = %path.display(), "direct write refused; using buffered writes");
+            active.file = File::options()
+                .write(true)
+                .open(&path)
+                .map_err(|e| ChunkNodeError::io("open", &path, e))?;
+            active.direct = false;
+            wrote = active.file.write_all_at(buf.bytes(), active.end);
+        }
+        wrote.map_err(|e| ChunkNodeError::io("write", &path, e))?;
+        active.file.sync_data().map_err(|e| ChunkNodeError::io("fsync", &path, e))?;
+        active.end += buf.len() as u64;
+        Ok(locs)
+    }
+
+    /// The pack to append to, created (and made durable) if needed.
+    fn active(&mut self) -> Result<&mut Active, ChunkNodeError> {
+        if self.active.is_none() {
+            let n = self.next;
+            self.next += 1;
+            let path = pack_path(&self.shared.dir, n, false);
+            let file = File::options()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(|e| ChunkNodeError::io("create", &path, e))?;
+            fsync_dir(&self.shared.dir)?;
+            let direct = File::options().write(true).custom_flags(nix::libc::O_DIRECT).open(&path);
+            let (writer, direct) = match direct {
+                Ok(f) => (f, true),
+                Err(e) => {
+                    tracing::info!(path = %path.display(), error = %e, "no direct I/O here; using buffered writes");
+                    (file.try_clone().map_err(|e| ChunkNodeError::io("open", &path, e))?, false)
+                }
+            };
+            let pack = Arc::new(Pack::new(file, &path));
+            self.shared.packs.write().unwrap_or_else(|e| e.into_inner()).insert(n, pack);
+            self.active = Some(Active { n, file: writer, direct, end: 0 });
+        }
+        Ok(self.active.as_mut().expect("just set"))
+    }
+
+    fn seal_if_full(&mut self) -> Result<(), ChunkNodeError> {
+        let Some(a) = self.active.as_ref().filter(|a| a.end >= self.pack_bytes) else {
+            return Ok(());
+        };
+        let from = pack_path(&self.shared.dir, a.n, false);
+        fs::rename(&from, pack_path(&self.shared.dir, a.n, true))
+            .map_err(|e| ChunkNodeError::io("seal", &from, e))?;
+        fsync_dir(&self.shared.dir)?;
+        self.active = None;
+        Ok(())
+    }
+}
