@@ -6,30 +6,22 @@
 //! on listeners the caller bound (port 0 in tests), registers itself with the
 //! metadata group in the background, and shuts everything down.
 
-pub mod blocks;
-mod chunkcache;
 pub mod config;
 pub mod copy;
-pub mod copylog;
 pub mod disk;
 pub mod error;
-pub mod freeze;
-pub mod hydrate;
 pub mod nbd_server;
 pub mod peers;
-mod readahead;
 pub mod restore;
-pub mod service;
+pub mod rpc;
 pub mod staging;
 pub mod store;
-pub mod tracking;
 pub mod volume;
-pub mod volumes;
 
 pub use config::ChunkNodeConfig;
 pub use error::ChunkNodeError;
 pub use store::{ChunkStore, StoreStats};
-pub use volumes::{FreezeInfo, VolumeHost, VolumeStats};
+pub use volume::{FreezeInfo, VolumeHost, VolumeStats};
 
 use cairn_core::command::Command;
 use cairn_core::records::ChunkNodeInfo;
@@ -94,12 +86,12 @@ impl ChunkNode {
         };
 
         let (shutdown, rx) = watch::channel(false);
-        let chunk_svc = service::ChunkStoreService {
+        let chunk_svc = rpc::ChunkStoreService {
             store: store.clone(),
             node_id: config.node_id.clone(),
             zone: info.zone(),
         };
-        let volume_svc = service::VolumeHostService { host: host.clone(), local: Some(local) };
+        let volume_svc = rpc::VolumeHostService { host: host.clone(), local: Some(local) };
         let mut grpc_rx = rx.clone();
         let grpc_task = tokio::spawn(
             tonic::transport::Server::builder()

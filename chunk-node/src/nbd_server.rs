@@ -12,7 +12,7 @@
 //! NBD_CMD_BLOCK_STATUS which ranges are holes; other commands keep simple
 //! replies, which the protocol allows.
 
-use crate::volumes::{Volume, VolumeHost};
+use crate::volume::{Volume, VolumeHost};
 use cairn_nbd::structured::{self, ReadPiece, CMD_BLOCK_STATUS, CMD_FLAG_REQ_ONE};
 use cairn_nbd::{self as nbd, Export, ExportResolver, NbdError, Request, Session};
 use std::io;

@@ -1,13 +1,13 @@
 //! Restore: creates a new volume from a snapshot's manifest. The root and
 //! pages are fetched, checked and persisted with the volume; the blocks
 //! themselves come later, on demand or from the background hydrator
-//! ([`crate::hydrate`]), each from its placement replicas among the sources
+//! ([`crate::volume::hydration`]), each from its placement replicas among the sources
 //! (falling back to every source) and verified.
 
 use crate::error::ChunkNodeError;
-use crate::hydrate::{HydrationMap, FETCHES_IN_FLIGHT};
 use crate::peers;
-use crate::volumes::VolumeHost;
+use crate::volume::hydration::{HydrationMap, FETCHES_IN_FLIGHT};
+use crate::volume::VolumeHost;
 use cairn_core::manifest::{ManifestError, ManifestPage, ManifestRoot, PAGE_BLOCKS};
 use cairn_core::{ChunkId, BLOCK_SIZE};
 use cairn_proto::pb::StoreNode;

@@ -6,7 +6,7 @@ use crate::copy::{self, CopyJob};
 use crate::error::ChunkNodeError;
 use crate::restore::{self, RestoreJob};
 use crate::store::{ChunkStore, LocalStore};
-use crate::volumes::VolumeHost;
+use crate::volume::VolumeHost;
 use cairn_core::ChunkId;
 use cairn_proto::pb;
 use std::pin::Pin;

@@ -14,9 +14,9 @@
 //! block not yet local may be being written by the hydrator with direct I/O,
 //! which must not race a buffered read of the same range.
 
-use crate::blocks::{block_of, block_range};
 use crate::disk::sparse;
-use crate::hydrate::Hydration;
+use crate::volume::blocks::{block_of, block_range};
+use crate::volume::hydration::Hydration;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};

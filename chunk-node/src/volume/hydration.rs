@@ -33,8 +33,6 @@
 //! were local already, or that someone else made local first, are read from
 //! the file.
 
-use crate::blocks::{block_range, blocks_in, BlockLocks};
-use crate::chunkcache::ChunkCache;
 use crate::disk::direct::{align_up, write_direct_at};
 use crate::disk::files::{read_versioned, remove_file, write_versioned};
 use crate::disk::reclog::RecordLog;
@@ -42,6 +40,8 @@ use crate::error::ChunkNodeError;
 use crate::peers::{self, Peer};
 use crate::store::ChunkStore;
 use crate::store::LocalStore;
+use crate::volume::blocks::{block_range, blocks_in, BlockLocks};
+use crate::volume::chunkcache::ChunkCache;
 use bytes::Bytes;
 use cairn_core::placement::Candidate;
 use cairn_core::ChunkId;
@@ -69,7 +69,7 @@ const MARKS_PER_RECORD: usize = 65536;
 /// A hydrator round being installed on the blocking pool: the blocks it wrote.
 type Installing = tokio::task::JoinHandle<Result<Vec<u64>, ChunkNodeError>>;
 
-#[path = "hydrate_run.rs"]
+#[path = "hydrator.rs"]
 mod run;
 
 /// What a restored volume must fetch, as persisted.

@@ -12,9 +12,9 @@
 //! no freeze before that point can serve as a parent (its snapshot's
 //! successor reads every block), and nothing is ever silently skipped.
 
-use crate::blocks::{blocks_in, BlockSet};
 use crate::disk::files::{read_versioned, write_versioned};
 use crate::error::ChunkNodeError;
+use crate::volume::blocks::{blocks_in, BlockSet};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 

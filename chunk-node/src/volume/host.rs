@@ -1,8 +1,8 @@
 //! The volume host: each live volume is a sparse file
 //! `data_dir/volumes/<vol-id>.img` of the volume's size, with its state in
 //! `data_dir/volumes/<vol-id>.state/`: changed-block tracking
-//! ([`crate::tracking`]), pending freezes ([`crate::freeze`]) and, for a
-//! volume restored lazily, its hydration state ([`crate::hydrate`]).
+//! ([`crate::volume::tracking`]), pending freezes ([`crate::volume::freeze`]) and, for a
+//! volume restored lazily, its hydration state ([`crate::volume::hydration`]).
 //!
 //! Point in time: every mutation (write, write-zeroes, trim) holds the
 //! volume's gate shared from before it touches anything until it is done,
@@ -14,17 +14,17 @@
 //!
 //! The host writes `data_dir/clean-shutdown` when it closes cleanly and
 //! removes it when it opens; opening without it means the previous run was
-//! killed, and change tracking becomes unknown (see [`crate::tracking`]).
+//! killed, and change tracking becomes unknown (see [`crate::volume::tracking`]).
 
-use crate::blocks::{blocks_in, BlockLocks};
 use crate::disk::files::{fsync_dir, remove_dir, remove_file};
 use crate::disk::sparse;
 use crate::error::{check_name, ChunkNodeError};
-use crate::freeze::{self, Freeze, FreezeRecord, MAX_PENDING};
-use crate::hydrate::{Hydration, HydrationMap};
 use crate::store::LocalStore;
-use crate::tracking::Tracking;
-pub use crate::volume::{Volume, VolumeStats};
+use crate::volume::blocks::{blocks_in, BlockLocks};
+use crate::volume::freeze::{self, Freeze, FreezeRecord, MAX_PENDING};
+use crate::volume::hydration::{Hydration, HydrationMap};
+use crate::volume::io::Volume;
+use crate::volume::tracking::Tracking;
 use cairn_proto::MetadataClient;
 use std::collections::HashMap;
 use std::fs::{self, File};

@@ -10,18 +10,18 @@
 //! `min(rf, targets)` replicas acknowledged it (a put is fsynced by the
 //! receiver), and an unreachable replica fails the copy (Unavailable) rather
 //! than leaving it under-replicated. After each batch is durable the copy
-//! log records it ([`crate::copylog`]), which is the checkpoint a re-run
+//! log records it ([`crate::volume::copylog`]), which is the checkpoint a re-run
 //! resumes from. Finally the manifest is built, from the parent's when the
 //! freeze was incremental (only changed pages are written), and its pages
 //! and root are stored the same way. Every step is idempotent.
 
-use crate::blocks::blocks_in;
-use crate::copylog::CopyLog;
 use crate::error::ChunkNodeError;
-use crate::freeze;
 use crate::peers::{self, Peer};
 use crate::store::{ChunkStore, LocalStore};
-use crate::volumes::VolumeHost;
+use crate::volume::blocks::blocks_in;
+use crate::volume::copylog::CopyLog;
+use crate::volume::freeze;
+use crate::volume::VolumeHost;
 use bytes::Bytes;
 use cairn_core::manifest::{
     BuiltManifest, IncrementalBuilder, ManifestBuilder, ManifestPage, ManifestRoot,

@@ -15,10 +15,10 @@
 //! any point restarts with the exact frozen image: a torn overlay record is
 //! one whose live write never happened.
 
-use crate::blocks::{block_range, blocks_in, BlockSet};
 use crate::disk::files::{fsync_dir, read_versioned, remove_dir, write_versioned};
 use crate::disk::reclog::{RecordAt, RecordLog};
 use crate::error::ChunkNodeError;
+use crate::volume::blocks::{block_range, blocks_in, BlockSet};
 use cairn_core::{is_zero, ChunkId, BLOCK_SIZE};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -114,7 +114,7 @@ impl Freeze {
             index.entry(idx).or_insert(at);
             Ok(())
         })?;
-        let checkpoint = crate::copylog::CopyLog::peek_checkpoint(&dir.join("copy"))?;
+        let checkpoint = crate::volume::copylog::CopyLog::peek_checkpoint(&dir.join("copy"))?;
         tracing::info!(snapshot = %record.snapshot_id, saved = index.len(), checkpoint, "freeze reopened");
         Ok(Some(Freeze {
             record,

@@ -1,14 +1,14 @@
 //! One live volume: its I/O paths (read, write, write-zeroes, trim, flush)
 //! and what they must do around freezes, change tracking and hydration.
-//! See [`crate::volumes`] for the design.
+//! See [`crate::volume::host`] for the design.
 
-use crate::blocks::{block_of, block_range, blocks_in, BlockLocks};
 use crate::disk::sparse;
 use crate::error::ChunkNodeError;
-use crate::freeze::Freeze;
-use crate::hydrate::Hydration;
-use crate::readahead::Readahead;
-use crate::tracking::Tracking;
+use crate::volume::blocks::{block_of, block_range, blocks_in, BlockLocks};
+use crate::volume::freeze::Freeze;
+use crate::volume::hydration::Hydration;
+use crate::volume::readahead::Readahead;
+use crate::volume::tracking::Tracking;
 use cairn_nbd::structured::ReadPiece;
 use std::fs::File;
 use std::io;
@@ -186,7 +186,7 @@ impl Volume {
     }
 
     /// A client is about to read `[offset, offset + len)`: see
-    /// [`crate::readahead`].
+    /// [`crate::volume::readahead`].
     pub fn note_read(&self, offset: u64, len: u64) {
         let end = offset.saturating_add(len).min(self.size);
         self.readahead.note(&self.file, self.size, self.hydrating(), offset, end);

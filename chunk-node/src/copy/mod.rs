@@ -1,0 +1,5 @@
+//! The copy executor.
+
+pub mod executor;
+
+pub use executor::{run, CopyJob};
