@@ -1,5 +1,23 @@
-//! The copy executor.
+//! The copy executor: moves a frozen volume into the chunk stores of its
+//! destination and writes its manifest.
+//!
+//! A reader ([`read`]) reads the freeze's read set (changed blocks, or every
+//! block that may hold data) in batches, each block from the overlay or the
+//! live volume under its lock, and hashes non-zero ones next to the data.
+//! Each batch is stored at RF ([`store`], through [`crate::peers::put`]): a
+//! chunk counts only once every one of its replicas acknowledged it, and an
+//! unreachable replica fails the copy (Unavailable) rather than leaving it
+//! under-replicated. After each batch is durable the copy log records it
+//! ([`checkpoint`], over [`crate::volume::copylog`]), which is the
+//! checkpoint a re-run resumes from. Finally the manifest is built, from the
+//! parent's when the freeze was incremental (only changed pages are
+//! written), and its pages and root are stored the same way ([`manifest`]).
+//! Every step is idempotent. [`executor`] runs the steps.
 
+mod checkpoint;
 pub mod executor;
+mod manifest;
+mod read;
+mod store;
 
 pub use executor::{run, CopyJob};

@@ -1,6 +1,12 @@
 //! Talking to other chunk stores: gRPC clients that verify what they
-//! receive, fetching a chunk by placement, and putting chunks at RF.
+//! receive ([`client`]), fetching a chunk by placement ([`fetch`]) and
+//! putting chunks at RF ([`put`]). Builds on [`crate::store`] for this
+//! node's own store, which is read and written directly.
 
 pub mod client;
+pub mod fetch;
+pub mod put;
 
-pub use client::{candidates, connect, fetch, fetch_near, replication_factor, Peer, DEFAULT_RF};
+pub use client::{candidates, connect, replication_factor, Peer, DEFAULT_RF};
+pub use fetch::{fetch, fetch_near};
+pub(crate) use put::Sender;

@@ -1,0 +1,36 @@
+//! The copy's store step: one batch's non-zero blocks put at RF, and what
+//! its checkpoint will record.
+
+use crate::copy::read::Batch;
+use crate::error::ChunkNodeError;
+use crate::peers::Sender;
+use cairn_core::ChunkId;
+use std::sync::Arc;
+
+/// A batch durable at RF: what its checkpoint records.
+pub(crate) struct Stored {
+    pub(crate) last: u64,
+    pub(crate) entries: Vec<(u64, Option<ChunkId>)>,
+    pub(crate) data_bytes: u64,
+    /// `PutChunk` calls made.
+    pub(crate) sent: u64,
+}
+
+/// Stores the chunks of `batch` at RF.
+pub(crate) async fn store_batch(
+    sender: Arc<Sender>,
+    batch: Batch,
+) -> Result<Stored, ChunkNodeError> {
+    let mut entries = Vec::with_capacity(batch.blocks.len());
+    let mut chunks = Vec::new();
+    let mut data_bytes = 0u64;
+    for (idx, id, data) in batch.blocks {
+        entries.push((idx, id));
+        if let Some(id) = id {
+            data_bytes += data.len() as u64;
+            chunks.push((id, data));
+        }
+    }
+    let sent = sender.store(chunks).await?;
+    Ok(Stored { last: batch.last, entries, data_bytes, sent })
+}

@@ -1,0 +1,148 @@
+//! Putting chunks at RF: each chunk goes to the replicas placement picks
+//! among the targets, and counts only once every one of its `min(rf,
+//! targets)` replicas acknowledged it (a put is fsynced by the receiver).
+//! Each target is asked which chunks it lacks (`HasChunks`) and sent only
+//! those, a bounded number at a time; an unreachable replica fails the put
+//! (Unavailable) rather than leaving a chunk under-replicated. This node's
+//! own store, when it is a target, is written directly.
+
+use crate::error::ChunkNodeError;
+use crate::peers::client::{self, Peer};
+use crate::store::{ChunkStore, LocalStore};
+use bytes::Bytes;
+use cairn_core::placement::{place, Candidate};
+use cairn_core::ChunkId;
+use cairn_proto::pb::StoreNode;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
+
+/// Ids per `HasChunks` call (a copy batch's worth).
+const HAS_IDS: usize = 64;
+/// Concurrent `PutChunk` calls of one batch. More puts waiting at a store
+/// make its group commits larger: this disk takes ~260 MB/s in 8 MiB synced
+/// writes and ~320 MB/s in 32 MiB ones. (A 128-block batch did not help.)
+const PUTS_IN_FLIGHT: usize = 96;
+
+/// Stores chunks at their placement among the targets, remembering what each
+/// target is known to hold so repeated content is checked and sent once.
+pub(crate) struct Sender {
+    peers: Vec<Peer>,
+    cands: Vec<Candidate>,
+    rf: usize,
+    confirmed: Mutex<HashSet<(usize, ChunkId)>>,
+    /// The target that is this node, and its store.
+    local: Option<(usize, ChunkStore)>,
+}
+
+impl Sender {
+    pub(crate) fn new(
+        targets: &[StoreNode],
+        rf: u32,
+        local: Option<LocalStore>,
+    ) -> Result<Sender, ChunkNodeError> {
+        if targets.is_empty() {
+            return Err(ChunkNodeError::InvalidArgument("no target chunk nodes"));
+        }
+        let peers = client::connect(targets)?;
+        let cands = client::candidates(&peers);
+        let local = local.and_then(|l| {
+            targets.iter().position(|t| t.node_id == l.node_id).map(|i| (i, l.store))
+        });
+        Ok(Sender {
+            peers,
+            cands,
+            rf: client::replication_factor(rf),
+            confirmed: Mutex::new(HashSet::new()),
+            local,
+        })
+    }
+
+    pub(crate) fn peers(&self) -> &[Peer] {
+        &self.peers
+    }
+
+    pub(crate) fn rf(&self) -> usize {
+        self.rf
+    }
+
+    fn local_store(&self, target: usize) -> Option<ChunkStore> {
+        self.local.as_ref().filter(|(i, _)| *i == target).map(|(_, s)| s.clone())
+    }
+
+    fn confirmed(&self) -> std::sync::MutexGuard<'_, HashSet<(usize, ChunkId)>> {
+        self.confirmed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes every chunk durable on its replicas. Returns how many
+    /// `PutChunk` calls were made. Calls may overlap; a chunk two of them
+    /// carry is then stored twice, which the stores take as a no-op.
+    pub(crate) async fn store(
+        &self,
+        chunks: Vec<(ChunkId, Vec<u8>)>,
+    ) -> Result<u64, ChunkNodeError> {
+        let mut data: BTreeMap<ChunkId, Bytes> = BTreeMap::new();
+        for (id, bytes) in chunks {
+            data.entry(id).or_insert_with(|| Bytes::from(bytes));
+        }
+        // Per target: the ids it should hold and is not yet known to hold.
+        let mut wanted: BTreeMap<usize, Vec<ChunkId>> = BTreeMap::new();
+        {
+            let confirmed = self.confirmed();
+            for id in data.keys() {
+                for t in place(id, &self.cands, self.rf) {
+                    if !confirmed.contains(&(t, *id)) {
+                        wanted.entry(t).or_default().push(*id);
+                    }
+                }
+            }
+        }
+        let checks = wanted.into_iter().map(|(t, ids)| {
+            let peer = self.peers[t].clone();
+            let local = self.local_store(t);
+            async move {
+                let mut missing = Vec::new();
+                let mut present = Vec::new();
+                for part in ids.chunks(HAS_IDS) {
+                    let has = match &local {
+                        Some(store) => store.has(part.to_vec()).await?,
+                        None => peer.has(part).await?,
+                    };
+                    for (id, h) in part.iter().zip(has) {
+                        if h {
+                            present.push((t, *id));
+                        } else {
+                            missing.push((t, *id));
+                        }
+                    }
+                }
+                Ok::<_, ChunkNodeError>((present, missing))
+            }
+        });
+        let mut to_put = Vec::new();
+        for r in futures::future::join_all(checks).await {
+            let (present, missing) = r?;
+            self.confirmed().extend(present);
+            to_put.extend(missing);
+        }
+        let puts = to_put.into_iter().map(|(t, id)| {
+            let peer = self.peers[t].clone();
+            let local = self.local_store(t);
+            let bytes = data.get(&id).cloned();
+            async move {
+                let bytes = bytes.ok_or(ChunkNodeError::ChunkUnavailable(id))?;
+                match local {
+                    // The reader hashed these bytes: the id is theirs.
+                    Some(store) => store.put_hashed(id, bytes).await?,
+                    None => peer.put(id, bytes).await?,
+                };
+                Ok::<_, ChunkNodeError>((t, id))
+            }
+        });
+        let done: Vec<(usize, ChunkId)> =
+            stream::iter(puts).buffer_unordered(PUTS_IN_FLIGHT).try_collect().await?;
+        let sent = done.len() as u64;
+        self.confirmed().extend(done);
+        Ok(sent)
+    }
+}
