@@ -1,20 +1,8 @@
-//! The volume host: each live volume is a sparse file
-//! `data_dir/volumes/<vol-id>.img` of the volume's size, with its state in
-//! `data_dir/volumes/<vol-id>.state/`: changed-block tracking
-//! ([`crate::volume::tracking`]), pending freezes ([`crate::volume::freeze`]) and, for a
-//! volume restored lazily, its hydration state ([`crate::volume::hydration`]).
-//!
-//! Point in time: every mutation (write, write-zeroes, trim) holds the
-//! volume's gate shared from before it touches anything until it is done,
-//! and `freeze` holds it exclusively just long enough to record the freeze.
-//! A mutation acknowledged before `freeze` returned finished before the
-//! freeze, so the frozen image has it; one that starts after `freeze`
-//! returned first saves, under the block's lock, the frozen content of every
-//! block it is about to change that a pending freeze still needs.
-//!
-//! The host writes `data_dir/clean-shutdown` when it closes cleanly and
-//! removes it when it opens; opening without it means the previous run was
-//! killed, and change tracking becomes unknown (see [`crate::volume::tracking`]).
+//! The volume host: every volume of this node by id, opened at start (with
+//! what unfinished creates left dropped, and hydration restarted), created,
+//! deleted, frozen and released, and closed cleanly; and the background work
+//! on them (hydrators, copies), stopped at close. See [`crate::volume`] for
+//! the on-disk layout and the point-in-time rule.
 
 use crate::disk::files::{fsync_dir, remove_dir, remove_file};
 use crate::disk::sparse;

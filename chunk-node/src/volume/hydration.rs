@@ -58,19 +58,11 @@ use std::sync::{Arc, Mutex, RwLock};
 const MAP_VERSION: u16 = 1;
 /// Concurrent chunk fetches of the background hydrator (and of one request).
 pub const FETCHES_IN_FLIGHT: usize = 16;
-/// Blocks the hydrator installs per round (32 MiB).
-const ROUND_BLOCKS: usize = 64;
 /// Blocks marked local in memory before their marks are made durable
 /// (1 GiB): see the module comment.
 pub const MARKS_PER_SYNC: usize = 2048;
 /// Marks per log record (512 KiB of payload).
 const MARKS_PER_RECORD: usize = 65536;
-
-/// A hydrator round being installed on the blocking pool: the blocks it wrote.
-type Installing = tokio::task::JoinHandle<Result<Vec<u64>, ChunkNodeError>>;
-
-#[path = "hydrator.rs"]
-mod run;
 
 /// What a restored volume must fetch, as persisted.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -103,14 +95,17 @@ struct Marks {
 
 /// The chunk nodes blocks are fetched from; this node's own store is read
 /// directly when it is one of them.
-struct Sources {
-    peers: Vec<Peer>,
+pub(super) struct Sources {
+    pub(super) peers: Vec<Peer>,
     cands: Vec<Candidate>,
-    local: Option<(usize, ChunkStore)>,
+    pub(super) local: Option<(usize, ChunkStore)>,
 }
 
 impl Sources {
-    fn new(nodes: &[StoreNode], local: Option<&LocalStore>) -> Result<Sources, ChunkNodeError> {
+    pub(super) fn new(
+        nodes: &[StoreNode],
+        local: Option<&LocalStore>,
+    ) -> Result<Sources, ChunkNodeError> {
         let peers = peers::connect(nodes)?;
         let cands = peers::candidates(&peers);
         let local = local.and_then(|l| {
@@ -121,11 +116,11 @@ impl Sources {
 }
 
 pub struct Hydration {
-    dir: PathBuf,
+    pub(super) dir: PathBuf,
     size: u64,
-    entries: BTreeMap<u64, ChunkId>,
+    pub(super) entries: BTreeMap<u64, ChunkId>,
     bits: Vec<AtomicU64>,
-    remaining: AtomicU64,
+    pub(super) remaining: AtomicU64,
     /// Blocks local in memory whose marks are not durable yet.
     marks: Mutex<Marks>,
     /// Held while marks are being made durable (and by `finish`).
@@ -143,11 +138,11 @@ pub struct Hydration {
     direct: Option<File>,
     direct_ok: AtomicBool,
     locks: Arc<BlockLocks>,
-    sources: RwLock<Arc<Sources>>,
+    pub(super) sources: RwLock<Arc<Sources>>,
     rf: usize,
     /// The block after the last one a reader asked for.
-    hint: AtomicU64,
-    cancelled: AtomicBool,
+    pub(super) hint: AtomicU64,
+    pub(super) cancelled: AtomicBool,
 }
 
 /// Whether block `i` is marked local in `bits`.
@@ -238,7 +233,7 @@ impl Hydration {
         Ok(Some(h))
     }
 
-    fn bit(&self, i: u64) -> bool {
+    pub(super) fn bit(&self, i: u64) -> bool {
         bit_set(&self.bits, i)
     }
 
@@ -410,13 +405,13 @@ impl Hydration {
     }
 
     /// Blocks whose marks wait for a flush.
-    fn pending_marks(&self) -> usize {
+    pub(super) fn pending_marks(&self) -> usize {
         self.marks().pending.len()
     }
 
     /// Makes the pending marks durable: the volume file first, then the log.
     /// Waits for a flush under way first. Blocking.
-    fn flush_marks(&self) -> Result<(), ChunkNodeError> {
+    pub(super) fn flush_marks(&self) -> Result<(), ChunkNodeError> {
         let _flushing = self.flushing.lock().unwrap_or_else(|e| e.into_inner());
         let batch = {
             let mut m = self.marks();
@@ -445,7 +440,7 @@ impl Hydration {
     }
 
     /// [`Hydration::install_locked`] under the fetched blocks' locks. Blocking.
-    fn lock_and_install<D: AsRef<[u8]>>(
+    pub(super) fn lock_and_install<D: AsRef<[u8]>>(
         &self,
         fetched: &[(u64, D)],
     ) -> Result<Vec<u64>, ChunkNodeError> {
@@ -494,7 +489,7 @@ impl Hydration {
 
     /// Drops the state files once every block is local; from then on the
     /// volume is whole. Blocking.
-    fn finish(&self) -> Result<(), ChunkNodeError> {
+    pub(super) fn finish(&self) -> Result<(), ChunkNodeError> {
         let _flushing = self.flushing.lock().unwrap_or_else(|e| e.into_inner());
         let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
         if log.is_some() {

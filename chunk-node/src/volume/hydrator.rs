@@ -1,10 +1,10 @@
 //! The background hydrator of a restored volume: which blocks to fetch next,
 //! the fetch/install pipeline, background mark flushes and retries (see
-//! [`super`] for the design).
+//! [`crate::volume::hydration`] for the design).
 
-use super::{Hydration, Installing, Sources, MARKS_PER_SYNC, ROUND_BLOCKS};
 use crate::error::ChunkNodeError;
 use crate::store::LocalStore;
+use crate::volume::hydration::{Hydration, Sources, MARKS_PER_SYNC};
 use cairn_core::command::{Query, QueryOutput};
 use cairn_core::records::ChunkNodeInfo;
 use cairn_proto::pb::StoreNode;
@@ -13,6 +13,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+
+/// Blocks the hydrator installs per round (32 MiB).
+const ROUND_BLOCKS: usize = 64;
+
+/// A hydrator round being installed on the blocking pool: the blocks it wrote.
+type Installing = tokio::task::JoinHandle<Result<Vec<u64>, ChunkNodeError>>;
 
 impl Hydration {
     /// The next blocks the hydrator should fetch: not yet local, from the

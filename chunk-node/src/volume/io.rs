@@ -1,6 +1,6 @@
 //! One live volume: its I/O paths (read, write, write-zeroes, trim, flush)
 //! and what they must do around freezes, change tracking and hydration.
-//! See [`crate::volume::host`] for the design.
+//! See [`crate::volume`] for the design.
 
 use crate::disk::sparse;
 use crate::error::ChunkNodeError;
