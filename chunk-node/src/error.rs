@@ -1,5 +1,6 @@
-//! The chunk node's one error type, and the one table that maps it to gRPC
-//! status codes.
+//! The chunk node's one error type, the one table that maps it to gRPC
+//! status codes, and the checks of request fields (names, chunk ids) that
+//! end in it.
 
 use cairn_core::manifest::ManifestError;
 use cairn_core::ChunkId;
@@ -102,4 +103,9 @@ pub(crate) fn check_name(what: &'static str, value: &str) -> Result<(), ChunkNod
     } else {
         Err(ChunkNodeError::InvalidName { what, value: value.to_string() })
     }
+}
+
+/// A chunk id from the bytes a request carries (32 of them).
+pub(crate) fn chunk_id(bytes: &[u8]) -> Result<ChunkId, ChunkNodeError> {
+    ChunkId::from_slice(bytes).ok_or(ChunkNodeError::BadChunkId(bytes.len()))
 }

@@ -5,6 +5,11 @@
 //! [`ChunkNode`] owns the lifecycle: it opens the stores, serves gRPC and NBD
 //! on listeners the caller bound (port 0 in tests), registers itself with the
 //! metadata group in the background, and shuts everything down.
+//!
+//! Folders, each importing only those after it: [`rpc`] (the gRPC services)
+//! -> [`copy`], [`restore`], [`staging`] -> [`volume`] -> [`peers`] ->
+//! [`store`] -> [`disk`]. [`nbd_server`] serves the volumes over NBD;
+//! [`config`] and [`error`] are used by all.
 
 pub mod config;
 pub mod copy;
@@ -12,6 +17,7 @@ pub mod disk;
 pub mod error;
 pub mod nbd_server;
 pub mod peers;
+mod register;
 pub mod restore;
 pub mod rpc;
 pub mod staging;
@@ -23,16 +29,10 @@ pub use error::ChunkNodeError;
 pub use store::{ChunkStore, StoreStats};
 pub use volume::{FreezeInfo, VolumeHost, VolumeStats};
 
-use cairn_core::command::Command;
+use crate::staging::StagingStore;
 use cairn_core::records::ChunkNodeInfo;
 use cairn_core::OutpostId;
-use cairn_proto::pb::chunk_store_server::ChunkStoreServer;
-use cairn_proto::pb::volume_host_server::VolumeHostServer;
-use cairn_proto::{
-    MetadataClient, CONNECTION_WINDOW_BYTES, MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTES,
-};
 use std::net::SocketAddr;
-use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -86,40 +86,19 @@ impl ChunkNode {
         };
 
         let (shutdown, rx) = watch::channel(false);
-        let chunk_svc = rpc::ChunkStoreService {
-            store: store.clone(),
-            node_id: config.node_id.clone(),
-            zone: info.zone(),
+        let services = rpc::Services {
+            chunks: rpc::ChunkStoreService {
+                store: store.clone(),
+                node_id: config.node_id.clone(),
+                zone: info.zone(),
+            },
+            volumes: rpc::VolumeHostService { host: host.clone(), local: Some(local) },
+            staging: rpc::StagingService { store: StagingStore::new(&config.data_dir) },
         };
-        let volume_svc = rpc::VolumeHostService { host: host.clone(), local: Some(local) };
-        let mut grpc_rx = rx.clone();
-        let grpc_task = tokio::spawn(
-            tonic::transport::Server::builder()
-                .tcp_nodelay(true)
-                .initial_stream_window_size(STREAM_WINDOW_BYTES)
-                .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
-                .add_service(
-                    ChunkStoreServer::new(chunk_svc)
-                        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                        .max_encoding_message_size(MAX_MESSAGE_BYTES),
-                )
-                .add_service(
-                    VolumeHostServer::new(volume_svc)
-                        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                        .max_encoding_message_size(MAX_MESSAGE_BYTES),
-                )
-                .add_service(staging::service(&config.data_dir))
-                .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(grpc),
-                    async move {
-                        // A dropped sender also means shut down.
-                        let _ = grpc_rx.wait_for(|s| *s).await;
-                    },
-                ),
-        );
+        let grpc_task = tokio::spawn(rpc::serve(grpc, services, rx.clone()));
         let nbd_task = tokio::spawn(nbd_server::serve(nbd, host.clone(), rx.clone()));
         let register_task = (!config.metadata.is_empty())
-            .then(|| tokio::spawn(register(config.metadata.clone(), info.clone(), rx)));
+            .then(|| tokio::spawn(register::register(config.metadata.clone(), info.clone(), rx)));
         tracing::info!(
             node = %info.node_id, zone = %info.zone(), grpc = %info.grpc_addr, nbd = %info.nbd_addr,
             "chunk node started"
@@ -200,30 +179,5 @@ impl ChunkNode {
             tracing::warn!(error = %e, "nbd server task failed");
         }
         tracing::info!(node = %self.info.node_id, "chunk node stopped");
-    }
-}
-
-/// Registers `info` with the metadata group, retrying with back-off until it
-/// is applied or the node shuts down.
-async fn register(members: Vec<String>, info: ChunkNodeInfo, mut shutdown: watch::Receiver<bool>) {
-    let client = MetadataClient::new(members);
-    let cmd = Command::RegisterNode(info.clone());
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        match client.write(&cmd).await {
-            Ok(Ok(_)) => {
-                tracing::info!(node = %info.node_id, "registered with the metadata group");
-                return;
-            }
-            Ok(Err(e)) => tracing::warn!(error = %e, "metadata group refused registration"),
-            Err(e) => {
-                tracing::warn!(error = %e, "metadata group unavailable; will retry registration")
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = async { shutdown.wait_for(|s| *s).await.map(|_| ()) } => return,
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }

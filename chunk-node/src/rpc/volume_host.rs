@@ -1,81 +1,17 @@
-//! The gRPC services: thin adapters (decode, call, encode) over the chunk
-//! store, the volume host, the copy executor and the restore. Errors become
-//! status codes through the one `From<ChunkNodeError> for Status` table.
+//! The `VolumeHost` gRPC service: volumes created (empty, or restored from
+//! a snapshot), deleted, frozen, copied (progress streamed back) and
+//! released, and their counters.
 
 use crate::copy::{self, CopyJob};
-use crate::error::ChunkNodeError;
+use crate::error::chunk_id;
 use crate::restore::{self, RestoreJob};
-use crate::store::{ChunkStore, LocalStore};
+use crate::store::LocalStore;
 use crate::volume::VolumeHost;
-use cairn_core::ChunkId;
 use cairn_proto::pb;
 use std::pin::Pin;
 use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
-
-/// Most ids one `HasChunks` call may ask about.
-const MAX_HAS_IDS: usize = 16_384;
-
-fn chunk_id(bytes: &[u8]) -> Result<ChunkId, ChunkNodeError> {
-    ChunkId::from_slice(bytes).ok_or(ChunkNodeError::BadChunkId(bytes.len()))
-}
-
-pub struct ChunkStoreService {
-    pub store: ChunkStore,
-    pub node_id: String,
-    pub zone: String,
-}
-
-#[tonic::async_trait]
-impl pb::chunk_store_server::ChunkStore for ChunkStoreService {
-    async fn put_chunk(
-        &self,
-        request: Request<pb::PutChunkRequest>,
-    ) -> Result<Response<pb::PutChunkReply>, Status> {
-        let req = request.into_inner();
-        let id = chunk_id(&req.id)?;
-        let stored_new = self.store.put(id, req.data).await?;
-        Ok(Response::new(pb::PutChunkReply { stored_new }))
-    }
-
-    async fn has_chunks(
-        &self,
-        request: Request<pb::HasChunksRequest>,
-    ) -> Result<Response<pb::HasChunksReply>, Status> {
-        let req = request.into_inner();
-        if req.ids.len() > MAX_HAS_IDS {
-            return Err(ChunkNodeError::InvalidArgument("too many ids in one HasChunks").into());
-        }
-        let ids = req.ids.iter().map(|b| chunk_id(b)).collect::<Result<Vec<_>, _>>()?;
-        let present = self.store.has(ids).await?;
-        Ok(Response::new(pb::HasChunksReply { present }))
-    }
-
-    async fn get_chunk(
-        &self,
-        request: Request<pb::GetChunkRequest>,
-    ) -> Result<Response<pb::GetChunkReply>, Status> {
-        let id = chunk_id(&request.into_inner().id)?;
-        match self.store.get(id).await? {
-            Some(data) => Ok(Response::new(pb::GetChunkReply { data: data.into() })),
-            None => Err(ChunkNodeError::ChunkNotFound(id).into()),
-        }
-    }
-
-    async fn stats(
-        &self,
-        _request: Request<pb::ChunkStatsRequest>,
-    ) -> Result<Response<pb::ChunkStatsReply>, Status> {
-        let s = self.store.stats();
-        Ok(Response::new(pb::ChunkStatsReply {
-            node_id: self.node_id.clone(),
-            zone: self.zone.clone(),
-            chunks: s.chunks,
-            bytes: s.bytes,
-        }))
-    }
-}
 
 pub struct VolumeHostService {
     pub host: VolumeHost,

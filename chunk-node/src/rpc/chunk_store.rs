@@ -1,0 +1,66 @@
+//! The `ChunkStore` gRPC service: puts, `HasChunks`, gets and counters of
+//! this node's chunk store.
+
+use crate::error::{chunk_id, ChunkNodeError};
+use crate::store::ChunkStore;
+use cairn_proto::pb;
+use tonic::{Request, Response, Status};
+
+/// Most ids one `HasChunks` call may ask about.
+const MAX_HAS_IDS: usize = 16_384;
+
+pub struct ChunkStoreService {
+    pub store: ChunkStore,
+    pub node_id: String,
+    pub zone: String,
+}
+
+#[tonic::async_trait]
+impl pb::chunk_store_server::ChunkStore for ChunkStoreService {
+    async fn put_chunk(
+        &self,
+        request: Request<pb::PutChunkRequest>,
+    ) -> Result<Response<pb::PutChunkReply>, Status> {
+        let req = request.into_inner();
+        let id = chunk_id(&req.id)?;
+        let stored_new = self.store.put(id, req.data).await?;
+        Ok(Response::new(pb::PutChunkReply { stored_new }))
+    }
+
+    async fn has_chunks(
+        &self,
+        request: Request<pb::HasChunksRequest>,
+    ) -> Result<Response<pb::HasChunksReply>, Status> {
+        let req = request.into_inner();
+        if req.ids.len() > MAX_HAS_IDS {
+            return Err(ChunkNodeError::InvalidArgument("too many ids in one HasChunks").into());
+        }
+        let ids = req.ids.iter().map(|b| chunk_id(b)).collect::<Result<Vec<_>, _>>()?;
+        let present = self.store.has(ids).await?;
+        Ok(Response::new(pb::HasChunksReply { present }))
+    }
+
+    async fn get_chunk(
+        &self,
+        request: Request<pb::GetChunkRequest>,
+    ) -> Result<Response<pb::GetChunkReply>, Status> {
+        let id = chunk_id(&request.into_inner().id)?;
+        match self.store.get(id).await? {
+            Some(data) => Ok(Response::new(pb::GetChunkReply { data: data.into() })),
+            None => Err(ChunkNodeError::ChunkNotFound(id).into()),
+        }
+    }
+
+    async fn stats(
+        &self,
+        _request: Request<pb::ChunkStatsRequest>,
+    ) -> Result<Response<pb::ChunkStatsReply>, Status> {
+        let s = self.store.stats();
+        Ok(Response::new(pb::ChunkStatsReply {
+            node_id: self.node_id.clone(),
+            zone: self.zone.clone(),
+            chunks: s.chunks,
+            bytes: s.bytes,
+        }))
+    }
+}
