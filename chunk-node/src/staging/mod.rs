@@ -1,6 +1,6 @@
 //! Staging of snapshots written through the EBS direct APIs: one append-only,
 //! fsynced log per pending snapshot, under `data_dir/staging/<snapshot>.log`
-//! (the `SnapshotStaging` gRPC service over it is [`crate::rpc::staging`]).
+//! (the `SnapshotStaging` gRPC service over it lives in `rpc/staging.rs`).
 //!
 //! Why a log here and not in Raft: block maps never go through the metadata
 //! group (DESIGN.md), and the gateway is stateless. The gateway appends each
