@@ -2,6 +2,7 @@
 //! addresses) written once at start, retried in the background until the
 //! group applies it or the node shuts down.
 
+use cairn_core::backoff::Backoff;
 use cairn_core::command::Command;
 use cairn_core::records::ChunkNodeInfo;
 use cairn_proto::MetadataClient;
@@ -17,7 +18,7 @@ pub async fn register(
 ) {
     let client = MetadataClient::new(members);
     let cmd = Command::RegisterNode(info.clone());
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         match client.write(&cmd).await {
             Ok(Ok(_)) => {
@@ -30,9 +31,8 @@ pub async fn register(
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
             _ = async { shutdown.wait_for(|s| *s).await.map(|_| ()) } => return,
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }

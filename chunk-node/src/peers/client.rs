@@ -8,13 +8,15 @@ use cairn_core::placement::Candidate;
 use cairn_core::ChunkId;
 use cairn_proto::pb::chunk_store_client::ChunkStoreClient;
 use cairn_proto::pb::{GetChunkRequest, HasChunksRequest, PutChunkRequest, StoreNode};
-use cairn_proto::{CONNECTION_WINDOW_BYTES, MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTES};
+use cairn_proto::{chunk_node_channel, MAX_MESSAGE_BYTES};
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::Code;
 
 /// Default replication factor when a request leaves it at 0.
 pub const DEFAULT_RF: usize = 3;
+/// How long one call to a peer may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One remote chunk store.
 #[derive(Clone)]
@@ -37,17 +39,8 @@ pub fn connect(nodes: &[StoreNode]) -> Result<Vec<Peer>, ChunkNodeError> {
     nodes
         .iter()
         .map(|n| {
-            let ch = Endpoint::from_shared(n.grpc_addr.clone())
-                .map_err(|e| ChunkNodeError::BadAddress {
-                    addr: n.grpc_addr.clone(),
-                    reason: e.to_string(),
-                })?
-                .connect_timeout(Duration::from_secs(3))
-                .timeout(Duration::from_secs(60))
-                .tcp_nodelay(true)
-                .initial_stream_window_size(STREAM_WINDOW_BYTES)
-                .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
-                .connect_lazy();
+            let ch = chunk_node_channel(&n.grpc_addr, Some(CALL_TIMEOUT))
+                .map_err(|e| ChunkNodeError::BadAddress { addr: e.addr, reason: e.reason })?;
             let client = ChunkStoreClient::new(ch)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES);

@@ -5,6 +5,7 @@
 use crate::error::ChunkNodeError;
 use crate::store::LocalStore;
 use crate::volume::hydration::{Hydration, Sources, MARKS_PER_SYNC};
+use cairn_core::backoff::Backoff;
 use cairn_core::command::{Query, QueryOutput};
 use cairn_core::records::ChunkNodeInfo;
 use cairn_proto::pb::StoreNode;
@@ -79,7 +80,7 @@ impl Hydration {
         mut shutdown: watch::Receiver<bool>,
         metadata: Option<Arc<MetadataClient>>,
     ) {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let mut installing: Option<(Vec<u64>, Installing)> = None;
         let mut flush: Option<tokio::task::JoinHandle<Result<(), ChunkNodeError>>> = None;
         loop {
@@ -137,7 +138,7 @@ impl Hydration {
                 }
             });
             match result {
-                Ok(()) => backoff = Duration::from_millis(100),
+                Ok(()) => backoff.reset(),
                 Err(e) => {
                     tracing::warn!(dir = %self.dir.display(), error = %e, "hydration round failed; retrying");
                     if let Some(m) = &metadata {
@@ -158,11 +159,10 @@ impl Hydration {
     }
 }
 
-/// Waits `backoff` (or until shutdown flips), then doubles it, up to 5 s.
-async fn back_off(backoff: &mut Duration, shutdown: &mut watch::Receiver<bool>) {
+/// Waits out the next delay of `backoff`, or until shutdown flips.
+async fn back_off(backoff: &mut Backoff, shutdown: &mut watch::Receiver<bool>) {
     tokio::select! {
-        _ = tokio::time::sleep(*backoff) => {}
+        _ = tokio::time::sleep(backoff.next_delay()) => {}
         _ = shutdown.changed() => {}
     }
-    *backoff = (*backoff * 2).min(Duration::from_secs(5));
 }
