@@ -6,6 +6,7 @@
 pub mod http;
 pub mod nbd;
 pub mod procs;
+pub mod shape;
 pub mod workload;
 
 use anyhow::{bail, Context};
