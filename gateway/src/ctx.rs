@@ -1,10 +1,10 @@
 //! What every handler and job shares: configuration, the metadata client, the
 //! chunk node channels and the job set; plus typed reads of the records.
 
-use crate::auth::Caller;
 use crate::config::GatewayConfig;
 use crate::ec2::error::Ec2Error;
 use crate::ec2::xml::RenderCtx;
+use crate::http::auth::Caller;
 use crate::jobs::Jobs;
 use crate::nodes::{HostError, NodeClients};
 use cairn_core::command::{Command, CommandOutput, Query, QueryOutput};

@@ -6,11 +6,11 @@
 //! Start one with [`Gateway::start`], giving it already-bound listeners.
 
 pub mod admin;
-pub mod auth;
 pub mod config;
 pub mod ctx;
 pub mod ebs;
 pub mod ec2;
+pub mod http;
 pub mod jobs;
 pub mod nbd_door;
 pub mod nodes;

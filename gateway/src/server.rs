@@ -8,12 +8,13 @@
 //! body size limit (which also buffers the body, for a future SigV4
 //! verifier), and on the EC2 route, authentication.
 
-use crate::auth::{self, request_id, Authenticator, Caller};
 use crate::config::{ConfigError, GatewayConfig};
 use crate::ctx::Ctx;
 use crate::ebs::error::{EbsError, Invalid};
 use crate::ec2::error::Ec2Error;
 use crate::ec2::xml::xml_response;
+use crate::http::auth::{self, Authenticator, Caller};
+use crate::http::request_id::{request_id, REQUEST_ID_HEADER};
 use crate::jobs::{self, Jobs};
 use crate::nodes::NodeClients;
 use crate::{admin, ebs, ec2};
@@ -39,9 +40,6 @@ use tower::{BoxError, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
-
-/// The header carrying the request id, as AWS services name it.
-pub const REQUEST_ID_HEADER: &str = "x-amzn-requestid";
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {

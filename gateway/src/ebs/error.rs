@@ -120,7 +120,7 @@ impl EbsError {
         let h = resp.headers_mut();
         h.insert("x-amzn-ErrorType", HeaderValue::from_static(self.code()));
         if let Ok(v) = HeaderValue::from_str(request_id) {
-            h.insert(crate::server::REQUEST_ID_HEADER, v);
+            h.insert(crate::http::request_id::REQUEST_ID_HEADER, v);
         }
         resp
     }

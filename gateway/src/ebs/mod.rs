@@ -27,8 +27,9 @@ pub mod storage;
 pub mod tokens;
 pub mod write;
 
-use crate::auth::{request_id, request_scope, Authenticator, Caller};
 use crate::ctx::Ctx;
+use crate::http::auth::{request_scope, Authenticator, Caller};
+use crate::http::request_id::request_id;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, Uri};

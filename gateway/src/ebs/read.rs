@@ -9,7 +9,7 @@ use super::router::Paging;
 use super::storage::{get_chunk, load_page, load_root, Region};
 use super::tokens::{PageKind, BLOCK_TOKEN_SECS, PAGE_TOKEN_SECS};
 use super::{is_direct, readable, Ebs};
-use crate::auth::Caller;
+use crate::http::auth::Caller;
 use axum::body::Body;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};

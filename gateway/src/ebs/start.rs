@@ -4,7 +4,7 @@
 use super::error::{EbsError, Invalid};
 use super::storage::Region;
 use super::{epoch_secs, own_snapshot, Ebs};
-use crate::auth::Caller;
+use crate::http::auth::Caller;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use cairn_core::command::{Command, CommandOutput, DIRECT_VOLUME_ID};

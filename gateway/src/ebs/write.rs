@@ -11,7 +11,7 @@ use super::checksum::{self, AGGREGATION, ALGORITHM};
 use super::error::{EbsError, Invalid};
 use super::storage::{put_chunk, Region};
 use super::{own_snapshot, seal, Ebs};
-use crate::auth::Caller;
+use crate::http::auth::Caller;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};

@@ -9,8 +9,8 @@ pub mod params;
 pub mod router;
 pub mod xml;
 
-use crate::auth::Caller;
 use crate::ctx::Ctx;
+use crate::http::auth::Caller;
 use error::Ec2Error;
 use ops::{snapshots, tags, volumes};
 use params::Params;

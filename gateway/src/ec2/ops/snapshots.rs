@@ -1,7 +1,6 @@
 //! CreateSnapshot, DescribeSnapshots, DeleteSnapshot.
 
 use super::volumes::outpost_from_arn;
-use crate::auth::Caller;
 use crate::config::GatewayConfig;
 use crate::ctx::Ctx;
 use crate::ec2::error::Ec2Error;
@@ -9,6 +8,7 @@ use crate::ec2::filters::{self, SNAPSHOT_FILTERS};
 use crate::ec2::params::{Filter, Params};
 use crate::ec2::router::{snapshot_id, volume_id};
 use crate::ec2::xml::{snapshot_members, success_body};
+use crate::http::auth::Caller;
 use crate::jobs;
 use cairn_core::command::{Command, CommandOutput};
 use cairn_core::records::{Snapshot, SnapshotState, VolumeState, RECORD_VERSION};

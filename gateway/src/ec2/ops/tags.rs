@@ -1,11 +1,11 @@
 //! CreateTags, DeleteTags, DescribeTags, over volumes and snapshots.
 
-use crate::auth::Caller;
 use crate::ctx::Ctx;
 use crate::ec2::error::Ec2Error;
 use crate::ec2::filters::{self, TAG_FILTERS};
 use crate::ec2::params::{check_tag_key, check_tags, Filter, Params, MAX_TAGS};
 use crate::ec2::xml::success_body;
+use crate::http::auth::Caller;
 use cairn_core::command::Command;
 use cairn_core::records::{Snapshot, Volume};
 use cairn_core::{SnapshotId, VolumeId};

@@ -1,6 +1,5 @@
 //! CreateVolume, DescribeVolumes, DeleteVolume.
 
-use crate::auth::Caller;
 use crate::config::GatewayConfig;
 use crate::ctx::Ctx;
 use crate::ec2::error::Ec2Error;
@@ -8,6 +7,7 @@ use crate::ec2::filters::{self, VOLUME_FILTERS};
 use crate::ec2::params::{Filter, Params};
 use crate::ec2::router::{snapshot_id, volume_id};
 use crate::ec2::xml::{described_volume, success_body, volume_members};
+use crate::http::auth::Caller;
 use crate::jobs;
 use crate::nodes::{choose_host, HostError};
 use cairn_core::command::{Command, CommandOutput};

@@ -8,6 +8,7 @@
 //! so it can hash the payload, and [`SigV4Scope`] carries what it needs to
 //! look the key up.
 
+use super::request_id::request_id;
 use crate::ec2::error::Ec2Error;
 use axum::extract::{Request, State};
 use axum::http::HeaderMap;
@@ -128,16 +129,6 @@ impl Authenticator {
             }
         }
     }
-}
-
-/// The request id the request-id layer assigned (empty if none, which the
-/// layer order rules out).
-pub fn request_id(headers: &HeaderMap) -> String {
-    headers
-        .get(crate::server::REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string()
 }
 
 /// Middleware for the EC2 routes: authenticates and stores the [`Caller`] in
