@@ -12,20 +12,18 @@ use crate::config::{ConfigError, GatewayConfig};
 use crate::ctx::Ctx;
 use crate::ebs::error::{EbsError, Invalid};
 use crate::ec2::error::Ec2Error;
-use crate::ec2::xml::xml_response;
-use crate::http::auth::{self, Authenticator, Caller};
 use crate::http::request_id::{request_id, REQUEST_ID_HEADER};
 use crate::jobs::{self, Jobs};
 use crate::nodes::NodeClients;
 use crate::{admin, ebs, ec2};
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Extension, Router};
+use axum::Router;
 use cairn_proto::MetadataClient;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -136,10 +134,6 @@ fn spawn_nbd(
 
 /// The HTTP application with every layer.
 pub fn app(ctx: Arc<Ctx>) -> Router {
-    let authenticator = Arc::new(Authenticator::DevAnyKey {
-        account_id: ctx.config.account_id.clone(),
-        region: ctx.config.region.clone(),
-    });
     let header = HeaderName::from_static(REQUEST_ID_HEADER);
     let max_body = ctx.config.max_body_bytes;
     let layers = ServiceBuilder::new()
@@ -160,8 +154,7 @@ pub fn app(ctx: Arc<Ctx>) -> Router {
         .timeout(Duration::from_millis(ctx.config.request_timeout_ms))
         .layer(middleware::from_fn_with_state(max_body, limit_body));
     Router::new()
-        .route("/", get(ec2_endpoint).post(ec2_endpoint))
-        .route_layer(middleware::from_fn_with_state(authenticator, auth::require_ec2_caller))
+        .merge(ec2::routes(&ctx))
         // The EBS direct APIs authenticate themselves (scope service `ebs`).
         .merge(ebs::routes(ctx.clone()))
         .route("/_cairn/health", get(admin::health))
@@ -169,27 +162,6 @@ pub fn app(ctx: Arc<Ctx>) -> Router {
         .fallback(fallback)
         .with_state(ctx)
         .layer(layers)
-}
-
-async fn ec2_endpoint(
-    State(ctx): State<Arc<Ctx>>,
-    Extension(caller): Extension<Caller>,
-    headers: HeaderMap,
-    uri: Uri,
-    body: Bytes,
-) -> Response {
-    let rid = request_id(&headers);
-    match ec2::handle(&ctx, &caller, &rid, uri.query(), &body).await {
-        Ok(xml) => xml_response(StatusCode::OK, xml),
-        Err(e) => {
-            if e.status().is_server_error() {
-                tracing::warn!(code = e.code(), error = %e, "request failed");
-            } else {
-                tracing::debug!(code = e.code(), error = %e, "request refused");
-            }
-            e.into_response(&rid)
-        }
-    }
 }
 
 /// Errors of the tower layers, as EC2 errors.
@@ -261,12 +233,5 @@ async fn limit_body(State(max): State<usize>, req: Request, next: Next) -> Respo
                     .into_response(&rid)
             }
         }
-    }
-}
-
-impl IntoResponse for Ec2Error {
-    /// Without a request id at hand (prefer [`Ec2Error::into_response`]).
-    fn into_response(self) -> Response {
-        Ec2Error::into_response(self, "")
     }
 }

@@ -13,7 +13,9 @@
 //!   `RequestLimitExceeded` (503): botocore retries both.
 
 use super::xml::escape;
+use crate::http::auth::AuthError;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use cairn_core::command::MetaError;
 use cairn_proto::MetaClientError;
 
@@ -39,7 +41,7 @@ pub enum Ec2Error {
     MalformedQueryString(String),
     #[error("Request would have succeeded, but DryRun flag is set.")]
     DryRunOperation,
-    #[error("The request must contain a valid SigV4 Authorization header or X-Amz-Credential.")]
+    #[error("{}", AuthError::MissingAuthenticationToken)]
     MissingAuthenticationToken,
     #[error("{0}")]
     AuthFailure(String),
@@ -144,8 +146,25 @@ impl Ec2Error {
     }
 
     /// The full HTTP answer.
-    pub fn into_response(self, request_id: &str) -> axum::response::Response {
+    pub fn into_response(self, request_id: &str) -> Response {
         super::xml::xml_response(self.status(), self.body(request_id))
+    }
+}
+
+impl IntoResponse for Ec2Error {
+    /// Without a request id at hand (prefer [`Ec2Error::into_response`]).
+    fn into_response(self) -> Response {
+        Ec2Error::into_response(self, "")
+    }
+}
+
+impl From<AuthError> for Ec2Error {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::MissingAuthenticationToken => Ec2Error::MissingAuthenticationToken,
+            AuthError::IncompleteSignature(m) => Ec2Error::IncompleteSignature(m),
+            AuthError::AuthFailure(m) => Ec2Error::AuthFailure(m),
+        }
     }
 }
 
@@ -212,6 +231,20 @@ mod tests {
         assert_eq!((e.code(), e.status().as_u16()), ("Unavailable", 503));
         let e = Ec2Error::from(MetaClientError::Decode("bad".into()));
         assert_eq!((e.code(), e.status().as_u16()), ("InternalError", 500));
+    }
+
+    #[test]
+    fn auth_errors_are_401_under_their_codes() {
+        let table = [
+            (AuthError::MissingAuthenticationToken, "MissingAuthenticationToken"),
+            (AuthError::IncompleteSignature("x".into()), "IncompleteSignature"),
+            (AuthError::AuthFailure("y".into()), "AuthFailure"),
+        ];
+        for (a, code) in table {
+            let e = Ec2Error::from(a.clone());
+            assert_eq!((e.code(), e.status().as_u16()), (code, 401));
+            assert_eq!(e.to_string(), a.to_string());
+        }
     }
 
     #[test]
