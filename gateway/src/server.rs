@@ -10,8 +10,9 @@
 
 use crate::config::{ConfigError, GatewayConfig};
 use crate::ctx::Ctx;
-use crate::ebs::error::{EbsError, Invalid};
+use crate::ebs::error::EbsError;
 use crate::ec2::error::Ec2Error;
+use crate::http::error::{AwsError, LayerFailure};
 use crate::http::request_id::{request_id, REQUEST_ID_HEADER};
 use crate::jobs::{self, Jobs};
 use crate::nodes::NodeClients;
@@ -164,30 +165,33 @@ pub fn app(ctx: Arc<Ctx>) -> Router {
         .layer(layers)
 }
 
-/// Errors of the tower layers, as EC2 errors.
+/// Errors of the tower layers, answered as the request's front answers them.
 async fn service_error(uri: Uri, headers: HeaderMap, err: BoxError) -> Response {
-    if ebs::is_ebs_request(&headers, &uri) {
-        let e = if err.is::<Overloaded>() || err.is::<Elapsed>() {
-            EbsError::Throttled(format!("The request was not served: {err}"))
-        } else {
-            EbsError::Internal(err.to_string())
-        };
-        return e.into_response(&request_id(&headers));
-    }
-    let e = if err.is::<Overloaded>() {
-        Ec2Error::RequestLimitExceeded
+    let failure = if err.is::<Overloaded>() {
+        LayerFailure::Overloaded(err.to_string())
     } else if err.is::<Elapsed>() {
-        Ec2Error::Timeout
+        LayerFailure::TimedOut(err.to_string())
     } else {
-        Ec2Error::InternalError(err.to_string())
+        LayerFailure::Internal(err.to_string())
     };
-    e.into_response(&request_id(&headers))
+    layer_failure(&headers, &uri, failure)
+}
+
+/// A failure of the shared layers in the error shape of the front the
+/// request is for: the one place that tells the fronts apart.
+fn layer_failure(headers: &HeaderMap, uri: &Uri, failure: LayerFailure) -> Response {
+    let rid = request_id(headers);
+    if ebs::is_ebs_request(headers, uri) {
+        EbsError::from(failure).respond(&rid)
+    } else {
+        Ec2Error::from(failure).respond(&rid)
+    }
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("request handler panicked");
     let rid = uuid::Uuid::new_v4().to_string();
-    Ec2Error::InternalError("the request could not be served".into()).into_response(&rid)
+    Ec2Error::InternalError("the request could not be served".into()).respond(&rid)
 }
 
 /// Unknown paths: a rest-json error for EBS-scoped requests, else plain text.
@@ -195,7 +199,7 @@ async fn fallback(headers: HeaderMap, uri: Uri) -> Response {
     if ebs::is_ebs_request(&headers, &uri) {
         let e =
             EbsError::UnknownOperation(format!("No EBS direct operation is at {}.", uri.path()));
-        return e.into_response(&request_id(&headers));
+        return e.respond(&request_id(&headers));
     }
     (StatusCode::NOT_FOUND, "no such path\n").into_response()
 }
@@ -209,17 +213,14 @@ async fn limit_body(State(max): State<usize>, req: Request, next: Next) -> Respo
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let is_ebs = ebs::is_ebs_request(req.headers(), req.uri());
     if declared.is_some_and(|n| n > max as u64) {
-        if is_ebs {
-            let msg = format!("The request body is larger than {max} bytes.");
-            return EbsError::invalid(Invalid::ParameterValue, msg).into_response(&rid);
-        }
-        return Ec2Error::RequestTooLarge(max).into_response(&rid);
+        return layer_failure(req.headers(), req.uri(), LayerFailure::BodyTooLarge(max));
     }
     let (parts, body) = req.into_parts();
     match axum::body::to_bytes(body, max).await {
         Ok(bytes) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+        // Found while buffering (no or a wrong declared length): answered as
+        // an EC2 error whichever front the request is for.
         Err(e) => {
             let too_large =
                 std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
@@ -227,10 +228,10 @@ async fn limit_body(State(max): State<usize>, req: Request, next: Next) -> Respo
                 })
                 .any(|e| e.is::<http_body_util::LengthLimitError>());
             if too_large {
-                Ec2Error::RequestTooLarge(max).into_response(&rid)
+                Ec2Error::RequestTooLarge(max).respond(&rid)
             } else {
                 Ec2Error::MalformedQueryString(format!("the request body could not be read: {e}"))
-                    .into_response(&rid)
+                    .respond(&rid)
             }
         }
     }

@@ -29,6 +29,7 @@ pub mod write;
 
 use crate::ctx::Ctx;
 use crate::http::auth::{request_scope, Authenticator, Caller};
+use crate::http::error::AwsError;
 use crate::http::request_id::request_id;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -127,7 +128,7 @@ async fn endpoint(
     let rid = request_id(&headers);
     match serve(&ebs, &method, &uri, &headers, body).await {
         Ok(r) => r,
-        Err(e) => e.into_response(&rid),
+        Err(e) => e.respond(&rid),
     }
 }
 

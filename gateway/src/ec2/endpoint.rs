@@ -9,6 +9,7 @@ use super::router::{route, Ec2Request};
 use super::xml::xml_response;
 use crate::ctx::Ctx;
 use crate::http::auth::{request_scope, Authenticator, Caller};
+use crate::http::error::AwsError;
 use crate::http::request_id::request_id;
 use axum::body::Bytes;
 use axum::extract::{Request, State};
@@ -34,7 +35,7 @@ pub async fn require_caller(
         }
         Err(e) => {
             tracing::debug!(error = %e, "authentication refused");
-            Ec2Error::from(e).into_response(&request_id(req.headers()))
+            Ec2Error::from(e).respond(&request_id(req.headers()))
         }
     }
 }
@@ -56,7 +57,7 @@ pub async fn endpoint(
             } else {
                 tracing::debug!(code = e.code(), error = %e, "request refused");
             }
-            e.into_response(&rid)
+            e.respond(&rid)
         }
     }
 }

@@ -14,6 +14,7 @@
 
 use super::xml::escape;
 use crate::http::auth::AuthError;
+use crate::http::error::{AwsError, LayerFailure};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use cairn_core::command::MetaError;
@@ -84,8 +85,20 @@ pub enum Ec2Error {
 }
 
 impl Ec2Error {
-    /// The AWS error code, as botocore reports it in `Error.Code`.
-    pub fn code(&self) -> &'static str {
+    /// The AWS error envelope. Note `RequestID`, capitalised, unlike the
+    /// success body's `requestId`.
+    pub fn body(&self, request_id: &str) -> String {
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{}</Code><Message>{}</Message></Error></Errors><RequestID>{}</RequestID></Response>",
+            self.code(),
+            escape(&self.to_string()),
+            escape(request_id)
+        )
+    }
+}
+
+impl AwsError for Ec2Error {
+    fn code(&self) -> &'static str {
         use Ec2Error::*;
         match self {
             MissingAction => "MissingAction",
@@ -120,7 +133,7 @@ impl Ec2Error {
         }
     }
 
-    pub fn status(&self) -> StatusCode {
+    fn status(&self) -> StatusCode {
         use Ec2Error::*;
         match self {
             DryRunOperation => StatusCode::PRECONDITION_FAILED,
@@ -134,27 +147,27 @@ impl Ec2Error {
         }
     }
 
-    /// The AWS error envelope. Note `RequestID`, capitalised, unlike the
-    /// success body's `requestId`.
-    pub fn body(&self, request_id: &str) -> String {
-        format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{}</Code><Message>{}</Message></Error></Errors><RequestID>{}</RequestID></Response>",
-            self.code(),
-            escape(&self.to_string()),
-            escape(request_id)
-        )
-    }
-
-    /// The full HTTP answer.
-    pub fn into_response(self, request_id: &str) -> Response {
+    /// The envelope as `text/xml`.
+    fn respond(self, request_id: &str) -> Response {
         super::xml::xml_response(self.status(), self.body(request_id))
     }
 }
 
 impl IntoResponse for Ec2Error {
-    /// Without a request id at hand (prefer [`Ec2Error::into_response`]).
+    /// Without a request id at hand (prefer [`AwsError::respond`]).
     fn into_response(self) -> Response {
-        Ec2Error::into_response(self, "")
+        self.respond("")
+    }
+}
+
+impl From<LayerFailure> for Ec2Error {
+    fn from(f: LayerFailure) -> Self {
+        match f {
+            LayerFailure::Overloaded(_) => Ec2Error::RequestLimitExceeded,
+            LayerFailure::TimedOut(_) => Ec2Error::Timeout,
+            LayerFailure::BodyTooLarge(max) => Ec2Error::RequestTooLarge(max),
+            LayerFailure::Internal(m) => Ec2Error::InternalError(m),
+        }
     }
 }
 

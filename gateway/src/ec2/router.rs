@@ -108,6 +108,7 @@ pub fn snapshot_id(s: &str) -> Result<SnapshotId, Ec2Error> {
 mod tests {
     use super::*;
     use crate::ec2::params::Filter;
+    use crate::http::error::AwsError;
 
     fn config() -> GatewayConfig {
         GatewayConfig::for_test(vec!["http://m:1".into()])
