@@ -6,6 +6,7 @@
 //! Start one with [`Gateway::start`], giving it already-bound listeners.
 
 pub mod admin;
+pub mod app;
 pub mod config;
 pub mod ctx;
 pub mod ebs;
@@ -14,7 +15,6 @@ pub mod http;
 pub mod jobs;
 pub mod nbd_door;
 pub mod nodes;
-pub mod server;
 
+pub use app::{Gateway, GatewayError};
 pub use config::{ConfigError, GatewayConfig};
-pub use server::{Gateway, GatewayError};
