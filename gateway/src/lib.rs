@@ -11,10 +11,11 @@ pub mod config;
 pub mod ctx;
 pub mod ebs;
 pub mod ec2;
+pub mod gateway;
 pub mod http;
 pub mod jobs;
 pub mod nbd_door;
 pub mod nodes;
 
-pub use app::{Gateway, GatewayError};
 pub use config::{ConfigError, GatewayConfig};
+pub use gateway::{Gateway, GatewayError};
