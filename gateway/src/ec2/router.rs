@@ -5,7 +5,7 @@
 
 use super::error::Ec2Error;
 use super::ops::{snapshots, tags, volumes};
-use super::params::Params;
+use super::params::{snapshot_id, volume_id, Params};
 use crate::config::GatewayConfig;
 use cairn_core::{SnapshotId, VolumeId};
 
@@ -94,14 +94,6 @@ pub fn route(p: &Params, config: &GatewayConfig) -> Result<Routed, Ec2Error> {
     let dry_run = p.dry_run()?;
     p.finish()?;
     Ok(Routed { request, dry_run })
-}
-
-pub fn volume_id(s: &str) -> Result<VolumeId, Ec2Error> {
-    VolumeId::parse(s).ok_or_else(|| Ec2Error::VolumeIdMalformed(s.to_string()))
-}
-
-pub fn snapshot_id(s: &str) -> Result<SnapshotId, Ec2Error> {
-    SnapshotId::parse(s).ok_or_else(|| Ec2Error::SnapshotIdMalformed(s.to_string()))
 }
 
 #[cfg(test)]

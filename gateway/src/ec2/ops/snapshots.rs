@@ -1,12 +1,10 @@
 //! CreateSnapshot, DescribeSnapshots, DeleteSnapshot.
 
-use super::volumes::outpost_from_arn;
 use crate::config::GatewayConfig;
 use crate::ctx::Ctx;
 use crate::ec2::error::Ec2Error;
 use crate::ec2::filters::{self, SNAPSHOT_FILTERS};
-use crate::ec2::params::{Filter, Params};
-use crate::ec2::router::{snapshot_id, volume_id};
+use crate::ec2::params::{outpost_from_arn, snapshot_id, volume_id, Filter, Params};
 use crate::ec2::xml::{snapshot_members, success_body};
 use crate::http::auth::Caller;
 use crate::jobs;
