@@ -8,6 +8,7 @@ pub mod error;
 pub mod filters;
 pub mod ops;
 pub mod params;
+pub mod records;
 pub mod router;
 pub mod xml;
 

@@ -5,6 +5,7 @@
 //! Members without a value are omitted, never written empty: botocore parses
 //! `<x/>` as `''`, not as absent.
 
+use crate::config::GatewayConfig;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cairn_core::records::{Snapshot, Volume};
@@ -119,6 +120,17 @@ pub struct RenderCtx<'a> {
     pub account_id: &'a str,
     /// The AZ id of the volume's AZ, when the AZ is configured.
     pub az_id: Option<String>,
+}
+
+impl<'a> RenderCtx<'a> {
+    /// Rendering for a resource in availability zone `az` (empty: none).
+    pub fn new(config: &'a GatewayConfig, az: &str) -> Self {
+        RenderCtx {
+            region: &config.region,
+            account_id: &config.account_id,
+            az_id: config.az_id(az),
+        }
+    }
 }
 
 /// The children of a `Volume` (CreateVolume root, `volumeSet/item`).
