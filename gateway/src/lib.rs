@@ -11,6 +11,8 @@ pub mod config;
 pub mod ctx;
 pub mod ebs;
 pub mod ec2;
+#[cfg(test)]
+mod fixtures;
 pub mod gateway;
 pub mod http;
 pub mod jobs;

@@ -225,7 +225,7 @@ pub async fn delete(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ec2::xml::tests::snapshot;
+    use crate::fixtures::snapshot;
 
     #[test]
     fn visibility() {
