@@ -22,8 +22,8 @@ pub mod manifest;
 pub mod read;
 pub mod router;
 pub mod seal;
+pub mod staging;
 pub mod start;
-pub mod storage;
 pub mod tokens;
 pub mod write;
 
@@ -42,9 +42,9 @@ use cairn_core::records::{Snapshot, SnapshotState};
 use cairn_core::SnapshotId;
 use error::{EbsError, Invalid};
 use router::{route, EbsRequest};
+use staging::StagingClients;
 use std::sync::Arc;
 use std::time::Duration;
-use storage::StagingClients;
 use tokens::Tokens;
 
 /// Length of one `Timeout` minute. Tests shorten it with

@@ -15,7 +15,7 @@
 //! complete for its Timeout, so none stays pending forever.
 
 use super::error::EbsError;
-use super::storage::{load_page, load_root, put_chunk, Region};
+use super::staging::{load_page, load_root, put_chunk, Region};
 use super::{is_direct, Ebs};
 use crate::jobs::backoff;
 use cairn_core::command::{Command, CommandOutput, MetaError};

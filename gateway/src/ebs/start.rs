@@ -2,7 +2,7 @@
 //! (with ClientToken idempotency) and opens its staging logs.
 
 use super::error::{EbsError, Invalid};
-use super::storage::Region;
+use super::staging::Region;
 use super::{epoch_secs, own_snapshot, Ebs};
 use crate::http::auth::Caller;
 use axum::http::StatusCode;

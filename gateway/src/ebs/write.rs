@@ -9,7 +9,7 @@
 
 use super::checksum::{self, AGGREGATION, ALGORITHM};
 use super::error::{EbsError, Invalid};
-use super::storage::{put_chunk, Region};
+use super::staging::{put_chunk, Region};
 use super::{own_snapshot, seal, Ebs};
 use crate::http::auth::Caller;
 use axum::body::Bytes;
