@@ -17,6 +17,7 @@
 //! holds only the root, so EC2 CreateVolume restores it like any snapshot.
 
 pub mod checksum;
+pub mod chunks;
 pub mod error;
 pub mod manifest;
 pub mod read;

@@ -3,10 +3,10 @@
 //! EBS direct APIs), through the same manifests.
 
 use super::checksum::{self, ALGORITHM};
+use super::chunks::{get_chunk, load_page, load_root, Region};
 use super::error::{EbsError, Invalid};
 use super::manifest::{changed_blocks, changed_pages};
 use super::router::Paging;
-use super::staging::{get_chunk, load_page, load_root, Region};
 use super::tokens::{PageKind, BLOCK_TOKEN_SECS, PAGE_TOKEN_SECS};
 use super::{is_direct, readable, Ebs};
 use crate::http::auth::Caller;

@@ -14,8 +14,8 @@
 //! and ends in `error` any pending EBS-direct snapshot with no put or
 //! complete for its Timeout, so none stays pending forever.
 
+use super::chunks::{load_page, load_root, put_chunk, Region};
 use super::error::EbsError;
-use super::staging::{load_page, load_root, put_chunk, Region};
 use super::{is_direct, Ebs};
 use crate::jobs::backoff;
 use cairn_core::command::{Command, CommandOutput, MetaError};

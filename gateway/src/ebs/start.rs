@@ -1,8 +1,8 @@
 //! StartSnapshot: validates the request, writes a pending snapshot record
 //! (with ClientToken idempotency) and opens its staging logs.
 
+use super::chunks::Region;
 use super::error::{EbsError, Invalid};
-use super::staging::Region;
 use super::{epoch_secs, own_snapshot, Ebs};
 use crate::http::auth::Caller;
 use axum::http::StatusCode;

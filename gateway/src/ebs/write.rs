@@ -8,8 +8,8 @@
 //! caps how many are in flight.
 
 use super::checksum::{self, AGGREGATION, ALGORITHM};
+use super::chunks::{put_chunk, Region};
 use super::error::{EbsError, Invalid};
-use super::staging::{put_chunk, Region};
 use super::{own_snapshot, seal, Ebs};
 use crate::http::auth::Caller;
 use axum::body::Bytes;
