@@ -16,7 +16,7 @@
 
 use super::chunks::{load_page, load_root, put_chunk, Region};
 use super::error::EbsError;
-use super::{is_direct, Ebs};
+use super::state::{is_direct, Ebs};
 use crate::jobs::backoff;
 use cairn_core::command::{Command, CommandOutput, MetaError};
 use cairn_core::manifest::{IncrementalBuilder, ManifestBuilder, ManifestError};

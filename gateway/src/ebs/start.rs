@@ -3,7 +3,7 @@
 
 use super::chunks::Region;
 use super::error::{EbsError, Invalid};
-use super::{epoch_secs, own_snapshot, Ebs};
+use super::state::{epoch_secs, own_snapshot, Ebs};
 use crate::http::auth::Caller;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
