@@ -2,8 +2,8 @@
 //! chunk node channels and the job set; plus typed reads of the records.
 
 use crate::config::GatewayConfig;
-use crate::jobs::Jobs;
 use crate::nodes::{HostError, NodeClients};
+use crate::tasks::Jobs;
 use cairn_core::command::{Query, QueryOutput};
 use cairn_core::records::{ChunkNodeInfo, CopyJob, Snapshot, Volume};
 use cairn_core::{SnapshotId, VolumeId};

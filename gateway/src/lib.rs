@@ -18,6 +18,8 @@ pub mod http;
 pub mod jobs;
 pub mod nbd_door;
 pub mod nodes;
+pub mod retry;
+pub mod tasks;
 
 pub use config::{ConfigError, GatewayConfig};
 pub use gateway::{Gateway, GatewayError};

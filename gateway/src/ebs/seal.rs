@@ -17,7 +17,7 @@
 use super::chunks::{load_page, load_root, put_chunk, Region};
 use super::error::EbsError;
 use super::state::{is_direct, Ebs};
-use crate::jobs::backoff;
+use crate::retry::backoff;
 use cairn_core::command::{Command, CommandOutput, MetaError};
 use cairn_core::manifest::{IncrementalBuilder, ManifestBuilder, ManifestError};
 use cairn_core::records::{Snapshot, SnapshotState};

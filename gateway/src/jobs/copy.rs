@@ -33,15 +33,17 @@
 //! Lease times are wall-clock milliseconds of the proposing gateway: the
 //! gateways' clocks must agree to well within a lease.
 
-use super::{backoff, find_node, write_retrying, Claim};
+use super::host::{find_node, freeze, release};
+use super::lease::{holding_lease, step, StepError, Stop};
 use crate::ctx::Ctx;
 use crate::nodes::{call, destination_nodes, HostError};
+use crate::retry::{backoff, write_retrying};
+use crate::tasks::Claim;
 use cairn_core::command::{Command, CommandOutput, CopyOutcome, JobOp};
 use cairn_core::records::{CopyJob, Snapshot, SnapshotState, Volume};
 use cairn_core::time::now_ms;
-use cairn_core::{ChunkId, SnapshotId, VolumeId};
+use cairn_core::{ChunkId, SnapshotId};
 use cairn_proto::{pb, MetaClientError};
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -61,77 +63,6 @@ pub fn should_commit(committed: u8, percent: u32) -> bool {
     percent < 100 && percent >= u32::from(committed) + u32::from(PROGRESS_STEP)
 }
 
-/// Why a copy stopped short of completing.
-#[derive(Debug)]
-enum Stop {
-    /// This gateway no longer holds the job (another one does, or the
-    /// snapshot ended or was deleted): stop without touching it.
-    Lost(String),
-    /// The snapshot cannot complete: it ends in `error` with this StateMessage.
-    Failed(String),
-}
-
-/// Why one job step was not taken.
-enum StepError {
-    Lost(String),
-    /// The metadata group did not answer; the step may be retried.
-    Unavailable(MetaClientError),
-}
-
-/// Takes one step of job `id` as this gateway. `Ok` only while this gateway
-/// holds the job after the step.
-async fn step(ctx: &Ctx, id: &SnapshotId, op: JobOp) -> Result<CopyJob, StepError> {
-    let me = ctx.gateway_id();
-    let cmd = Command::CopyJob { id: id.clone(), owner: me.to_string(), now_ms: now_ms(), op };
-    match ctx.meta.write(&cmd).await {
-        Ok(Ok(CommandOutput::CopyJob(j))) if j.owner.as_deref() == Some(me) => Ok(j),
-        Ok(Ok(CommandOutput::CopyJob(j))) => Err(StepError::Lost(format!(
-            "gateway {} holds the job now",
-            j.owner.as_deref().unwrap_or("(none)")
-        ))),
-        Ok(Ok(other)) => {
-            Err(StepError::Lost(format!("unexpected answer to a job step: {other:?}")))
-        }
-        Ok(Err(e)) => Err(StepError::Lost(e.to_string())),
-        Err(e) => Err(StepError::Unavailable(e)),
-    }
-}
-
-/// Runs `work` while renewing the job's lease every third of its length; the
-/// caller holds the lease when it calls. Stops `work` and answers
-/// [`Stop::Lost`] as soon as the lease is lost, or lapsed without renewal.
-async fn holding_lease<T>(
-    ctx: &Ctx,
-    id: &SnapshotId,
-    work: impl Future<Output = T>,
-) -> Result<T, Stop> {
-    let lease_ms = ctx.config.job_lease_ms;
-    let lease = Duration::from_millis(lease_ms);
-    let renewer = async {
-        let mut valid_until = Instant::now() + lease;
-        loop {
-            tokio::time::sleep(lease / 3).await;
-            let sent = Instant::now();
-            match step(ctx, id, JobOp::Renew { lease_ms }).await {
-                Ok(_) => valid_until = sent + lease,
-                Err(StepError::Lost(why)) => return why,
-                Err(StepError::Unavailable(e)) if Instant::now() >= valid_until => {
-                    return format!(
-                        "the lease lapsed while the metadata group was unreachable: {e}"
-                    )
-                }
-                Err(StepError::Unavailable(e)) => {
-                    tracing::warn!(snapshot = %id, error = %e, "lease not renewed yet")
-                }
-            }
-        }
-    };
-    tokio::select! {
-        r = work => Ok(r),
-        why = renewer => Err(Stop::Lost(why)),
-    }
-}
-
 /// Freezes the volume for a snapshot just created with its job leased to
 /// this gateway (renewing the lease meanwhile), then starts the copy in the
 /// background. Answers the snapshot as the caller should see it: `pending`,
@@ -143,8 +74,7 @@ pub async fn freeze_and_copy(
     claim: Claim,
 ) -> Result<Snapshot, MetaClientError> {
     let id = snapshot.id.clone();
-    let frozen =
-        holding_lease(ctx, &id, super::freeze(ctx, volume, &id, snapshot.parent.as_ref())).await;
+    let frozen = holding_lease(ctx, &id, freeze(ctx, volume, &id, snapshot.parent.as_ref())).await;
     match frozen {
         Ok(Ok(reply)) => {
             tracing::info!(
@@ -526,28 +456,6 @@ async fn copy_once(ctx: &Ctx, id: &SnapshotId, a: &mut Attempt) -> Result<CopyDo
             }
         }
     }
-}
-
-/// Drops the host's frozen image of a snapshot. Already gone counts as done.
-async fn release(ctx: &Ctx, volume_id: &VolumeId, snapshot: &SnapshotId) -> Result<(), HostError> {
-    let volume = match ctx.volume(volume_id).await? {
-        Some(v) => v,
-        None => return Ok(()),
-    };
-    let volume = &volume;
-    super::retry("release", 3, move || async move {
-        let host = find_node(&ctx.node_list().await?, &volume.host_node)?;
-        let mut c = ctx.nodes.volume_host(&host)?;
-        let req = pb::ReleaseRequest {
-            volume_id: volume.id.to_string(),
-            snapshot_id: snapshot.to_string(),
-        };
-        match call(&host.node_id, 10, c.release(req)).await {
-            Err(e) if e.code() == Some(tonic::Code::NotFound) => Ok(()),
-            other => other.map(|_| ()),
-        }
-    })
-    .await
 }
 
 #[cfg(test)]

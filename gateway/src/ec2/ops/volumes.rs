@@ -270,7 +270,7 @@ pub async fn create(
         created
     } else if created.snapshot_id.is_some() {
         // Restores hydrate in the background; the volume answers `creating` now.
-        jobs::spawn_restore(ctx, created.clone());
+        jobs::volumes::spawn_restore(ctx, created.clone());
         created
     } else {
         create_empty(ctx, created).await?
@@ -282,7 +282,7 @@ pub async fn create(
 /// An empty volume: the host creates it now, then the record turns
 /// `available`. On failure the record is removed, so nothing half-made stays.
 async fn create_empty(ctx: &Arc<Ctx>, volume: Volume) -> Result<Volume, Ec2Error> {
-    match jobs::create_on_host(ctx, &volume, 3).await {
+    match jobs::host::create_on_host(ctx, &volume, 3).await {
         Ok(()) => {
             let cmd =
                 Command::SetVolumeState { id: volume.id.clone(), state: VolumeState::Available };
@@ -418,7 +418,7 @@ pub async fn delete(
             "Volume {id} has pending snapshots; delete it once they finish."
         )));
     }
-    if let Err(e) = jobs::delete_on_host(ctx, &volume).await {
+    if let Err(e) = jobs::host::delete_on_host(ctx, &volume).await {
         restore(ctx.clone(), id.clone()).await;
         return Err(host_error(e));
     }
