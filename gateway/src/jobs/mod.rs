@@ -3,13 +3,14 @@
 //! commits each step to the metadata group.
 //!
 //! Snapshot copies are leased jobs in the metadata group ([`copy`] has the
-//! whole story): CreateSnapshot writes the snapshot and its job, leased to
-//! this gateway, freezes the volume and answers; a background task runs the
-//! host's `Copy`, renews the lease, commits checkpoints and progress, and
-//! ends the snapshot. Every gateway also scans for jobs whose lease lapsed
-//! (their gateway died) and resumes them.
+//! whole story, [`lease`] the lease protocol): CreateSnapshot writes the
+//! snapshot and its job, leased to this gateway, freezes the volume and
+//! answers; a background task runs the host's `Copy`, renews the lease,
+//! commits checkpoints and progress, and ends the snapshot. Every gateway
+//! also scans for jobs whose lease lapsed (their gateway died) and resumes
+//! them. Every call to a volume host goes through [`host`].
 //!
-//! Volumes: on start, [`spawn_resume`] finishes every `creating` volume (the
+//! Volumes ([`volumes`]): on start, [`spawn_resume`] finishes every `creating` volume (the
 //! host's CreateVolume is idempotent; with lazy load it returns as soon as the
 //! volume exists, and the volume turns `available`) and every `deleting` one.
 //! These are not leased: two gateways starting at once both call the host,
