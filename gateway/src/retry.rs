@@ -4,15 +4,16 @@
 
 use crate::ctx::Ctx;
 use crate::nodes::HostError;
+use cairn_core::backoff::Backoff;
 use cairn_core::command::{Command, CommandResult};
 use cairn_proto::MetaClientError;
 use std::future::Future;
 use std::time::Duration;
 
-/// Backoff before attempt `n + 1` (n from 1): 200 ms doubling, at most 5 s.
+/// Backoff before attempt `n + 1` (n from 1): 200 ms doubling, at most 5 s,
+/// by the workspace's one back-off policy.
 pub fn backoff(n: u32) -> Duration {
-    Duration::from_millis(200u64.saturating_mul(1 << n.saturating_sub(1).min(5)))
-        .min(Duration::from_secs(5))
+    Backoff::delay(Duration::from_millis(200), Duration::from_secs(5), n)
 }
 
 /// Runs `f` up to `attempts` times while it fails transiently.
