@@ -9,12 +9,11 @@ use cairn_core::records::ChunkNodeInfo;
 use cairn_core::ChunkId;
 use cairn_proto::pb::snapshot_staging_client::SnapshotStagingClient;
 use cairn_proto::pb::{self, StagingKind};
-use cairn_proto::MAX_MESSAGE_BYTES;
+use cairn_proto::{ChunkChannels, MAX_MESSAGE_BYTES};
 use futures::future::join_all;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::collections::BTreeMap;
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// The placement key of a snapshot's staging log.
 pub fn staging_key(snapshot: &str) -> ChunkId {
@@ -25,29 +24,12 @@ pub fn staging_key(snapshot: &str) -> ChunkId {
 /// `NodeClients` only hands out chunk-store and volume-host clients.)
 #[derive(Default)]
 pub struct StagingClients {
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: ChunkChannels,
 }
 
 impl StagingClients {
     fn client(&self, node: &ChunkNodeInfo) -> Result<SnapshotStagingClient<Channel>, HostError> {
-        let mut map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        let ch = match map.get(&node.grpc_addr) {
-            Some(c) => c.clone(),
-            None => {
-                let ch = Endpoint::from_shared(node.grpc_addr.clone())
-                    .map_err(|e| HostError::BadAddress {
-                        addr: node.grpc_addr.clone(),
-                        reason: e.to_string(),
-                    })?
-                    .connect_timeout(Duration::from_secs(3))
-                    .tcp_nodelay(true)
-                    .initial_stream_window_size(cairn_proto::STREAM_WINDOW_BYTES)
-                    .initial_connection_window_size(cairn_proto::CONNECTION_WINDOW_BYTES)
-                    .connect_lazy();
-                map.insert(node.grpc_addr.clone(), ch.clone());
-                ch
-            }
-        };
+        let ch = self.channels.get(&node.grpc_addr)?;
         Ok(SnapshotStagingClient::new(ch)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES))
