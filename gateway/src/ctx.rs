@@ -1,13 +1,10 @@
 //! What every handler and job shares: configuration, the metadata client, the
 //! chunk node channels and the job set; plus typed reads of the records.
 
-use crate::auth::Caller;
 use crate::config::GatewayConfig;
-use crate::ec2::error::Ec2Error;
-use crate::ec2::xml::RenderCtx;
-use crate::jobs::Jobs;
 use crate::nodes::{HostError, NodeClients};
-use cairn_core::command::{Command, CommandOutput, Query, QueryOutput};
+use crate::tasks::Jobs;
+use cairn_core::command::{Query, QueryOutput};
 use cairn_core::records::{ChunkNodeInfo, CopyJob, Snapshot, Volume};
 use cairn_core::{SnapshotId, VolumeId};
 use cairn_proto::{MetaClientError, MetadataClient};
@@ -26,14 +23,6 @@ fn unexpected(what: &str) -> MetaClientError {
 }
 
 impl Ctx {
-    pub fn render(&self, az: &str) -> RenderCtx<'_> {
-        RenderCtx {
-            region: &self.config.region,
-            account_id: &self.config.account_id,
-            az_id: self.config.az_id(az),
-        }
-    }
-
     /// This gateway's name in copy-job leases: the configured `gateway_id`,
     /// or a random one chosen at process start.
     pub fn gateway_id(&self) -> &str {
@@ -97,30 +86,5 @@ impl Ctx {
             .into_iter()
             .find(|n| n.node_id == node_id)
             .ok_or_else(|| HostError::UnknownNode(node_id.to_string())))
-    }
-
-    /// A command whose refusal is an EC2 error.
-    pub async fn write(&self, cmd: &Command) -> Result<CommandOutput, Ec2Error> {
-        Ok(self.meta.write(cmd).await??)
-    }
-
-    /// The caller's volume, or `InvalidVolume.NotFound` (another account's
-    /// volume does not exist for this caller).
-    pub async fn own_volume(&self, caller: &Caller, id: &VolumeId) -> Result<Volume, Ec2Error> {
-        match self.volume(id).await? {
-            Some(v) if v.owner == caller.account_id => Ok(v),
-            _ => Err(Ec2Error::VolumeNotFound(id.to_string())),
-        }
-    }
-
-    pub async fn own_snapshot(
-        &self,
-        caller: &Caller,
-        id: &SnapshotId,
-    ) -> Result<Snapshot, Ec2Error> {
-        match self.snapshot(id).await? {
-            Some(s) if s.owner == caller.account_id => Ok(s),
-            _ => Err(Ec2Error::SnapshotNotFound(id.to_string())),
-        }
     }
 }

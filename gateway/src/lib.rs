@@ -4,17 +4,32 @@
 //! NBD front door.
 //!
 //! Start one with [`Gateway::start`], giving it already-bound listeners.
+//!
+//! Layout, from the top down (a module uses only modules beside or below
+//! it): [`gateway`] (lifecycle) starts [`app`] (routes and tower layers),
+//! the NBD door ([`nbd_door`]) and the background work. The app serves the
+//! two AWS fronts, [`ec2`] and [`ebs`], and the operator endpoints
+//! ([`admin`]). The fronts share [`http`] (request ids, authentication, the
+//! error trait) and start [`jobs`] (copies, restores, volume deletes). All of
+//! them share [`ctx`] (configuration, metadata client, node channels, the
+//! task set of [`tasks`]), [`retry`] (one backoff), [`nodes`] (chunk node
+//! calls) and [`config`].
 
 pub mod admin;
-pub mod auth;
+pub mod app;
 pub mod config;
 pub mod ctx;
 pub mod ebs;
 pub mod ec2;
+#[cfg(test)]
+mod fixtures;
+pub mod gateway;
+pub mod http;
 pub mod jobs;
 pub mod nbd_door;
 pub mod nodes;
-pub mod server;
+pub mod retry;
+pub mod tasks;
 
 pub use config::{ConfigError, GatewayConfig};
-pub use server::{Gateway, GatewayError};
+pub use gateway::{Gateway, GatewayError};

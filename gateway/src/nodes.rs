@@ -7,11 +7,9 @@ use cairn_core::records::ChunkNodeInfo;
 use cairn_core::{ChunkId, OutpostId, VolumeId};
 use cairn_proto::pb::chunk_store_client::ChunkStoreClient;
 use cairn_proto::pb::volume_host_client::VolumeHostClient;
-use cairn_proto::MAX_MESSAGE_BYTES;
-use std::collections::HashMap;
-use std::sync::Mutex;
+use cairn_proto::{BadAddress, ChunkChannels, MAX_MESSAGE_BYTES};
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::Code;
 
 /// The nodes that store snapshots of a destination: the region's nodes (no
@@ -67,6 +65,12 @@ pub enum HostError {
     Metadata(#[from] cairn_proto::MetaClientError),
 }
 
+impl From<BadAddress> for HostError {
+    fn from(e: BadAddress) -> Self {
+        HostError::BadAddress { addr: e.addr, reason: e.reason }
+    }
+}
+
 impl HostError {
     pub fn rpc(node: &str, status: tonic::Status) -> Self {
         HostError::Rpc { node: node.to_string(), status: Box::new(status) }
@@ -104,24 +108,12 @@ impl HostError {
 /// Lazily connected channels, one per chunk node address.
 #[derive(Default)]
 pub struct NodeClients {
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: ChunkChannels,
 }
 
 impl NodeClients {
     fn channel(&self, addr: &str) -> Result<Channel, HostError> {
-        let mut map = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = map.get(addr) {
-            return Ok(c.clone());
-        }
-        let ch = Endpoint::from_shared(addr.to_string())
-            .map_err(|e| HostError::BadAddress { addr: addr.to_string(), reason: e.to_string() })?
-            .connect_timeout(Duration::from_secs(3))
-            .tcp_nodelay(true)
-            .initial_stream_window_size(cairn_proto::STREAM_WINDOW_BYTES)
-            .initial_connection_window_size(cairn_proto::CONNECTION_WINDOW_BYTES)
-            .connect_lazy();
-        map.insert(addr.to_string(), ch.clone());
-        Ok(ch)
+        Ok(self.channels.get(addr)?)
     }
 
     pub fn volume_host(
@@ -159,6 +151,7 @@ pub async fn call<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     fn node(id: &str, az: &str, outpost: Option<&OutpostId>) -> ChunkNodeInfo {
         ChunkNodeInfo {

@@ -68,6 +68,7 @@ pub fn verify_linear(header: &str, digests: &[[u8; 32]]) -> Result<(), EbsError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::error::AwsError;
 
     #[test]
     fn block_checksums() {

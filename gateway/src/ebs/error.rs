@@ -3,6 +3,8 @@
 //! parses (code from `x-amzn-ErrorType`, message from the body's `message`,
 //! the modelled `Reason` member from the body).
 
+use crate::http::error::{AwsError, LayerFailure};
+use crate::http::request_id::REQUEST_ID_HEADER;
 use crate::nodes::HostError;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -67,28 +69,6 @@ impl EbsError {
         EbsError::Validation(reason, msg.into())
     }
 
-    pub fn code(&self) -> &'static str {
-        match self {
-            EbsError::Validation(..) => "ValidationException",
-            EbsError::SnapshotNotFound(_) => "ResourceNotFoundException",
-            EbsError::AccessDenied(_) => "AccessDeniedException",
-            EbsError::Conflict(_) => "ConflictException",
-            EbsError::Throttled(_) => "RequestThrottledException",
-            EbsError::Internal(_) => "InternalServerException",
-            EbsError::UnknownOperation(_) => "UnknownOperationException",
-        }
-    }
-
-    pub fn status(&self) -> StatusCode {
-        match self {
-            EbsError::Validation(..) | EbsError::Throttled(_) => StatusCode::BAD_REQUEST,
-            EbsError::SnapshotNotFound(_) | EbsError::UnknownOperation(_) => StatusCode::NOT_FOUND,
-            EbsError::AccessDenied(_) => StatusCode::FORBIDDEN,
-            EbsError::Conflict(_) => StatusCode::CONFLICT,
-            EbsError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
     /// The modelled `Reason`, where the exception has one.
     pub fn reason(&self) -> Option<&'static str> {
         match self {
@@ -109,8 +89,33 @@ impl EbsError {
         }
         body
     }
+}
 
-    pub fn into_response(self, request_id: &str) -> Response {
+impl AwsError for EbsError {
+    fn code(&self) -> &'static str {
+        match self {
+            EbsError::Validation(..) => "ValidationException",
+            EbsError::SnapshotNotFound(_) => "ResourceNotFoundException",
+            EbsError::AccessDenied(_) => "AccessDeniedException",
+            EbsError::Conflict(_) => "ConflictException",
+            EbsError::Throttled(_) => "RequestThrottledException",
+            EbsError::Internal(_) => "InternalServerException",
+            EbsError::UnknownOperation(_) => "UnknownOperationException",
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            EbsError::Validation(..) | EbsError::Throttled(_) => StatusCode::BAD_REQUEST,
+            EbsError::SnapshotNotFound(_) | EbsError::UnknownOperation(_) => StatusCode::NOT_FOUND,
+            EbsError::AccessDenied(_) => StatusCode::FORBIDDEN,
+            EbsError::Conflict(_) => StatusCode::CONFLICT,
+            EbsError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The rest-json error, logged (a warning when the fault is ours).
+    fn respond(self, request_id: &str) -> Response {
         if self.status().is_server_error() {
             tracing::warn!(code = self.code(), error = %self, "ebs request failed");
         } else {
@@ -120,7 +125,7 @@ impl EbsError {
         let h = resp.headers_mut();
         h.insert("x-amzn-ErrorType", HeaderValue::from_static(self.code()));
         if let Ok(v) = HeaderValue::from_str(request_id) {
-            h.insert(crate::server::REQUEST_ID_HEADER, v);
+            h.insert(REQUEST_ID_HEADER, v);
         }
         resp
     }
@@ -128,7 +133,22 @@ impl EbsError {
 
 impl IntoResponse for EbsError {
     fn into_response(self) -> Response {
-        EbsError::into_response(self, "")
+        self.respond("")
+    }
+}
+
+impl From<LayerFailure> for EbsError {
+    fn from(f: LayerFailure) -> Self {
+        match f {
+            LayerFailure::Overloaded(m) | LayerFailure::TimedOut(m) => {
+                EbsError::Throttled(format!("The request was not served: {m}"))
+            }
+            LayerFailure::BodyTooLarge(max) => EbsError::invalid(
+                Invalid::ParameterValue,
+                format!("The request body is larger than {max} bytes."),
+            ),
+            LayerFailure::Internal(m) => EbsError::Internal(m),
+        }
     }
 }
 

@@ -3,13 +3,13 @@
 //! EBS direct APIs), through the same manifests.
 
 use super::checksum::{self, ALGORITHM};
+use super::chunks::{get_chunk, load_page, load_root, Region};
 use super::error::{EbsError, Invalid};
 use super::manifest::{changed_blocks, changed_pages};
 use super::router::Paging;
-use super::storage::{get_chunk, load_page, load_root, Region};
+use super::state::{is_direct, readable, Ebs};
 use super::tokens::{PageKind, BLOCK_TOKEN_SECS, PAGE_TOKEN_SECS};
-use super::{is_direct, readable, Ebs};
-use crate::auth::Caller;
+use crate::http::auth::Caller;
 use axum::body::Body;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};

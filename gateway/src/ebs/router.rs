@@ -127,6 +127,7 @@ pub fn route(method: &Method, path: &str, query: Option<&str>) -> Result<EbsRequ
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::error::AwsError;
 
     fn r(m: &str, p: &str, q: Option<&str>) -> Result<EbsRequest, EbsError> {
         route(&Method::from_bytes(m.as_bytes()).unwrap(), p, q)

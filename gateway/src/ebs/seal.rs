@@ -14,10 +14,10 @@
 //! and ends in `error` any pending EBS-direct snapshot with no put or
 //! complete for its Timeout, so none stays pending forever.
 
+use super::chunks::{load_page, load_root, put_chunk, Region};
 use super::error::EbsError;
-use super::storage::{load_page, load_root, put_chunk, Region};
-use super::{is_direct, Ebs};
-use crate::jobs::backoff;
+use super::state::{is_direct, Ebs};
+use crate::retry::backoff;
 use cairn_core::command::{Command, CommandOutput, MetaError};
 use cairn_core::manifest::{IncrementalBuilder, ManifestBuilder, ManifestError};
 use cairn_core::records::{Snapshot, SnapshotState};

@@ -1,10 +1,10 @@
 //! StartSnapshot: validates the request, writes a pending snapshot record
 //! (with ClientToken idempotency) and opens its staging logs.
 
+use super::chunks::Region;
 use super::error::{EbsError, Invalid};
-use super::storage::Region;
-use super::{epoch_secs, own_snapshot, Ebs};
-use crate::auth::Caller;
+use super::state::{epoch_secs, own_snapshot, Ebs};
+use crate::http::auth::Caller;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use cairn_core::command::{Command, CommandOutput, DIRECT_VOLUME_ID};

@@ -8,10 +8,11 @@
 //! caps how many are in flight.
 
 use super::checksum::{self, AGGREGATION, ALGORITHM};
+use super::chunks::{put_chunk, Region};
 use super::error::{EbsError, Invalid};
-use super::storage::{put_chunk, Region};
-use super::{own_snapshot, seal, Ebs};
-use crate::auth::Caller;
+use super::seal;
+use super::state::{is_direct, own_snapshot, Ebs};
+use crate::http::auth::Caller;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -60,7 +61,7 @@ fn check_algorithm(h: &HeaderMap) -> Result<(), EbsError> {
 /// The caller's pending EBS-direct snapshot `id`, which can take blocks.
 async fn writable(ebs: &Ebs, caller: &Caller, id: &str) -> Result<Snapshot, EbsError> {
     let s = own_snapshot(ebs, caller, id).await?;
-    if !super::is_direct(&s) {
+    if !is_direct(&s) {
         return Err(EbsError::invalid(
             Invalid::SnapshotId,
             format!(
@@ -179,7 +180,7 @@ fn status(state: &str) -> Response {
 }
 
 pub async fn complete(
-    ebs: &Arc<super::Ebs>,
+    ebs: &Arc<Ebs>,
     caller: &Caller,
     id: &str,
     h: &HeaderMap,
@@ -202,7 +203,7 @@ pub async fn complete(
         }
     }
     let snap = own_snapshot(ebs, caller, id).await?;
-    if !super::is_direct(&snap) {
+    if !is_direct(&snap) {
         return Err(EbsError::invalid(
             Invalid::SnapshotId,
             format!("The snapshot '{id}' was not started with StartSnapshot."),

@@ -13,7 +13,10 @@
 //!   `RequestLimitExceeded` (503): botocore retries both.
 
 use super::xml::escape;
+use crate::http::auth::AuthError;
+use crate::http::error::{AwsError, LayerFailure};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use cairn_core::command::MetaError;
 use cairn_proto::MetaClientError;
 
@@ -39,7 +42,7 @@ pub enum Ec2Error {
     MalformedQueryString(String),
     #[error("Request would have succeeded, but DryRun flag is set.")]
     DryRunOperation,
-    #[error("The request must contain a valid SigV4 Authorization header or X-Amz-Credential.")]
+    #[error("{}", AuthError::MissingAuthenticationToken)]
     MissingAuthenticationToken,
     #[error("{0}")]
     AuthFailure(String),
@@ -82,8 +85,20 @@ pub enum Ec2Error {
 }
 
 impl Ec2Error {
-    /// The AWS error code, as botocore reports it in `Error.Code`.
-    pub fn code(&self) -> &'static str {
+    /// The AWS error envelope. Note `RequestID`, capitalised, unlike the
+    /// success body's `requestId`.
+    pub fn body(&self, request_id: &str) -> String {
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{}</Code><Message>{}</Message></Error></Errors><RequestID>{}</RequestID></Response>",
+            self.code(),
+            escape(&self.to_string()),
+            escape(request_id)
+        )
+    }
+}
+
+impl AwsError for Ec2Error {
+    fn code(&self) -> &'static str {
         use Ec2Error::*;
         match self {
             MissingAction => "MissingAction",
@@ -118,7 +133,7 @@ impl Ec2Error {
         }
     }
 
-    pub fn status(&self) -> StatusCode {
+    fn status(&self) -> StatusCode {
         use Ec2Error::*;
         match self {
             DryRunOperation => StatusCode::PRECONDITION_FAILED,
@@ -132,20 +147,37 @@ impl Ec2Error {
         }
     }
 
-    /// The AWS error envelope. Note `RequestID`, capitalised, unlike the
-    /// success body's `requestId`.
-    pub fn body(&self, request_id: &str) -> String {
-        format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{}</Code><Message>{}</Message></Error></Errors><RequestID>{}</RequestID></Response>",
-            self.code(),
-            escape(&self.to_string()),
-            escape(request_id)
-        )
-    }
-
-    /// The full HTTP answer.
-    pub fn into_response(self, request_id: &str) -> axum::response::Response {
+    /// The envelope as `text/xml`.
+    fn respond(self, request_id: &str) -> Response {
         super::xml::xml_response(self.status(), self.body(request_id))
+    }
+}
+
+impl IntoResponse for Ec2Error {
+    /// Without a request id at hand (prefer [`AwsError::respond`]).
+    fn into_response(self) -> Response {
+        self.respond("")
+    }
+}
+
+impl From<LayerFailure> for Ec2Error {
+    fn from(f: LayerFailure) -> Self {
+        match f {
+            LayerFailure::Overloaded(_) => Ec2Error::RequestLimitExceeded,
+            LayerFailure::TimedOut(_) => Ec2Error::Timeout,
+            LayerFailure::BodyTooLarge(max) => Ec2Error::RequestTooLarge(max),
+            LayerFailure::Internal(m) => Ec2Error::InternalError(m),
+        }
+    }
+}
+
+impl From<AuthError> for Ec2Error {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::MissingAuthenticationToken => Ec2Error::MissingAuthenticationToken,
+            AuthError::IncompleteSignature(m) => Ec2Error::IncompleteSignature(m),
+            AuthError::AuthFailure(m) => Ec2Error::AuthFailure(m),
+        }
     }
 }
 
@@ -212,6 +244,20 @@ mod tests {
         assert_eq!((e.code(), e.status().as_u16()), ("Unavailable", 503));
         let e = Ec2Error::from(MetaClientError::Decode("bad".into()));
         assert_eq!((e.code(), e.status().as_u16()), ("InternalError", 500));
+    }
+
+    #[test]
+    fn auth_errors_are_401_under_their_codes() {
+        let table = [
+            (AuthError::MissingAuthenticationToken, "MissingAuthenticationToken"),
+            (AuthError::IncompleteSignature("x".into()), "IncompleteSignature"),
+            (AuthError::AuthFailure("y".into()), "AuthFailure"),
+        ];
+        for (a, code) in table {
+            let e = Ec2Error::from(a.clone());
+            assert_eq!((e.code(), e.status().as_u16()), (code, 401));
+            assert_eq!(e.to_string(), a.to_string());
+        }
     }
 
     #[test]

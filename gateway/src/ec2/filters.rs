@@ -257,7 +257,7 @@ pub fn page<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ec2::xml::tests::{snapshot, volume};
+    use crate::fixtures::{snapshot, volume};
     use cairn_core::records::VolumeState;
 
     fn f(name: &str, values: &[&str]) -> Filter {

@@ -1,11 +1,15 @@
 //! Query parameters as boto3 sends them: flat `Name=value` pairs, lists as
-//! `Name.1`, `Name.2`, structures joined with `.` (aws-wire.md §1.1).
+//! `Name.1`, `Name.2`, structures joined with `.` (aws-wire.md §1.1), and the
+//! parsers of the values every operation shares: volume and snapshot ids,
+//! Outpost ARNs, tags.
 //!
 //! [`Params`] remembers which parameters an operation read, so that a
 //! parameter the operation does not understand is refused
 //! (`UnknownParameter`) instead of silently ignored.
 
 use super::error::Ec2Error;
+use crate::config::GatewayConfig;
+use cairn_core::{OutpostId, SnapshotId, VolumeId};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -209,6 +213,27 @@ impl Params {
     }
 }
 
+pub fn volume_id(s: &str) -> Result<VolumeId, Ec2Error> {
+    VolumeId::parse(s).ok_or_else(|| Ec2Error::VolumeIdMalformed(s.to_string()))
+}
+
+pub fn snapshot_id(s: &str) -> Result<SnapshotId, Ec2Error> {
+    SnapshotId::parse(s).ok_or_else(|| Ec2Error::SnapshotIdMalformed(s.to_string()))
+}
+
+/// Resolves an Outpost ARN of this region and account.
+pub fn outpost_from_arn(arn: &str, config: &GatewayConfig) -> Result<OutpostId, Ec2Error> {
+    let op = OutpostId::from_arn(arn)
+        .ok_or_else(|| Ec2Error::InvalidParameterValue(format!("Invalid Outpost ARN: {arn}")))?;
+    if op.arn(&config.region, &config.account_id) != arn {
+        return Err(Ec2Error::InvalidParameterValue(format!(
+            "The Outpost ARN {arn} is not in region {} of account {}.",
+            config.region, config.account_id
+        )));
+    }
+    Ok(op)
+}
+
 /// EC2's tag rules: keys 1..=127 characters, not starting with `aws:`,
 /// values up to 256, at most [`MAX_TAGS`] per call.
 pub fn check_tags(tags: &[(String, String)]) -> Result<(), Ec2Error> {
@@ -322,6 +347,16 @@ mod tests {
         assert_eq!(params("MaxResults=1000").max_results(5, 500).unwrap(), Some(500));
         assert!(params("MaxResults=4").max_results(5, 500).is_err());
         assert_eq!(params("").max_results(5, 500).unwrap(), None);
+    }
+
+    #[test]
+    fn outpost_arns() {
+        let c = GatewayConfig::for_test(vec!["http://m:1".into()]);
+        let op = OutpostId::parse("op-0123456789abcdef0").unwrap();
+        assert_eq!(outpost_from_arn(&op.arn("cairn-1", "123456789012"), &c).unwrap(), op);
+        assert!(outpost_from_arn(&op.arn("cairn-2", "123456789012"), &c).is_err());
+        assert!(outpost_from_arn(&op.arn("cairn-1", "999999999999"), &c).is_err());
+        assert!(outpost_from_arn("op-0123456789abcdef0", &c).is_err());
     }
 
     #[test]

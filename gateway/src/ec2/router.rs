@@ -5,7 +5,7 @@
 
 use super::error::Ec2Error;
 use super::ops::{snapshots, tags, volumes};
-use super::params::Params;
+use super::params::{snapshot_id, volume_id, Params};
 use crate::config::GatewayConfig;
 use cairn_core::{SnapshotId, VolumeId};
 
@@ -96,18 +96,11 @@ pub fn route(p: &Params, config: &GatewayConfig) -> Result<Routed, Ec2Error> {
     Ok(Routed { request, dry_run })
 }
 
-pub fn volume_id(s: &str) -> Result<VolumeId, Ec2Error> {
-    VolumeId::parse(s).ok_or_else(|| Ec2Error::VolumeIdMalformed(s.to_string()))
-}
-
-pub fn snapshot_id(s: &str) -> Result<SnapshotId, Ec2Error> {
-    SnapshotId::parse(s).ok_or_else(|| Ec2Error::SnapshotIdMalformed(s.to_string()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ec2::params::Filter;
+    use crate::http::error::AwsError;
 
     fn config() -> GatewayConfig {
         GatewayConfig::for_test(vec!["http://m:1".into()])

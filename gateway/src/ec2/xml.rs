@@ -5,6 +5,7 @@
 //! Members without a value are omitted, never written empty: botocore parses
 //! `<x/>` as `''`, not as absent.
 
+use crate::config::GatewayConfig;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cairn_core::records::{Snapshot, Volume};
@@ -121,6 +122,17 @@ pub struct RenderCtx<'a> {
     pub az_id: Option<String>,
 }
 
+impl<'a> RenderCtx<'a> {
+    /// Rendering for a resource in availability zone `az` (empty: none).
+    pub fn new(config: &'a GatewayConfig, az: &str) -> Self {
+        RenderCtx {
+            region: &config.region,
+            account_id: &config.account_id,
+            az_id: config.az_id(az),
+        }
+    }
+}
+
 /// The children of a `Volume` (CreateVolume root, `volumeSet/item`).
 pub fn volume_members(w: &mut XmlWriter, v: &Volume, cx: &RenderCtx<'_>) {
     w.leaf("volumeId", v.id.as_str())
@@ -167,13 +179,14 @@ pub fn snapshot_members(w: &mut XmlWriter, s: &Snapshot, cx: &RenderCtx<'_>) {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use cairn_core::records::{SnapshotState, VolumeState, RECORD_VERSION};
-    use cairn_core::{OutpostId, SnapshotId, VolumeId};
+    use crate::fixtures::{snapshot, volume};
+    use cairn_core::records::SnapshotState;
+    use cairn_core::OutpostId;
 
     /// Checks well-formedness and returns the element names in document order.
-    pub(crate) fn element_names(xml: &str) -> Vec<String> {
+    fn element_names(xml: &str) -> Vec<String> {
         let mut r = quick_xml::Reader::from_str(xml);
         let mut names = Vec::new();
         let mut depth = 0i32;
@@ -194,49 +207,6 @@ pub(crate) mod tests {
         }
         assert_eq!(depth, 0, "unbalanced: {xml}");
         names
-    }
-
-    pub(crate) fn volume() -> Volume {
-        Volume {
-            version: RECORD_VERSION,
-            id: VolumeId::parse("vol-0123456789abcdef0").unwrap(),
-            owner: "123456789012".into(),
-            size_gib: 8,
-            az: "cairn-1a".into(),
-            outpost: None,
-            host_node: "n1".into(),
-            volume_type: "gp3".into(),
-            iops: Some(3000),
-            throughput: Some(125),
-            encrypted: false,
-            state: VolumeState::Available,
-            create_time_ms: 1_767_225_600_123,
-            snapshot_id: None,
-            tags: BTreeMap::new(),
-        }
-    }
-
-    pub(crate) fn snapshot() -> Snapshot {
-        Snapshot {
-            version: RECORD_VERSION,
-            id: SnapshotId::parse("snap-0123456789abcdef0").unwrap(),
-            volume_id: VolumeId::parse("vol-0123456789abcdef0").unwrap(),
-            owner: "123456789012".into(),
-            state: SnapshotState::Pending,
-            state_message: None,
-            progress: 0,
-            start_time_ms: 1_767_225_600_000,
-            completion_time_ms: None,
-            description: "d <&>".into(),
-            volume_size_gib: 8,
-            encrypted: false,
-            outpost: None,
-            storage_tier: "standard".into(),
-            manifest_root: None,
-            parent: None,
-            full_size_bytes: None,
-            tags: BTreeMap::new(),
-        }
     }
 
     fn cx() -> RenderCtx<'static> {

@@ -33,17 +33,20 @@
 //! Lease times are wall-clock milliseconds of the proposing gateway: the
 //! gateways' clocks must agree to well within a lease.
 
-use super::{backoff, find_node, write_retrying, Claim};
+use super::host::{find_node, freeze, release};
+use super::lease::{holding_lease, step, StepError, Stop};
 use crate::ctx::Ctx;
 use crate::nodes::{call, destination_nodes, HostError};
+use crate::retry::{backoff, write_retrying};
+use crate::tasks::Claim;
 use cairn_core::command::{Command, CommandOutput, CopyOutcome, JobOp};
-use cairn_core::records::{CopyJob, Snapshot, SnapshotState, Volume};
+use cairn_core::records::{ChunkNodeInfo, CopyJob, Snapshot, SnapshotState, Volume};
 use cairn_core::time::now_ms;
-use cairn_core::{ChunkId, SnapshotId, VolumeId};
+use cairn_core::{ChunkId, SnapshotId};
 use cairn_proto::{pb, MetaClientError};
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tonic::Streaming;
 
 /// The StateMessage of a snapshot whose CreateSnapshot call ended before the
 /// volume was frozen; that call never succeeded (the chaos suite checks no
@@ -61,77 +64,6 @@ pub fn should_commit(committed: u8, percent: u32) -> bool {
     percent < 100 && percent >= u32::from(committed) + u32::from(PROGRESS_STEP)
 }
 
-/// Why a copy stopped short of completing.
-#[derive(Debug)]
-enum Stop {
-    /// This gateway no longer holds the job (another one does, or the
-    /// snapshot ended or was deleted): stop without touching it.
-    Lost(String),
-    /// The snapshot cannot complete: it ends in `error` with this StateMessage.
-    Failed(String),
-}
-
-/// Why one job step was not taken.
-enum StepError {
-    Lost(String),
-    /// The metadata group did not answer; the step may be retried.
-    Unavailable(MetaClientError),
-}
-
-/// Takes one step of job `id` as this gateway. `Ok` only while this gateway
-/// holds the job after the step.
-async fn step(ctx: &Ctx, id: &SnapshotId, op: JobOp) -> Result<CopyJob, StepError> {
-    let me = ctx.gateway_id();
-    let cmd = Command::CopyJob { id: id.clone(), owner: me.to_string(), now_ms: now_ms(), op };
-    match ctx.meta.write(&cmd).await {
-        Ok(Ok(CommandOutput::CopyJob(j))) if j.owner.as_deref() == Some(me) => Ok(j),
-        Ok(Ok(CommandOutput::CopyJob(j))) => Err(StepError::Lost(format!(
-            "gateway {} holds the job now",
-            j.owner.as_deref().unwrap_or("(none)")
-        ))),
-        Ok(Ok(other)) => {
-            Err(StepError::Lost(format!("unexpected answer to a job step: {other:?}")))
-        }
-        Ok(Err(e)) => Err(StepError::Lost(e.to_string())),
-        Err(e) => Err(StepError::Unavailable(e)),
-    }
-}
-
-/// Runs `work` while renewing the job's lease every third of its length; the
-/// caller holds the lease when it calls. Stops `work` and answers
-/// [`Stop::Lost`] as soon as the lease is lost, or lapsed without renewal.
-async fn holding_lease<T>(
-    ctx: &Ctx,
-    id: &SnapshotId,
-    work: impl Future<Output = T>,
-) -> Result<T, Stop> {
-    let lease_ms = ctx.config.job_lease_ms;
-    let lease = Duration::from_millis(lease_ms);
-    let renewer = async {
-        let mut valid_until = Instant::now() + lease;
-        loop {
-            tokio::time::sleep(lease / 3).await;
-            let sent = Instant::now();
-            match step(ctx, id, JobOp::Renew { lease_ms }).await {
-                Ok(_) => valid_until = sent + lease,
-                Err(StepError::Lost(why)) => return why,
-                Err(StepError::Unavailable(e)) if Instant::now() >= valid_until => {
-                    return format!(
-                        "the lease lapsed while the metadata group was unreachable: {e}"
-                    )
-                }
-                Err(StepError::Unavailable(e)) => {
-                    tracing::warn!(snapshot = %id, error = %e, "lease not renewed yet")
-                }
-            }
-        }
-    };
-    tokio::select! {
-        r = work => Ok(r),
-        why = renewer => Err(Stop::Lost(why)),
-    }
-}
-
 /// Freezes the volume for a snapshot just created with its job leased to
 /// this gateway (renewing the lease meanwhile), then starts the copy in the
 /// background. Answers the snapshot as the caller should see it: `pending`,
@@ -143,8 +75,7 @@ pub async fn freeze_and_copy(
     claim: Claim,
 ) -> Result<Snapshot, MetaClientError> {
     let id = snapshot.id.clone();
-    let frozen =
-        holding_lease(ctx, &id, super::freeze(ctx, volume, &id, snapshot.parent.as_ref())).await;
+    let frozen = holding_lease(ctx, &id, freeze(ctx, volume, &id, snapshot.parent.as_ref())).await;
     match frozen {
         Ok(Ok(reply)) => {
             tracing::info!(
@@ -401,35 +332,45 @@ async fn copy_until_done(ctx: &Ctx, job: &CopyJob) -> Result<CopyDone, Stop> {
     }
 }
 
-/// The parent's manifest root and id for an incremental copy; empty (a full
-/// copy) when the snapshot has none or it is no longer completed.
-async fn parent_of(ctx: &Ctx, snap: &Snapshot) -> Result<(Vec<u8>, String), MetaClientError> {
-    let Some(pid) = &snap.parent else { return Ok((Vec::new(), String::new())) };
-    match ctx.snapshot(pid).await? {
-        Some(p) if p.state == SnapshotState::Completed => match p.manifest_root {
-            Some(root) => Ok((root.0.to_vec(), pid.to_string())),
-            None => Ok((Vec::new(), String::new())),
-        },
-        _ => {
-            tracing::info!(snapshot = %snap.id, parent = %pid, "parent gone: full copy");
-            Ok((Vec::new(), String::new()))
+/// One run of the host's `Copy`: checks the snapshot is still pending,
+/// builds the request, opens the progress stream and follows it.
+async fn copy_once(ctx: &Ctx, id: &SnapshotId, a: &mut Attempt) -> Result<CopyDone, AttemptError> {
+    let snap = pending_snapshot(ctx, id).await?;
+    a.committed = a.committed.max(snap.progress);
+    let (host, req) = copy_request(ctx, &snap).await?;
+    let mut c = ctx.nodes.volume_host(&host)?;
+    let idle = ctx.config.copy_idle_secs;
+    let stream = match call(&host.node_id, idle, c.copy(req)).await {
+        // The host never froze the volume for this snapshot (freezes are
+        // durable and released only after Finish): the gateway that took the
+        // CreateSnapshot call stopped between recording the snapshot and
+        // freezing, so the call was never answered and there is no point in
+        // time to copy. Freezing now would capture later writes.
+        Err(e) if e.code() == Some(tonic::Code::NotFound) => {
+            return Err(AttemptError::Stop(Stop::Failed(format!("{NEVER_FROZEN} ({e})"))))
         }
+        other => other?,
+    };
+    follow_progress(ctx, id, &host.node_id, stream, a).await
+}
+
+/// The snapshot of a running job; any other state means the job is over.
+async fn pending_snapshot(ctx: &Ctx, id: &SnapshotId) -> Result<Snapshot, AttemptError> {
+    match ctx.snapshot(id).await? {
+        Some(s) if s.state == SnapshotState::Pending => Ok(s),
+        Some(s) => {
+            Err(AttemptError::Stop(Stop::Lost(format!("the snapshot is {}", s.state.as_str()))))
+        }
+        None => Err(AttemptError::Stop(Stop::Lost("the snapshot was deleted".into()))),
     }
 }
 
-/// One run of the host's `Copy`, following its progress stream.
-async fn copy_once(ctx: &Ctx, id: &SnapshotId, a: &mut Attempt) -> Result<CopyDone, AttemptError> {
-    let snap = match ctx.snapshot(id).await? {
-        Some(s) if s.state == SnapshotState::Pending => s,
-        Some(s) => {
-            return Err(AttemptError::Stop(Stop::Lost(format!(
-                "the snapshot is {}",
-                s.state.as_str()
-            ))))
-        }
-        None => return Err(AttemptError::Stop(Stop::Lost("the snapshot was deleted".into()))),
-    };
-    a.committed = a.committed.max(snap.progress);
+/// The volume's host and the `Copy` request for it: the destination's
+/// nodes as targets, and the parent for an incremental copy.
+async fn copy_request(
+    ctx: &Ctx,
+    snap: &Snapshot,
+) -> Result<(ChunkNodeInfo, pb::CopyRequest), AttemptError> {
     let Some(volume) = ctx.volume(&snap.volume_id).await? else {
         return Err(AttemptError::Stop(Stop::Failed(format!(
             "The volume {} no longer exists.",
@@ -447,8 +388,7 @@ async fn copy_once(ctx: &Ctx, id: &SnapshotId, a: &mut Attempt) -> Result<CopyDo
         })
         .into());
     }
-    let (parent_manifest_root, parent_snapshot_id) = parent_of(ctx, &snap).await?;
-    let mut c = ctx.nodes.volume_host(&host)?;
+    let (parent_manifest_root, parent_snapshot_id) = parent_of(ctx, snap).await?;
     let req = pb::CopyRequest {
         volume_id: snap.volume_id.to_string(),
         snapshot_id: snap.id.to_string(),
@@ -457,28 +397,43 @@ async fn copy_once(ctx: &Ctx, id: &SnapshotId, a: &mut Attempt) -> Result<CopyDo
         parent_manifest_root,
         parent_snapshot_id,
     };
-    let idle = ctx.config.copy_idle_secs;
-    let mut stream = match call(&host.node_id, idle, c.copy(req)).await {
-        // The host never froze the volume for this snapshot (freezes are
-        // durable and released only after Finish): the gateway that took the
-        // CreateSnapshot call stopped between recording the snapshot and
-        // freezing, so the call was never answered and there is no point in
-        // time to copy. Freezing now would capture later writes.
-        Err(e) if e.code() == Some(tonic::Code::NotFound) => {
-            return Err(AttemptError::Stop(Stop::Failed(format!("{NEVER_FROZEN} ({e})"))))
+    Ok((host, req))
+}
+
+/// The parent's manifest root and id for an incremental copy; empty (a full
+/// copy) when the snapshot has none or it is no longer completed.
+async fn parent_of(ctx: &Ctx, snap: &Snapshot) -> Result<(Vec<u8>, String), MetaClientError> {
+    let Some(pid) = &snap.parent else { return Ok((Vec::new(), String::new())) };
+    match ctx.snapshot(pid).await? {
+        Some(p) if p.state == SnapshotState::Completed => match p.manifest_root {
+            Some(root) => Ok((root.0.to_vec(), pid.to_string())),
+            None => Ok((Vec::new(), String::new())),
+        },
+        _ => {
+            tracing::info!(snapshot = %snap.id, parent = %pid, "parent gone: full copy");
+            Ok((Vec::new(), String::new()))
         }
-        other => other?,
-    };
+    }
+}
+
+/// Follows the host's progress stream until the copy is done, recording
+/// that the host answers again and committing checkpoints on the way. A
+/// stream silent for `copy_idle_secs` is a host failure.
+async fn follow_progress(
+    ctx: &Ctx,
+    id: &SnapshotId,
+    node: &str,
+    mut stream: Streaming<pb::CopyProgress>,
+    a: &mut Attempt,
+) -> Result<CopyDone, AttemptError> {
+    let idle = ctx.config.copy_idle_secs;
     loop {
         let msg = match tokio::time::timeout(Duration::from_secs(idle), stream.message()).await {
-            Err(_) => {
-                return Err(HostError::Timeout { node: host.node_id.clone(), secs: idle }.into())
-            }
-            Ok(Err(status)) => return Err(HostError::rpc(&host.node_id, status).into()),
+            Err(_) => return Err(HostError::Timeout { node: node.to_string(), secs: idle }.into()),
+            Ok(Err(status)) => return Err(HostError::rpc(node, status).into()),
             Ok(Ok(None)) => {
                 return Err(HostError::Interrupted(format!(
-                    "{}: copy stream ended before the copy was done",
-                    host.node_id
+                    "{node}: copy stream ended before the copy was done"
                 ))
                 .into())
             }
@@ -487,67 +442,62 @@ async fn copy_once(ctx: &Ctx, id: &SnapshotId, a: &mut Attempt) -> Result<CopyDo
         if !a.heard {
             a.heard = true;
             if a.host_down {
-                match step(ctx, id, JobOp::HostUp).await {
-                    Ok(_) => a.host_down = false,
-                    Err(StepError::Lost(why)) => return Err(AttemptError::Stop(Stop::Lost(why))),
-                    Err(StepError::Unavailable(e)) => {
-                        tracing::warn!(snapshot = %id, error = %e, "host-up not recorded")
-                    }
-                }
+                record_host_up(ctx, id, a).await?;
             }
         }
         if msg.done {
             let manifest_root = ChunkId::from_slice(&msg.manifest_root).ok_or_else(|| {
                 HostError::Protocol(format!(
-                    "{}: copy finished with a {}-byte manifest root",
-                    host.node_id,
+                    "{node}: copy finished with a {}-byte manifest root",
                     msg.manifest_root.len()
                 ))
             })?;
             return Ok(CopyDone { manifest_root, full_size_bytes: msg.full_size_bytes });
         }
         if should_commit(a.committed, msg.percent) {
-            let progress = msg.percent.min(99) as u8;
-            let op = JobOp::Checkpoint {
-                checkpoint_block: msg.checkpoint_block,
-                progress,
-                lease_ms: ctx.config.job_lease_ms,
-            };
-            match step(ctx, id, op).await {
-                Ok(_) => {
-                    a.committed = progress;
-                    a.host_down = false;
-                }
-                Err(StepError::Lost(why)) => return Err(AttemptError::Stop(Stop::Lost(why))),
-                // Progress is advisory; the copy goes on without it.
-                Err(StepError::Unavailable(e)) => {
-                    tracing::warn!(snapshot = %id, error = %e, "checkpoint not committed")
-                }
-            }
+            commit_checkpoint(ctx, id, &msg, a).await?;
         }
     }
 }
 
-/// Drops the host's frozen image of a snapshot. Already gone counts as done.
-async fn release(ctx: &Ctx, volume_id: &VolumeId, snapshot: &SnapshotId) -> Result<(), HostError> {
-    let volume = match ctx.volume(volume_id).await? {
-        Some(v) => v,
-        None => return Ok(()),
-    };
-    let volume = &volume;
-    super::retry("release", 3, move || async move {
-        let host = find_node(&ctx.node_list().await?, &volume.host_node)?;
-        let mut c = ctx.nodes.volume_host(&host)?;
-        let req = pb::ReleaseRequest {
-            volume_id: volume.id.to_string(),
-            snapshot_id: snapshot.to_string(),
-        };
-        match call(&host.node_id, 10, c.release(req)).await {
-            Err(e) if e.code() == Some(tonic::Code::NotFound) => Ok(()),
-            other => other.map(|_| ()),
+/// The host answers again: the job stops counting it as failing.
+async fn record_host_up(ctx: &Ctx, id: &SnapshotId, a: &mut Attempt) -> Result<(), AttemptError> {
+    match step(ctx, id, JobOp::HostUp).await {
+        Ok(_) => a.host_down = false,
+        Err(StepError::Lost(why)) => return Err(AttemptError::Stop(Stop::Lost(why))),
+        Err(StepError::Unavailable(e)) => {
+            tracing::warn!(snapshot = %id, error = %e, "host-up not recorded")
         }
-    })
-    .await
+    }
+    Ok(())
+}
+
+/// Commits the host's checkpoint and the progress (below 100: only
+/// completion makes a snapshot 100%), which also renews the lease.
+async fn commit_checkpoint(
+    ctx: &Ctx,
+    id: &SnapshotId,
+    msg: &pb::CopyProgress,
+    a: &mut Attempt,
+) -> Result<(), AttemptError> {
+    let progress = msg.percent.min(99) as u8;
+    let op = JobOp::Checkpoint {
+        checkpoint_block: msg.checkpoint_block,
+        progress,
+        lease_ms: ctx.config.job_lease_ms,
+    };
+    match step(ctx, id, op).await {
+        Ok(_) => {
+            a.committed = progress;
+            a.host_down = false;
+        }
+        Err(StepError::Lost(why)) => return Err(AttemptError::Stop(Stop::Lost(why))),
+        // Progress is advisory; the copy goes on without it.
+        Err(StepError::Unavailable(e)) => {
+            tracing::warn!(snapshot = %id, error = %e, "checkpoint not committed")
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

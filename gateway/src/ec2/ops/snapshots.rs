@@ -1,14 +1,13 @@
 //! CreateSnapshot, DescribeSnapshots, DeleteSnapshot.
 
-use super::volumes::outpost_from_arn;
-use crate::auth::Caller;
 use crate::config::GatewayConfig;
 use crate::ctx::Ctx;
 use crate::ec2::error::Ec2Error;
 use crate::ec2::filters::{self, SNAPSHOT_FILTERS};
-use crate::ec2::params::{Filter, Params};
-use crate::ec2::router::{snapshot_id, volume_id};
-use crate::ec2::xml::{snapshot_members, success_body};
+use crate::ec2::params::{outpost_from_arn, snapshot_id, volume_id, Filter, Params};
+use crate::ec2::records;
+use crate::ec2::xml::{snapshot_members, success_body, RenderCtx};
+use crate::http::auth::Caller;
 use crate::jobs;
 use cairn_core::command::{Command, CommandOutput};
 use cairn_core::records::{Snapshot, SnapshotState, VolumeState, RECORD_VERSION};
@@ -56,7 +55,7 @@ pub async fn create(
     rid: &str,
     input: CreateSnapshotInput,
 ) -> Result<String, Ec2Error> {
-    let volume = ctx.own_volume(caller, &input.volume_id).await?;
+    let volume = records::own_volume(ctx, caller, &input.volume_id).await?;
     if input.outpost.is_some() && input.outpost != volume.outpost {
         return Err(Ec2Error::InvalidParameterValue(format!(
             "A local snapshot must be on the volume's Outpost; volume {} is {}.",
@@ -107,11 +106,11 @@ pub async fn create(
         job_owner: ctx.gateway_id().to_string(),
         lease_expires_ms: now_ms().saturating_add(ctx.config.job_lease_ms),
     };
-    let CommandOutput::Snapshot(snapshot) = ctx.write(&cmd).await? else {
+    let CommandOutput::Snapshot(snapshot) = records::write(ctx, &cmd).await? else {
         return Err(Ec2Error::InternalError("CreateSnapshot returned no snapshot".into()));
     };
     let snapshot = jobs::copy::freeze_and_copy(ctx, &volume, snapshot, claim).await?;
-    let cx = ctx.render("");
+    let cx = RenderCtx::new(&ctx.config, "");
     Ok(success_body("CreateSnapshot", rid, |w| snapshot_members(w, &snapshot, &cx)))
 }
 
@@ -191,7 +190,7 @@ pub async fn describe(
         input.max_results,
         input.next_token.as_deref(),
     )?;
-    let cx = ctx.render("");
+    let cx = RenderCtx::new(&ctx.config, "");
     Ok(success_body("DescribeSnapshots", rid, |w| {
         w.set("snapshotSet", &page, |w, s| snapshot_members(w, s, &cx));
         w.opt_leaf("nextToken", next);
@@ -204,7 +203,7 @@ pub async fn delete(
     rid: &str,
     id: SnapshotId,
 ) -> Result<String, Ec2Error> {
-    ctx.own_snapshot(caller, &id).await?;
+    records::own_snapshot(ctx, caller, &id).await?;
     // A volume still hydrating from the snapshot needs its chunks.
     let restoring = ctx
         .volumes()
@@ -217,7 +216,7 @@ pub async fn delete(
             v.id
         )));
     }
-    ctx.write(&Command::DeleteSnapshot { id }).await?;
+    records::write(ctx, &Command::DeleteSnapshot { id }).await?;
     Ok(success_body("DeleteSnapshot", rid, |w| {
         w.leaf("return", "true");
     }))
@@ -226,7 +225,7 @@ pub async fn delete(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ec2::xml::tests::snapshot;
+    use crate::fixtures::snapshot;
 
     #[test]
     fn visibility() {

@@ -1,11 +1,12 @@
 //! CreateTags, DeleteTags, DescribeTags, over volumes and snapshots.
 
-use crate::auth::Caller;
 use crate::ctx::Ctx;
 use crate::ec2::error::Ec2Error;
 use crate::ec2::filters::{self, TAG_FILTERS};
 use crate::ec2::params::{check_tag_key, check_tags, Filter, Params, MAX_TAGS};
+use crate::ec2::records;
 use crate::ec2::xml::success_body;
+use crate::http::auth::Caller;
 use cairn_core::command::Command;
 use cairn_core::records::{Snapshot, Volume};
 use cairn_core::{SnapshotId, VolumeId};
@@ -71,9 +72,9 @@ async fn own_resources(
     let mut out = Vec::with_capacity(ids.len());
     for r in ids {
         if let Some(v) = VolumeId::parse(r) {
-            out.push(ctx.own_volume(caller, &v).await?.tags);
+            out.push(records::own_volume(ctx, caller, &v).await?.tags);
         } else if let Some(s) = SnapshotId::parse(r) {
-            out.push(ctx.own_snapshot(caller, &s).await?.tags);
+            out.push(records::own_snapshot(ctx, caller, &s).await?.tags);
         } else {
             return Err(Ec2Error::InvalidId(r.clone()));
         }
@@ -97,7 +98,8 @@ pub async fn create(
             )));
         }
     }
-    ctx.write(&Command::CreateTags { resources: input.resources, tags: input.tags }).await?;
+    records::write(ctx, &Command::CreateTags { resources: input.resources, tags: input.tags })
+        .await?;
     Ok(success_body("CreateTags", rid, |w| {
         w.leaf("return", "true");
     }))
@@ -110,7 +112,8 @@ pub async fn delete(
     input: DeleteTagsInput,
 ) -> Result<String, Ec2Error> {
     own_resources(ctx, caller, &input.resources).await?;
-    ctx.write(&Command::DeleteTags { resources: input.resources, tags: input.tags }).await?;
+    records::write(ctx, &Command::DeleteTags { resources: input.resources, tags: input.tags })
+        .await?;
     Ok(success_body("DeleteTags", rid, |w| {
         w.leaf("return", "true");
     }))

@@ -1,13 +1,13 @@
 //! CreateVolume, DescribeVolumes, DeleteVolume.
 
-use crate::auth::Caller;
 use crate::config::GatewayConfig;
 use crate::ctx::Ctx;
 use crate::ec2::error::Ec2Error;
 use crate::ec2::filters::{self, VOLUME_FILTERS};
-use crate::ec2::params::{Filter, Params};
-use crate::ec2::router::{snapshot_id, volume_id};
-use crate::ec2::xml::{described_volume, success_body, volume_members};
+use crate::ec2::params::{outpost_from_arn, snapshot_id, volume_id, Filter, Params};
+use crate::ec2::records;
+use crate::ec2::xml::{described_volume, success_body, volume_members, RenderCtx};
+use crate::http::auth::Caller;
 use crate::jobs;
 use crate::nodes::{choose_host, HostError};
 use cairn_core::command::{Command, CommandOutput};
@@ -112,19 +112,6 @@ pub fn check_shape(
     Ok((iops, throughput))
 }
 
-/// Resolves an Outpost ARN of this region and account.
-pub fn outpost_from_arn(arn: &str, config: &GatewayConfig) -> Result<OutpostId, Ec2Error> {
-    let op = OutpostId::from_arn(arn)
-        .ok_or_else(|| Ec2Error::InvalidParameterValue(format!("Invalid Outpost ARN: {arn}")))?;
-    if op.arn(&config.region, &config.account_id) != arn {
-        return Err(Ec2Error::InvalidParameterValue(format!(
-            "The Outpost ARN {arn} is not in region {} of account {}.",
-            config.region, config.account_id
-        )));
-    }
-    Ok(op)
-}
-
 pub fn parse_create(p: &Params, config: &GatewayConfig) -> Result<CreateVolumeInput, Ec2Error> {
     let az = match (p.get("AvailabilityZone"), p.get("AvailabilityZoneId")) {
         (Some(_), Some(_)) => {
@@ -208,7 +195,7 @@ pub async fn create(
 ) -> Result<String, Ec2Error> {
     let mut size = input.size_gib;
     if let Some(sid) = &input.snapshot_id {
-        let snap = ctx.own_snapshot(caller, sid).await?;
+        let snap = records::own_snapshot(ctx, caller, sid).await?;
         if snap.state != SnapshotState::Completed {
             return Err(Ec2Error::IncorrectState(format!(
                 "Snapshot '{sid}' is in state '{}', not 'completed'.",
@@ -275,7 +262,7 @@ pub async fn create(
         tags: input.tags.clone(),
     };
     let cmd = Command::CreateVolume { volume, client_token: input.client_token.clone() };
-    let CommandOutput::Volume(created) = ctx.write(&cmd).await? else {
+    let CommandOutput::Volume(created) = records::write(ctx, &cmd).await? else {
         return Err(Ec2Error::InternalError("CreateVolume returned no volume".into()));
     };
     let answer = if created.id != id {
@@ -283,30 +270,32 @@ pub async fn create(
         created
     } else if created.snapshot_id.is_some() {
         // Restores hydrate in the background; the volume answers `creating` now.
-        jobs::spawn_restore(ctx, created.clone());
+        jobs::volumes::spawn_restore(ctx, created.clone());
         created
     } else {
         create_empty(ctx, created).await?
     };
-    let cx = ctx.render(&answer.az);
+    let cx = RenderCtx::new(&ctx.config, &answer.az);
     Ok(success_body("CreateVolume", rid, |w| volume_members(w, &answer, &cx)))
 }
 
 /// An empty volume: the host creates it now, then the record turns
 /// `available`. On failure the record is removed, so nothing half-made stays.
 async fn create_empty(ctx: &Arc<Ctx>, volume: Volume) -> Result<Volume, Ec2Error> {
-    match jobs::create_on_host(ctx, &volume, 3).await {
+    match jobs::host::create_on_host(ctx, &volume, 3).await {
         Ok(()) => {
             let cmd =
                 Command::SetVolumeState { id: volume.id.clone(), state: VolumeState::Available };
-            match ctx.write(&cmd).await? {
+            match records::write(ctx, &cmd).await? {
                 CommandOutput::Volume(v) => Ok(v),
                 _ => Err(Ec2Error::InternalError("SetVolumeState returned no volume".into())),
             }
         }
         Err(e) => {
             tracing::warn!(volume = %volume.id, error = %e, "volume host refused CreateVolume");
-            if let Err(del) = ctx.write(&Command::DeleteVolume { id: volume.id.clone() }).await {
+            if let Err(del) =
+                records::write(ctx, &Command::DeleteVolume { id: volume.id.clone() }).await
+            {
                 // The record stays `creating`; the next gateway start retries the host.
                 tracing::error!(volume = %volume.id, error = %del, "could not remove the volume record");
             }
@@ -383,7 +372,9 @@ pub async fn describe(
         input.next_token.as_deref(),
     )?;
     Ok(success_body("DescribeVolumes", rid, |w| {
-        w.set("volumeSet", &page, |w, v| described_volume(w, v, &ctx.render(&v.az)));
+        w.set("volumeSet", &page, |w, v| {
+            described_volume(w, v, &RenderCtx::new(&ctx.config, &v.az))
+        });
         w.opt_leaf("nextToken", next);
     }))
 }
@@ -394,7 +385,7 @@ pub async fn delete(
     rid: &str,
     id: VolumeId,
 ) -> Result<String, Ec2Error> {
-    let volume = ctx.own_volume(caller, &id).await?;
+    let volume = records::own_volume(ctx, caller, &id).await?;
     if volume.state == VolumeState::InUse {
         return Err(Ec2Error::VolumeInUse(format!("Volume {id} is currently attached.")));
     }
@@ -412,10 +403,11 @@ pub async fn delete(
     // `deleting` first: from then on no snapshot can start, so the host may
     // drop the bytes. A snapshot that started just before is caught below.
     let previous = volume.state;
-    ctx.write(&Command::SetVolumeState { id: id.clone(), state: VolumeState::Deleting }).await?;
+    records::write(ctx, &Command::SetVolumeState { id: id.clone(), state: VolumeState::Deleting })
+        .await?;
     let restore = |ctx: Arc<Ctx>, id: VolumeId| async move {
         if let Err(e) =
-            ctx.write(&Command::SetVolumeState { id: id.clone(), state: previous }).await
+            records::write(&ctx, &Command::SetVolumeState { id: id.clone(), state: previous }).await
         {
             tracing::error!(volume = %id, error = %e, "could not restore the volume state");
         }
@@ -426,11 +418,11 @@ pub async fn delete(
             "Volume {id} has pending snapshots; delete it once they finish."
         )));
     }
-    if let Err(e) = jobs::delete_on_host(ctx, &volume).await {
+    if let Err(e) = jobs::host::delete_on_host(ctx, &volume).await {
         restore(ctx.clone(), id.clone()).await;
         return Err(host_error(e));
     }
-    ctx.write(&Command::DeleteVolume { id }).await?;
+    records::write(ctx, &Command::DeleteVolume { id }).await?;
     Ok(success_body("DeleteVolume", rid, |w| {
         w.leaf("return", "true");
     }))
@@ -463,15 +455,5 @@ mod tests {
         for (t, s, i, th) in errs {
             assert!(check_shape(t, s, i, th).is_err(), "{t} {s} {i:?} {th:?}");
         }
-    }
-
-    #[test]
-    fn outpost_arns() {
-        let c = GatewayConfig::for_test(vec!["http://m:1".into()]);
-        let op = OutpostId::parse("op-0123456789abcdef0").unwrap();
-        assert_eq!(outpost_from_arn(&op.arn("cairn-1", "123456789012"), &c).unwrap(), op);
-        assert!(outpost_from_arn(&op.arn("cairn-2", "123456789012"), &c).is_err());
-        assert!(outpost_from_arn(&op.arn("cairn-1", "999999999999"), &c).is_err());
-        assert!(outpost_from_arn("op-0123456789abcdef0", &c).is_err());
     }
 }

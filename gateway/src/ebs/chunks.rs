@@ -1,0 +1,113 @@
+//! Where EBS-direct bytes go: chunks, manifest pages and roots on the RF
+//! regional chunk nodes placement picks for their id (the same nodes and the
+//! same rule as the copy executor, so everything dedups with everything
+//! else), written at RF and read back verified.
+
+use super::error::EbsError;
+use crate::ctx::Ctx;
+use crate::nodes::{call, destination_nodes, HostError};
+use cairn_core::manifest::{ManifestPage, ManifestRoot};
+use cairn_core::placement::{place, Candidate};
+use cairn_core::records::ChunkNodeInfo;
+use cairn_core::ChunkId;
+use cairn_proto::pb;
+use futures::future::join_all;
+
+/// Deadline of one chunk or staging call.
+pub const CALL_SECS: u64 = 30;
+
+/// The regional chunk nodes of this gateway's region, and the RF.
+pub struct Region {
+    pub nodes: Vec<ChunkNodeInfo>,
+    pub rf: usize,
+}
+
+impl Region {
+    pub async fn load(ctx: &Ctx) -> Result<Region, EbsError> {
+        let nodes = destination_nodes(&ctx.node_list().await?, None);
+        if nodes.is_empty() {
+            return Err(EbsError::Throttled("No regional chunk node is registered yet.".into()));
+        }
+        Ok(Region { nodes, rf: ctx.config.replication_factor.max(1) as usize })
+    }
+
+    fn candidates(&self) -> Vec<Candidate> {
+        self.nodes
+            .iter()
+            .map(|n| Candidate { node_id: n.node_id.clone(), az: n.az.clone() })
+            .collect()
+    }
+
+    /// The replicas of `key`, best first.
+    pub fn replicas(&self, key: &ChunkId) -> Vec<&ChunkNodeInfo> {
+        place(key, &self.candidates(), self.rf)
+            .into_iter()
+            .filter_map(|i| self.nodes.get(i))
+            .collect()
+    }
+
+    /// Every node, the replicas of `key` first (where to look for it).
+    pub fn search_order(&self, key: &ChunkId) -> Vec<&ChunkNodeInfo> {
+        let mut order = self.replicas(key);
+        for n in &self.nodes {
+            if !order.iter().any(|o| o.node_id == n.node_id) {
+                order.push(n);
+            }
+        }
+        order
+    }
+}
+
+/// Stores `data` under `id` on every replica; done when all hold it.
+pub async fn put_chunk(
+    ctx: &Ctx,
+    region: &Region,
+    id: ChunkId,
+    data: &[u8],
+) -> Result<(), EbsError> {
+    let puts = region.replicas(&id).into_iter().map(|node| async move {
+        let mut c = ctx.nodes.chunk_store(node)?;
+        let req =
+            pb::PutChunkRequest { id: id.0.to_vec(), data: bytes::Bytes::copy_from_slice(data) };
+        call(&node.node_id, CALL_SECS, c.put_chunk(req)).await.map(|_| ())
+    });
+    for r in join_all(puts).await {
+        r?;
+    }
+    Ok(())
+}
+
+/// The verified bytes of `id`, from its replicas first, then any node.
+pub async fn get_chunk(ctx: &Ctx, region: &Region, id: ChunkId) -> Result<Vec<u8>, EbsError> {
+    let mut last: Option<HostError> = None;
+    for node in region.search_order(&id) {
+        let mut c = ctx.nodes.chunk_store(node)?;
+        match call(&node.node_id, CALL_SECS, c.get_chunk(pb::GetChunkRequest { id: id.0.to_vec() }))
+            .await
+        {
+            Ok(r) if ChunkId::of(&r.data) == id => return Ok(r.data.into()),
+            Ok(_) => {
+                tracing::error!(chunk = %id, node = %node.node_id, "chunk node sent corrupt bytes")
+            }
+            Err(e) if e.code() == Some(tonic::Code::NotFound) => {}
+            Err(e) => {
+                tracing::warn!(chunk = %id, error = %e, "chunk read failed; trying the next node");
+                last = Some(e);
+            }
+        }
+    }
+    Err(match last {
+        Some(e) => e.into(),
+        None => EbsError::Internal(format!("no chunk node holds a valid copy of chunk {id}")),
+    })
+}
+
+pub async fn load_root(ctx: &Ctx, region: &Region, id: ChunkId) -> Result<ManifestRoot, EbsError> {
+    let bytes = get_chunk(ctx, region, id).await?;
+    ManifestRoot::decode(&bytes).map_err(|e| EbsError::Internal(format!("manifest root {id}: {e}")))
+}
+
+pub async fn load_page(ctx: &Ctx, region: &Region, id: ChunkId) -> Result<ManifestPage, EbsError> {
+    let bytes = get_chunk(ctx, region, id).await?;
+    ManifestPage::decode(&bytes).map_err(|e| EbsError::Internal(format!("manifest page {id}: {e}")))
+}

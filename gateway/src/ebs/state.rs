@@ -1,0 +1,138 @@
+//! What the EBS handlers share ([`Ebs`]: the gateway context, the
+//! authenticator, token keys, staging clients, the length of a `Timeout`
+//! minute) and the checks every operation starts with: who the caller is,
+//! and whether a snapshot id names a snapshot the caller may use.
+
+use super::error::{EbsError, Invalid};
+use super::staging::StagingClients;
+use super::tokens::Tokens;
+use crate::ctx::Ctx;
+use crate::http::auth::{request_scope, Authenticator, Caller};
+use axum::http::{HeaderMap, Uri};
+use cairn_core::command::DIRECT_VOLUME_ID;
+use cairn_core::records::{Snapshot, SnapshotState};
+use cairn_core::SnapshotId;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Length of one `Timeout` minute. Tests shorten it with
+/// `CAIRN_EBS_TIMEOUT_MINUTE_MS` so that the inactivity timeout (at least
+/// 10 minutes by the model) can be observed.
+pub fn timeout_minute() -> Duration {
+    std::env::var("CAIRN_EBS_TIMEOUT_MINUTE_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|ms| *ms > 0)
+        .map(Duration::from_millis)
+        .unwrap_or(Duration::from_secs(60))
+}
+
+/// What the EBS handlers share.
+pub struct Ebs {
+    pub ctx: Arc<Ctx>,
+    auth: Authenticator,
+    pub tokens: Tokens,
+    pub staging: StagingClients,
+    pub minute: Duration,
+}
+
+impl Ebs {
+    pub fn new(ctx: Arc<Ctx>) -> Arc<Ebs> {
+        let auth = Authenticator::DevAnyKey {
+            account_id: ctx.config.account_id.clone(),
+            region: ctx.config.region.clone(),
+        };
+        let tokens = Tokens::from_config(&ctx.config);
+        Arc::new(Ebs {
+            ctx,
+            auth,
+            tokens,
+            staging: StagingClients::default(),
+            minute: timeout_minute(),
+        })
+    }
+}
+
+/// A snapshot written through these APIs (no volume backs it).
+pub fn is_direct(s: &Snapshot) -> bool {
+    s.volume_id.as_str() == DIRECT_VOLUME_ID
+}
+
+/// The caller of a request, authenticated for service `ebs`.
+pub fn authenticate(ebs: &Ebs, headers: &HeaderMap, uri: &Uri) -> Result<Caller, EbsError> {
+    request_scope(headers, uri.query())
+        .and_then(|s| ebs.auth.authenticate(&s, "ebs"))
+        .map_err(|e| EbsError::AccessDenied(e.to_string()))
+}
+
+/// Parses a snapshot id of a request: a malformed one is a
+/// ValidationException, one of the model's shape that Cairn never issues
+/// does not exist.
+pub fn snapshot_id(s: &str) -> Result<SnapshotId, EbsError> {
+    if let Some(id) = SnapshotId::parse(s) {
+        return Ok(id);
+    }
+    let model_shape = s.strip_prefix("snap-").is_some_and(|h| {
+        !h.is_empty() && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    });
+    if model_shape && s.len() <= 64 {
+        Err(EbsError::SnapshotNotFound(s.to_string()))
+    } else {
+        Err(EbsError::invalid(Invalid::SnapshotId, format!("The snapshot ID '{s}' is not valid.")))
+    }
+}
+
+/// The caller's snapshot `id`: another account's is AccessDenied, an Outpost
+/// local snapshot too (the EBS direct APIs serve regional snapshots only).
+pub async fn own_snapshot(ebs: &Ebs, caller: &Caller, id: &str) -> Result<Snapshot, EbsError> {
+    let id = snapshot_id(id)?;
+    let s =
+        ebs.ctx.snapshot(&id).await?.ok_or_else(|| EbsError::SnapshotNotFound(id.to_string()))?;
+    if s.owner != caller.account_id {
+        return Err(EbsError::AccessDenied(format!(
+            "The snapshot '{id}' belongs to another account."
+        )));
+    }
+    if s.outpost.is_some() {
+        return Err(EbsError::AccessDenied(format!(
+            "The snapshot '{id}' is an Outpost local snapshot; the EBS direct APIs do not serve those."
+        )));
+    }
+    Ok(s)
+}
+
+/// The caller's completed snapshot `id`, for reading.
+pub async fn readable(ebs: &Ebs, caller: &Caller, id: &str) -> Result<Snapshot, EbsError> {
+    let s = own_snapshot(ebs, caller, id).await?;
+    match (s.state, s.manifest_root) {
+        (SnapshotState::Completed, Some(_)) => Ok(s),
+        _ => Err(EbsError::invalid(
+            Invalid::SnapshotId,
+            format!(
+                "The snapshot '{}' is {}; only completed snapshots can be read.",
+                s.id,
+                s.state.as_str()
+            ),
+        )),
+    }
+}
+
+/// Seconds since the epoch, as rest-json timestamps are sent.
+pub fn epoch_secs(ms: u64) -> f64 {
+    ms as f64 / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::error::AwsError;
+
+    #[test]
+    fn snapshot_ids() {
+        assert!(snapshot_id("snap-0123456789abcdef0").is_ok());
+        assert_eq!(snapshot_id("snap-0123").unwrap_err().code(), "ResourceNotFoundException");
+        let e = snapshot_id("vol-0123456789abcdef0").unwrap_err();
+        assert_eq!((e.code(), e.reason()), ("ValidationException", Some("INVALID_SNAPSHOT_ID")));
+        assert_eq!(snapshot_id("snap-XYZ").unwrap_err().code(), "ValidationException");
+    }
+}

@@ -1,0 +1,111 @@
+//! The gateway's lifecycle: [`Gateway::start`] serves the HTTP application
+//! and the NBD front door on listeners it is given and starts the background
+//! work; [`Gateway::shutdown`] stops them all.
+
+use crate::app::app;
+use crate::config::{ConfigError, GatewayConfig};
+use crate::ctx::Ctx;
+use crate::ebs;
+use crate::jobs;
+use crate::nodes::NodeClients;
+use crate::tasks::Jobs;
+use cairn_proto::MetadataClient;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A running gateway. Dropping it without [`Gateway::shutdown`] leaves its
+/// tasks running until the runtime stops.
+pub struct Gateway {
+    http_addr: SocketAddr,
+    nbd_addr: SocketAddr,
+    ctx: Arc<Ctx>,
+    stop: watch::Sender<bool>,
+    http: JoinHandle<std::io::Result<()>>,
+    nbd: JoinHandle<std::io::Result<()>>,
+}
+
+impl Gateway {
+    /// Serves the EC2 Query API on `http` and the NBD front door on `nbd`, and
+    /// resumes the jobs earlier gateways left unfinished.
+    pub async fn start(
+        config: GatewayConfig,
+        http: TcpListener,
+        nbd: TcpListener,
+    ) -> Result<Gateway, GatewayError> {
+        config.validate()?;
+        let http_addr = http.local_addr()?;
+        let nbd_addr = nbd.local_addr()?;
+        let meta = Arc::new(
+            MetadataClient::new(config.metadata.clone())
+                .with_deadline(Duration::from_millis(config.metadata_deadline_ms)),
+        );
+        let ctx =
+            Arc::new(Ctx { config, meta, nodes: NodeClients::default(), jobs: Jobs::default() });
+        let (stop, stopped) = watch::channel(false);
+        let signal = move |mut rx: watch::Receiver<bool>| async move {
+            // An error means the sender is gone, which is a stop too.
+            let _ = rx.wait_for(|s| *s).await;
+        };
+
+        let app = app(ctx.clone());
+        let http_signal = signal(stopped.clone());
+        let http = tokio::spawn(async move {
+            axum::serve(http, app.into_make_service()).with_graceful_shutdown(http_signal).await
+        });
+        let nbd = spawn_nbd(nbd, ctx.meta.clone(), signal(stopped));
+        jobs::spawn_resume(&ctx);
+        ebs::spawn_background(&ctx);
+        tracing::info!(%http_addr, %nbd_addr, region = %ctx.config.region, "gateway started");
+        Ok(Gateway { http_addr, nbd_addr, ctx, stop, http, nbd })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn nbd_addr(&self) -> SocketAddr {
+        self.nbd_addr
+    }
+
+    /// Stops serving and stops background jobs (they resume on the next start).
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        self.ctx.jobs.shutdown().await;
+        for (name, task) in [("http", self.http), ("nbd", self.nbd)] {
+            let abort = task.abort_handle();
+            match tokio::time::timeout(Duration::from_secs(10), task).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => {
+                    tracing::warn!(server = name, error = %e, "server ended with an error")
+                }
+                Ok(Err(e)) => tracing::warn!(server = name, error = %e, "server task failed"),
+                Err(_) => {
+                    tracing::warn!(server = name, "server did not stop within 10s; aborting");
+                    abort.abort();
+                }
+            }
+        }
+        tracing::info!(http_addr = %self.http_addr, "gateway stopped");
+    }
+}
+
+/// Serves the NBD front door until `shutdown`.
+fn spawn_nbd(
+    listener: TcpListener,
+    meta: Arc<MetadataClient>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> JoinHandle<std::io::Result<()>> {
+    tokio::spawn(crate::nbd_door::serve(listener, meta, shutdown))
+}

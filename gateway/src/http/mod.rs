@@ -1,0 +1,8 @@
+//! What both AWS fronts (EC2 and the EBS direct APIs) share at the HTTP
+//! level: the request id every answer carries ([`request_id`]), who sent
+//! the request ([`auth`]), and the error trait both fronts' errors implement
+//! ([`error::AwsError`]).
+
+pub mod auth;
+pub mod error;
+pub mod request_id;
