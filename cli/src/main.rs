@@ -7,7 +7,6 @@ mod process;
 mod up;
 
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
 
 #[derive(Parser)]
 #[command(name = "cairn", version, about = "Cairn: EBS-style snapshots on machines you own")]
@@ -57,9 +56,4 @@ fn main() -> anyhow::Result<()> {
             Cmd::Admin { cmd } => admin::run(cmd).await,
         }
     })
-}
-
-/// Where a process writes the addresses it bound, once it serves requests.
-pub(crate) fn addr_file(dir: &std::path::Path) -> PathBuf {
-    dir.join("addr.toml")
 }

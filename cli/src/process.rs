@@ -125,3 +125,8 @@ pub async fn gateway(args: ProcessArgs) -> anyhow::Result<()> {
     gw.shutdown().await;
     Ok(())
 }
+
+/// Where a process writes the addresses it bound, once it serves requests.
+pub(crate) fn addr_file(dir: &Path) -> PathBuf {
+    dir.join("addr.toml")
+}

@@ -7,8 +7,7 @@
 //!   `config.toml`, `addr.toml` (written by the process once it serves) and `log`.
 //! - `env`: a shell file to `source`, written only once the cluster answers.
 
-use crate::addr_file;
-use crate::process::{read_addrs, stop_signal, write_atomic, BoundAddrs};
+use crate::process::{addr_file, read_addrs, stop_signal, write_atomic, BoundAddrs};
 use anyhow::{bail, Context};
 use cairn_core::command::{Query, QueryOutput};
 use cairn_core::OutpostId;
@@ -110,9 +109,25 @@ async fn start_all(
     procs: &mut Vec<Proc>,
 ) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
-    let host = &args.host;
+    let (meta_addrs, meta) =
+        start_metadata(&exe, &args.host, data_dir, cluster_path, cluster, procs).await?;
+    let metadata_list = toml_list(&meta_addrs);
+    start_chunk_nodes(&exe, &args.host, data_dir, &metadata_list, &meta, outpost, procs).await?;
+    let gw_addrs = start_gateway(&exe, args, data_dir, &metadata_list, procs).await?;
+    write_env(data_dir, &gw_addrs, outpost)
+}
 
-    // 1. Metadata members.
+/// Starts the three metadata members (on the ports they had before, if any)
+/// and initializes the group on the first start; returns their URLs and a
+/// client once a leader is elected.
+async fn start_metadata(
+    exe: &Path,
+    host: &str,
+    data_dir: &Path,
+    cluster_path: &Path,
+    cluster: &mut ClusterFile,
+    procs: &mut Vec<Proc>,
+) -> anyhow::Result<(Vec<String>, MetadataClient)> {
     let mut meta_addrs = Vec::new();
     for id in 1..=3u64 {
         let dir = data_dir.join(format!("meta-{id}"));
@@ -121,7 +136,7 @@ async fn start_all(
             format!("node_id = {id}\ndata_dir = {:?}\n", dir.join("raft").display().to_string());
         let port = cluster.metadata_ports.get(id as usize - 1).copied().unwrap_or(0);
         let p = spawn(
-            &exe,
+            exe,
             "metadata-node",
             &format!("meta-{id}"),
             &dir,
@@ -159,11 +174,22 @@ async fn start_all(
     .await?;
     eprintln!("cairn: metadata group up ({} members)", meta_addrs.len());
 
-    // 2. Chunk nodes: enough for RF 3 in the region, spread over both AZs (two
-    // per AZ), and two on the Outpost anchored to the first AZ. The first node
-    // of each zone keeps the name earlier versions used, so their data
-    // directories are found again.
-    let metadata_list = toml_list(&meta_addrs);
+    Ok((meta_addrs, meta))
+}
+
+/// Chunk nodes: enough for RF 3 in the region, spread over both AZs (two per
+/// AZ), and two on the Outpost anchored to the first AZ. The first node of
+/// each zone keeps the name earlier versions used, so their data directories
+/// are found again. Returns once every one is registered.
+async fn start_chunk_nodes(
+    exe: &Path,
+    host: &str,
+    data_dir: &Path,
+    metadata_list: &str,
+    meta: &MetadataClient,
+    outpost: &OutpostId,
+    procs: &mut Vec<Proc>,
+) -> anyhow::Result<()> {
     let chunk_specs: Vec<(String, &str, Option<&OutpostId>)> = vec![
         ("chunk-1a".to_string(), AZS[0], None),
         ("chunk-1a-2".to_string(), AZS[0], None),
@@ -184,7 +210,7 @@ async fn start_all(
             config.push_str(&format!("outpost = {:?}\n", op.to_string()));
         }
         procs.push(spawn(
-            &exe,
+            exe,
             "chunk-node",
             name,
             &dir,
@@ -210,8 +236,20 @@ async fn start_all(
     .await?;
     eprintln!("cairn: {} chunk nodes up", chunk_addrs.len());
 
-    // 3. The gateway, under a fixed name, so that after a restart it resumes
-    // its own copy jobs at once instead of waiting for their leases to lapse.
+    Ok(())
+}
+
+/// The gateway, under a fixed name, so that after a restart it resumes its
+/// own copy jobs at once instead of waiting for their leases to lapse.
+/// Returns its addresses once it answers.
+async fn start_gateway(
+    exe: &Path,
+    args: &UpArgs,
+    data_dir: &Path,
+    metadata_list: &str,
+    procs: &mut Vec<Proc>,
+) -> anyhow::Result<BoundAddrs> {
+    let host = &args.host;
     let dir = data_dir.join("gateway");
     std::fs::create_dir_all(&dir)?;
     let config = format!(
@@ -220,7 +258,7 @@ async fn start_all(
         args.replication_factor
     );
     let gw = spawn(
-        &exe,
+        exe,
         "gateway",
         "gateway",
         &dir,
@@ -237,6 +275,13 @@ async fn start_all(
     })
     .await?;
 
+    Ok(gw_addrs)
+}
+
+/// Writes `data_dir/env` for AWS clients and NBD tools, and says how to use
+/// the cluster.
+fn write_env(data_dir: &Path, gw_addrs: &BoundAddrs, outpost: &OutpostId) -> anyhow::Result<()> {
+    let http = gw_addrs.main.clone();
     let nbd = gw_addrs.nbd.clone().unwrap_or_default();
     let outpost_arn = outpost.arn(REGION, ACCOUNT);
     let env = format!(

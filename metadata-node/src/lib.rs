@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod config;
+mod error;
 pub mod log_store;
 pub mod network;
 pub mod propose;
@@ -22,6 +23,7 @@ pub mod store;
 pub mod typ;
 
 pub use config::MetadataConfig;
+pub use error::MetadataError;
 pub use typ::{NodeId, Raft, TypeConfig};
 
 use admin::AdminService;
@@ -36,7 +38,7 @@ use state_machine::{SharedRecords, StateMachine};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use store::{Closed, StoreError};
+use store::Closed;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
@@ -45,23 +47,6 @@ use tonic::transport::Server;
 /// How long [`MetadataNode::shutdown`] waits for in-flight RPCs and for the
 /// storage tasks to let go of the database.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
-/// Why a member could not start or initialize.
-#[derive(Debug, thiserror::Error)]
-pub enum MetadataError {
-    #[error("invalid raft configuration: {0}")]
-    Config(#[from] Box<openraft::ConfigError>),
-    #[error("io (data directory or listener): {0}")]
-    Io(#[from] std::io::Error),
-    #[error("storage: {0}")]
-    Storage(#[from] StoreError),
-    #[error("raft: {0}")]
-    Raft(#[from] openraft::error::Fatal<NodeId>),
-    #[error("invalid members: {0}")]
-    InvalidMembers(String),
-    #[error("cannot initialize: {0}")]
-    Initialize(#[from] typ::InitializeError),
-}
 
 /// A running member: Raft plus its gRPC server.
 pub struct MetadataNode {

@@ -4,11 +4,11 @@
 //! an ok reply; gRPC errors mean an undecodable request or a node that cannot
 //! serve (stopped, no quorum, internal failure), which the client retries elsewhere.
 
+use crate::error::MetadataError;
 use crate::network::{decode, encode};
 use crate::propose::Proposer;
 use crate::state_machine::SharedRecords;
 use crate::typ::{ForwardToLeader, InitializeError, Node, NodeId, Raft, RaftError, WriteRequest};
-use crate::MetadataError;
 use cairn_core::command::Query;
 use cairn_proto::pb::metadata_server::Metadata;
 use cairn_proto::pb::raft_server::Raft as RaftRpc;

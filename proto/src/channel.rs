@@ -1,12 +1,18 @@
-//! The one way to open a gRPC channel to a chunk node: every client of
-//! chunk traffic (the gateway's host calls and EBS direct I/O, a chunk
-//! node's peers) gets the same connect timeout, `TCP_NODELAY` and the large
-//! HTTP/2 windows chunks need, and shares channels through one cache.
+//! Channels and limits of Cairn's internal gRPC: the one message-size
+//! limit every service and client sets, and the one way to open a channel
+//! to a chunk node (every client of chunk traffic, the gateway's host calls
+//! and EBS direct I/O and a chunk node's peers, gets the same connect
+//! timeout, `TCP_NODELAY` and the large HTTP/2 windows chunks need, and
+//! shares channels through one cache).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
+
+/// Largest gRPC message any Cairn service sends or accepts (a chunk is 512 KiB;
+/// Raft batches and snapshots stay below this).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 /// HTTP/2 flow-control windows for chunk traffic. The defaults (64 KiB to
 /// 1 MiB) let only one or two 512 KiB chunks be in flight per connection, so

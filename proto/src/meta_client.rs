@@ -14,13 +14,13 @@
 //! after a sweep that found no leader, and after a membership change), so
 //! members added later are found and removed ones are no longer tried.
 
+use crate::channel::MAX_MESSAGE_BYTES;
 use crate::pb::metadata_admin_client::MetadataAdminClient;
 use crate::pb::metadata_client::MetadataClient as PbClient;
 use crate::pb::{
     AddMemberRequest, ClientReply, ClientRequest, MemberInfo, MembershipReply, RemoveMemberRequest,
     StatusReply, StatusRequest,
 };
-use crate::MAX_MESSAGE_BYTES;
 use cairn_core::command::{Command, CommandResult, Query, QueryOutput};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
