@@ -12,7 +12,8 @@ use cairn_proto::pb::{
 };
 use cairn_worker::{WorkerState, WorkerStatus};
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
@@ -86,6 +87,17 @@ fn worker<'a>(all: &'a [WorkerStatus], name: &str) -> &'a WorkerStatus {
     all.iter().find(|w| w.name == name).unwrap_or_else(|| panic!("no worker {name}: {all:?}"))
 }
 
+/// The body of `GET path`.
+async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+}
+
 #[tokio::test]
 async fn a_started_gateway_lists_its_workers_and_the_resume_pass_stops() {
     let gw = start(empty_group().await).await;
@@ -99,6 +111,15 @@ async fn a_started_gateway_lists_its_workers_and_the_resume_pass_stops() {
     until("the runner scanned", || worker(&gw.workers(), "copy job runner").steps >= 1).await;
     let runner = worker(&gw.workers(), "copy job runner").clone();
     assert_ne!(runner.state, WorkerState::Stopped, "{runner:?}");
+
+    // The health answer lists them too.
+    let body = get(gw.http_addr(), "/_cairn/health").await;
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(health["status"], "ok", "{body}");
+    let listed = health["workers"].as_array().unwrap();
+    assert_eq!(listed.len(), 3, "{body}");
+    let resume = listed.iter().find(|w| w["name"] == RESUME).unwrap();
+    assert_eq!(resume["state"], "stopped", "{body}");
 
     gw.shutdown().await;
 }
