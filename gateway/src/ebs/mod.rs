@@ -15,7 +15,7 @@
 //! (`Command::StartSnapshot`, volume id `vol-ffffffff` as on AWS). Blocks are
 //! chunks under their BLAKE3 id at RF on the regional chunk nodes, like every
 //! other snapshot's. The pending block map is in staging logs on chunk nodes
-//! (see `chunk-node/src/staging.rs`), never in Raft; CompleteSnapshot seals
+//! (see `chunk-node/src/staging/`), never in Raft; CompleteSnapshot seals
 //! it into a paged manifest on top of the parent's, and the record then
 //! holds only the root, so EC2 CreateVolume restores it like any snapshot.
 
