@@ -1,4 +1,5 @@
-//! Operator endpoints under `/_cairn/`: health and chunk store figures.
+//! Operator endpoints under `/_cairn/`: health (with the background
+//! workers' states) and chunk store figures.
 
 use crate::ctx::Ctx;
 use crate::nodes::call;
@@ -8,25 +9,50 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cairn_core::command::Query;
 use cairn_proto::pb;
+use cairn_worker::WorkerStatus;
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// 200 when the metadata group answers a (linearizable) read within 3 s.
+/// Either way the answer lists the background workers.
 pub async fn health(State(ctx): State<Arc<Ctx>>) -> Response {
-    match tokio::time::timeout(Duration::from_secs(3), ctx.meta.read(&Query::Nodes)).await {
-        Ok(Ok(_)) => (StatusCode::OK, Json(serde_json::json!({"status": "ok"}))).into_response(),
-        Ok(Err(e)) => unavailable(e.to_string()),
-        Err(_) => unavailable("metadata group did not answer within 3s".into()),
-    }
+    let workers = workers_json(&ctx.workers.list());
+    let (status, mut body) =
+        match tokio::time::timeout(Duration::from_secs(3), ctx.meta.read(&Query::Nodes)).await {
+            Ok(Ok(_)) => (StatusCode::OK, serde_json::json!({"status": "ok"})),
+            Ok(Err(e)) => unavailable_json(e.to_string()),
+            Err(_) => unavailable_json("metadata group did not answer within 3s".into()),
+        };
+    body["workers"] = workers;
+    (status, Json(body)).into_response()
+}
+
+fn unavailable_json(error: String) -> (StatusCode, serde_json::Value) {
+    (StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"status": "unavailable", "error": error}))
 }
 
 fn unavailable(error: String) -> Response {
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        Json(serde_json::json!({"status": "unavailable", "error": error})),
-    )
-        .into_response()
+    let (status, body) = unavailable_json(error);
+    (status, Json(body)).into_response()
+}
+
+/// The workers as the health answer lists them.
+pub fn workers_json(workers: &[WorkerStatus]) -> serde_json::Value {
+    workers
+        .iter()
+        .map(|w| {
+            serde_json::json!({
+                "name": w.name,
+                "state": w.state.as_str(),
+                "steps": w.steps,
+                "errors": w.errors,
+                "consecutive_errors": w.consecutive_errors,
+                "last_error": w.last_error,
+                "for_ms": w.for_how_long.as_millis() as u64,
+            })
+        })
+        .collect()
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]

@@ -1,5 +1,6 @@
 //! What every handler and job shares: configuration, the metadata client, the
-//! chunk node channels and the job set; plus typed reads of the records.
+//! chunk node channels, the job set and the background workers; plus typed
+//! reads of the records.
 
 use crate::config::GatewayConfig;
 use crate::nodes::{HostError, NodeClients};
@@ -8,13 +9,17 @@ use cairn_core::command::{Query, QueryOutput};
 use cairn_core::records::{ChunkNodeInfo, CopyJob, Snapshot, Volume};
 use cairn_core::{SnapshotId, VolumeId};
 use cairn_proto::{MetaClientError, MetadataClient};
+use cairn_worker::Workers;
 use std::sync::Arc;
 
 pub struct Ctx {
     pub config: GatewayConfig,
     pub meta: Arc<MetadataClient>,
     pub nodes: NodeClients,
+    /// One-off jobs (copies, seals, restores), each holding its claim.
     pub jobs: Jobs,
+    /// The loops that run as long as the gateway (runner, sweeper, resume).
+    pub workers: Workers,
 }
 
 /// A metadata answer of the wrong kind: a bug or version skew.

@@ -1,6 +1,6 @@
 //! The gateway's lifecycle: [`Gateway::start`] serves the HTTP application
 //! and the NBD front door on listeners it is given and starts the background
-//! work; [`Gateway::shutdown`] stops them all.
+//! workers; [`Gateway::shutdown`] stops them all.
 
 use crate::app::app;
 use crate::config::{ConfigError, GatewayConfig};
@@ -10,6 +10,7 @@ use crate::jobs;
 use crate::nodes::NodeClients;
 use crate::tasks::Jobs;
 use cairn_proto::MetadataClient;
+use cairn_worker::{WorkerStatus, Workers};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,8 +52,13 @@ impl Gateway {
             MetadataClient::new(config.metadata.clone())
                 .with_deadline(Duration::from_millis(config.metadata_deadline_ms)),
         );
-        let ctx =
-            Arc::new(Ctx { config, meta, nodes: NodeClients::default(), jobs: Jobs::default() });
+        let ctx = Arc::new(Ctx {
+            config,
+            meta,
+            nodes: NodeClients::default(),
+            jobs: Jobs::default(),
+            workers: Workers::new(),
+        });
         let (stop, stopped) = watch::channel(false);
         let signal = move |mut rx: watch::Receiver<bool>| async move {
             // An error means the sender is gone, which is a stop too.
@@ -65,8 +71,10 @@ impl Gateway {
             axum::serve(http, app.into_make_service()).with_graceful_shutdown(http_signal).await
         });
         let nbd = spawn_nbd(nbd, ctx.meta.clone(), signal(stopped));
-        jobs::spawn_resume(&ctx);
+        // The resume pass last: a worker that ended is listed until the next
+        // spawn, so the listing shows the pass's end.
         ebs::spawn_background(&ctx);
+        jobs::spawn_workers(&ctx);
         tracing::info!(%http_addr, %nbd_addr, region = %ctx.config.region, "gateway started");
         Ok(Gateway { http_addr, nbd_addr, ctx, stop, http, nbd })
     }
@@ -79,9 +87,17 @@ impl Gateway {
         self.nbd_addr
     }
 
-    /// Stops serving and stops background jobs (they resume on the next start).
+    /// The background workers (copy job runner, EBS staging sweeper, volume
+    /// job resume) and what each is doing, by name.
+    pub fn workers(&self) -> Vec<WorkerStatus> {
+        self.ctx.workers.list()
+    }
+
+    /// Stops serving, stops the workers (each ends its step in flight) and
+    /// then the jobs they started (those resume on the next start).
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
+        self.ctx.workers.shutdown().await;
         self.ctx.jobs.shutdown().await;
         for (name, task) in [("http", self.http), ("nbd", self.nbd)] {
             let abort = task.abort_handle();

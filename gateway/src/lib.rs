@@ -7,13 +7,15 @@
 //!
 //! Layout, from the top down (a module uses only modules beside or below
 //! it): [`gateway`] (lifecycle) starts [`app`] (routes and tower layers),
-//! the NBD door ([`nbd_door`]) and the background work. The app serves the
-//! two AWS fronts, [`ec2`] and [`ebs`], and the operator endpoints
-//! ([`admin`]). The fronts share [`http`] (request ids, authentication, the
-//! error trait) and start [`jobs`] (copies, restores, volume deletes). All of
-//! them share [`ctx`] (configuration, metadata client, node channels, the
-//! task set of [`tasks`]), [`retry`] (one backoff), [`nodes`] (chunk node
-//! calls) and [`config`].
+//! the NBD door ([`nbd_door`]) and the background workers (the copy job
+//! runner and volume job resume of [`jobs`], the sweeper of [`ebs`]). The
+//! app serves the two AWS fronts, [`ec2`] and [`ebs`], and the operator
+//! endpoints ([`admin`]). The fronts share [`http`] (request ids,
+//! authentication, the error trait) and start [`jobs`] (copies, restores,
+//! volume deletes). All of them share [`ctx`] (configuration, metadata
+//! client, node channels, the job set of [`tasks`], the one
+//! `cairn_worker::Workers` set), [`retry`] (one backoff), [`nodes`] (chunk
+//! node calls) and [`config`].
 
 pub mod admin;
 pub mod app;

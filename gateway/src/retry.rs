@@ -1,6 +1,6 @@
 //! Retrying what fails transiently, with one backoff for the whole gateway:
 //! host calls, metadata writes, seals and resume passes all wait
-//! [`backoff`] between attempts.
+//! [`backoff`] between attempts (the workers, [`policy`]'s delays).
 
 use crate::ctx::Ctx;
 use crate::nodes::HostError;
@@ -10,10 +10,20 @@ use cairn_proto::MetaClientError;
 use std::future::Future;
 use std::time::Duration;
 
+/// The first delay and the cap of every retry in the gateway.
+const FIRST: Duration = Duration::from_millis(200);
+const MAX: Duration = Duration::from_secs(5);
+
 /// Backoff before attempt `n + 1` (n from 1): 200 ms doubling, at most 5 s,
 /// by the workspace's one back-off policy.
 pub fn backoff(n: u32) -> Duration {
-    Backoff::delay(Duration::from_millis(200), Duration::from_secs(5), n)
+    Backoff::delay(FIRST, MAX, n)
+}
+
+/// The same delays for a loop that keeps its own state (a worker's failing
+/// steps): 200 ms doubling, at most 5 s.
+pub fn policy() -> Backoff {
+    Backoff::new(FIRST, MAX)
 }
 
 /// Runs `f` up to `attempts` times while it fails transiently.
@@ -65,6 +75,9 @@ mod tests {
         assert_eq!(backoff(5), Duration::from_millis(3200));
         assert_eq!(backoff(6), Duration::from_secs(5));
         assert_eq!(backoff(60), Duration::from_secs(5));
+        let mut p = policy();
+        let delays: Vec<Duration> = (0..7).map(|_| p.next_delay()).collect();
+        assert_eq!(delays, (1..=7).map(backoff).collect::<Vec<_>>());
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
-//! The gateway's background work ([`Jobs`]): one task set, stopped together
-//! at shutdown, with a slot per resource ([`Claim`]) so one resource never
-//! has two jobs running here at once.
+//! The gateway's one-off background jobs ([`Jobs`]: copies, seals,
+//! restores, deletes): one task set, stopped together at shutdown, with a
+//! slot per resource ([`Claim`]) so one resource never has two jobs running
+//! here at once. The loops that start them are workers (`Ctx::workers`).
 
 use std::collections::HashSet;
 use std::future::Future;

@@ -8,13 +8,14 @@
 //! pure [`router`] parsed to one module per operation family ([`start`],
 //! [`write`], [`seal`], [`read`]), which share [`state`], write and read
 //! bytes through [`chunks`] and [`staging`], and fail with one error type
-//! ([`error::EbsError`]) that renders the rest-json error.
+//! ([`error::EbsError`]) that renders the rest-json error. The [`sweeper`]
+//! worker ends what callers and gateways left pending.
 //!
 //! Where things live. The snapshot record is in the metadata group
 //! (`Command::StartSnapshot`, volume id `vol-ffffffff` as on AWS). Blocks are
 //! chunks under their BLAKE3 id at RF on the regional chunk nodes, like every
 //! other snapshot's. The pending block map is in staging logs on chunk nodes
-//! (see `chunk-node/src/staging.rs`), never in Raft; CompleteSnapshot seals
+//! (see `chunk-node/src/staging/`), never in Raft; CompleteSnapshot seals
 //! it into a paged manifest on top of the parent's, and the record then
 //! holds only the root, so EC2 CreateVolume restores it like any snapshot.
 
@@ -29,6 +30,7 @@ pub mod seal;
 pub mod staging;
 pub mod start;
 pub mod state;
+pub mod sweeper;
 pub mod tokens;
 pub mod write;
 
@@ -49,10 +51,11 @@ pub fn routes(ctx: Arc<Ctx>) -> Router<Arc<Ctx>> {
         .with_state(ebs)
 }
 
-/// Starts the background work: the sweeper that times out idle snapshots
-/// and resumes seals a previous gateway left unfinished.
+/// Starts the background work among the gateway's workers: the sweeper
+/// that times out idle snapshots and resumes seals a previous gateway left
+/// unfinished.
 pub fn spawn_background(ctx: &Arc<Ctx>) {
-    seal::spawn_sweeper(Ebs::new(ctx.clone()));
+    ctx.workers.spawn(sweeper::Sweeper::new(Ebs::new(ctx.clone())));
 }
 
 /// True when a request is for the EBS direct APIs: its path, or its SigV4

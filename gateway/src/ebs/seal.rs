@@ -1,4 +1,5 @@
-//! Sealing an EBS-direct snapshot after CompleteSnapshot, and the sweeper.
+//! Sealing an EBS-direct snapshot after CompleteSnapshot, and ending one
+//! (sealed, failed or timed out) with its staging logs dropped.
 //!
 //! The seal reads the staged block map, rebuilds only the manifest pages it
 //! touches on top of the parent's (untouched pages keep the parent's ids;
@@ -9,28 +10,26 @@
 //! ends in `error` with the reason. Every step is idempotent (same map, same
 //! pages, same root), so a seal redone by another gateway is harmless.
 //!
-//! The sweeper runs on every gateway: it resumes seals whose staging logs
-//! hold COMPLETE (the gateway that accepted CompleteSnapshot may have died),
-//! and ends in `error` any pending EBS-direct snapshot with no put or
-//! complete for its Timeout, so none stays pending forever.
+//! The sweeper (`ebs/sweeper.rs`) resumes the seals a gateway left and ends
+//! the snapshots that timed out through the same steps.
 
 use super::chunks::{load_page, load_root, put_chunk, Region};
 use super::error::EbsError;
-use super::state::{is_direct, Ebs};
+use super::state::Ebs;
 use crate::retry::backoff;
 use cairn_core::command::{Command, CommandOutput, MetaError};
 use cairn_core::manifest::{IncrementalBuilder, ManifestBuilder, ManifestError};
-use cairn_core::records::{Snapshot, SnapshotState};
+use cairn_core::records::Snapshot;
 use cairn_core::time::now_ms;
 use cairn_core::{ChunkId, BLOCK_SIZE};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Attempts of a seal before the snapshot ends in `error`.
 const SEAL_ATTEMPTS: u32 = 5;
 
-fn claim_key(id: &str) -> String {
+/// The job slot of a snapshot's seal (or timeout): one at a time.
+pub fn claim_key(id: &str) -> String {
     format!("ebs-seal/{id}")
 }
 
@@ -77,7 +76,7 @@ async fn seal_job(ebs: &Ebs, snap: Snapshot) {
 }
 
 /// Commits the outcome, then drops the staging logs.
-async fn finish(ebs: &Ebs, snap: &Snapshot, cmd: &Command) {
+pub async fn finish(ebs: &Ebs, snap: &Snapshot, cmd: &Command) {
     match ebs.ctx.meta.write(cmd).await {
         Ok(Ok(CommandOutput::Snapshot(s))) => {
             tracing::info!(snapshot = %s.id, state = s.state.as_str(), message = ?s.state_message, "ebs snapshot sealed");
@@ -143,92 +142,4 @@ async fn seal_once(ebs: &Ebs, snap: &Snapshot) -> Result<(ChunkId, u64), EbsErro
     }
     put_chunk(ctx, &region, built.root_id, &built.root).await?;
     Ok((built.root_id, built.data_blocks * BLOCK_SIZE as u64))
-}
-
-/// How often the sweeper looks: often enough to time out within a few
-/// percent of the shortest Timeout (10 minutes), never more than every 30 s.
-fn sweep_interval(minute: Duration) -> Duration {
-    (minute / 4).clamp(Duration::from_millis(100), Duration::from_secs(30))
-}
-
-pub fn spawn_sweeper(ebs: Arc<Ebs>) {
-    let e = ebs.clone();
-    ebs.ctx.jobs.spawn(async move {
-        let every = sweep_interval(e.minute);
-        loop {
-            tokio::time::sleep(every).await;
-            if let Err(err) = sweep(&e).await {
-                tracing::debug!(error = %err, "ebs sweep skipped");
-            }
-        }
-    });
-}
-
-/// When an idle pending snapshot times out: its last activity (or start)
-/// plus its Timeout.
-pub fn deadline_ms(last_activity_ms: u64, timeout_minutes: u64, minute: Duration) -> u64 {
-    last_activity_ms.saturating_add(timeout_minutes.saturating_mul(minute.as_millis() as u64))
-}
-
-async fn sweep(ebs: &Arc<Ebs>) -> Result<(), EbsError> {
-    let pending: Vec<Snapshot> = ebs
-        .ctx
-        .snapshots()
-        .await?
-        .into_iter()
-        .filter(|s| s.state == SnapshotState::Pending && is_direct(s))
-        .collect();
-    if pending.is_empty() {
-        return Ok(());
-    }
-    let region = Region::load(&ebs.ctx).await?;
-    for snap in pending {
-        let stat = match ebs.staging.stat(&region, snap.id.as_str()).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::debug!(snapshot = %snap.id, error = %e, "staging unreadable; later");
-                continue;
-            }
-        };
-        if stat.completed {
-            spawn_seal(ebs.clone(), snap);
-            continue;
-        }
-        let timeout = if stat.timeout_minutes > 0 {
-            stat.timeout_minutes
-        } else {
-            super::start::DEFAULT_TIMEOUT as u64
-        };
-        let last = stat.last_activity_ms.max(snap.start_time_ms);
-        if now_ms() < deadline_ms(last, timeout, ebs.minute) {
-            continue;
-        }
-        // A seal that started meanwhile wins: claim first.
-        let Some(_claim) = ebs.ctx.jobs.claim(&claim_key(snap.id.as_str())) else { continue };
-        let cmd = Command::FailSnapshot {
-            id: snap.id.clone(),
-            message: format!(
-                "The snapshot timed out: no PutSnapshotBlock or CompleteSnapshot for {timeout} minutes."
-            ),
-            at_ms: now_ms(),
-        };
-        tracing::info!(snapshot = %snap.id, timeout, "ebs snapshot timed out");
-        finish(ebs, &snap, &cmd).await;
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn deadlines_and_intervals() {
-        let minute = Duration::from_secs(60);
-        assert_eq!(deadline_ms(1_000, 10, minute), 601_000);
-        assert_eq!(deadline_ms(u64::MAX, 10, minute), u64::MAX);
-        assert_eq!(sweep_interval(minute), Duration::from_secs(15));
-        assert_eq!(sweep_interval(Duration::from_millis(100)), Duration::from_millis(100));
-        assert_eq!(sweep_interval(Duration::from_secs(3600)), Duration::from_secs(30));
-    }
 }

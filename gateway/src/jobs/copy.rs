@@ -10,10 +10,11 @@
 //!   another gateway holds the job, or if no renewal succeeded before the
 //!   lease lapsed (metadata unreachable), the holder stops at once and
 //!   touches nothing more: someone else may be running the job.
-//! - Every gateway scans the jobs every `job_scan_ms` and acquires those whose
-//!   lease lapsed (their gateway was killed or hangs), or that it holds
-//!   itself without running them (a restart under a fixed `gateway_id`).
-//!   Acquiring is a compare-and-set in the metadata group, so one wins.
+//! - Every gateway scans the jobs every `job_scan_ms` (its copy job runner,
+//!   `jobs/runner.rs`) and acquires those whose lease lapsed (their gateway
+//!   was killed or hangs), or that it holds itself without running them (a
+//!   restart under a fixed `gateway_id`). Acquiring is a compare-and-set in
+//!   the metadata group, so one wins.
 //! - Running a job means calling the volume host's `Copy` for the frozen
 //!   image, with the parent's manifest root for an incremental copy. The
 //!   host keeps its own durable copy state, so calling `Copy` again after a
@@ -134,38 +135,6 @@ pub fn spawn_copy(ctx: &Arc<Ctx>, id: SnapshotId, claim: Option<Claim>) {
     ctx.jobs.spawn(async move {
         let _claim = claim;
         run(&c, id).await;
-    });
-}
-
-/// Scans the copy jobs every `job_scan_ms` and runs those this gateway can
-/// acquire: lapsed leases of other gateways, and its own jobs not running
-/// here (after a restart under a fixed `gateway_id`).
-pub fn spawn_runner(ctx: &Arc<Ctx>) {
-    let c = ctx.clone();
-    ctx.jobs.spawn(async move {
-        let every = Duration::from_millis(c.config.job_scan_ms);
-        tracing::info!(gateway_id = c.gateway_id(), "copy job runner started");
-        loop {
-            match c.copy_jobs().await {
-                Ok(jobs) => {
-                    let now = now_ms();
-                    for j in jobs {
-                        if j.can_acquire(c.gateway_id(), now)
-                            && !c.jobs.is_running(j.snapshot_id.as_str())
-                        {
-                            tracing::info!(
-                                snapshot = %j.snapshot_id,
-                                previous_owner = ?j.owner,
-                                "taking over a copy job"
-                            );
-                            spawn_copy(&c, j.snapshot_id, None);
-                        }
-                    }
-                }
-                Err(e) => tracing::debug!(error = %e, "cannot scan copy jobs"),
-            }
-            tokio::time::sleep(every).await;
-        }
     });
 }
 

@@ -1,5 +1,8 @@
-//! The volume host calls a job makes (freeze, create, delete, release),
-//! each retried while it fails transiently; already done counts as done.
+//! The volume host calls a job makes (freeze, create, delete, release).
+//! They share one shape ([`on_host`]): each attempt reads the registry,
+//! finds the volume's host, opens its client and makes the call with a
+//! deadline; attempts repeat while the failure is transient. Already done
+//! counts as done.
 
 use crate::ctx::Ctx;
 use crate::nodes::{call, destination_nodes, HostError};
@@ -7,6 +10,9 @@ use crate::retry::retry;
 use cairn_core::records::{ChunkNodeInfo, Volume};
 use cairn_core::{SnapshotId, VolumeId};
 use cairn_proto::pb;
+use cairn_proto::pb::volume_host_client::VolumeHostClient;
+use std::future::Future;
+use tonic::transport::Channel;
 
 /// The registered node named `id`.
 pub fn find_node(nodes: &[ChunkNodeInfo], id: &str) -> Result<ChunkNodeInfo, HostError> {
@@ -15,6 +21,46 @@ pub fn find_node(nodes: &[ChunkNodeInfo], id: &str) -> Result<ChunkNodeInfo, Hos
         .find(|n| n.node_id == id)
         .cloned()
         .ok_or_else(|| HostError::UnknownNode(id.to_string()))
+}
+
+/// What one attempt found: the registered nodes as it read them, the
+/// volume's host among them and a client to it.
+struct Host {
+    nodes: Vec<ChunkNodeInfo>,
+    node: ChunkNodeInfo,
+    client: VolumeHostClient<Channel>,
+}
+
+/// Runs `f` on `volume`'s host, up to `attempts` times while it fails
+/// transiently (`what` names the call in the retry log). A host missing
+/// from the registry is [`HostError::UnknownNode`], which is not retried.
+async fn on_host<T, F, Fut>(
+    ctx: &Ctx,
+    volume: &Volume,
+    what: &str,
+    attempts: u32,
+    f: F,
+) -> Result<T, HostError>
+where
+    F: Fn(Host) -> Fut,
+    Fut: Future<Output = Result<T, HostError>>,
+{
+    let f = &f;
+    retry(what, attempts, move || async move {
+        let nodes = ctx.node_list().await?;
+        let node = find_node(&nodes, &volume.host_node)?;
+        let client = ctx.nodes.volume_host(&node)?;
+        f(Host { nodes, node, client }).await
+    })
+    .await
+}
+
+/// A call whose target may be gone already (NotFound): that counts as done.
+fn gone_is_done<T>(r: Result<T, HostError>) -> Result<(), HostError> {
+    match r {
+        Err(e) if e.code() == Some(tonic::Code::NotFound) => Ok(()),
+        other => other.map(|_| ()),
+    }
 }
 
 /// Freezes `volume` for snapshot `snapshot` (incremental from `parent`, the
@@ -27,15 +73,13 @@ pub async fn freeze(
     snapshot: &SnapshotId,
     parent: Option<&SnapshotId>,
 ) -> Result<pb::FreezeReply, HostError> {
-    retry("freeze", 3, move || async move {
-        let host = find_node(&ctx.node_list().await?, &volume.host_node)?;
-        let mut c = ctx.nodes.volume_host(&host)?;
+    on_host(ctx, volume, "freeze", 3, |mut h| async move {
         let req = pb::FreezeRequest {
             volume_id: volume.id.to_string(),
             snapshot_id: snapshot.to_string(),
             parent_snapshot_id: parent.map(|p| p.to_string()).unwrap_or_default(),
         };
-        call(&host.node_id, 10, c.freeze(req)).await
+        call(&h.node.node_id, 10, h.client.freeze(req)).await
     })
     .await
 }
@@ -43,9 +87,7 @@ pub async fn freeze(
 /// Creates the volume on its host: empty, or restoring from its snapshot's
 /// manifest, whose chunks the host finds on the snapshot destination's nodes.
 pub async fn create_on_host(ctx: &Ctx, volume: &Volume, attempts: u32) -> Result<(), HostError> {
-    retry("create volume", attempts, move || async move {
-        let nodes = ctx.node_list().await?;
-        let host = find_node(&nodes, &volume.host_node)?;
+    on_host(ctx, volume, "create volume", attempts, |mut h| async move {
         let (manifest_root, sources) = match &volume.snapshot_id {
             None => (Vec::new(), Vec::new()),
             Some(sid) => {
@@ -55,14 +97,14 @@ pub async fn create_on_host(ctx: &Ctx, volume: &Volume, attempts: u32) -> Result
                 let root = snap.manifest_root.ok_or_else(|| {
                     HostError::Protocol(format!("snapshot {sid} has no manifest (not completed)"))
                 })?;
-                let sources: Vec<pb::StoreNode> = destination_nodes(&nodes, snap.outpost.as_ref())
-                    .iter()
-                    .map(Into::into)
-                    .collect();
+                let sources: Vec<pb::StoreNode> =
+                    destination_nodes(&h.nodes, snap.outpost.as_ref())
+                        .iter()
+                        .map(Into::into)
+                        .collect();
                 (root.0.to_vec(), sources)
             }
         };
-        let mut c = ctx.nodes.volume_host(&host)?;
         let req = pb::CreateVolumeRequest {
             volume_id: volume.id.to_string(),
             size_bytes: volume.size_bytes(),
@@ -70,30 +112,28 @@ pub async fn create_on_host(ctx: &Ctx, volume: &Volume, attempts: u32) -> Result
             sources,
             replication_factor: ctx.config.replication_factor,
         };
-        call(&host.node_id, 60, c.create_volume(req)).await.map(|_| ())
+        call(&h.node.node_id, 60, h.client.create_volume(req)).await.map(|_| ())
     })
     .await
 }
 
-/// Drops the volume's bytes on its host. Already gone counts as done.
+/// Drops the volume's bytes on its host. Already gone counts as done, and
+/// so does a host missing from the registry.
 pub async fn delete_on_host(ctx: &Ctx, volume: &Volume) -> Result<(), HostError> {
-    retry("delete volume", 3, move || async move {
-        let host = match find_node(&ctx.node_list().await?, &volume.host_node) {
-            Ok(h) => h,
-            Err(e) => {
-                // Nodes never leave the registry, so the host never held it.
-                tracing::warn!(volume = %volume.id, error = %e, "volume host unknown; nothing to delete");
-                return Ok(());
-            }
-        };
-        let mut c = ctx.nodes.volume_host(&host)?;
+    let deleted = on_host(ctx, volume, "delete volume", 3, |mut h| async move {
         let req = pb::DeleteVolumeRequest { volume_id: volume.id.to_string() };
-        match call(&host.node_id, 30, c.delete_volume(req)).await {
-            Err(e) if e.code() == Some(tonic::Code::NotFound) => Ok(()),
-            other => other.map(|_| ()),
-        }
+        gone_is_done(call(&h.node.node_id, 30, h.client.delete_volume(req)).await)
     })
-    .await
+    .await;
+    match deleted {
+        // Unlike the other calls: nodes never leave the registry, so the
+        // host never held it.
+        Err(e @ HostError::UnknownNode(_)) => {
+            tracing::warn!(volume = %volume.id, error = %e, "volume host unknown; nothing to delete");
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 /// Drops the host's frozen image of a snapshot. Already gone counts as done.
@@ -107,17 +147,26 @@ pub async fn release(
         None => return Ok(()),
     };
     let volume = &volume;
-    retry("release", 3, move || async move {
-        let host = find_node(&ctx.node_list().await?, &volume.host_node)?;
-        let mut c = ctx.nodes.volume_host(&host)?;
+    on_host(ctx, volume, "release", 3, |mut h| async move {
         let req = pb::ReleaseRequest {
             volume_id: volume.id.to_string(),
             snapshot_id: snapshot.to_string(),
         };
-        match call(&host.node_id, 10, c.release(req)).await {
-            Err(e) if e.code() == Some(tonic::Code::NotFound) => Ok(()),
-            other => other.map(|_| ()),
-        }
+        gone_is_done(call(&h.node.node_id, 10, h.client.release(req)).await)
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_not_found_counts_as_done() {
+        let status = |c| Err::<(), _>(HostError::rpc("n", tonic::Status::new(c, "x")));
+        assert!(gone_is_done(status(tonic::Code::NotFound)).is_ok());
+        assert!(gone_is_done(status(tonic::Code::Unavailable)).is_err());
+        assert!(gone_is_done(Err::<(), _>(HostError::UnknownNode("n".into()))).is_err());
+        assert!(gone_is_done(Ok(7)).is_ok());
+    }
 }

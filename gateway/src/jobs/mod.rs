@@ -7,27 +7,29 @@
 //! snapshot and its job, leased to this gateway, freezes the volume and
 //! answers; a background task runs the host's `Copy`, renews the lease,
 //! commits checkpoints and progress, and ends the snapshot. Every gateway
-//! also scans for jobs whose lease lapsed (their gateway died) and resumes
-//! them. Every call to a volume host goes through [`host`].
+//! also runs a worker ([`runner`]) that scans for jobs whose lease lapsed
+//! (their gateway died) and resumes them. Every call to a volume host goes
+//! through [`host`].
 //!
-//! Volumes ([`volumes`]): on start, [`spawn_resume`] finishes every `creating` volume (the
-//! host's CreateVolume is idempotent; with lazy load it returns as soon as the
-//! volume exists, and the volume turns `available`) and every `deleting` one.
-//! These are not leased: two gateways starting at once both call the host,
-//! which is harmless because every step is idempotent.
+//! Volumes ([`volumes`]): on start, a worker finishes every `creating`
+//! volume (the host's CreateVolume is idempotent; with lazy load it returns
+//! as soon as the volume exists, and the volume turns `available`) and every
+//! `deleting` one. These are not leased: two gateways starting at once both
+//! call the host, which is harmless because every step is idempotent.
 
 pub mod copy;
 pub mod host;
 pub mod lease;
+pub mod runner;
 pub mod volumes;
 
 use crate::ctx::Ctx;
 use std::sync::Arc;
 
-/// Starts this gateway's copy-job runner ([`copy::spawn_runner`]) and
-/// finishes, in the background, the volumes earlier gateways left `creating`
-/// or `deleting` ([`volumes::spawn_resume`]).
-pub fn spawn_resume(ctx: &Arc<Ctx>) {
-    copy::spawn_runner(ctx);
+/// Starts this gateway's job workers: the copy job runner
+/// ([`runner::spawn_runner`]) and the pass that finishes the volumes earlier
+/// gateways left `creating` or `deleting` ([`volumes::spawn_resume`]).
+pub fn spawn_workers(ctx: &Arc<Ctx>) {
+    runner::spawn_runner(ctx);
     volumes::spawn_resume(ctx);
 }

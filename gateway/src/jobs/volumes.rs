@@ -4,10 +4,13 @@
 
 use super::host::{create_on_host, delete_on_host};
 use crate::ctx::Ctx;
-use crate::retry::{backoff, write_retrying};
+use crate::retry::{policy, write_retrying};
 use cairn_core::command::{Command, MetaError};
 use cairn_core::records::{Volume, VolumeState};
+use cairn_proto::MetaClientError;
+use cairn_worker::{Backoff, Progress, Stop, Worker, WorkerHandle};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Attempts of a restore's host CreateVolume before the volume ends in `error`.
 const RESTORE_ATTEMPTS: u32 = 5;
@@ -55,32 +58,57 @@ fn spawn_finish_delete(ctx: &Arc<Ctx>, volume: Volume) {
     });
 }
 
-/// Finishes, in the background, the volumes earlier gateways left
-/// `creating` or `deleting`. Waits for the metadata group as long as it
-/// takes (or until shutdown).
-pub fn spawn_resume(ctx: &Arc<Ctx>) {
-    let c = ctx.clone();
-    ctx.jobs.spawn(async move {
-        let mut n = 0;
-        let volumes = loop {
-            n += 1;
-            match c.volumes().await {
-                Ok(v) => break v,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read volumes to resume jobs yet");
-                    tokio::time::sleep(backoff(n)).await;
-                }
-            }
+/// Starts the worker that finishes, in the background, the volumes earlier
+/// gateways left `creating` or `deleting`.
+pub fn spawn_resume(ctx: &Arc<Ctx>) -> WorkerHandle {
+    ctx.workers.spawn(VolumeResume { ctx: ctx.clone() })
+}
+
+/// The resume-on-start pass: reads the volumes and starts a job for each
+/// one left `creating` or `deleting`. It waits for the metadata group as
+/// long as it takes (each failed read is a failing step, retried with the
+/// gateway's back-off) or until shutdown, and is done after one pass.
+pub struct VolumeResume {
+    ctx: Arc<Ctx>,
+}
+
+/// The volumes could not be read yet.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read volumes to resume jobs yet: {0}")]
+pub struct NotYet(#[from] MetaClientError);
+
+impl Worker for VolumeResume {
+    type Error = NotYet;
+
+    fn name(&self) -> String {
+        "volume job resume".into()
+    }
+
+    async fn work(&mut self, stop: &mut Stop) -> Result<Progress, NotYet> {
+        let c = &self.ctx;
+        let volumes = tokio::select! {
+            v = c.volumes() => v?,
+            _ = stop.wait() => return Ok(Progress::Done),
         };
         let mut resumed = 0usize;
         for v in volumes {
             match v.state {
-                VolumeState::Creating => spawn_restore(&c, v),
-                VolumeState::Deleting => spawn_finish_delete(&c, v),
+                VolumeState::Creating => spawn_restore(c, v),
+                VolumeState::Deleting => spawn_finish_delete(c, v),
                 _ => continue,
             }
             resumed += 1;
         }
         tracing::info!(resumed, "resumed unfinished volume jobs");
-    });
+        Ok(Progress::Done)
+    }
+
+    /// Never idle: each step is done or failing.
+    fn idle_wait(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    fn backoff(&self) -> Backoff {
+        policy()
+    }
 }
