@@ -425,3 +425,39 @@ async fn lazy_restore_serves_reads_while_hydrating() -> anyhow::Result<()> {
     src.node.shutdown().await;
     Ok(())
 }
+
+/// A restored volume's hydrator is one of the node's workers: listed while
+/// the volume hydrates, and stopped once every block is local.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hydrator_is_a_listed_worker_that_stops_when_hydrated() -> anyhow::Result<()> {
+    const VOL: &str = "vol-00000000000000073";
+    const NEW: &str = "vol-00000000000000074";
+    const BLOCKS: u64 = 64;
+    let src = start("chunk-s", "cairn-1b").await?;
+    let b = start("chunk-b", "cairn-1a").await?;
+    let targets = vec![src.store_node()];
+    create_volume(&src, VOL, BLOCKS * BS).await?;
+    for i in 0..BLOCKS {
+        write_block(&src, VOL, i, stamped(i + 1)).await?;
+    }
+    freeze(&src, VOL, "snap-1", "").await?;
+    let p = copy_with_parent(&src, VOL, "snap-1", targets.clone(), 1, None).await?;
+    let root = p.last().expect("done").manifest_root.clone();
+    assert!(b.node.workers().is_empty(), "a node without metadata has no workers yet");
+
+    restore(&b, NEW, BLOCKS * BS, &root, targets, 1).await?;
+    let name = format!("hydrator {NEW}");
+    let hydrator = || b.node.workers().into_iter().find(|w| w.name == name);
+    assert!(hydrator().is_some(), "the hydrator is listed: {:?}", b.node.workers());
+    wait_until("the hydrator stops", || async {
+        Ok(hydrator().is_some_and(|w| w.state == cairn_worker::WorkerState::Stopped))
+    })
+    .await?;
+    let s = volume_stats(&b, NEW).await?;
+    assert_eq!(s.hydrated_blocks, s.total_blocks, "stopped only once hydrated: {s:?}");
+    let w = hydrator().expect("listed");
+    assert_eq!(w.errors, 0, "{w:?}");
+    b.node.shutdown().await;
+    src.node.shutdown().await;
+    Ok(())
+}
