@@ -4,7 +4,9 @@
 //!
 //! [`ChunkNode`] owns the lifecycle: it opens the stores, serves gRPC and NBD
 //! on listeners the caller bound (port 0 in tests), registers itself with the
-//! metadata group in the background, and shuts everything down.
+//! metadata group in the background, and shuts everything down. Its
+//! background work (registration, the hydrators) runs as one set of
+//! [`cairn_worker`] workers, which [`ChunkNode::workers`] lists.
 //!
 //! Folders, each importing only those after it: [`rpc`] (the gRPC services)
 //! -> [`copy`], [`restore`], [`staging`] -> [`volume`] -> [`peers`] ->
@@ -32,6 +34,7 @@ pub use volume::{FreezeInfo, VolumeHost, VolumeStats};
 use crate::staging::StagingStore;
 use cairn_core::records::ChunkNodeInfo;
 use cairn_core::OutpostId;
+use cairn_worker::{WorkerStatus, Workers};
 use std::net::SocketAddr;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -47,7 +50,7 @@ pub struct ChunkNode {
     shutdown: watch::Sender<bool>,
     grpc_task: JoinHandle<Result<(), tonic::transport::Error>>,
     nbd_task: JoinHandle<()>,
-    register_task: Option<JoinHandle<()>>,
+    workers: Workers,
 }
 
 impl ChunkNode {
@@ -74,9 +77,14 @@ impl ChunkNode {
             nbd.local_addr().map_err(|e| ChunkNodeError::io("address of", "nbd listener", e))?;
         let store = ChunkStore::open(&config.data_dir).await?;
         let local = store::LocalStore { node_id: config.node_id.clone(), store: store.clone() };
-        let host =
-            VolumeHost::open_with(&config.data_dir, config.metadata.clone(), Some(local.clone()))
-                .await?;
+        let workers = Workers::new();
+        let host = VolumeHost::open_with(
+            &config.data_dir,
+            config.metadata.clone(),
+            Some(local.clone()),
+            workers.clone(),
+        )
+        .await?;
         let info = ChunkNodeInfo {
             node_id: config.node_id.clone(),
             az: config.az.clone(),
@@ -97,8 +105,9 @@ impl ChunkNode {
         };
         let grpc_task = tokio::spawn(rpc::serve(grpc, services, rx.clone()));
         let nbd_task = tokio::spawn(nbd_server::serve(nbd, host.clone(), rx.clone()));
-        let register_task = (!config.metadata.is_empty())
-            .then(|| tokio::spawn(register::register(config.metadata.clone(), info.clone(), rx)));
+        if !config.metadata.is_empty() {
+            workers.spawn(register::Registration::new(config.metadata.clone(), info.clone(), rx));
+        }
         tracing::info!(
             node = %info.node_id, zone = %info.zone(), grpc = %info.grpc_addr, nbd = %info.nbd_addr,
             "chunk node started"
@@ -112,7 +121,7 @@ impl ChunkNode {
             shutdown,
             grpc_task,
             nbd_task,
-            register_task,
+            workers,
         })
     }
 
@@ -144,8 +153,14 @@ impl ChunkNode {
         &self.host
     }
 
+    /// The node's background workers (registration, hydrators), by name.
+    pub fn workers(&self) -> Vec<WorkerStatus> {
+        self.workers.list()
+    }
+
     /// Stops serving, waits for the servers to finish, and closes the volume
-    /// host cleanly (volumes fsynced, change tracking saved).
+    /// host cleanly (workers stopped, volumes fsynced, change tracking
+    /// saved).
     pub async fn shutdown(self) {
         let host = self.host.clone();
         self.stop().await;
@@ -154,8 +169,9 @@ impl ChunkNode {
         }
     }
 
-    /// Stops serving and background work but saves nothing, as a SIGKILL
-    /// would: the next start finds no clean-shutdown marker. For tests.
+    /// Stops serving and aborts background work but saves nothing, as a
+    /// SIGKILL would: the next start finds no clean-shutdown marker. For
+    /// tests.
     pub async fn kill_for_test(self) {
         let host = self.host.clone();
         self.stop().await;
@@ -163,13 +179,10 @@ impl ChunkNode {
     }
 
     async fn stop(self) {
-        // Receivers may all be gone already; that is a shutdown too.
+        // Receivers may all be gone already; that is a shutdown too. The
+        // registration worker starts no attempt after this; the host's
+        // close or stop joins it.
         let _ = self.shutdown.send(true);
-        if let Some(t) = self.register_task {
-            t.abort();
-            // An aborted registration loop has nothing to report.
-            let _ = t.await;
-        }
         match self.grpc_task.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "grpc server ended with an error"),

@@ -1,4 +1,5 @@
-//! Blocks and chunk ids.
+//! Blocks and chunk ids: the block size, the id a block is stored under,
+//! and which blocks are zero (never stored).
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -54,6 +55,11 @@ pub fn is_zero(data: &[u8]) -> bool {
     whole && words.remainder().iter().all(|b| *b == 0)
 }
 
+/// The id a block's content is stored under, or `None` for a zero block.
+pub fn chunk_of(data: &[u8]) -> Option<ChunkId> {
+    (!is_zero(data)).then(|| ChunkId::of(data))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +75,12 @@ mod tests {
         assert!(!is_zero(&b));
         assert!(is_zero(&[0u8; 13]));
         assert!(!is_zero(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]));
+    }
+
+    #[test]
+    fn zero_blocks_have_no_chunk() {
+        assert_eq!(chunk_of(&vec![0u8; BLOCK_SIZE]), None);
+        assert_eq!(chunk_of(b"hello"), Some(ChunkId::of(b"hello")));
     }
 
     #[test]

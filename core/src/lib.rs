@@ -11,5 +11,5 @@ pub mod placement;
 pub mod records;
 pub mod time;
 
-pub use block::{is_zero, ChunkId, BLOCK_SIZE};
+pub use block::{chunk_of, is_zero, ChunkId, BLOCK_SIZE};
 pub use ids::{OutpostId, SnapshotId, VolumeId};

@@ -1,10 +1,13 @@
-//! The in-process cluster harness: 3 metadata nodes, 3 chunk nodes (two AZs
-//! and an Outpost) and a gateway, each on port-0 listeners in one temp dir,
-//! with helpers that talk to the gateway as an AWS client would and wait on
-//! predicates, never on sleeps.
+//! The test harness of the workspace. Here: the in-process cluster (3
+//! metadata nodes, 3 chunk nodes in two AZs and an Outpost, and a gateway,
+//! each on port-0 listeners in one temp dir) with helpers that talk to the
+//! gateway as an AWS client would, the one way to wait on a predicate (never
+//! on sleeps) and the one way to run a command (qemu-img, qemu-io). Single
+//! chunk nodes are in [`node`], clusters of OS processes in [`procs`].
 
 pub mod http;
 pub mod nbd;
+pub mod node;
 pub mod procs;
 pub mod shape;
 pub mod workload;
@@ -52,6 +55,7 @@ where
     Ok(())
 }
 
+/// A listener on a free loopback port.
 async fn bind() -> anyhow::Result<TcpListener> {
     Ok(TcpListener::bind("127.0.0.1:0").await?)
 }
@@ -203,12 +207,20 @@ pub fn xml_text(xml: &str, tag: &str) -> Option<String> {
 }
 
 /// Runs a command to completion; its exit code and combined output.
-pub fn run(cmd: &str, args: &[&str]) -> anyhow::Result<(i32, String)> {
-    let out = std::process::Command::new(cmd)
+pub async fn run(cmd: &str, args: &[&str]) -> anyhow::Result<(i32, String)> {
+    let out = tokio::process::Command::new(cmd)
         .args(args)
         .output()
+        .await
         .with_context(|| format!("running {cmd}"))?;
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     Ok((out.status.code().unwrap_or(-1), text))
+}
+
+/// Runs a command that must succeed; its combined output.
+pub async fn ok(cmd: &str, args: &[&str]) -> anyhow::Result<String> {
+    let (code, text) = run(cmd, args).await?;
+    anyhow::ensure!(code == 0, "{cmd} {args:?} exited {code}: {text}");
+    Ok(text)
 }

@@ -44,7 +44,8 @@ async fn snapshot_restores_byte_for_byte_over_nbd() -> anyhow::Result<()> {
     let (code, out) = run(
         "qemu-img",
         &["convert", "-n", "-f", "raw", "-O", "raw", img.to_str().unwrap_or(""), &uri],
-    )?;
+    )
+    .await?;
     assert_eq!(code, 0, "{out}");
 
     let (status, body) = c.ec2("CreateSnapshot", &[("VolumeId", &vol)]).await?;
@@ -57,7 +58,8 @@ async fn snapshot_restores_byte_for_byte_over_nbd() -> anyhow::Result<()> {
     let (code, out) = run(
         "qemu-img",
         &["convert", "-n", "-f", "raw", "-O", "raw", other.to_str().unwrap_or(""), &uri],
-    )?;
+    )
+    .await?;
     assert_eq!(code, 0, "{out}");
     wait_for("the snapshot completes", LONG, || async {
         matches!(c.ec2("DescribeSnapshots", &[("SnapshotId.1", &snap)]).await,
@@ -71,12 +73,12 @@ async fn snapshot_restores_byte_for_byte_over_nbd() -> anyhow::Result<()> {
     let (code, out) = run(
         "qemu-img",
         &["compare", "-f", "raw", "-F", "raw", img.to_str().unwrap_or(""), &c.nbd_uri(&restored)],
-    )?;
+    )
+    .await?;
     assert_eq!(code, 0, "restored volume differs from the snapshot instant: {out}");
-    let (code, out) = run(
-        "qemu-img",
-        &["compare", "-f", "raw", "-F", "raw", other.to_str().unwrap_or(""), &uri],
-    )?;
+    let (code, out) =
+        run("qemu-img", &["compare", "-f", "raw", "-F", "raw", other.to_str().unwrap_or(""), &uri])
+            .await?;
     assert_eq!(code, 0, "source volume lost a write: {out}");
     c.shutdown().await;
     Ok(())

@@ -66,8 +66,8 @@ fn make_image(
     Ok(path)
 }
 
-fn qemu_img(args: &[&str]) -> anyhow::Result<()> {
-    let (code, out) = run("qemu-img", args)?;
+async fn qemu_img(args: &[&str]) -> anyhow::Result<()> {
+    let (code, out) = run("qemu-img", args).await?;
     anyhow::ensure!(code == 0, "qemu-img {args:?}: {out}");
     Ok(())
 }
@@ -96,7 +96,8 @@ async fn create_volume(
 /// A volume of `gib` GiB in cairn-1a holding `img`, written over NBD.
 async fn volume_with(c: &ProcCluster, g: usize, gib: &str, img: &Path) -> anyhow::Result<String> {
     let vol = create_volume(c, g, &[("AvailabilityZone", "cairn-1a"), ("Size", gib)]).await?;
-    qemu_img(&["convert", "-n", "-f", "raw", "-O", "raw", path_str(img), &c.nbd_uri(g, &vol)])?;
+    qemu_img(&["convert", "-n", "-f", "raw", "-O", "raw", path_str(img), &c.nbd_uri(g, &vol)])
+        .await?;
     Ok(vol)
 }
 
@@ -198,7 +199,7 @@ async fn host_of(c: &ProcCluster, vol: &str) -> anyhow::Result<usize> {
 async fn restore_equals(c: &ProcCluster, g: usize, snap: &str, img: &Path) -> anyhow::Result<()> {
     let restored =
         create_volume(c, g, &[("AvailabilityZone", "cairn-1b"), ("SnapshotId", snap)]).await?;
-    qemu_img(&["compare", "-f", "raw", "-F", "raw", path_str(img), &c.nbd_uri(g, &restored)])
+    qemu_img(&["compare", "-f", "raw", "-F", "raw", path_str(img), &c.nbd_uri(g, &restored)]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -407,15 +408,8 @@ async fn volume_host_sigkill_mid_hydration_loses_nothing() -> anyhow::Result<()>
         hydration(&c, host, &restored).await.is_ok_and(|(h, t)| h == t)
     })
     .await?;
-    qemu_img(&[
-        "compare",
-        "-f",
-        "raw",
-        "-F",
-        "raw",
-        path_str(&expected),
-        &c.nbd_uri(0, &restored),
-    ])?;
+    qemu_img(&["compare", "-f", "raw", "-F", "raw", path_str(&expected), &c.nbd_uri(0, &restored)])
+        .await?;
     eprintln!("hydrated before the kill: {hydrated}/{total} blocks");
     Ok(())
 }

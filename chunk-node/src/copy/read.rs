@@ -2,9 +2,9 @@
 //! batches, each block hashed next to its data (zero blocks get no id).
 
 use crate::error::ChunkNodeError;
-use crate::volume::freeze::{self, Freeze};
+use crate::volume::freeze::Freeze;
 use crate::volume::Volume;
-use cairn_core::ChunkId;
+use cairn_core::{chunk_of, ChunkId};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -32,10 +32,7 @@ pub(crate) fn spawn(
         for part in todo.chunks(BATCH_BLOCKS) {
             let batch = volume.read_frozen(&freeze, part.to_vec()).await.map(|blocks| Batch {
                 last: part[part.len() - 1],
-                blocks: blocks
-                    .into_iter()
-                    .map(|(i, data)| (i, freeze::chunk_of(&data), data))
-                    .collect(),
+                blocks: blocks.into_iter().map(|(i, data)| (i, chunk_of(&data), data)).collect(),
             });
             let failed = batch.is_err();
             if tx.send(batch).await.is_err() || failed {

@@ -19,7 +19,7 @@ use crate::disk::files::{fsync_dir, read_versioned, remove_dir, write_versioned}
 use crate::disk::reclog::{RecordAt, RecordLog};
 use crate::error::ChunkNodeError;
 use crate::volume::blocks::{block_range, blocks_in, BlockSet};
-use cairn_core::{is_zero, ChunkId, BLOCK_SIZE};
+use cairn_core::{is_zero, BLOCK_SIZE};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -207,11 +207,6 @@ impl Freeze {
     pub fn remove(&self) -> Result<(), ChunkNodeError> {
         remove_dir(&self.dir)
     }
-}
-
-/// The id a block's content is stored under, or `None` for a zero block.
-pub fn chunk_of(data: &[u8]) -> Option<ChunkId> {
-    (!is_zero(data)).then(|| ChunkId::of(data))
 }
 
 /// Block indices that may hold data, ascending: those overlapping a data

@@ -1,7 +1,8 @@
 //! The volume host: every volume of this node by id, opened at start (with
 //! what unfinished creates left dropped, and hydration restarted), created,
 //! deleted, frozen and released, and closed cleanly; and the background work
-//! on them (hydrators, copies), stopped at close. See [`crate::volume`] for
+//! on them: a hydrator worker per hydrating volume, stopped cleanly at
+//! close, and copies, aborted. See [`crate::volume`] for
 //! the on-disk layout and the point-in-time rule.
 
 use crate::disk::files::{fsync_dir, remove_dir, remove_file};
@@ -11,15 +12,17 @@ use crate::store::LocalStore;
 use crate::volume::blocks::{blocks_in, BlockLocks};
 use crate::volume::freeze::{self, Freeze, FreezeRecord, MAX_PENDING};
 use crate::volume::hydration::{Hydration, HydrationMap};
+use crate::volume::hydrator::Hydrator;
 use crate::volume::io::Volume;
 use crate::volume::tracking::Tracking;
 use cairn_proto::MetadataClient;
+use cairn_worker::{WorkerStatus, Workers};
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use tokio::sync::{watch, RwLock as Gate};
+use tokio::sync::RwLock as Gate;
 use tokio::task::JoinSet;
 
 /// What a freeze answers.
@@ -39,8 +42,10 @@ struct HostInner {
     data_dir: PathBuf,
     volumes_dir: PathBuf,
     volumes: RwLock<HashMap<String, Arc<Volume>>>,
+    /// Copies in flight.
     tasks: Mutex<JoinSet<()>>,
-    stop: watch::Sender<bool>,
+    /// The node's workers; this host runs the hydrators in it.
+    workers: Workers,
     /// Where to look up chunk nodes' current addresses, if anywhere.
     metadata: Option<Arc<MetadataClient>>,
     /// This node's chunk store: restores read the chunks it holds directly.
@@ -61,22 +66,25 @@ impl VolumeHost {
     /// Opens the volumes under `data_dir` with their freezes, tracking and
     /// hydration, drops what unfinished creates left, and restarts hydration.
     pub async fn open(data_dir: &Path) -> Result<VolumeHost, ChunkNodeError> {
-        Self::open_with(data_dir, Vec::new(), None).await
+        Self::open_with(data_dir, Vec::new(), None, Workers::new()).await
     }
 
     /// [`VolumeHost::open`], with the metadata group's members (gRPC URLs)
-    /// to look up moved chunk nodes during hydration, and this node's own
-    /// chunk store, which restores read directly.
+    /// to look up moved chunk nodes during hydration, this node's own chunk
+    /// store, which restores read directly, and the node's worker set, which
+    /// runs the hydrators.
     pub async fn open_with(
         data_dir: &Path,
         metadata: Vec<String>,
         local: Option<LocalStore>,
+        workers: Workers,
     ) -> Result<VolumeHost, ChunkNodeError> {
         let data_dir = data_dir.to_path_buf();
         let metadata = (!metadata.is_empty()).then(|| Arc::new(MetadataClient::new(metadata)));
-        let host =
-            tokio::task::spawn_blocking(move || Self::open_blocking(&data_dir, metadata, local))
-                .await??;
+        let host = tokio::task::spawn_blocking(move || {
+            Self::open_blocking(&data_dir, metadata, local, workers)
+        })
+        .await??;
         let hydrating: Vec<Arc<Volume>> =
             host.all_volumes().into_iter().filter(|v| v.hydrating().is_some()).collect();
         for v in hydrating {
@@ -89,6 +97,7 @@ impl VolumeHost {
         data_dir: &Path,
         metadata: Option<Arc<MetadataClient>>,
         local: Option<LocalStore>,
+        workers: Workers,
     ) -> Result<VolumeHost, ChunkNodeError> {
         let volumes_dir = data_dir.join("volumes");
         fs::create_dir_all(&volumes_dir)
@@ -122,14 +131,13 @@ impl VolumeHost {
             }
         }
         tracing::info!(volumes = volumes.len(), clean, "volume host opened");
-        let (stop, _) = watch::channel(false);
         Ok(VolumeHost {
             inner: Arc::new(HostInner {
                 data_dir: data_dir.to_path_buf(),
                 volumes_dir,
                 volumes: RwLock::new(volumes),
                 tasks: Mutex::new(JoinSet::new()),
-                stop,
+                workers,
                 metadata,
                 local,
             }),
@@ -203,7 +211,8 @@ impl VolumeHost {
         v
     }
 
-    /// Runs `fut` as background work of this host; it is stopped at close.
+    /// Runs `fut` (a copy) as background work of this host; it is aborted
+    /// at close.
     pub fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
         let mut tasks = self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner());
         while tasks.try_join_next().is_some() {}
@@ -212,9 +221,13 @@ impl VolumeHost {
 
     fn start_hydrator(&self, v: &Arc<Volume>) {
         if let Some(h) = v.hydration.clone() {
-            let stop = self.inner.stop.subscribe();
-            self.spawn(h.run(stop, self.inner.metadata.clone()));
+            self.inner.workers.spawn(Hydrator::new(&v.id, h, self.inner.metadata.clone()));
         }
+    }
+
+    /// The workers of this host's node (its hydrators among them).
+    pub fn workers(&self) -> Vec<WorkerStatus> {
+        self.inner.workers.list()
     }
 
     /// Creates an empty volume of `size` bytes. Idempotent: an existing
@@ -475,9 +488,12 @@ impl VolumeHost {
     }
 
     /// Stops background work, makes every volume durable, saves change
-    /// tracking and marks the stop clean.
+    /// tracking and marks the stop clean. Copies are aborted; the workers
+    /// stop cleanly first: a hydrator finishes the round it is installing,
+    /// so nothing writes a volume once it is synced.
     pub async fn close(&self) -> Result<(), ChunkNodeError> {
-        self.stop_tasks().await;
+        self.abort_copies().await;
+        self.inner.workers.shutdown().await;
         let volumes = self.all_volumes();
         let mut guards = Vec::new();
         for v in &volumes {
@@ -500,8 +516,11 @@ impl VolumeHost {
     /// Stops background work without saving anything: what a killed process
     /// leaves behind (tests use it to simulate SIGKILL).
     pub async fn stop_tasks(&self) {
-        // Receivers may be gone already; that is stopped too.
-        let _ = self.inner.stop.send(true);
+        self.abort_copies().await;
+        self.inner.workers.abort().await;
+    }
+
+    async fn abort_copies(&self) {
         let mut tasks =
             std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner()));
         tasks.abort_all();

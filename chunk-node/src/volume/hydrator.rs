@@ -1,25 +1,28 @@
-//! The background hydrator of a restored volume: which blocks to fetch next,
-//! the fetch/install pipeline, background mark flushes and retries (see
-//! [`crate::volume::hydration`] for the design).
+//! The background hydrator of a restored volume, a [`Worker`] doing one
+//! round per step: which blocks to fetch next, the fetch/install pipeline,
+//! background mark flushes and retries (see [`crate::volume::hydration`] for
+//! the design).
 
 use crate::error::ChunkNodeError;
 use crate::store::LocalStore;
 use crate::volume::hydration::{Hydration, Sources, MARKS_PER_SYNC};
-use cairn_core::backoff::Backoff;
 use cairn_core::command::{Query, QueryOutput};
 use cairn_core::records::ChunkNodeInfo;
 use cairn_proto::pb::StoreNode;
 use cairn_proto::MetadataClient;
+use cairn_worker::{Backoff, Progress, Stop, Worker};
+use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 
 /// Blocks the hydrator installs per round (32 MiB).
 const ROUND_BLOCKS: usize = 64;
 
 /// A hydrator round being installed on the blocking pool: the blocks it wrote.
 type Installing = tokio::task::JoinHandle<Result<Vec<u64>, ChunkNodeError>>;
+/// A flush of hydration marks running on the blocking pool.
+type Flushing = tokio::task::JoinHandle<Result<(), ChunkNodeError>>;
 
 impl Hydration {
     /// The next blocks the hydrator should fetch: not yet local, from the
@@ -67,102 +70,177 @@ impl Hydration {
         }
         Ok(())
     }
+}
 
-    /// The background hydrator: runs until every block is local, the volume
-    /// is deleted or `shutdown` flips. Failures are retried with back-off;
-    /// with `metadata`, the sources' addresses are looked up again first.
-    ///
-    /// Rounds are pipelined: round N is written, synced and marked on the
-    /// blocking pool while round N+1 is fetched; its blocks are left out of
-    /// the next round until it is done.
-    pub async fn run(
-        self: Arc<Self>,
-        mut shutdown: watch::Receiver<bool>,
+/// The background hydrator of one restored volume: runs until every block
+/// is local or the volume is deleted; the worker set stops it at close.
+/// Failures are retried with back-off; with `metadata`, the sources'
+/// addresses are looked up again first.
+///
+/// Rounds are pipelined: round N is written, synced and marked on the
+/// blocking pool while round N+1 is fetched; its blocks are left out of the
+/// next round until it is done.
+pub struct Hydrator {
+    volume: String,
+    hydration: Arc<Hydration>,
+    metadata: Option<Arc<MetadataClient>>,
+    /// The round being installed, with its blocks.
+    installing: Option<(Vec<u64>, Installing)>,
+    /// Marks being made durable in the background.
+    flush: Option<Flushing>,
+}
+
+/// A failed hydrator step: what failed, and why.
+#[derive(Debug)]
+pub struct StepError {
+    what: &'static str,
+    error: ChunkNodeError,
+}
+
+impl fmt::Display for StepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.what, self.error)
+    }
+}
+
+/// The outcome of a blocking-pool task that returns a result.
+async fn joined<T>(
+    task: tokio::task::JoinHandle<Result<T, ChunkNodeError>>,
+) -> Result<T, ChunkNodeError> {
+    task.await.map_err(ChunkNodeError::from).and_then(|r| r)
+}
+
+impl Hydrator {
+    /// The hydrator of volume `volume`, restored as `hydration`.
+    pub fn new(
+        volume: &str,
+        hydration: Arc<Hydration>,
         metadata: Option<Arc<MetadataClient>>,
-    ) {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-        let mut installing: Option<(Vec<u64>, Installing)> = None;
-        let mut flush: Option<tokio::task::JoinHandle<Result<(), ChunkNodeError>>> = None;
-        loop {
-            let stop =
-                self.is_complete() || self.cancelled.load(Ordering::Acquire) || *shutdown.borrow();
-            let busy = installing.as_ref().map_or(&[][..], |(b, _)| b.as_slice());
-            let round = if stop { Vec::new() } else { self.next_round(busy) };
-            if round.is_empty() && installing.is_none() {
-                let left = self.remaining.load(Ordering::Acquire);
-                if stop || self.is_complete() {
-                    break;
-                }
-                if left > 0 {
-                    // Another install is between setting bits and counting.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-                // Every block is local but the last finish failed: retry it.
-                let me = self.clone();
-                match tokio::task::spawn_blocking(move || me.finish()).await {
-                    Ok(Ok(())) => break,
-                    Ok(Err(e)) => {
-                        tracing::warn!(dir = %self.dir.display(), error = %e, "finishing hydration failed; retrying")
-                    }
-                    Err(e) => tracing::warn!(error = %e, "finishing hydration panicked; retrying"),
-                }
-                back_off(&mut backoff, &mut shutdown).await;
-                if *shutdown.borrow() {
-                    break;
-                }
-                continue;
+    ) -> Hydrator {
+        Hydrator { volume: volume.to_string(), hydration, metadata, installing: None, flush: None }
+    }
+
+    /// Every block is local and no round is in flight, but the volume is not
+    /// whole yet: the last finish failed. Retries it.
+    async fn finish(&self) -> Result<Progress, StepError> {
+        let me = self.hydration.clone();
+        match joined(tokio::task::spawn_blocking(move || me.finish())).await {
+            Ok(()) => Ok(Progress::Done),
+            Err(error) => Err(StepError { what: "finishing hydration failed", error }),
+        }
+    }
+
+    /// Fetches `round` while the previous round is installed, then starts
+    /// installing it. A shutdown drops the round being fetched.
+    async fn round(&mut self, round: Vec<u64>, stop: &mut Stop) -> Result<(), ChunkNodeError> {
+        let h = self.hydration.clone();
+        // Unlike a reader's `ensure`, leave the hint alone.
+        let fetched = if round.is_empty() {
+            Ok(Vec::new())
+        } else {
+            tokio::select! {
+                fetched = h.fetch(&round) => fetched,
+                // `on_stop` finishes the round being installed.
+                _ = stop.wait() => return Ok(()),
             }
-            // Unlike a reader's `ensure`, leave the hint alone.
-            let fetched = if round.is_empty() { Ok(Vec::new()) } else { self.fetch(&round).await };
-            let installed = match installing.take() {
-                Some((_, task)) => task.await.map_err(ChunkNodeError::from).and_then(|r| r),
-                None => Ok(Vec::new()),
-            };
-            if flush.as_ref().is_none_or(|f| f.is_finished()) {
-                if let Some(done) = flush.take() {
-                    if let Err(e) = done.await.map_err(ChunkNodeError::from).and_then(|r| r) {
-                        tracing::warn!(dir = %self.dir.display(), error = %e, "flushing hydration marks failed; retrying later");
-                    }
-                }
-                if self.pending_marks() >= MARKS_PER_SYNC {
-                    let me = self.clone();
-                    flush = Some(tokio::task::spawn_blocking(move || me.flush_marks()));
-                }
+        };
+        let installed = match self.installing.take() {
+            Some((_, task)) => joined(task).await,
+            None => Ok(Vec::new()),
+        };
+        self.flush_marks().await;
+        let fetched = installed.and(fetched)?;
+        if !fetched.is_empty() {
+            let task = tokio::task::spawn_blocking(move || h.lock_and_install(&fetched));
+            self.installing = Some((round, task));
+        }
+        Ok(())
+    }
+
+    /// Once the last flush is done, starts the next if enough marks wait.
+    async fn flush_marks(&mut self) {
+        if !self.flush.as_ref().is_none_or(|f| f.is_finished()) {
+            return;
+        }
+        if let Some(done) = self.flush.take() {
+            if let Err(e) = joined(done).await {
+                tracing::warn!(dir = %self.hydration.dir.display(), error = %e, "flushing hydration marks failed; retrying later");
             }
-            let result = installed.and(fetched).map(|fetched| {
-                if !fetched.is_empty() {
-                    let me = self.clone();
-                    let task = tokio::task::spawn_blocking(move || me.lock_and_install(&fetched));
-                    installing = Some((round, task));
-                }
-            });
-            match result {
-                Ok(()) => backoff.reset(),
-                Err(e) => {
-                    tracing::warn!(dir = %self.dir.display(), error = %e, "hydration round failed; retrying");
-                    if let Some(m) = &metadata {
-                        match m.read(&Query::Nodes).await {
-                            Ok(QueryOutput::Nodes(nodes)) => {
-                                if let Err(e) = self.update_sources(&nodes) {
-                                    tracing::warn!(error = %e, "cannot use the registered addresses");
-                                }
-                            }
-                            Ok(_) => tracing::warn!("metadata answered Nodes with something else"),
-                            Err(e) => tracing::warn!(error = %e, "cannot look up source nodes"),
-                        }
-                    }
-                    back_off(&mut backoff, &mut shutdown).await;
+        }
+        if self.hydration.pending_marks() >= MARKS_PER_SYNC {
+            let me = self.hydration.clone();
+            self.flush = Some(tokio::task::spawn_blocking(move || me.flush_marks()));
+        }
+    }
+
+    /// After a failed round: the source nodes may have moved; takes their
+    /// registered addresses.
+    async fn look_up_sources(&self) {
+        let Some(m) = &self.metadata else { return };
+        match m.read(&Query::Nodes).await {
+            Ok(QueryOutput::Nodes(nodes)) => {
+                if let Err(e) = self.hydration.update_sources(&nodes) {
+                    tracing::warn!(error = %e, "cannot use the registered addresses");
                 }
             }
+            Ok(_) => tracing::warn!("metadata answered Nodes with something else"),
+            Err(e) => tracing::warn!(error = %e, "cannot look up source nodes"),
         }
     }
 }
 
-/// Waits out the next delay of `backoff`, or until shutdown flips.
-async fn back_off(backoff: &mut Backoff, shutdown: &mut watch::Receiver<bool>) {
-    tokio::select! {
-        _ = tokio::time::sleep(backoff.next_delay()) => {}
-        _ = shutdown.changed() => {}
+impl Worker for Hydrator {
+    type Error = StepError;
+
+    fn name(&self) -> String {
+        format!("hydrator {}", self.volume)
+    }
+
+    /// One round; once nothing is left to fetch or install, the finish.
+    async fn work(&mut self, stop: &mut Stop) -> Result<Progress, StepError> {
+        let h = &self.hydration;
+        let over = h.is_complete() || h.cancelled.load(Ordering::Acquire);
+        let busy = self.installing.as_ref().map_or(&[][..], |(b, _)| b.as_slice());
+        let round = if over { Vec::new() } else { h.next_round(busy) };
+        if round.is_empty() && self.installing.is_none() {
+            if over || h.is_complete() {
+                return Ok(Progress::Done);
+            }
+            if h.remaining.load(Ordering::Acquire) > 0 {
+                // Another install is between setting bits and counting.
+                return Ok(Progress::Idle);
+            }
+            return self.finish().await;
+        }
+        match self.round(round, stop).await {
+            Ok(()) => Ok(Progress::Busy),
+            Err(error) => {
+                self.look_up_sources().await;
+                Err(StepError { what: "hydration round failed", error })
+            }
+        }
+    }
+
+    fn idle_wait(&self) -> Duration {
+        Duration::from_millis(10)
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff::new(Duration::from_millis(100), Duration::from_secs(5))
+    }
+
+    /// Waits for the round being installed and the flush under way: nothing
+    /// the hydrator started writes the volume once it has stopped.
+    async fn on_stop(&mut self) {
+        if let Some((_, task)) = self.installing.take() {
+            if let Err(e) = joined(task).await {
+                tracing::warn!(volume = %self.volume, error = %e, "installing a hydration round failed");
+            }
+        }
+        if let Some(task) = self.flush.take() {
+            if let Err(e) = joined(task).await {
+                tracing::warn!(volume = %self.volume, error = %e, "flushing hydration marks failed");
+            }
+        }
     }
 }

@@ -2,14 +2,13 @@
 //! by the protocol codec for the error cases clients never send and for
 //! structured replies and `base:allocation`.
 
-mod common;
-
 use cairn_nbd::structured::{
     BASE_ALLOCATION_ID, CMD_BLOCK_STATUS, REPLY_FLAG_DONE, REPLY_TYPE_BLOCK_STATUS,
     REPLY_TYPE_ERROR, REPLY_TYPE_OFFSET_DATA, REPLY_TYPE_OFFSET_HOLE, STRUCTURED_REPLY_MAGIC,
 };
 use cairn_nbd::{self as nbd, Request, Session};
-use common::{create_volume, ok, run, start, write_test_image};
+use cairn_tests::node::{create_volume, start, write_test_image};
+use cairn_tests::{ok, run};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 

@@ -1,16 +1,15 @@
 //! Copy-on-write freezes, change tracking, incremental and resumable copies,
 //! replication failures and lazy restore, on real nodes (port 0, temp dirs).
 
-mod common;
-
 use cairn_core::BLOCK_SIZE;
-use common::{
+use cairn_tests::node::{
     copy_with_parent, create_volume, freeze, read_all, restart, restore, start, volume_stats,
     TestNode,
 };
+use cairn_tests::wait_for;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tonic::Code;
 
 const BS: u64 = BLOCK_SIZE as u64;
@@ -32,18 +31,8 @@ async fn write_block(n: &TestNode, vol: &str, idx: u64, data: Vec<u8>) -> anyhow
     Ok(())
 }
 
-async fn wait_until<F, Fut>(what: &str, mut pred: F) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<bool>>,
-{
-    let start = Instant::now();
-    while !pred().await? {
-        anyhow::ensure!(start.elapsed() < Duration::from_secs(60), "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(())
-}
+/// How long a wait on a single node may take.
+const WAIT: Duration = Duration::from_secs(60);
 
 /// A writer keeps overwriting blocks while a freeze is taken and copied:
 /// the snapshot holds every write acknowledged before the freeze was
@@ -83,7 +72,7 @@ async fn freeze_is_a_point_in_time_under_concurrent_writes() -> anyhow::Result<(
             log
         })
     };
-    wait_until("the writer is going", || async { Ok(clock.load(Ordering::SeqCst) > 1_100) })
+    wait_for("the writer is going", WAIT, || async { clock.load(Ordering::SeqCst) > 1_100 })
         .await?;
     let called = clock.fetch_add(1, Ordering::SeqCst);
     let reply = freeze(&a, VOL, SNAP, "").await?;
@@ -204,7 +193,7 @@ async fn killed_host_keeps_freezes_and_forgets_tracking() -> anyhow::Result<()> 
     assert!(volume_stats(&a, VOL).await?.tracking_known);
 
     let dir = {
-        let common::TestNode { node, dir } = a;
+        let TestNode { node, dir } = a;
         node.kill_for_test().await;
         dir
     };
@@ -284,7 +273,7 @@ async fn copy_resumes_from_its_checkpoint_after_a_kill() -> anyhow::Result<()> {
     }
     drop(stream);
     let dir = {
-        let common::TestNode { node, dir } = a;
+        let TestNode { node, dir } = a;
         node.kill_for_test().await;
         dir
     };
@@ -324,7 +313,7 @@ async fn unreachable_replica_fails_the_copy() -> anyhow::Result<()> {
     freeze(&a, VOL, "snap-1", "").await?;
     let b_node = b.store_node();
     let b_dir = {
-        let common::TestNode { node, dir } = b;
+        let TestNode { node, dir } = b;
         node.shutdown().await;
         dir
     };
@@ -406,14 +395,13 @@ async fn lazy_restore_serves_reads_while_hydrating() -> anyhow::Result<()> {
     }
 
     let dir = {
-        let common::TestNode { node, dir } = b;
+        let TestNode { node, dir } = b;
         node.kill_for_test().await;
         dir
     };
     let b = restart("chunk-b", "cairn-1a", dir).await?;
-    wait_until("hydration completes after the restart", || async {
-        let s = volume_stats(&b, NEW).await?;
-        Ok(s.hydrated_blocks == s.total_blocks)
+    wait_for("hydration completes after the restart", WAIT, || async {
+        volume_stats(&b, NEW).await.is_ok_and(|s| s.hydrated_blocks == s.total_blocks)
     })
     .await?;
     let image = read_all(&b, NEW).await?;
@@ -421,6 +409,42 @@ async fn lazy_restore_serves_reads_while_hydrating() -> anyhow::Result<()> {
         assert!(got == &want[..], "block {i} differs after the restart");
     }
     assert!(!b.dir.path().join(format!("volumes/{NEW}.state/hydrate.map")).exists());
+    b.node.shutdown().await;
+    src.node.shutdown().await;
+    Ok(())
+}
+
+/// A restored volume's hydrator is one of the node's workers: listed while
+/// the volume hydrates, and stopped once every block is local.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hydrator_is_a_listed_worker_that_stops_when_hydrated() -> anyhow::Result<()> {
+    const VOL: &str = "vol-00000000000000073";
+    const NEW: &str = "vol-00000000000000074";
+    const BLOCKS: u64 = 64;
+    let src = start("chunk-s", "cairn-1b").await?;
+    let b = start("chunk-b", "cairn-1a").await?;
+    let targets = vec![src.store_node()];
+    create_volume(&src, VOL, BLOCKS * BS).await?;
+    for i in 0..BLOCKS {
+        write_block(&src, VOL, i, stamped(i + 1)).await?;
+    }
+    freeze(&src, VOL, "snap-1", "").await?;
+    let p = copy_with_parent(&src, VOL, "snap-1", targets.clone(), 1, None).await?;
+    let root = p.last().expect("done").manifest_root.clone();
+    assert!(b.node.workers().is_empty(), "a node without metadata has no workers yet");
+
+    restore(&b, NEW, BLOCKS * BS, &root, targets, 1).await?;
+    let name = format!("hydrator {NEW}");
+    let hydrator = || b.node.workers().into_iter().find(|w| w.name == name);
+    assert!(hydrator().is_some(), "the hydrator is listed: {:?}", b.node.workers());
+    wait_for("the hydrator stops", WAIT, || async {
+        hydrator().is_some_and(|w| w.state == cairn_worker::WorkerState::Stopped)
+    })
+    .await?;
+    let s = volume_stats(&b, NEW).await?;
+    assert_eq!(s.hydrated_blocks, s.total_blocks, "stopped only once hydrated: {s:?}");
+    let w = hydrator().expect("listed");
+    assert_eq!(w.errors, 0, "{w:?}");
     b.node.shutdown().await;
     src.node.shutdown().await;
     Ok(())

@@ -1,11 +1,10 @@
 //! Freeze, copy and restore across two chunk nodes in different AZs, with
 //! the bytes checked by real NBD clients.
 
-mod common;
-
 use cairn_core::{ChunkId, BLOCK_SIZE};
 use cairn_proto::pb;
-use common::{create_volume, ok, run, start, write_test_image, TestNode};
+use cairn_tests::node::{create_volume, start, write_test_image, TestNode};
+use cairn_tests::{ok, run};
 use std::collections::HashSet;
 use tonic::Code;
 

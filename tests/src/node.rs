@@ -1,28 +1,25 @@
-//! Shared harness for the chunk node's integration tests: nodes on port-0
-//! listeners in temp dirs, gRPC clients, and real NBD clients (qemu-utils).
+//! Single chunk nodes for the chunk node's own tests: a node on port-0
+//! listeners in a temp dir (started, or restarted on the same dir), its gRPC
+//! clients, and the volume calls those tests make (create, freeze, copy,
+//! restore, stats, read back), plus the test images they write.
 
-#![allow(dead_code)]
-
+use crate::{bind, init_logging};
 use cairn_chunk_node::{ChunkNode, ChunkNodeConfig};
 use cairn_proto::pb;
 use cairn_proto::pb::chunk_store_client::ChunkStoreClient;
 use cairn_proto::pb::volume_host_client::VolumeHostClient;
 use std::path::Path;
-use tokio::net::TcpListener;
 use tonic::transport::Channel;
 
+/// A running chunk node and the directory it stores in.
 pub struct TestNode {
     pub node: ChunkNode,
     pub dir: tempfile::TempDir,
 }
 
+/// Starts a node that registers nowhere, in a new temp dir.
 pub async fn start(node_id: &str, az: &str) -> anyhow::Result<TestNode> {
-    let dir = tempfile::tempdir()?;
-    let grpc = TcpListener::bind("127.0.0.1:0").await?;
-    let nbd = TcpListener::bind("127.0.0.1:0").await?;
-    let config = ChunkNodeConfig::for_test(node_id, az, dir.path());
-    let node = ChunkNode::start(config, grpc, nbd).await?;
-    Ok(TestNode { node, dir })
+    restart(node_id, az, tempfile::tempdir()?).await
 }
 
 impl TestNode {
@@ -51,21 +48,6 @@ impl TestNode {
     }
 }
 
-/// Runs a command; returns (exit code, stdout + stderr).
-pub async fn run(program: &str, args: &[&str]) -> anyhow::Result<(i32, String)> {
-    let out = tokio::process::Command::new(program).args(args).output().await?;
-    let text =
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    Ok((out.status.code().unwrap_or(-1), text))
-}
-
-/// Runs a command that must succeed.
-pub async fn ok(program: &str, args: &[&str]) -> anyhow::Result<String> {
-    let (code, text) = run(program, args).await?;
-    anyhow::ensure!(code == 0, "{program} {args:?} exited {code}: {text}");
-    Ok(text)
-}
-
 /// Writes a file of `size` bytes: pseudo-random data with zero regions
 /// (every third 512 KiB block zero) and block 5 equal to block 1.
 pub fn write_test_image(path: &Path, size: usize, seed: u64) -> anyhow::Result<Vec<u8>> {
@@ -91,6 +73,7 @@ pub fn write_test_image(path: &Path, size: usize, seed: u64) -> anyhow::Result<V
     Ok(data)
 }
 
+/// Creates an empty volume of `size` bytes on `node`.
 pub async fn create_volume(node: &TestNode, id: &str, size: u64) -> anyhow::Result<()> {
     node.volumes()
         .await?
@@ -105,10 +88,9 @@ pub async fn create_volume(node: &TestNode, id: &str, size: u64) -> anyhow::Resu
 
 /// Starts a node on an existing data directory (a restart).
 pub async fn restart(node_id: &str, az: &str, dir: tempfile::TempDir) -> anyhow::Result<TestNode> {
-    let grpc = TcpListener::bind("127.0.0.1:0").await?;
-    let nbd = TcpListener::bind("127.0.0.1:0").await?;
+    init_logging();
     let config = ChunkNodeConfig::for_test(node_id, az, dir.path());
-    let node = ChunkNode::start(config, grpc, nbd).await?;
+    let node = ChunkNode::start(config, bind().await?, bind().await?).await?;
     Ok(TestNode { node, dir })
 }
 
@@ -156,6 +138,7 @@ pub async fn copy_with_parent(
     Ok(out)
 }
 
+/// The counters of `vol` on `n`.
 pub async fn volume_stats(n: &TestNode, vol: &str) -> anyhow::Result<pb::VolumeStatsReply> {
     let req = pb::VolumeStatsRequest { volume_id: vol.into() };
     Ok(n.volumes().await?.volume_stats(req).await?.into_inner())
