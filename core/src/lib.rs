@@ -5,6 +5,7 @@
 pub mod backoff;
 pub mod block;
 pub mod command;
+pub mod gc;
 pub mod ids;
 pub mod manifest;
 pub mod placement;
