@@ -1,6 +1,8 @@
-//! `cairn admin`: operator verbs: the metadata group's status, and adding or
-//! removing one of its members.
+//! `cairn admin`: operator verbs: the metadata group's status, adding or
+//! removing one of its members, garbage collection and snapshot usage
+//! (those two in [`crate::gc`]).
 
+use crate::gc::GatewayArgs;
 use anyhow::Context;
 use cairn_proto::pb::MemberInfo;
 use cairn_proto::MetadataClient;
@@ -54,6 +56,25 @@ pub enum AdminCmd {
         #[arg(long)]
         id: u64,
     },
+    /// Run a garbage collection pass now: chunks no snapshot or holder needs
+    /// are deleted and pack files compacted.
+    Gc {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+        /// Wait for the pass to end and print what it examined and freed.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up waiting after this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        timeout_secs: u64,
+    },
+    /// How many bytes deleting a snapshot would free now, and how many it shares.
+    SnapshotUsage {
+        /// The snapshot id (snap-...).
+        snapshot: String,
+        #[command(flatten)]
+        gateway: GatewayArgs,
+    },
 }
 
 pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
@@ -78,6 +99,12 @@ pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
             eprintln!("cairn: member {id} removed; its process can be stopped");
             print_members(&members);
             Ok(())
+        }
+        AdminCmd::Gc { gateway, wait, timeout_secs } => {
+            crate::gc::gc(gateway, wait, std::time::Duration::from_secs(timeout_secs)).await
+        }
+        AdminCmd::SnapshotUsage { snapshot, gateway } => {
+            crate::gc::snapshot_usage(gateway, &snapshot).await
         }
     }
 }

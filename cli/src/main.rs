@@ -2,6 +2,8 @@
 //! (`cairn metadata-node|chunk-node|gateway`), and gives admin verbs.
 
 mod admin;
+mod gc;
+mod http;
 mod init;
 mod process;
 mod up;

@@ -271,7 +271,9 @@ async fn start_gateway(
     let gw_addrs = wait_addrs(&mut procs[last]).await?;
     let http = gw_addrs.main.clone();
     wait_until("the gateway answers", procs, || async {
-        http_get_status(&http, "/_cairn/health").await == Some(200)
+        crate::http::request(&http, "GET", "/_cairn/health", Duration::from_secs(5))
+            .await
+            .is_ok_and(|a| a.status == 200)
     })
     .await?;
 
@@ -388,20 +390,6 @@ where
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// A minimal HTTP/1.1 GET, to poll the gateway's health without an HTTP client crate.
-pub(crate) async fn http_get_status(addr: &str, path: &str) -> Option<u16> {
-    let fut = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await.ok()?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.ok()?;
-        let text = String::from_utf8_lossy(&buf);
-        text.split_whitespace().nth(1)?.parse().ok()
-    };
-    tokio::time::timeout(Duration::from_secs(5), fut).await.ok().flatten()
 }
 
 /// Waits for Ctrl-C (or SIGTERM), or for a process to die on its own.

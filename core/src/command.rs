@@ -5,7 +5,8 @@
 //!
 //! This file only dispatches. The vocabulary (commands, outputs, errors,
 //! queries) is in `messages`, the records and their primitives in `store`,
-//! idempotency tokens in `tokens`, and each family of commands applies in its
+//! idempotency tokens in `tokens`, garbage collection's holds and generation
+//! in `holds`, and each family of commands applies in its
 //! own module: `nodes`, `volumes`, `snapshots`, `staging` (EBS direct),
 //! `copy_jobs` and `tags`. Those modules import only `messages` and `store`,
 //! never this file nor each other.
@@ -13,6 +14,9 @@
 #[cfg(test)]
 mod copy_job_tests;
 mod copy_jobs;
+mod holds;
+#[cfg(test)]
+mod holds_tests;
 mod messages;
 mod nodes;
 mod snapshots;
@@ -23,8 +27,8 @@ mod tokens;
 mod volumes;
 
 pub use messages::{
-    Command, CommandOutput, CommandResult, CopyOutcome, JobOp, MetaError, Query, QueryOutput,
-    DIRECT_VOLUME_ID,
+    Command, CommandOutput, CommandResult, CopyOutcome, GcHolders, JobOp, MetaError, Query,
+    QueryOutput, DIRECT_VOLUME_ID,
 };
 pub use snapshots::MAX_PENDING_SNAPSHOTS;
 pub use store::Records;
@@ -55,6 +59,8 @@ impl Records {
             Command::DeleteSnapshot { id } => self.delete_snapshot(id),
             Command::CreateTags { resources, tags } => self.create_tags(resources, tags),
             Command::DeleteTags { resources, tags } => self.delete_tags(resources, tags),
+            Command::GcFence { generation } => self.gc_fence(generation),
+            Command::ReleaseHold { holder } => self.release_hold(&holder),
         }
     }
 }

@@ -136,6 +136,10 @@ pub enum RecordKey {
     Token(String),
     /// The copy job of a pending snapshot.
     CopyJob(SnapshotId),
+    /// What a pending snapshot or a hydrating volume holds for garbage collection.
+    Hold(Holder),
+    /// Garbage collection's generation counter.
+    Gc,
 }
 
 impl RecordKey {
@@ -147,6 +151,9 @@ impl RecordKey {
             RecordKey::Snapshot(s) => format!("s/{s}"),
             RecordKey::Token(t) => format!("t/{t}"),
             RecordKey::CopyJob(s) => format!("j/{s}"),
+            RecordKey::Hold(Holder::Snapshot(s)) => format!("h/{s}"),
+            RecordKey::Hold(Holder::Volume(v)) => format!("h/{v}"),
+            RecordKey::Gc => "g".to_string(),
         }
         .into_bytes()
     }
@@ -214,6 +221,50 @@ pub struct TokenRecord {
     pub fingerprint: String,
 }
 
+/// Who holds chunks beyond the completed snapshots' manifests.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Holder {
+    /// A pending snapshot (a copy, or an EBS direct snapshot being written).
+    Snapshot(SnapshotId),
+    /// A volume restored from a snapshot, until it is fully hydrated.
+    Volume(VolumeId),
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Holder::Snapshot(s) => write!(f, "{s}"),
+            Holder::Volume(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+/// What one holder keeps from garbage collection (see `crate::gc`).
+///
+/// Created with the pending snapshot or the restored volume, in the same
+/// command, and removed when the snapshot completes, fails or is deleted, or
+/// when the volume is hydrated or deleted. `generation` is garbage
+/// collection's generation when the holder began: every chunk it touches
+/// (writes, or finds present and relies on) is touched after that
+/// generation's fence on every node, so a sweep never deletes what it
+/// touched. `roots` are manifests it needs whole although it did not touch
+/// them: the parent's of an incremental snapshot, the source's of a
+/// hydrating volume, kept even when those snapshots are deleted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    pub version: u16,
+    pub holder: Holder,
+    pub generation: u64,
+    pub roots: Vec<ChunkId>,
+}
+
+/// Garbage collection's generation: raised by each pass's fence.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcState {
+    pub version: u16,
+    pub generation: u64,
+}
+
 /// One persisted record, as stored in the state machine.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Record {
@@ -222,6 +273,8 @@ pub enum Record {
     Snapshot(Snapshot),
     Token(TokenRecord),
     CopyJob(CopyJob),
+    Hold(Hold),
+    Gc(GcState),
 }
 
 /// Error decoding a persisted record: never papered over with a default.

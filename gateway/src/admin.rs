@@ -1,13 +1,16 @@
 //! Operator endpoints under `/_cairn/`: health (with the background
-//! workers' states) and chunk store figures.
+//! workers' states), chunk store figures, garbage collection (ask for a
+//! pass, see the last one) and what deleting a snapshot would free.
 
 use crate::ctx::Ctx;
+use crate::gc::usage::{snapshot_usage, UsageError};
 use crate::nodes::call;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cairn_core::command::Query;
+use cairn_core::SnapshotId;
 use cairn_proto::pb;
 use cairn_worker::WorkerStatus;
 use serde::Serialize;
@@ -114,6 +117,33 @@ pub async fn chunks(State(ctx): State<Arc<Ctx>>) -> Response {
     }
     ok.sort_by(|a, b| a.node_id.cmp(&b.node_id));
     (StatusCode::OK, Json(totals(ok, unreachable))).into_response()
+}
+
+/// `POST /_cairn/gc`: asks for a pass now; answers the request's number
+/// (it is served once `GET /_cairn/gc` shows `finished` at least that).
+pub async fn gc_request(State(ctx): State<Arc<Ctx>>) -> Response {
+    let requested = ctx.gc.request();
+    (StatusCode::ACCEPTED, Json(serde_json::json!({ "requested": requested }))).into_response()
+}
+
+/// `GET /_cairn/gc`: whether a pass runs, and the last one's report or error.
+pub async fn gc_status(State(ctx): State<Arc<Ctx>>) -> Response {
+    (StatusCode::OK, Json(ctx.gc.status())).into_response()
+}
+
+/// `GET /_cairn/snapshots/{id}/usage`: the bytes deleting the snapshot
+/// would free now, and those it shares.
+pub async fn usage(State(ctx): State<Arc<Ctx>>, Path(id): Path<String>) -> Response {
+    let not_found = |id: &str| {
+        let msg = UsageError::NotFound(id.to_string()).to_string();
+        (StatusCode::NOT_FOUND, Json(serde_json::json!({ "error": msg }))).into_response()
+    };
+    let Some(sid) = SnapshotId::parse(&id) else { return not_found(&id) };
+    match snapshot_usage(&ctx, &sid).await {
+        Ok(u) => (StatusCode::OK, Json(u)).into_response(),
+        Err(UsageError::NotFound(id)) => not_found(&id),
+        Err(UsageError::Unavailable(e)) => unavailable(e),
+    }
 }
 
 #[cfg(test)]

@@ -59,6 +59,8 @@ pub fn app(ctx: Arc<Ctx>) -> Router {
         .merge(ebs::routes(ctx.clone()))
         .route("/_cairn/health", get(admin::health))
         .route("/_cairn/chunks", get(admin::chunks))
+        .route("/_cairn/gc", get(admin::gc_status).post(admin::gc_request))
+        .route("/_cairn/snapshots/{id}/usage", get(admin::usage))
         .fallback(fallback)
         .with_state(ctx)
         .layer(layers)

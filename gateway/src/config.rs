@@ -54,6 +54,14 @@ pub struct GatewayConfig {
     /// A copy stream silent this long (no progress from the host) counts as
     /// a host failure and is retried, in seconds.
     pub copy_idle_secs: u64,
+    /// A garbage collection pass runs this often, in seconds (0: only on
+    /// demand, `cairn admin gc`).
+    pub gc_interval_secs: u64,
+    /// Memory one pass may use for its live filter and the set of manifest
+    /// pages walked, in bytes. Past it the pass marks the chunk id space in
+    /// partitions (walking the manifests once per partition), so memory is
+    /// bounded by this, not by the number of chunks.
+    pub gc_memory_bytes: u64,
 }
 
 impl Default for GatewayConfig {
@@ -74,6 +82,8 @@ impl Default for GatewayConfig {
             job_scan_ms: 5_000,
             copy_host_timeout_secs: 600,
             copy_idle_secs: 120,
+            gc_interval_secs: 3600,
+            gc_memory_bytes: 64 << 20,
         }
     }
 }
@@ -131,6 +141,9 @@ impl GatewayConfig {
         }
         if self.job_lease_ms < 300 {
             return err("job_lease_ms", "must be at least 300 (renewed every third of it)");
+        }
+        if !(1 << 16..=1 << 30).contains(&self.gc_memory_bytes) {
+            return err("gc_memory_bytes", "must be between 64 KiB and 1 GiB");
         }
         if self.job_scan_ms == 0 || self.copy_idle_secs == 0 {
             return err("job_scan_ms/copy_idle_secs", "must be positive");

@@ -3,10 +3,11 @@
 //! reads of the records.
 
 use crate::config::GatewayConfig;
+use crate::gc_state::Gc;
 use crate::nodes::{HostError, NodeClients};
 use crate::tasks::Jobs;
 use cairn_core::command::{Query, QueryOutput};
-use cairn_core::records::{ChunkNodeInfo, CopyJob, Snapshot, Volume};
+use cairn_core::records::{ChunkNodeInfo, CopyJob, Hold, Holder, Snapshot, Volume};
 use cairn_core::{SnapshotId, VolumeId};
 use cairn_proto::{MetaClientError, MetadataClient};
 use cairn_worker::Workers;
@@ -18,8 +19,11 @@ pub struct Ctx {
     pub nodes: NodeClients,
     /// One-off jobs (copies, seals, restores), each holding its claim.
     pub jobs: Jobs,
-    /// The loops that run as long as the gateway (runner, sweeper, resume).
+    /// The loops that run as long as the gateway (runner, sweeper, resume,
+    /// garbage collector).
     pub workers: Workers,
+    /// Garbage collection's requests and last outcome.
+    pub gc: Gc,
 }
 
 /// A metadata answer of the wrong kind: a bug or version skew.
@@ -71,6 +75,14 @@ impl Ctx {
         match self.meta.read(&Query::Snapshot(id.clone())).await? {
             QueryOutput::Snapshot(s) => Ok(s),
             _ => Err(unexpected("Snapshot")),
+        }
+    }
+
+    /// What `holder` keeps from garbage collection, if anything.
+    pub async fn hold(&self, holder: &Holder) -> Result<Option<Hold>, MetaClientError> {
+        match self.meta.read(&Query::Hold(holder.clone())).await? {
+            QueryOutput::Hold(h) => Ok(h),
+            _ => Err(unexpected("Hold")),
         }
     }
 

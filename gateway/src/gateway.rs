@@ -6,6 +6,8 @@ use crate::app::app;
 use crate::config::{ConfigError, GatewayConfig};
 use crate::ctx::Ctx;
 use crate::ebs;
+use crate::gc;
+use crate::gc_state::Gc;
 use crate::jobs;
 use crate::nodes::NodeClients;
 use crate::tasks::Jobs;
@@ -58,6 +60,7 @@ impl Gateway {
             nodes: NodeClients::default(),
             jobs: Jobs::default(),
             workers: Workers::new(),
+            gc: Gc::default(),
         });
         let (stop, stopped) = watch::channel(false);
         let signal = move |mut rx: watch::Receiver<bool>| async move {
@@ -75,6 +78,7 @@ impl Gateway {
         // spawn, so the listing shows the pass's end.
         ebs::spawn_background(&ctx);
         jobs::spawn_workers(&ctx);
+        gc::spawn(&ctx);
         tracing::info!(%http_addr, %nbd_addr, region = %ctx.config.region, "gateway started");
         Ok(Gateway { http_addr, nbd_addr, ctx, stop, http, nbd })
     }

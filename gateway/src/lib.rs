@@ -26,6 +26,8 @@ pub mod ec2;
 #[cfg(test)]
 mod fixtures;
 pub mod gateway;
+pub mod gc;
+pub mod gc_state;
 pub mod http;
 pub mod jobs;
 pub mod nbd_door;

@@ -42,6 +42,14 @@ pub async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> 
     request(addr, req.as_bytes()).await
 }
 
+/// POST `path` with no body; returns (status, body).
+pub async fn post(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    request(addr, req.as_bytes()).await
+}
+
 async fn request(addr: SocketAddr, raw: &[u8]) -> anyhow::Result<(u16, String)> {
     let mut s = tokio::net::TcpStream::connect(addr).await?;
     s.write_all(raw).await?;

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 const LEASE: u64 = 10_000;
 
-fn volume(outpost: Option<OutpostId>) -> Volume {
+pub(super) fn volume(outpost: Option<OutpostId>) -> Volume {
     Volume {
         version: RECORD_VERSION,
         id: VolumeId::generate(),
@@ -35,7 +35,7 @@ fn volume(outpost: Option<OutpostId>) -> Volume {
     }
 }
 
-fn snapshot(v: &Volume, start: u64, outpost: Option<OutpostId>) -> Snapshot {
+pub(super) fn snapshot(v: &Volume, start: u64, outpost: Option<OutpostId>) -> Snapshot {
     Snapshot {
         version: RECORD_VERSION,
         id: SnapshotId::generate(),
@@ -59,7 +59,7 @@ fn snapshot(v: &Volume, start: u64, outpost: Option<OutpostId>) -> Snapshot {
     }
 }
 
-fn with_volume() -> (Records, Volume) {
+pub(super) fn with_volume() -> (Records, Volume) {
     let mut r = Records::default();
     let v = volume(None);
     r.apply(Command::CreateVolume { volume: v.clone(), client_token: None }).expect("volume");
@@ -67,7 +67,12 @@ fn with_volume() -> (Records, Volume) {
 }
 
 /// Creates a snapshot through apply with its job leased to `gw` from `now`.
-fn create(r: &mut Records, s: Snapshot, gw: &str, now: u64) -> Result<Snapshot, MetaError> {
+pub(super) fn create(
+    r: &mut Records,
+    s: Snapshot,
+    gw: &str,
+    now: u64,
+) -> Result<Snapshot, MetaError> {
     let cmd = Command::CreateSnapshot {
         snapshot: s,
         client_token: None,
@@ -194,8 +199,12 @@ fn checkpoints_raise_progress_and_host_down_counts_from_the_first_failure() {
     assert_eq!(job(&r, &s.id).unwrap().host_down_since_ms, None);
     op(&mut r, &s.id, "gw", 8_000, JobOp::HostDown { error: "again".into() }).unwrap();
     assert_eq!(job(&r, &s.id).unwrap().host_down_since_ms, Some(8_000));
-    // Progress from the host means it answers again.
+    // A host that answers without moving its checkpoint is still failing
+    // (a destination node is gone): the clock keeps running.
     op(&mut r, &s.id, "gw", 9_000, cp(2048, 99)).unwrap();
+    assert_eq!(job(&r, &s.id).unwrap().host_down_since_ms, Some(8_000));
+    // A checkpoint that moves means the copy works again.
+    op(&mut r, &s.id, "gw", 9_500, cp(2100, 99)).unwrap();
     assert_eq!(job(&r, &s.id).unwrap().host_down_since_ms, None);
 }
 

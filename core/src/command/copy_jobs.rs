@@ -86,9 +86,13 @@ impl Records {
                 self.put_copy_job(job.clone());
             }
             JobOp::Checkpoint { checkpoint_block, progress, lease_ms } if holds => {
+                // Only a checkpoint that moves stops the failure clock: a
+                // host that answers without moving is still failing.
+                if checkpoint_block > job.checkpoint_block {
+                    job.host_down_since_ms = None;
+                }
                 job.checkpoint_block = job.checkpoint_block.max(checkpoint_block);
                 job.lease_expires_ms = now_ms.saturating_add(lease_ms);
-                job.host_down_since_ms = None;
                 self.put_copy_job(job.clone());
                 let mut s = self.snapshot(&id)?;
                 let progress = progress.min(99);

@@ -7,7 +7,7 @@
 
 use crate::block::ChunkId;
 use crate::ids::{SnapshotId, VolumeId};
-use crate::records::{ChunkNodeInfo, CopyJob, Snapshot, Volume, VolumeState};
+use crate::records::{ChunkNodeInfo, CopyJob, Hold, Holder, Snapshot, Volume, VolumeState};
 use serde::{Deserialize, Serialize};
 
 /// The volume id of snapshots written through the EBS direct APIs, which no
@@ -94,6 +94,17 @@ pub enum Command {
         resources: Vec<String>,
         tags: Vec<(String, Option<String>)>,
     },
+    /// Garbage collection's fence: raises the generation to `generation`
+    /// (never lowers it). Every chunk node was told the generation's fence
+    /// before this is proposed; holders created after it record it.
+    GcFence {
+        generation: u64,
+    },
+    /// Drops a hold that is no longer needed (a restored volume is fully
+    /// hydrated). Releasing an absent hold is a retry, not an error.
+    ReleaseHold {
+        holder: Holder,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -134,6 +145,10 @@ pub enum Query {
     Nodes,
     /// Every copy job (one per pending snapshot).
     CopyJobs,
+    /// Garbage collection's generation and every hold.
+    GcHolders,
+    /// One holder's hold.
+    Hold(Holder),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -144,6 +159,23 @@ pub enum QueryOutput {
     Snapshots(Vec<Snapshot>),
     Nodes(Vec<ChunkNodeInfo>),
     CopyJobs(Vec<CopyJob>),
+    GcHolders(GcHolders),
+    Hold(Option<Hold>),
+}
+
+/// What garbage collection reads besides the completed snapshots.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GcHolders {
+    pub generation: u64,
+    pub holds: Vec<Hold>,
+}
+
+impl GcHolders {
+    /// The oldest generation a holder began in (at most the current one):
+    /// chunks touched since its fence are kept by every sweep.
+    pub fn oldest_generation(&self) -> u64 {
+        self.holds.iter().map(|h| h.generation).fold(self.generation, u64::min)
+    }
 }
 
 /// How a copy ended, as the job's lease holder reports it.

@@ -7,13 +7,14 @@
 //! `completed` (100%, with its manifest root) or `error`, and its copy job
 //! goes when it does or when the snapshot is deleted; progress never goes
 //! down and reaches 100 only on completion; completing twice with the same
-//! root is a retry, not an error.
+//! root is a retry, not an error; a pending snapshot has a hold (see
+//! `holds`) naming its parent's manifest root, gone when it stops pending.
 
 use super::messages::{CommandOutput, CommandResult, MetaError};
 use super::store::Records;
 use crate::block::ChunkId;
 use crate::ids::SnapshotId;
-use crate::records::{RecordKey, Snapshot, SnapshotState, VolumeState};
+use crate::records::{Holder, RecordKey, Snapshot, SnapshotState, VolumeState};
 
 /// Pending snapshots allowed per volume, as EC2 has it for gp2/gp3/io1/io2.
 pub const MAX_PENDING_SNAPSHOTS: usize = 5;
@@ -50,6 +51,8 @@ impl Records {
         }
         self.remember_token(&snapshot.owner, client_token, fingerprint, snapshot.id.to_string());
         snapshot.parent = self.latest_completed(&snapshot);
+        let roots = snapshot.parent.as_ref().and_then(|p| self.completed_root(p));
+        self.hold(Holder::Snapshot(snapshot.id.clone()), roots.into_iter().collect());
         self.create_copy_job(&snapshot, job_owner, lease_expires_ms);
         self.put_snapshot(snapshot.clone());
         Ok(CommandOutput::Snapshot(snapshot))
@@ -81,6 +84,7 @@ impl Records {
                 s.completion_time_ms = Some(at_ms);
                 self.put_snapshot(s.clone());
                 self.remove_copy_job(&id);
+                self.unhold(&Holder::Snapshot(id));
                 Ok(CommandOutput::Snapshot(s))
             }
             // Completing twice with the same root is a retry, not an error.
@@ -107,6 +111,7 @@ impl Records {
             s.completion_time_ms = Some(at_ms);
             self.put_snapshot(s.clone());
             self.remove_copy_job(&id);
+            self.unhold(&Holder::Snapshot(id));
         }
         Ok(CommandOutput::Snapshot(s))
     }
@@ -117,6 +122,7 @@ impl Records {
             self.index_remove(&old);
         }
         self.remove_copy_job(&id);
+        self.unhold(&Holder::Snapshot(id.clone()));
         self.dirty.insert(RecordKey::Snapshot(id));
         Ok(CommandOutput::Done)
     }

@@ -11,7 +11,7 @@
 use super::messages::{CommandOutput, CommandResult, MetaError};
 use super::store::Records;
 use crate::ids::SnapshotId;
-use crate::records::{Snapshot, SnapshotState};
+use crate::records::{Holder, Snapshot, SnapshotState};
 
 impl Records {
     pub(super) fn start_snapshot(
@@ -44,6 +44,8 @@ impl Records {
             }
         }
         self.remember_token(&snapshot.owner, client_token, fingerprint, snapshot.id.to_string());
+        let roots = snapshot.parent.as_ref().and_then(|p| self.completed_root(p));
+        self.hold(Holder::Snapshot(snapshot.id.clone()), roots.into_iter().collect());
         self.put_snapshot(snapshot.clone());
         Ok(CommandOutput::Snapshot(snapshot))
     }

@@ -10,11 +10,11 @@
 //! only loading, `put_snapshot` and `index_remove` (which whoever removes a
 //! snapshot calls with it) change it.
 
-use super::messages::{MetaError, Query, QueryOutput};
+use super::messages::{GcHolders, MetaError, Query, QueryOutput};
 use crate::ids::{SnapshotId, VolumeId};
 use crate::records::{
-    decode_record, encode_record, ChunkNodeInfo, CopyJob, DecodeError, Record, RecordKey, Snapshot,
-    SnapshotState, TokenRecord, Volume,
+    decode_record, encode_record, ChunkNodeInfo, CopyJob, DecodeError, GcState, Hold, Holder,
+    Record, RecordKey, Snapshot, SnapshotState, TokenRecord, Volume,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -31,6 +31,10 @@ pub struct Records {
     pub(super) tokens: BTreeMap<String, TokenRecord>,
     #[serde(default)]
     pub(super) copy_jobs: BTreeMap<SnapshotId, CopyJob>,
+    #[serde(default)]
+    pub(super) holds: BTreeMap<Holder, Hold>,
+    #[serde(default)]
+    pub(super) gc: GcState,
     #[serde(skip)]
     pub(super) dirty: BTreeSet<RecordKey>,
     /// Derived from `snapshots`, kept in step by `index_add`/`index_remove`:
@@ -75,6 +79,10 @@ impl Records {
             Record::CopyJob(j) => {
                 self.copy_jobs.insert(j.snapshot_id.clone(), j);
             }
+            Record::Hold(h) => {
+                self.holds.insert(h.holder.clone(), h);
+            }
+            Record::Gc(g) => self.gc = g,
         }
     }
 
@@ -88,6 +96,8 @@ impl Records {
             .chain(self.snapshots.keys().map(|k| RecordKey::Snapshot(k.clone())))
             .chain(self.tokens.keys().map(|k| RecordKey::Token(k.clone())))
             .chain(self.copy_jobs.keys().map(|k| RecordKey::CopyJob(k.clone())))
+            .chain(self.holds.keys().map(|k| RecordKey::Hold(k.clone())))
+            .chain(std::iter::once(RecordKey::Gc))
             .collect();
         keys.into_iter().filter_map(|k| self.encode_key(&k).map(|v| (k.encode(), v))).collect()
     }
@@ -100,6 +110,8 @@ impl Records {
             RecordKey::Snapshot(k) => Record::Snapshot(self.snapshots.get(k)?.clone()),
             RecordKey::Token(k) => Record::Token(self.tokens.get(k)?.clone()),
             RecordKey::CopyJob(k) => Record::CopyJob(self.copy_jobs.get(k)?.clone()),
+            RecordKey::Hold(k) => Record::Hold(self.holds.get(k)?.clone()),
+            RecordKey::Gc => Record::Gc(self.gc.clone()),
         };
         Some(encode_record(&rec))
     }
@@ -117,6 +129,11 @@ impl Records {
             Query::Snapshots => QueryOutput::Snapshots(self.snapshots.values().cloned().collect()),
             Query::Nodes => QueryOutput::Nodes(self.nodes.values().cloned().collect()),
             Query::CopyJobs => QueryOutput::CopyJobs(self.copy_jobs.values().cloned().collect()),
+            Query::GcHolders => QueryOutput::GcHolders(GcHolders {
+                generation: self.gc.generation,
+                holds: self.holds.values().cloned().collect(),
+            }),
+            Query::Hold(h) => QueryOutput::Hold(self.holds.get(h).cloned()),
         }
     }
 

@@ -1,12 +1,13 @@
 //! Volumes: creation (idempotent by client token, from nothing or from a
 //! completed snapshot), state changes, and deletion. A volume is deleted only
 //! when it is not attached and no snapshot of it is pending, so a pending
-//! snapshot always has its volume to copy from.
+//! snapshot always has its volume to copy from. A volume restored from a
+//! snapshot holds that snapshot's manifest (see `holds`) until it is hydrated.
 
 use super::messages::{CommandOutput, CommandResult, MetaError};
 use super::store::Records;
 use crate::ids::VolumeId;
-use crate::records::{RecordKey, SnapshotState, Volume, VolumeState};
+use crate::records::{Holder, RecordKey, SnapshotState, Volume, VolumeState};
 
 impl Records {
     /// A volume from a completed snapshot, or empty; a retry with the same
@@ -38,6 +39,11 @@ impl Records {
             }
         }
         self.remember_token(&volume.owner, client_token, fingerprint, volume.id.to_string());
+        // Until it is hydrated, the volume needs its source's manifest whole,
+        // even once that snapshot is deleted.
+        if let Some(root) = volume.snapshot_id.as_ref().and_then(|s| self.completed_root(s)) {
+            self.hold(Holder::Volume(volume.id.clone()), vec![root]);
+        }
         self.put_volume(volume.clone());
         Ok(CommandOutput::Volume(volume))
     }
@@ -60,6 +66,7 @@ impl Records {
             )));
         }
         self.volumes.remove(&id);
+        self.unhold(&Holder::Volume(id.clone()));
         self.dirty.insert(RecordKey::Volume(id));
         Ok(CommandOutput::Done)
     }

@@ -19,7 +19,7 @@ use super::state::Ebs;
 use crate::retry::backoff;
 use cairn_core::command::{Command, CommandOutput, MetaError};
 use cairn_core::manifest::{IncrementalBuilder, ManifestBuilder, ManifestError};
-use cairn_core::records::Snapshot;
+use cairn_core::records::{Holder, Snapshot};
 use cairn_core::time::now_ms;
 use cairn_core::{ChunkId, BLOCK_SIZE};
 use std::collections::BTreeMap;
@@ -110,13 +110,15 @@ async fn seal_once(ebs: &Ebs, snap: &Snapshot) -> Result<(ChunkId, u64), EbsErro
     let corrupt = |e: ManifestError| EbsError::Internal(format!("manifest: {e}"));
     let built = match &snap.parent {
         Some(pid) => {
-            let p = ctx
-                .snapshot(pid)
-                .await?
-                .ok_or_else(|| EbsError::SnapshotNotFound(pid.to_string()))?;
-            let root_id = p.manifest_root.ok_or_else(|| {
-                EbsError::Internal(format!("parent snapshot {pid} has no manifest"))
-            })?;
+            // A parent deleted since StartSnapshot is still named by the
+            // snapshot's hold, which keeps its manifest.
+            let held = ctx.hold(&Holder::Snapshot(snap.id.clone())).await?;
+            let root_id = match ctx.snapshot(pid).await?.and_then(|p| p.manifest_root) {
+                Some(root) => root,
+                None => held.and_then(|h| h.roots.first().copied()).ok_or_else(|| {
+                    EbsError::Internal(format!("parent snapshot {pid} has no manifest"))
+                })?,
+            };
             let root = load_root(ctx, &region, root_id).await?;
             let mut b = IncrementalBuilder::new(root_id, root, size_bytes).map_err(corrupt)?;
             for (idx, s) in &staged {

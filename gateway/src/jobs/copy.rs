@@ -41,7 +41,7 @@ use crate::nodes::{call, destination_nodes, HostError};
 use crate::retry::{backoff, write_retrying};
 use crate::tasks::Claim;
 use cairn_core::command::{Command, CommandOutput, CopyOutcome, JobOp};
-use cairn_core::records::{ChunkNodeInfo, CopyJob, Snapshot, SnapshotState, Volume};
+use cairn_core::records::{ChunkNodeInfo, CopyJob, Holder, Snapshot, SnapshotState, Volume};
 use cairn_core::time::now_ms;
 use cairn_core::{ChunkId, SnapshotId};
 use cairn_proto::{pb, MetaClientError};
@@ -230,8 +230,14 @@ struct Attempt {
     committed: u8,
     /// The job records the host as failing.
     host_down: bool,
-    /// The host answered during this attempt.
+    /// The copy moved forward during this attempt: the host reported a
+    /// checkpoint past the one it started from, or finished. A host that
+    /// answers but cannot move (a destination node is gone) does not count,
+    /// or each retry would restart the failure clock and the snapshot
+    /// would stay pending for ever.
     heard: bool,
+    /// The checkpoint the host reported first in this attempt.
+    first_checkpoint: Option<u64>,
 }
 
 /// A failed attempt: the host's failure, or a reason to stop altogether.
@@ -257,7 +263,12 @@ impl From<MetaClientError> for AttemptError {
 async fn copy_until_done(ctx: &Ctx, job: &CopyJob) -> Result<CopyDone, Stop> {
     let id = &job.snapshot_id;
     let timeout = Duration::from_secs(ctx.config.copy_host_timeout_secs);
-    let mut a = Attempt { committed: 0, host_down: job.host_down_since_ms.is_some(), heard: false };
+    let mut a = Attempt {
+        committed: 0,
+        host_down: job.host_down_since_ms.is_some(),
+        heard: false,
+        first_checkpoint: None,
+    };
     // Since when this gateway has seen failures, for when the metadata group
     // cannot record it.
     let mut local_down_since: Option<Instant> = None;
@@ -265,6 +276,7 @@ async fn copy_until_done(ctx: &Ctx, job: &CopyJob) -> Result<CopyDone, Stop> {
     loop {
         n += 1;
         a.heard = false;
+        a.first_checkpoint = None;
         let e = match copy_once(ctx, id, &mut a).await {
             Ok(done) => return Ok(done),
             Err(AttemptError::Stop(s)) => return Err(s),
@@ -274,7 +286,7 @@ async fn copy_until_done(ctx: &Ctx, job: &CopyJob) -> Result<CopyDone, Stop> {
             }
         };
         if a.heard {
-            // The host worked for a while: the failure clock starts again.
+            // The copy moved forward: the failure clock starts again.
             local_down_since = None;
             n = 1;
         }
@@ -370,15 +382,19 @@ async fn copy_request(
 }
 
 /// The parent's manifest root and id for an incremental copy; empty (a full
-/// copy) when the snapshot has none or it is no longer completed.
+/// copy) when the snapshot has none. A parent deleted since the snapshot
+/// began is still named by the snapshot's hold, which keeps its manifest.
 async fn parent_of(ctx: &Ctx, snap: &Snapshot) -> Result<(Vec<u8>, String), MetaClientError> {
     let Some(pid) = &snap.parent else { return Ok((Vec::new(), String::new())) };
-    match ctx.snapshot(pid).await? {
-        Some(p) if p.state == SnapshotState::Completed => match p.manifest_root {
-            Some(root) => Ok((root.0.to_vec(), pid.to_string())),
-            None => Ok((Vec::new(), String::new())),
-        },
-        _ => {
+    if let Some(p) = ctx.snapshot(pid).await? {
+        if let (SnapshotState::Completed, Some(root)) = (p.state, p.manifest_root) {
+            return Ok((root.0.to_vec(), pid.to_string()));
+        }
+    }
+    match ctx.hold(&Holder::Snapshot(snap.id.clone())).await?.and_then(|h| h.roots.first().copied())
+    {
+        Some(root) => Ok((root.0.to_vec(), pid.to_string())),
+        None => {
             tracing::info!(snapshot = %snap.id, parent = %pid, "parent gone: full copy");
             Ok((Vec::new(), String::new()))
         }
@@ -408,7 +424,8 @@ async fn follow_progress(
             }
             Ok(Ok(Some(m))) => m,
         };
-        if !a.heard {
+        let first = *a.first_checkpoint.get_or_insert(msg.checkpoint_block);
+        if !a.heard && (msg.done || msg.checkpoint_block > first) {
             a.heard = true;
             if a.host_down {
                 record_host_up(ctx, id, a).await?;
@@ -456,9 +473,9 @@ async fn commit_checkpoint(
         lease_ms: ctx.config.job_lease_ms,
     };
     match step(ctx, id, op).await {
-        Ok(_) => {
+        Ok(j) => {
             a.committed = progress;
-            a.host_down = false;
+            a.host_down = j.host_down_since_ms.is_some();
         }
         Err(StepError::Lost(why)) => return Err(AttemptError::Stop(Stop::Lost(why))),
         // Progress is advisory; the copy goes on without it.

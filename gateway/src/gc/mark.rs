@@ -1,0 +1,131 @@
+//! The mark: every manifest some holder needs, walked into a live filter.
+//!
+//! Roots are the completed snapshots' manifests and the roots holds name
+//! (a pending incremental's parent, a hydrating volume's source). Each
+//! root, each of its pages and every chunk a page names goes into the
+//! filter of the partition being marked. A page shared by many snapshots
+//! (incrementals share every unchanged page) is walked once while the set
+//! of walked pages fits its share of the memory budget, and walked again
+//! after that: the set is exact, never a filter, because skipping a page
+//! not walked would leave its chunks unmarked.
+//!
+//! A manifest that cannot be read ends the mark with an error: garbage
+//! collection never sweeps on a partial mark.
+
+use crate::ctx::Ctx;
+use crate::ebs::chunks::{get_chunk, Region};
+use crate::gc_state::MarkStats;
+use crate::nodes::destination_nodes;
+use cairn_core::gc::{LiveFilter, Partition};
+use cairn_core::manifest::{ManifestPage, ManifestRoot};
+use cairn_core::records::ChunkNodeInfo;
+use cairn_core::{ChunkId, OutpostId};
+use std::collections::{BTreeMap, HashSet};
+
+/// A manifest to walk, and where its chunks are stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Root {
+    pub id: ChunkId,
+    /// The Outpost whose nodes store it, or `None` for the region's.
+    pub outpost: Option<OutpostId>,
+    /// Who needs it (a snapshot or volume id), for messages.
+    pub why: String,
+}
+
+/// Every destination's nodes, to read manifests from.
+pub struct Sources {
+    domains: BTreeMap<Option<OutpostId>, Region>,
+}
+
+impl Sources {
+    pub fn new(nodes: &[ChunkNodeInfo], rf: u32) -> Sources {
+        let mut domains = BTreeMap::new();
+        for n in nodes {
+            domains.entry(n.outpost.clone()).or_insert_with(|| Region {
+                nodes: destination_nodes(nodes, n.outpost.as_ref()),
+                rf: rf.max(1) as usize,
+            });
+        }
+        Sources { domains }
+    }
+
+    /// The verified bytes of `id`: from its destination's nodes, then from
+    /// any other destination's (a restore may cross them).
+    pub async fn get(
+        &self,
+        ctx: &Ctx,
+        id: ChunkId,
+        outpost: Option<&OutpostId>,
+    ) -> Result<Vec<u8>, String> {
+        let home = outpost.cloned();
+        let mut last = format!("no chunk node of its destination holds chunk {id}");
+        let order = self
+            .domains
+            .get(&home)
+            .into_iter()
+            .chain(self.domains.iter().filter(|(k, _)| **k != home).map(|(_, r)| r));
+        for region in order {
+            match get_chunk(ctx, region, id).await {
+                Ok(b) => return Ok(b),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(last)
+    }
+
+    pub async fn root(&self, ctx: &Ctx, r: &Root) -> Result<ManifestRoot, String> {
+        let bytes = self.get(ctx, r.id, r.outpost.as_ref()).await?;
+        ManifestRoot::decode(&bytes).map_err(|e| e.to_string())
+    }
+
+    pub async fn page(
+        &self,
+        ctx: &Ctx,
+        id: ChunkId,
+        outpost: Option<&OutpostId>,
+    ) -> Result<ManifestPage, String> {
+        let bytes = self.get(ctx, id, outpost).await?;
+        ManifestPage::decode(&bytes).map_err(|e| e.to_string())
+    }
+}
+
+/// Marks every chunk, page and root that `roots` need, within `partition`,
+/// into a filter sized for `expected` ids and at most `filter_bytes`.
+/// `max_walked` bounds the set of pages walked already.
+pub async fn mark(
+    ctx: &Ctx,
+    sources: &Sources,
+    roots: &[Root],
+    partition: Partition,
+    expected: u64,
+    filter_bytes: u64,
+    max_walked: usize,
+) -> Result<(LiveFilter, MarkStats), String> {
+    let mut filter = LiveFilter::new(partition, expected, filter_bytes);
+    let mut walked: HashSet<ChunkId> = HashSet::new();
+    let mut stats = MarkStats::default();
+    for r in roots {
+        let root = sources.root(ctx, r).await.map_err(|e| format!("manifest of {}: {e}", r.why))?;
+        filter.insert(&r.id);
+        stats.roots += 1;
+        for (_, page_id) in &root.pages {
+            filter.insert(page_id);
+            if walked.contains(page_id) {
+                continue;
+            }
+            let page = sources
+                .page(ctx, *page_id, r.outpost.as_ref())
+                .await
+                .map_err(|e| format!("manifest page of {}: {e}", r.why))?;
+            stats.pages_read += 1;
+            for (_, chunk) in &page.entries {
+                filter.insert(chunk);
+                stats.entries += 1;
+            }
+            if walked.len() < max_walked {
+                walked.insert(*page_id);
+            }
+        }
+    }
+    Ok((filter, stats))
+}
