@@ -1,0 +1,167 @@
+//! Garbage collection running in a loop while eight writers create and
+//! delete snapshots: afterwards every completed snapshot restores byte for
+//! byte, and the chunk stores hold within 10% of what the live snapshots
+//! need.
+
+use cairn_tests::http;
+use cairn_tests::nbd::NbdConn;
+use cairn_tests::{wait_for, xml_text, TestCluster};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const BS: usize = cairn_core::BLOCK_SIZE;
+const LONG: Duration = Duration::from_secs(180);
+const WRITERS: u64 = 8;
+const ROUNDS: u64 = 6;
+/// Blocks each writer's volume uses.
+const SPAN: u64 = 12;
+
+fn content(writer: u64, round: u64, b: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(BS);
+    let mut x = (writer << 48 | round << 24 | b).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    while out.len() < BS {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend(x.to_le_bytes());
+    }
+    out
+}
+
+async fn state_of(c: &TestCluster, action: &str, key: &str, id: &str) -> Option<String> {
+    match c.ec2(action, &[(key, id)]).await {
+        Ok((200, b)) => xml_text(&b, "status"),
+        _ => None,
+    }
+}
+
+type Image = BTreeMap<u64, Vec<u8>>;
+
+/// One writer: rewrites a few blocks, snapshots, and deletes every other
+/// snapshot it took. Returns the snapshots it kept and their images.
+async fn writer(c: &TestCluster, w: u64) -> anyhow::Result<Vec<(String, Image)>> {
+    let vol = c.create_volume(&[("AvailabilityZone", "cairn-1a"), ("Size", "1")]).await?;
+    let mut nbd = NbdConn::connect(c.nbd_addr(), &vol).await?;
+    let mut image = Image::new();
+    let mut kept = Vec::new();
+    for round in 0..ROUNDS {
+        for i in 0..3 {
+            let b = (round * 5 + i * 4 + w) % SPAN;
+            let data = content(w, round, b);
+            nbd.write(b * BS as u64, &data).await?;
+            image.insert(b, data);
+        }
+        nbd.flush().await?;
+        let (status, body) = c.ec2("CreateSnapshot", &[("VolumeId", &vol)]).await?;
+        anyhow::ensure!(status == 200, "CreateSnapshot: {body}");
+        let snap = xml_text(&body, "snapshotId").unwrap_or_default();
+        wait_for("a snapshot completes", LONG, || async {
+            state_of(c, "DescribeSnapshots", "SnapshotId.1", &snap).await.as_deref()
+                == Some("completed")
+        })
+        .await?;
+        if round % 2 == 0 {
+            let (status, body) = c.ec2("DeleteSnapshot", &[("SnapshotId", &snap)]).await?;
+            anyhow::ensure!(status == 200, "DeleteSnapshot: {body}");
+        } else {
+            kept.push((snap, image.clone()));
+        }
+    }
+    Ok(kept)
+}
+
+async fn gc_once(c: &TestCluster) -> anyhow::Result<serde_json::Value> {
+    let (status, body) = http::post(c.http_addr(), "/_cairn/gc").await?;
+    anyhow::ensure!(status == 202, "POST /_cairn/gc: {status} {body}");
+    let n = serde_json::from_str::<serde_json::Value>(&body)?["requested"].as_u64().unwrap_or(0);
+    let mut last = serde_json::Value::Null;
+    wait_for("a gc pass ends", LONG, || {
+        let last = &mut last;
+        async move {
+            let Ok((200, b)) = http::get(c.http_addr(), "/_cairn/gc").await else { return false };
+            let Ok(s) = serde_json::from_str::<serde_json::Value>(&b) else { return false };
+            let done = s["finished"].as_u64().unwrap_or(0) >= n && s["running"] == false;
+            *last = s;
+            done
+        }
+    })
+    .await?;
+    anyhow::ensure!(last["last_error"].is_null(), "gc failed: {}", last["last_error"]);
+    Ok(last["last"].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gc_in_a_loop_beside_eight_writers_keeps_every_snapshot_and_frees_the_rest(
+) -> anyhow::Result<()> {
+    let c = Arc::new(TestCluster::start().await?);
+    let done = Arc::new(AtomicBool::new(false));
+    let collector = {
+        let (c, done) = (c.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut passes = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                gc_once(&c).await?;
+                passes += 1;
+            }
+            anyhow::Ok(passes)
+        })
+    };
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let c = c.clone();
+            tokio::spawn(async move { writer(&c, w).await })
+        })
+        .collect();
+    let mut kept = Vec::new();
+    for w in writers {
+        kept.extend(w.await??);
+    }
+    done.store(true, Ordering::Relaxed);
+    let passes = collector.await??;
+    let last = gc_once(&c).await?;
+
+    for (snap, want) in &kept {
+        let (status, body) =
+            c.ec2("CreateVolume", &[("AvailabilityZone", "cairn-1b"), ("SnapshotId", snap)]).await?;
+        anyhow::ensure!(status == 200, "restore {snap}: {body}");
+        let vol = xml_text(&body, "volumeId").unwrap_or_default();
+        wait_for("the restored volume is available", LONG, || async {
+            state_of(&c, "DescribeVolumes", "VolumeId.1", &vol).await.as_deref()
+                == Some("available")
+        })
+        .await?;
+        let mut r = NbdConn::connect(c.nbd_addr(), &vol).await?;
+        for b in 0..SPAN {
+            let got = r.read(b * BS as u64, BS as u32).await?;
+            let ok = match want.get(&b) {
+                Some(w) => got == *w,
+                None => got.iter().all(|x| *x == 0),
+            };
+            anyhow::ensure!(ok, "snapshot {snap}: block {b} differs");
+        }
+    }
+
+    // What the live snapshots need: their distinct blocks, on the two
+    // regional nodes (RF 3 over two nodes is two replicas), plus manifests.
+    let live: HashSet<&Vec<u8>> = kept.iter().flat_map(|(_, img)| img.values()).collect();
+    let need = live.len() as u64 * BS as u64 * 2;
+    let (_, body) = http::get(c.http_addr(), "/_cairn/chunks").await?;
+    let stored = serde_json::from_str::<serde_json::Value>(&body)?["bytes"].as_u64().unwrap_or(0);
+    let manifests = kept.len() as u64 * 2 * 64 * 1024;
+    eprintln!(
+        "{} snapshots kept, {passes} passes while writing; stored {stored} bytes, live need {need} (+ manifests); last pass {last}",
+        kept.len()
+    );
+    assert!(stored >= need, "every live block is stored: {stored} < {need}");
+    assert!(
+        stored <= need + need / 10 + manifests,
+        "space came back to within 10% of the live need: {stored} vs {need}"
+    );
+    match Arc::try_unwrap(c) {
+        Ok(c) => c.shutdown().await,
+        Err(_) => anyhow::bail!("the cluster is still shared"),
+    }
+    Ok(())
+}
