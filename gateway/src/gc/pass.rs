@@ -54,9 +54,11 @@ pub async fn run_pass(ctx: &Ctx) -> Result<PassReport, String> {
     fenced.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
 
     let after = holders(ctx).await?;
-    let (roots, completed) = roots(ctx, &after).await?;
+    let (roots, completed, unheld) = roots(ctx, &after).await?;
     report.generation = g;
-    report.oldest_generation = after.oldest_generation().min(g);
+    // A pending snapshot without a hold (taken by a version before holds)
+    // may rely on anything: then no node sweeps (generation 0 has no fence).
+    report.oldest_generation = if unheld { 0 } else { after.oldest_generation().min(g) };
     report.holds = after.holds.len() as u64;
     report.snapshots = completed;
 
@@ -116,9 +118,17 @@ pub(super) async fn holders(ctx: &Ctx) -> Result<GcHolders, String> {
 }
 
 /// The manifests to mark: every completed snapshot's, then the holds'
-/// roots; and how many completed snapshots there are.
-pub(super) async fn roots(ctx: &Ctx, holders: &GcHolders) -> Result<(Vec<Root>, u64), String> {
+/// roots; how many completed snapshots there are; and whether a pending
+/// snapshot has no hold.
+pub(super) async fn roots(
+    ctx: &Ctx,
+    holders: &GcHolders,
+) -> Result<(Vec<Root>, u64, bool), String> {
     let snapshots = ctx.snapshots().await.map_err(|e| e.to_string())?;
+    let unheld = snapshots.iter().any(|s| {
+        s.state == SnapshotState::Pending
+            && !holders.holds.iter().any(|h| h.holder == Holder::Snapshot(s.id.clone()))
+    });
     let mut out: Vec<Root> = snapshots
         .iter()
         .filter(|s| s.state == SnapshotState::Completed)
@@ -141,7 +151,7 @@ pub(super) async fn roots(ctx: &Ctx, holders: &GcHolders) -> Result<(Vec<Root>, 
             out.push(Root { id: *id, outpost: outpost.clone(), why: h.holder.to_string() });
         }
     }
-    Ok((out, completed))
+    Ok((out, completed, unheld))
 }
 
 /// Drops the holds of restored volumes whose host reports them hydrated.

@@ -68,7 +68,7 @@ pub async fn snapshot_usage(ctx: &Ctx, id: &SnapshotId) -> Result<SnapshotUsage,
 
     // Strike out whatever any other holder needs.
     let h = holders(ctx).await.map_err(unavailable)?;
-    let (others, _) = roots(ctx, &h).await.map_err(unavailable)?;
+    let (others, _, _) = roots(ctx, &h).await.map_err(unavailable)?;
     let mut walked: HashSet<ChunkId> = HashSet::new();
     for r in others.iter().filter(|r| !(r.id == root_id && r.why == own.why)) {
         if mine.is_empty() {
