@@ -28,7 +28,7 @@ pub mod volume;
 
 pub use config::ChunkNodeConfig;
 pub use error::ChunkNodeError;
-pub use store::{ChunkStore, StoreStats};
+pub use store::{ChunkStore, CompactReport, StoreStats, SweepReport};
 pub use volume::{FreezeInfo, VolumeHost, VolumeStats};
 
 use crate::staging::StagingStore;

@@ -1,8 +1,10 @@
 //! The `ChunkStore` gRPC service: puts, `HasChunks`, gets and counters of
-//! this node's chunk store.
+//! this node's chunk store, and its side of garbage collection (fences,
+//! sweeps and compaction, which run on the blocking pool).
 
 use crate::error::{chunk_id, ChunkNodeError};
-use crate::store::ChunkStore;
+use crate::store::{ChunkStore, COMPACT_LIVE_FRACTION};
+use cairn_core::gc::LiveFilter;
 use cairn_proto::pb;
 use tonic::{Request, Response, Status};
 
@@ -61,6 +63,48 @@ impl pb::chunk_store_server::ChunkStore for ChunkStoreService {
             zone: self.zone.clone(),
             chunks: s.chunks,
             bytes: s.bytes,
+        }))
+    }
+
+    async fn gc_fence(
+        &self,
+        request: Request<pb::GcFenceRequest>,
+    ) -> Result<Response<pb::GcFenceReply>, Status> {
+        self.store.gc_fence(request.into_inner().generation);
+        Ok(Response::new(pb::GcFenceReply {}))
+    }
+
+    async fn gc_sweep(
+        &self,
+        request: Request<pb::GcSweepRequest>,
+    ) -> Result<Response<pb::GcSweepReply>, Status> {
+        let req = request.into_inner();
+        let filter =
+            LiveFilter::decode(&req.filter).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let store = self.store.clone();
+        let r = tokio::task::spawn_blocking(move || store.gc_sweep(req.generation, &filter))
+            .await
+            .map_err(ChunkNodeError::from)?;
+        Ok(Response::new(pb::GcSweepReply {
+            swept: r.swept,
+            examined: r.examined,
+            deleted: r.deleted,
+            deleted_bytes: r.deleted_bytes,
+        }))
+    }
+
+    async fn compact(
+        &self,
+        _request: Request<pb::CompactRequest>,
+    ) -> Result<Response<pb::CompactReply>, Status> {
+        let store = self.store.clone();
+        let r = tokio::task::spawn_blocking(move || store.compact(COMPACT_LIVE_FRACTION))
+            .await
+            .map_err(ChunkNodeError::from)??;
+        Ok(Response::new(pb::CompactReply {
+            packs_rewritten: r.packs_rewritten,
+            packs_removed: r.packs_removed,
+            bytes_freed: r.bytes_freed,
         }))
     }
 }

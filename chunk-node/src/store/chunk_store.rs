@@ -1,15 +1,25 @@
 //! The handle of a chunk store: opening it (indexing its packs, repairing
 //! and sealing packs a crash left open, moving a legacy file-per-chunk store
-//! into packs, starting the committer), puts, verified gets, `has` and
-//! counters. See [`crate::store`] for the design.
+//! into packs, starting the committer), puts, verified gets, `has`,
+//! counters, and the entry points of garbage collection (fences and sweeps,
+//! [`crate::store::gc`]; compaction, [`crate::store::compact`]). See
+//! [`crate::store`] for the design.
 
 use crate::disk::files::fsync_dir;
+use crate::disk::files::remove_file;
 use crate::disk::reclog::RecordLog;
 use crate::error::ChunkNodeError;
 use crate::store::committer::{Committer, Put};
+use crate::store::compact::{
+    self, parse_tombstone, read_next_pack, rewrite_tombstones, CompactReport, NEXT_PACK,
+    TOMBSTONES, TOMBSTONES_NEW,
+};
+use crate::store::gc::{self, Fences, SweepReport};
+use crate::store::index::Index;
 use crate::store::packfile::{pack_path, scan_pack, Pack, HEADER, MAX_CHUNK};
 use crate::store::shared::Shared;
 use bytes::Bytes;
+use cairn_core::gc::LiveFilter;
 use cairn_core::ChunkId;
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
@@ -28,12 +38,25 @@ pub struct StoreStats {
     pub bytes: u64,
     /// Corrupt records found (and tombstoned) since the store was opened.
     pub corrupt: u64,
+    /// Pack files, the one being appended included.
+    pub packs: u64,
+    /// Chunks (and their payload bytes) garbage collection deleted since
+    /// the store was opened.
+    pub gc_deleted: u64,
+    pub gc_deleted_bytes: u64,
 }
+
+/// Live fraction under which [`ChunkStore::compact`] rewrites a pack, unless
+/// told otherwise.
+pub const COMPACT_LIVE_FRACTION: f64 = 0.5;
 
 #[derive(Clone)]
 pub struct ChunkStore {
     shared: Arc<Shared>,
     queue: mpsc::Sender<Put>,
+    fences: Arc<Fences>,
+    /// Held by the one compaction running.
+    compacting: Arc<Mutex<()>>,
 }
 
 impl ChunkStore {
@@ -45,38 +68,19 @@ impl ChunkStore {
         tokio::task::spawn_blocking(move || Self::open_blocking(&data_dir, PACK_BYTES)).await?
     }
 
-    fn open_blocking(data_dir: &Path, pack_bytes: u64) -> Result<ChunkStore, ChunkNodeError> {
+    pub(crate) fn open_blocking(
+        data_dir: &Path,
+        pack_bytes: u64,
+    ) -> Result<ChunkStore, ChunkNodeError> {
         let dir = data_dir.join("packs");
         fs::create_dir_all(&dir).map_err(|e| ChunkNodeError::io("create", &dir, e))?;
         let mut dead = HashSet::new();
-        let tombstones = RecordLog::open(&dir.join("tombstones.log"), |_, p| {
-            if p.len() == 12 {
-                let pack = u32::from_le_bytes([p[0], p[1], p[2], p[3]]);
-                let offset = u64::from_le_bytes(p[4..12].try_into().unwrap_or([0; 8]));
-                dead.insert((pack, offset));
-            }
+        let mut tombstones = RecordLog::open(&dir.join(TOMBSTONES), |_, p| {
+            dead.extend(parse_tombstone(p));
             Ok(())
         })?;
-        let mut found: Vec<(u32, bool)> = Vec::new();
-        for entry in fs::read_dir(&dir).map_err(|e| ChunkNodeError::io("list", &dir, e))? {
-            let name = entry.map_err(|e| ChunkNodeError::io("list", &dir, e))?.file_name();
-            let name = name.to_string_lossy();
-            let parsed = name.split_once('.').and_then(|(n, ext)| {
-                let sealed = match ext {
-                    "pack" => true,
-                    "open" => false,
-                    _ => return None,
-                };
-                n.parse::<u32>().ok().map(|n| (n, sealed))
-            });
-            match parsed {
-                Some(p) => found.push(p),
-                None if name == "tombstones.log" => {}
-                None => tracing::warn!(file = %name, "stray file in the chunk store"),
-            }
-        }
-        found.sort_unstable();
-        let mut index = HashMap::new();
+        let found = list_packs(&dir)?;
+        let mut entries = HashMap::new();
         let mut packs = HashMap::new();
         let (mut chunks, mut bytes) = (0u64, 0u64);
         for &(n, sealed) in &found {
@@ -86,12 +90,11 @@ impl ChunkStore {
                 .write(true)
                 .open(&path)
                 .map_err(|e| ChunkNodeError::io("open", &path, e))?;
-            for loc in scan_pack(&file, &path, n, !sealed)? {
-                let (id, loc) = loc;
-                if dead.contains(&(n, loc.offset)) || index.contains_key(&id) {
+            for (id, loc) in scan_pack(&file, &path, n, !sealed)? {
+                if dead.contains(&(n, loc.offset)) || entries.contains_key(&id) {
                     continue;
                 }
-                index.insert(id, loc);
+                entries.insert(id, loc);
                 chunks += 1;
                 bytes += u64::from(loc.len);
             }
@@ -101,18 +104,27 @@ impl ChunkStore {
                 fsync_dir(&dir)?;
             }
             let path = pack_path(&dir, n, true);
-            packs.insert(n, Arc::new(Pack::new(file, &path)));
+            packs.insert(n, Arc::new(Pack::new(file, &path, true)));
         }
-        let next = found.last().map_or(0, |(n, _)| n + 1);
+        if dead.iter().any(|(n, _)| !packs.contains_key(n)) {
+            // Tombstones of packs compaction removed before a crash.
+            if let Some(log) = rewrite_tombstones(&dir, |n| packs.contains_key(&n))? {
+                tombstones = log;
+            }
+        }
+        // Never reuse the number of a pack compaction removed.
+        let next = found.last().map_or(0, |(n, _)| n + 1).max(read_next_pack(&dir)?.unwrap_or(0));
         tracing::info!(chunks, bytes, packs = found.len(), dir = %dir.display(), "chunk store opened");
         let shared = Arc::new(Shared {
             dir,
-            index: RwLock::new(index),
+            index: Index::new(entries),
             packs: RwLock::new(packs),
             tombstones: Mutex::new(tombstones),
             chunks: AtomicU64::new(chunks),
             bytes: AtomicU64::new(bytes),
             corrupt: AtomicU64::new(0),
+            gc_deleted: AtomicU64::new(0),
+            gc_deleted_bytes: AtomicU64::new(0),
         });
         let (queue, rx) = mpsc::channel();
         let committer = Committer::new(shared.clone(), next, pack_bytes);
@@ -120,7 +132,8 @@ impl ChunkStore {
             .name("chunk-committer".into())
             .spawn(move || committer.run(rx))
             .map_err(|e| ChunkNodeError::io("start the committer for", data_dir, e))?;
-        let store = ChunkStore { shared, queue };
+        let store =
+            ChunkStore { shared, queue, fences: Arc::default(), compacting: Arc::default() };
         store.migrate_legacy(data_dir)?;
         Ok(store)
     }
@@ -131,6 +144,9 @@ impl ChunkStore {
             chunks: s.chunks.load(Ordering::Relaxed),
             bytes: s.bytes.load(Ordering::Relaxed),
             corrupt: s.corrupt.load(Ordering::Relaxed),
+            packs: s.packs.read().unwrap_or_else(|e| e.into_inner()).len() as u64,
+            gc_deleted: s.gc_deleted.load(Ordering::Relaxed),
+            gc_deleted_bytes: s.gc_deleted_bytes.load(Ordering::Relaxed),
         }
     }
 
@@ -159,7 +175,7 @@ impl ChunkStore {
             return Err(ChunkNodeError::InvalidArgument("chunk larger than the store takes"));
         }
         let (reply, rx) = oneshot::channel();
-        let put = Put { id, data, hashed, reply };
+        let put = Put { id, data, hashed, relocate: None, reply };
         self.queue.send(put).map_err(|_| ChunkNodeError::StoreStopped)?;
         Ok(rx)
     }
@@ -170,10 +186,46 @@ impl ChunkStore {
         tokio::task::spawn_blocking(move || shared.get(id)).await?
     }
 
-    /// Whether each id is stored (contents are verified on read).
+    /// Whether each id is stored (contents are verified on read). Each one
+    /// found is touched: a sweep keeps it unless the sweep's fence is newer.
     pub async fn has(&self, ids: Vec<ChunkId>) -> Result<Vec<bool>, ChunkNodeError> {
-        let index = self.shared.index.read().unwrap_or_else(|e| e.into_inner());
-        Ok(ids.iter().map(|id| index.contains_key(id)).collect())
+        Ok(ids.iter().map(|id| self.shared.index.touch(id)).collect())
+    }
+
+    /// Records the touch sequence now as the fence of `generation`, unless
+    /// that generation has one already (the first fence stays).
+    pub fn gc_fence(&self, generation: u64) {
+        self.fences.fence(generation, self.shared.index.current());
+    }
+
+    /// Deletes the chunks of `filter`'s partition that it lacks and that
+    /// nobody touched since the fence of the latest known generation at or
+    /// before `generation`. Without such a fence deletes nothing (`swept` is
+    /// false). Blocking: it walks the whole index.
+    pub fn gc_sweep(&self, generation: u64, filter: &LiveFilter) -> SweepReport {
+        self.gc_sweep_batched(generation, filter, gc::BATCH)
+    }
+
+    /// [`ChunkStore::gc_sweep`] removing at most `batch` chunks per lock.
+    pub(crate) fn gc_sweep_batched(
+        &self,
+        generation: u64,
+        filter: &LiveFilter,
+        batch: usize,
+    ) -> SweepReport {
+        match self.fences.threshold(generation) {
+            Some(threshold) => gc::sweep(&self.shared, threshold, filter, batch.max(1)),
+            None => SweepReport::default(),
+        }
+    }
+
+    /// Removes sealed packs without live chunks and rewrites those whose
+    /// live payload is below `max_live_fraction` (see
+    /// [`COMPACT_LIVE_FRACTION`]) of their size. Blocking (it waits for the
+    /// committer): call it off the async runtime.
+    pub fn compact(&self, max_live_fraction: f64) -> Result<CompactReport, ChunkNodeError> {
+        let _one = self.compacting.lock().unwrap_or_else(|e| e.into_inner());
+        compact::compact(&self.shared, &self.queue, max_live_fraction)
     }
 
     /// Moves chunks of the file-per-chunk layout (before packs) into packs,
@@ -215,12 +267,40 @@ impl ChunkStore {
     /// Where `id`'s record lies: (pack path, payload offset). For tests that
     /// damage stored bytes.
     pub fn locate(&self, id: &ChunkId) -> Option<(PathBuf, u64)> {
-        let loc = *self.shared.index.read().unwrap_or_else(|e| e.into_inner()).get(id)?;
+        let loc = self.shared.index.loc(id)?;
         let dir = &self.shared.dir;
         let sealed = pack_path(dir, loc.pack, true);
         let path = if sealed.exists() { sealed } else { pack_path(dir, loc.pack, false) };
         Some((path, loc.offset + HEADER))
     }
+}
+
+/// The packs under `dir`: (number, sealed), sorted. Removes temp files a
+/// crash left behind.
+fn list_packs(dir: &Path) -> Result<Vec<(u32, bool)>, ChunkNodeError> {
+    let mut found: Vec<(u32, bool)> = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| ChunkNodeError::io("list", dir, e))? {
+        let name = entry.map_err(|e| ChunkNodeError::io("list", dir, e))?.file_name();
+        let name = name.to_string_lossy();
+        let parsed = name.split_once('.').and_then(|(n, ext)| {
+            let sealed = match ext {
+                "pack" => true,
+                "open" => false,
+                _ => return None,
+            };
+            n.parse::<u32>().ok().map(|n| (n, sealed))
+        });
+        match parsed {
+            Some(p) => found.push(p),
+            None if name == TOMBSTONES || name == NEXT_PACK => {}
+            None if name == TOMBSTONES_NEW || name.starts_with(".tmp") => {
+                remove_file(&dir.join(&*name))?;
+            }
+            None => tracing::warn!(file = %name, "stray file in the chunk store"),
+        }
+    }
+    found.sort_unstable();
+    Ok(found)
 }
 
 #[cfg(test)]

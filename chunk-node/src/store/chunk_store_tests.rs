@@ -44,7 +44,10 @@ async fn put_get_has_and_idempotence() {
     assert_eq!(store.get(id).await.expect("get"), Some(data.clone()));
     assert_eq!(store.get(other).await.expect("get missing"), None);
     assert_eq!(store.has(vec![id, other]).await.expect("has"), vec![true, false]);
-    assert_eq!(store.stats(), StoreStats { chunks: 1, bytes: 1000, corrupt: 0 });
+    assert_eq!(
+        store.stats(),
+        StoreStats { chunks: 1, bytes: 1000, corrupt: 0, packs: 1, ..StoreStats::default() }
+    );
 }
 
 #[tokio::test]
@@ -68,7 +71,10 @@ async fn corruption_is_detected_counted_remembered_and_repaired_by_put() {
     let (pack, at) = store.locate(&id).expect("stored");
     flip_byte(&pack, at + 100);
     assert_eq!(store.get(id).await.expect("get"), None, "corrupt bytes are never served");
-    assert_eq!(store.stats(), StoreStats { chunks: 0, bytes: 0, corrupt: 1 });
+    assert_eq!(
+        store.stats(),
+        StoreStats { chunks: 0, bytes: 0, corrupt: 1, packs: 1, ..StoreStats::default() }
+    );
     assert_eq!(store.has(vec![id]).await.expect("has"), vec![false]);
     drop(store);
     // The tombstone keeps the bad record out after a restart.
@@ -99,10 +105,28 @@ async fn stats_survive_reopen_and_concurrent_puts_are_safe() {
     }
     assert_eq!(new, 10, "each chunk stored exactly once");
     let expect_bytes: u64 = blocks.iter().map(|b| b.len() as u64).sum();
-    assert_eq!(store.stats(), StoreStats { chunks: 10, bytes: expect_bytes, corrupt: 0 });
+    assert_eq!(
+        store.stats(),
+        StoreStats {
+            chunks: 10,
+            bytes: expect_bytes,
+            corrupt: 0,
+            packs: 1,
+            ..StoreStats::default()
+        }
+    );
     drop(store);
     let reopened = ChunkStore::open(dir.path()).await.expect("reopen");
-    assert_eq!(reopened.stats(), StoreStats { chunks: 10, bytes: expect_bytes, corrupt: 0 });
+    assert_eq!(
+        reopened.stats(),
+        StoreStats {
+            chunks: 10,
+            bytes: expect_bytes,
+            corrupt: 0,
+            packs: 1,
+            ..StoreStats::default()
+        }
+    );
     for b in &blocks {
         assert_eq!(reopened.get(ChunkId::of(b)).await.expect("get").as_ref(), Some(b));
     }

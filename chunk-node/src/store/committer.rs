@@ -3,17 +3,26 @@
 //! It takes every put waiting (up to [`BATCH_BYTES`]), verifies that each
 //! payload hashes to its id, writes the new ones as one aligned write,
 //! `fdatasync`s once, and only then indexes them and acknowledges: a put is
-//! durable when it returns. Puts are put-if-absent. Once the pack being
-//! appended passes its size limit (after its last sync) it is sealed
-//! (renamed from `.open` to `.pack`) and a new one is started.
+//! durable when it returns. Puts are put-if-absent; a put of a chunk already
+//! stored stamps it with a fresh touch sequence before it is acknowledged
+//! (see [`crate::store::index`]), new chunks are indexed with one. Once the
+//! pack being appended passes its size limit (after its last sync) it is
+//! sealed (renamed from `.open` to `.pack`) and a new one is started.
+//!
+//! A relocation ([`Put::relocate`], from compaction) is written even though
+//! its id is indexed; once durable, the entry is switched to the new record
+//! only if it still points at the old one (a sweep may have removed it, a
+//! corrupt read buried it), keeping its touch sequence.
 
 use crate::disk::direct::{align_up, AlignedBuf};
 use crate::disk::files::fsync_dir;
 use crate::error::ChunkNodeError;
+use crate::store::index::Entry;
 use crate::store::packfile::{header, pack_path, Loc, Pack, HEADER};
 use crate::store::shared::Shared;
 use bytes::Bytes;
 use cairn_core::ChunkId;
+use std::collections::hash_map::Entry as Slot;
 use std::collections::HashSet;
 use std::fs::{self, File};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -31,6 +40,9 @@ pub(crate) struct Put {
     pub(crate) data: Bytes,
     /// The caller hashed `data` itself; the committer need not again.
     pub(crate) hashed: bool,
+    /// Compaction moves the record at this location: written whatever the
+    /// index holds; the reply tells whether the entry was switched to it.
+    pub(crate) relocate: Option<Loc>,
     pub(crate) reply: oneshot::Sender<Result<bool, ChunkNodeError>>,
 }
 
@@ -80,38 +92,37 @@ impl Committer {
     }
 
     fn commit(&mut self, batch: Vec<Put>) {
-        // (put, new) of the puts that hash right.
+        // (put, to write) of the puts that hash right.
         let mut ok: Vec<(Put, bool)> = Vec::with_capacity(batch.len());
         let mut fresh = HashSet::new();
-        {
-            let index = self.shared.index.read().unwrap_or_else(|e| e.into_inner());
-            for p in batch {
-                if !p.hashed && ChunkId::of(&p.data) != p.id {
-                    let _ = p.reply.send(Err(ChunkNodeError::HashMismatch(p.id)));
-                    continue;
-                }
-                let new = !index.contains_key(&p.id) && fresh.insert(p.id);
-                ok.push((p, new));
+        for p in batch {
+            if !p.hashed && ChunkId::of(&p.data) != p.id {
+                let _ = p.reply.send(Err(ChunkNodeError::HashMismatch(p.id)));
+                continue;
             }
+            // A put of a stored chunk touches it (before the answer).
+            let write =
+                p.relocate.is_some() || (!self.shared.index.touch(&p.id) && fresh.insert(p.id));
+            ok.push((p, write));
         }
         match self.append(&ok) {
             Ok(locs) => {
-                {
-                    let mut index = self.shared.index.write().unwrap_or_else(|e| e.into_inner());
-                    for (id, loc) in locs {
-                        index.insert(id, loc);
-                        self.shared.chunks.fetch_add(1, Ordering::Relaxed);
-                        self.shared.bytes.fetch_add(u64::from(loc.len), Ordering::Relaxed);
-                    }
-                }
+                let mut locs = locs.into_iter();
+                let answers: Vec<bool> = ok
+                    .iter()
+                    .map(|(p, write)| match write.then(|| locs.next()).flatten() {
+                        Some((_, loc)) => self.index(p, loc),
+                        None => false,
+                    })
+                    .collect();
                 // Sealed before answering, so that once a put returns the
                 // committer is idle and the store may be reopened.
                 if let Err(e) = self.seal_if_full() {
                     tracing::error!(error = %e, "cannot seal a full pack; starting another");
                     self.active = None;
                 }
-                for (p, new) in ok {
-                    let _ = p.reply.send(Ok(new));
+                for ((p, _), answer) in ok.into_iter().zip(answers) {
+                    let _ = p.reply.send(Ok(answer));
                 }
             }
             Err(e) => {
@@ -130,10 +141,30 @@ impl Committer {
         }
     }
 
+    /// Indexes the durable record `loc` of `p`; returns the put's answer
+    /// (newly stored, or relocated).
+    fn index(&self, p: &Put, loc: Loc) -> bool {
+        let index = &self.shared.index;
+        let mut shard = index.write(&p.id);
+        match (p.relocate, shard.entry(p.id)) {
+            (None, Slot::Vacant(slot)) => {
+                slot.insert(Entry::new(loc, index.stamp()));
+                self.shared.chunks.fetch_add(1, Ordering::Relaxed);
+                self.shared.bytes.fetch_add(u64::from(loc.len), Ordering::Relaxed);
+                true
+            }
+            (Some(old), Slot::Occupied(mut slot)) if slot.get().loc == old => {
+                slot.get_mut().loc = loc;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Writes the new chunks of `puts` as one aligned write and syncs them.
     /// Returns their locations.
     fn append(&mut self, puts: &[(Put, bool)]) -> Result<Vec<(ChunkId, Loc)>, ChunkNodeError> {
-        let new: Vec<&Put> = puts.iter().filter(|(_, new)| *new).map(|(p, _)| p).collect();
+        let new: Vec<&Put> = puts.iter().filter(|(_, write)| *write).map(|(p, _)| p).collect();
         if new.is_empty() {
             return Ok(Vec::new());
         }
@@ -204,7 +235,7 @@ impl Committer {
                     (file.try_clone().map_err(|e| ChunkNodeError::io("open", &path, e))?, false)
                 }
             };
-            let pack = Arc::new(Pack::new(file, &path));
+            let pack = Arc::new(Pack::new(file, &path, false));
             self.shared.packs.write().unwrap_or_else(|e| e.into_inner()).insert(n, pack);
             self.active = Some(Active { n, file: writer, direct, end: 0 });
         }
@@ -219,6 +250,9 @@ impl Committer {
         fs::rename(&from, pack_path(&self.shared.dir, a.n, true))
             .map_err(|e| ChunkNodeError::io("seal", &from, e))?;
         fsync_dir(&self.shared.dir)?;
+        if let Some(pack) = self.shared.pack(a.n) {
+            pack.seal();
+        }
         self.active = None;
         Ok(())
     }

@@ -31,16 +31,34 @@
 //!   `data_dir/chunks/`) is moved into packs at open, verified, and the old
 //!   files removed once the packs are durable.
 //!
-//! Files: [`chunk_store`] (the handle: open, put, get, has), [`committer`],
-//! [`shared`] (index and verified reads), [`packfile`] (the record format),
-//! [`local`]. The store builds only on [`crate::disk`].
+//! - Garbage collection: puts and `has` hits stamp chunks with a touch
+//!   sequence, fences remember where each generation began, and a sweep
+//!   drops from the index what the gateway's live filter lacks and nobody
+//!   touched since ([`gc`]). Compaction then removes packs without live
+//!   records and rewrites mostly dead ones ([`compact`]); pack numbers are
+//!   never reused.
+//!
+//! Files: [`chunk_store`] (the handle: open, put, get, has, and the entry
+//! points of garbage collection), [`committer`], [`shared`] (what handles
+//! and the committer share; verified reads), [`index`] (the sharded index
+//! and the touch sequence), [`gc`] (fences and sweeps), [`compact`],
+//! [`packfile`] (the record format), [`local`]. The store builds only on
+//! [`crate::disk`].
 
 pub mod chunk_store;
 pub(crate) mod committer;
+pub(crate) mod compact;
+pub(crate) mod gc;
+pub(crate) mod index;
 pub mod local;
 pub(crate) mod packfile;
 pub(crate) mod shared;
 
-pub use chunk_store::{ChunkStore, StoreStats};
+pub use chunk_store::{ChunkStore, StoreStats, COMPACT_LIVE_FRACTION};
+pub use compact::CompactReport;
+pub use gc::SweepReport;
 pub use local::LocalStore;
 pub use packfile::MAX_CHUNK;
+
+#[cfg(test)]
+mod gc_tests;

@@ -22,6 +22,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 const MAGIC: u32 = 0x4b50_4331; // "1CPK"
 /// Largest chunk a store takes (blocks are 512 KiB; manifest pages smaller).
@@ -115,13 +116,36 @@ pub(crate) struct Pack {
     file: File,
     /// The same file opened with `O_DIRECT`, where allowed.
     direct: Option<File>,
+    /// No record will be appended to it any more (only sealed packs are
+    /// compacted).
+    sealed: AtomicBool,
 }
 
 impl Pack {
-    /// `file` is the pack at `path`, opened for reading.
-    pub(crate) fn new(file: File, path: &Path) -> Pack {
+    /// `file` is the pack at `path`, opened for reading; `sealed` unless the
+    /// committer appends to it.
+    pub(crate) fn new(file: File, path: &Path, sealed: bool) -> Pack {
         let direct = File::options().read(true).custom_flags(nix::libc::O_DIRECT).open(path).ok();
-        Pack { file, direct }
+        Pack { file, direct, sealed: AtomicBool::new(sealed) }
+    }
+
+    pub(crate) fn sealed(&self) -> bool {
+        self.sealed.load(Ordering::SeqCst)
+    }
+
+    /// Marks the pack sealed, once its last record is durable.
+    pub(crate) fn seal(&self) {
+        self.sealed.store(true, Ordering::SeqCst);
+    }
+
+    /// Bytes of the file.
+    pub(crate) fn size(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    /// The file, for walking its records.
+    pub(crate) fn file(&self) -> &File {
+        &self.file
     }
 
     /// The `len` payload bytes of the record at `offset`. A record cut short

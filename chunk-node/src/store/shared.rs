@@ -2,9 +2,16 @@
 //! chunk lies, the packs open for reading, the tombstones of corrupt records
 //! and the counters; and the verified read, which buries a corrupt record
 //! so that it is reported missing from then on.
+//!
+//! A read looks the chunk up, then its pack. Compaction
+//! ([`crate::store::compact`]) switches an entry to its new record before it
+//! drops the old pack from `packs`, so a read that finds its pack gone
+//! looks the chunk up again: it moved (or was swept). A read that already
+//! holds the old pack keeps reading the unlinked file.
 
 use crate::disk::reclog::RecordLog;
 use crate::error::ChunkNodeError;
+use crate::store::index::Index;
 use crate::store::packfile::{pack_path, Loc, Pack};
 use cairn_core::ChunkId;
 use std::collections::HashMap;
@@ -12,25 +19,60 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+/// Times a read looks a chunk up again after its pack went away.
+const MOVED_RETRIES: usize = 64;
+
 pub(crate) struct Shared {
     pub(crate) dir: PathBuf,
-    pub(crate) index: RwLock<HashMap<ChunkId, Loc>>,
+    pub(crate) index: Index,
     pub(crate) packs: RwLock<HashMap<u32, Arc<Pack>>>,
     pub(crate) tombstones: Mutex<RecordLog>,
     pub(crate) chunks: AtomicU64,
     pub(crate) bytes: AtomicU64,
     pub(crate) corrupt: AtomicU64,
+    /// Chunks and payload bytes deleted by sweeps since the store was opened.
+    pub(crate) gc_deleted: AtomicU64,
+    pub(crate) gc_deleted_bytes: AtomicU64,
 }
 
 impl Shared {
     /// The verified bytes of `id`, or `None` when it is absent (or was corrupt).
     pub(crate) fn get(&self, id: ChunkId) -> Result<Option<Vec<u8>>, ChunkNodeError> {
-        let Some(loc) = self.index.read().unwrap_or_else(|e| e.into_inner()).get(&id).copied()
-        else {
-            return Ok(None);
-        };
-        let pack = self.packs.read().unwrap_or_else(|e| e.into_inner()).get(&loc.pack).cloned();
-        let Some(pack) = pack else { return Ok(None) };
+        let mut loc = self.index.loc(&id);
+        for _ in 0..MOVED_RETRIES {
+            let Some(at) = loc else { return Ok(None) };
+            let Some(pack) = self.pack(at.pack) else {
+                // Compacted away: the entry moved (or the chunk was swept).
+                let again = self.index.loc(&id);
+                if again == loc {
+                    tracing::error!(chunk = %id, pack = at.pack, "indexed chunk in a removed pack");
+                    return Ok(None);
+                }
+                loc = again;
+                continue;
+            };
+            return self.read(id, at, &pack);
+        }
+        Err(ChunkNodeError::io(
+            "read",
+            &self.dir,
+            std::io::Error::other("chunk kept moving between packs"),
+        ))
+    }
+
+    /// Pack `n`, if it is open.
+    pub(crate) fn pack(&self, n: u32) -> Option<Arc<Pack>> {
+        self.packs.read().unwrap_or_else(|e| e.into_inner()).get(&n).cloned()
+    }
+
+    /// The verified payload of `id`'s record at `loc` in `pack`; a corrupt
+    /// record is buried and reported as `None`.
+    pub(crate) fn read(
+        &self,
+        id: ChunkId,
+        loc: Loc,
+        pack: &Pack,
+    ) -> Result<Option<Vec<u8>>, ChunkNodeError> {
         match pack.read_payload(loc.offset, loc.len as usize) {
             Ok(data) if ChunkId::of(&data) == id => return Ok(Some(data)),
             Ok(_) => {}
@@ -48,9 +90,9 @@ impl Shared {
         let mut payload = loc.pack.to_le_bytes().to_vec();
         payload.extend_from_slice(&loc.offset.to_le_bytes());
         self.tombstones.lock().unwrap_or_else(|e| e.into_inner()).append(&payload)?;
-        let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
-        if index.get(&id) == Some(&loc) {
-            index.remove(&id);
+        let mut shard = self.index.write(&id);
+        if shard.get(&id).map(|e| e.loc) == Some(loc) {
+            shard.remove(&id);
             self.chunks.fetch_sub(1, Ordering::Relaxed);
             self.bytes.fetch_sub(u64::from(loc.len), Ordering::Relaxed);
             self.corrupt.fetch_add(1, Ordering::Relaxed);
