@@ -13,9 +13,9 @@ use crate::records::{
 };
 use std::collections::BTreeMap;
 
-const LEASE: u64 = 10_000;
+pub(super) const LEASE: u64 = 10_000;
 
-fn volume(outpost: Option<OutpostId>) -> Volume {
+pub(super) fn volume(outpost: Option<OutpostId>) -> Volume {
     Volume {
         version: RECORD_VERSION,
         id: VolumeId::generate(),
@@ -35,7 +35,7 @@ fn volume(outpost: Option<OutpostId>) -> Volume {
     }
 }
 
-fn snapshot(v: &Volume, start: u64, outpost: Option<OutpostId>) -> Snapshot {
+pub(super) fn snapshot(v: &Volume, start: u64, outpost: Option<OutpostId>) -> Snapshot {
     Snapshot {
         version: RECORD_VERSION,
         id: SnapshotId::generate(),
@@ -59,7 +59,7 @@ fn snapshot(v: &Volume, start: u64, outpost: Option<OutpostId>) -> Snapshot {
     }
 }
 
-fn with_volume() -> (Records, Volume) {
+pub(super) fn with_volume() -> (Records, Volume) {
     let mut r = Records::default();
     let v = volume(None);
     r.apply(Command::CreateVolume { volume: v.clone(), client_token: None }).expect("volume");
@@ -67,7 +67,12 @@ fn with_volume() -> (Records, Volume) {
 }
 
 /// Creates a snapshot through apply with its job leased to `gw` from `now`.
-fn create(r: &mut Records, s: Snapshot, gw: &str, now: u64) -> Result<Snapshot, MetaError> {
+pub(super) fn create(
+    r: &mut Records,
+    s: Snapshot,
+    gw: &str,
+    now: u64,
+) -> Result<Snapshot, MetaError> {
     let cmd = Command::CreateSnapshot {
         snapshot: s,
         client_token: None,
@@ -80,11 +85,11 @@ fn create(r: &mut Records, s: Snapshot, gw: &str, now: u64) -> Result<Snapshot, 
     }
 }
 
-fn op(r: &mut Records, id: &SnapshotId, gw: &str, now: u64, op: JobOp) -> CommandResult {
+pub(super) fn op(r: &mut Records, id: &SnapshotId, gw: &str, now: u64, op: JobOp) -> CommandResult {
     r.apply(Command::CopyJob { id: id.clone(), owner: gw.into(), now_ms: now, op })
 }
 
-fn job(r: &Records, id: &SnapshotId) -> Option<CopyJob> {
+pub(super) fn job(r: &Records, id: &SnapshotId) -> Option<CopyJob> {
     match r.query(&Query::CopyJobs) {
         QueryOutput::CopyJobs(jobs) => jobs.into_iter().find(|j| &j.snapshot_id == id),
         other => panic!("unexpected {other:?}"),
