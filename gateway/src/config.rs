@@ -42,7 +42,9 @@ pub struct GatewayConfig {
     pub gateway_id: String,
     /// Length of a copy-job lease, in milliseconds. The holder renews it every
     /// third of that; a gateway that stops renewing (killed, hung) loses its
-    /// jobs to another gateway after at most this long.
+    /// jobs to another gateway once that one watched the lease go unrenewed
+    /// this long on its own clock (so at most about this long plus a scan).
+    /// Every gateway of a region must use the same length.
     pub job_lease_ms: u64,
     /// How often the job runner looks for jobs to run (unowned, or whose
     /// lease lapsed), in milliseconds.
@@ -54,6 +56,16 @@ pub struct GatewayConfig {
     /// A copy stream silent this long (no progress from the host) counts as
     /// a host failure and is retried, in seconds.
     pub copy_idle_secs: u64,
+    /// A volume left `creating` or `deleting` this long (by this gateway's
+    /// watch, with no job for it running here) is driven to its end by this
+    /// gateway's volume sweep, in milliseconds: the request or job that
+    /// started it died with its gateway or gave up. Longer than a request's
+    /// own work takes, so the sweep rarely runs beside it (it is harmless if
+    /// it does: every step is idempotent).
+    pub volume_stall_ms: u64,
+    /// For tests only: added to this gateway's wall clock (the times it
+    /// writes into leases), to show that no decision trusts clocks to agree.
+    pub clock_skew_ms: i64,
 }
 
 impl Default for GatewayConfig {
@@ -74,6 +86,8 @@ impl Default for GatewayConfig {
             job_scan_ms: 5_000,
             copy_host_timeout_secs: 600,
             copy_idle_secs: 120,
+            volume_stall_ms: 60_000,
+            clock_skew_ms: 0,
         }
     }
 }
@@ -97,6 +111,7 @@ impl GatewayConfig {
             job_scan_ms: 200,
             copy_host_timeout_secs: 10,
             copy_idle_secs: 5,
+            volume_stall_ms: 2_000,
             ..GatewayConfig::default()
         }
     }
@@ -132,8 +147,8 @@ impl GatewayConfig {
         if self.job_lease_ms < 300 {
             return err("job_lease_ms", "must be at least 300 (renewed every third of it)");
         }
-        if self.job_scan_ms == 0 || self.copy_idle_secs == 0 {
-            return err("job_scan_ms/copy_idle_secs", "must be positive");
+        if self.job_scan_ms == 0 || self.copy_idle_secs == 0 || self.volume_stall_ms == 0 {
+            return err("job_scan_ms/copy_idle_secs/volume_stall_ms", "must be positive");
         }
         if self.gateway_id.len() > 128 || self.gateway_id.chars().any(char::is_whitespace) {
             return err("gateway_id", "must be at most 128 characters, without spaces");
