@@ -100,7 +100,11 @@ impl ChunkNode {
                 node_id: config.node_id.clone(),
                 zone: info.zone(),
             },
-            volumes: rpc::VolumeHostService { host: host.clone(), local: Some(local) },
+            volumes: rpc::VolumeHostService {
+                host: host.clone(),
+                local: Some(local),
+                copies: Default::default(),
+            },
             staging: rpc::StagingService { store: StagingStore::new(&config.data_dir) },
         };
         let grpc_task = tokio::spawn(rpc::serve(grpc, services, rx.clone()));

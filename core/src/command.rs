@@ -12,6 +12,8 @@
 //! never this file nor each other.
 
 #[cfg(test)]
+mod copy_job_fence_tests;
+#[cfg(test)]
 mod copy_job_tests;
 mod copy_jobs;
 mod holds;

@@ -173,7 +173,9 @@ pub enum CopyJobKind {
 /// is pending. A gateway may run the job only while it owns an unexpired
 /// lease; a lease that lapses (the gateway died or hangs) lets any gateway
 /// acquire the job and resume it. Lease times are the proposing gateway's
-/// wall clock, so gateways' clocks must agree to well within a lease.
+/// wall clock, but no gateway compares them with its own: a taker waits
+/// until it watched the holder's expiry stay unchanged for a full lease on
+/// its monotonic clock, so clocks need not agree.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CopyJob {
     pub version: u16,
@@ -182,11 +184,17 @@ pub struct CopyJob {
     pub kind: CopyJobKind,
     /// The gateway holding (or last holding) the lease.
     pub owner: Option<String>,
-    /// When the lease lapses, in ms since the epoch.
+    /// When the lease lapses, in ms since the epoch, by the clock of the
+    /// gateway that last took or renewed it. Gateways compare it with their
+    /// own clocks only for the old `Acquire`; a takeover now waits until it
+    /// saw this value unchanged for a full lease (`JobOp::AcquireObserved`).
     pub lease_expires_ms: u64,
     /// Blocks of the volume whose chunks the host reported durable at RF.
     pub checkpoint_block: u64,
-    /// How many times a gateway acquired the job (1: only its creator).
+    /// How many times a gateway acquired the job (1: only its creator). It
+    /// rises on every change of holder and on nothing else, so it is the
+    /// job's epoch: the holder sends it with each `Copy` call and the volume
+    /// host refuses calls of an older epoch than one it has seen.
     pub acquisitions: u32,
     /// Failed copy attempts so far.
     pub failed_attempts: u32,

@@ -42,7 +42,9 @@ pub struct GatewayConfig {
     pub gateway_id: String,
     /// Length of a copy-job lease, in milliseconds. The holder renews it every
     /// third of that; a gateway that stops renewing (killed, hung) loses its
-    /// jobs to another gateway after at most this long.
+    /// jobs to another gateway once that one watched the lease go unrenewed
+    /// this long on its own clock (so at most about this long plus a scan).
+    /// Every gateway of a region must use the same length.
     pub job_lease_ms: u64,
     /// How often the job runner looks for jobs to run (unowned, or whose
     /// lease lapsed), in milliseconds.
@@ -62,6 +64,16 @@ pub struct GatewayConfig {
     /// partitions (walking the manifests once per partition), so memory is
     /// bounded by this, not by the number of chunks.
     pub gc_memory_bytes: u64,
+    /// A volume left `creating` or `deleting` this long (by this gateway's
+    /// watch, with no job for it running here) is driven to its end by this
+    /// gateway's volume sweep, in milliseconds: the request or job that
+    /// started it died with its gateway or gave up. Longer than a request's
+    /// own work takes, so the sweep rarely runs beside it (it is harmless if
+    /// it does: every step is idempotent).
+    pub volume_stall_ms: u64,
+    /// For tests only: added to this gateway's wall clock (the times it
+    /// writes into leases), to show that no decision trusts clocks to agree.
+    pub clock_skew_ms: i64,
 }
 
 impl Default for GatewayConfig {
@@ -84,6 +96,8 @@ impl Default for GatewayConfig {
             copy_idle_secs: 120,
             gc_interval_secs: 3600,
             gc_memory_bytes: 64 << 20,
+            volume_stall_ms: 60_000,
+            clock_skew_ms: 0,
         }
     }
 }
@@ -107,6 +121,7 @@ impl GatewayConfig {
             job_scan_ms: 200,
             copy_host_timeout_secs: 10,
             copy_idle_secs: 5,
+            volume_stall_ms: 2_000,
             ..GatewayConfig::default()
         }
     }
@@ -145,8 +160,8 @@ impl GatewayConfig {
         if !(1 << 16..=1 << 30).contains(&self.gc_memory_bytes) {
             return err("gc_memory_bytes", "must be between 64 KiB and 1 GiB");
         }
-        if self.job_scan_ms == 0 || self.copy_idle_secs == 0 {
-            return err("job_scan_ms/copy_idle_secs", "must be positive");
+        if self.job_scan_ms == 0 || self.copy_idle_secs == 0 || self.volume_stall_ms == 0 {
+            return err("job_scan_ms/copy_idle_secs/volume_stall_ms", "must be positive");
         }
         if self.gateway_id.len() > 128 || self.gateway_id.chars().any(char::is_whitespace) {
             return err("gateway_id", "must be at most 128 characters, without spaces");

@@ -42,6 +42,13 @@ impl Ctx {
         }
     }
 
+    /// This gateway's wall clock, in ms since the epoch (shifted by the
+    /// test-only `clock_skew_ms`): the times it writes into leases. Nothing
+    /// compares it with another gateway's.
+    pub fn now_ms(&self) -> u64 {
+        cairn_core::time::now_ms().saturating_add_signed(self.config.clock_skew_ms)
+    }
+
     /// Every copy job (one per pending snapshot).
     pub async fn copy_jobs(&self) -> Result<Vec<CopyJob>, MetaClientError> {
         match self.meta.read(&Query::CopyJobs).await? {

@@ -1,7 +1,9 @@
-//! Records the unit tests share (test builds only): a volume and a snapshot
-//! of it, complete and valid, for each test to adjust.
+//! Records the unit tests share (test builds only): a volume, a snapshot of
+//! it and its copy job, complete and valid, for each test to adjust.
 
-use cairn_core::records::{Snapshot, SnapshotState, Volume, VolumeState, RECORD_VERSION};
+use cairn_core::records::{
+    CopyJob, CopyJobKind, Snapshot, SnapshotState, Volume, VolumeState, RECORD_VERSION,
+};
 use cairn_core::{SnapshotId, VolumeId};
 use std::collections::BTreeMap;
 
@@ -47,5 +49,23 @@ pub fn snapshot() -> Snapshot {
         parent: None,
         full_size_bytes: None,
         tags: BTreeMap::new(),
+    }
+}
+
+/// The copy job of [`snapshot`], leased to `owner` until `lease_expires_ms`.
+pub fn copy_job(owner: &str, lease_expires_ms: u64) -> CopyJob {
+    let s = snapshot();
+    CopyJob {
+        version: RECORD_VERSION,
+        snapshot_id: s.id,
+        volume_id: s.volume_id,
+        kind: CopyJobKind::Snapshot,
+        owner: Some(owner.to_string()),
+        lease_expires_ms,
+        checkpoint_block: 0,
+        acquisitions: 1,
+        failed_attempts: 0,
+        host_down_since_ms: None,
+        last_error: None,
     }
 }

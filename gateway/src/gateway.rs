@@ -74,8 +74,6 @@ impl Gateway {
             axum::serve(http, app.into_make_service()).with_graceful_shutdown(http_signal).await
         });
         let nbd = spawn_nbd(nbd, ctx.meta.clone(), signal(stopped));
-        // The resume pass last: a worker that ended is listed until the next
-        // spawn, so the listing shows the pass's end.
         ebs::spawn_background(&ctx);
         jobs::spawn_workers(&ctx);
         gc::spawn(&ctx);
@@ -92,7 +90,7 @@ impl Gateway {
     }
 
     /// The background workers (copy job runner, EBS staging sweeper, volume
-    /// job resume) and what each is doing, by name.
+    /// sweep) and what each is doing, by name.
     pub fn workers(&self) -> Vec<WorkerStatus> {
         self.ctx.workers.list()
     }

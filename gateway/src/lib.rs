@@ -8,7 +8,7 @@
 //! Layout, from the top down (a module uses only modules beside or below
 //! it): [`gateway`] (lifecycle) starts [`app`] (routes and tower layers),
 //! the NBD door ([`nbd_door`]) and the background workers (the copy job
-//! runner and volume job resume of [`jobs`], the sweeper of [`ebs`]). The
+//! runner and volume sweep of [`jobs`], the sweeper of [`ebs`]). The
 //! app serves the two AWS fronts, [`ec2`] and [`ebs`], and the operator
 //! endpoints ([`admin`]). The fronts share [`http`] (request ids,
 //! authentication, the error trait) and start [`jobs`] (copies, restores,

@@ -97,6 +97,14 @@ impl HostError {
     }
 
     /// The gRPC code, when the node answered with one.
+    /// True when the volume host refused a copy because a newer job epoch
+    /// called it for the snapshot: another gateway holds the job now.
+    pub fn is_superseded(&self) -> bool {
+        matches!(self, HostError::Rpc { status, .. }
+            if status.code() == Code::FailedPrecondition
+                && status.message().starts_with("superseded by epoch"))
+    }
+
     pub fn code(&self) -> Option<Code> {
         match self {
             HostError::Rpc { status, .. } => Some(status.code()),

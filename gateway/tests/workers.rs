@@ -1,7 +1,7 @@
 //! The gateway's background workers: a started gateway lists its three
-//! (copy job runner, EBS staging sweeper, volume job resume), the resume
-//! pass stops once it has read the volumes, and keeps retrying while it
-//! cannot. The metadata group here is a stand-in that answers every read
+//! (copy job runner, EBS staging sweeper, volume sweep), the volume sweep
+//! runs again and again (it is not a one-off pass at start), and keeps
+//! retrying while it cannot read the volumes. The metadata group here is a stand-in that answers every read
 //! with nothing (no volumes, no jobs, no snapshots, no nodes).
 
 use cairn_core::command::{Query, QueryOutput};
@@ -17,7 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
-const RESUME: &str = "volume job resume";
+const SWEEP: &str = "volume sweep";
 
 /// A metadata group with no records that refuses writes.
 struct EmptyGroup;
@@ -99,15 +99,16 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> String {
 }
 
 #[tokio::test]
-async fn a_started_gateway_lists_its_workers_and_the_resume_pass_stops() {
+async fn a_started_gateway_lists_its_workers_and_the_volume_sweep_keeps_sweeping() {
     let gw = start(empty_group().await).await;
     let mut names: Vec<String> = gw.workers().into_iter().map(|w| w.name).collect();
     names.sort();
-    assert_eq!(names, ["copy job runner", "ebs staging sweeper", RESUME]);
+    assert_eq!(names, ["copy job runner", "ebs staging sweeper", SWEEP]);
 
-    until("the resume pass is over", || worker(&gw.workers(), RESUME).state.is_final()).await;
-    let resume = worker(&gw.workers(), RESUME).clone();
-    assert_eq!((resume.steps, resume.errors), (1, 0), "{resume:?}");
+    until("the sweep ran twice", || worker(&gw.workers(), SWEEP).steps >= 2).await;
+    let sweep = worker(&gw.workers(), SWEEP).clone();
+    assert_eq!(sweep.errors, 0, "{sweep:?}");
+    assert_ne!(sweep.state, WorkerState::Stopped, "{sweep:?}");
     until("the runner scanned", || worker(&gw.workers(), "copy job runner").steps >= 1).await;
     let runner = worker(&gw.workers(), "copy job runner").clone();
     assert_ne!(runner.state, WorkerState::Stopped, "{runner:?}");
@@ -118,21 +119,21 @@ async fn a_started_gateway_lists_its_workers_and_the_resume_pass_stops() {
     assert_eq!(health["status"], "ok", "{body}");
     let listed = health["workers"].as_array().unwrap();
     assert_eq!(listed.len(), 3, "{body}");
-    let resume = listed.iter().find(|w| w["name"] == RESUME).unwrap();
-    assert_eq!(resume["state"], "stopped", "{body}");
+    let sweep = listed.iter().find(|w| w["name"] == SWEEP).unwrap();
+    assert_ne!(sweep["state"], "stopped", "{body}");
 
     gw.shutdown().await;
 }
 
 #[tokio::test]
-async fn the_resume_pass_retries_while_the_metadata_group_is_missing() {
+async fn the_volume_sweep_retries_while_the_metadata_group_is_missing() {
     // Port 1 refuses connections: the metadata group is unreachable.
     let gw = start("http://127.0.0.1:1".into()).await;
-    until("a failed resume step", || worker(&gw.workers(), RESUME).errors >= 1).await;
-    let resume = worker(&gw.workers(), RESUME).clone();
-    assert_ne!(resume.state, WorkerState::Stopped, "{resume:?}");
-    let error = resume.last_error.unwrap_or_default();
-    assert!(error.contains("cannot read volumes to resume jobs yet"), "{error}");
+    until("a failed sweep step", || worker(&gw.workers(), SWEEP).errors >= 1).await;
+    let sweep = worker(&gw.workers(), SWEEP).clone();
+    assert_ne!(sweep.state, WorkerState::Stopped, "{sweep:?}");
+    let error = sweep.last_error.unwrap_or_default();
+    assert!(error.contains("cannot read volumes to sweep"), "{error}");
     // Shutdown stops it mid-retry.
     gw.shutdown().await;
 }

@@ -129,6 +129,8 @@ pub async fn copy_with_parent(
         replication_factor: rf,
         parent_manifest_root: root.to_vec(),
         parent_snapshot_id: id.into(),
+        // Unfenced, as a gateway older than epochs calls.
+        epoch: 0,
     };
     let mut stream = client.copy(req).await?.into_inner();
     let mut out = Vec::new();

@@ -19,6 +19,7 @@ use cairn_proto::pb::{CopyProgress, StoreNode};
 use futures::stream::{FuturesOrdered, StreamExt};
 use std::sync::Arc;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
 /// Batches being stored at once. A batch's last puts used to leave the
@@ -38,6 +39,10 @@ pub struct CopyJob {
     /// This node's own chunk store, when it may be among the targets: its
     /// replicas are stored directly, not through gRPC to ourselves.
     pub local: Option<LocalStore>,
+    /// Fires when the copy must stop (a newer call for the snapshot, see
+    /// [`crate::copy::fence`]): it stops between steps, never inside a
+    /// checkpoint, so its copy log is whole when it returns.
+    pub cancel: CancellationToken,
 }
 
 /// The manifest being stored while the last batches are.
@@ -45,8 +50,9 @@ type ManifestTask = AbortOnDropHandle<Result<StoredManifest, ChunkNodeError>>;
 
 /// Runs (or resumes) the copy of a frozen volume, reporting progress on
 /// `progress`. The last message has `done` set and carries the manifest
-/// root. A closed progress channel (the caller went away) stops the copy
-/// early without error; its durable progress is kept for the next run.
+/// root. A closed progress channel (the caller went away) or a cancellation
+/// stops the copy early without error; its durable progress is kept for the
+/// next run.
 pub async fn run(
     host: &VolumeHost,
     job: CopyJob,
@@ -65,19 +71,24 @@ pub async fn run(
         snapshot = %job.snapshot_id, incremental = freeze.record.incremental, total,
         resume_at = log.checkpoint, to_read = todo.len(), "copy started"
     );
-    if progress.send(tally.report(log.checkpoint)).await.is_err() {
+    let copy = CopyRun { volume, freeze, sender, parent_root, progress, cancel: job.cancel };
+    if !copy.report(tally.report(log.checkpoint)).await {
         return Ok(());
     }
 
-    let (reader, batches) = read::spawn(volume.clone(), freeze.clone(), todo);
-    let copy = CopyRun { volume, freeze, sender, parent_root, progress };
+    let (reader, batches) = read::spawn(copy.volume.clone(), copy.freeze.clone(), todo);
     let Some((log, manifest)) = copy.store_batches(log, &mut tally, batches).await? else {
-        tracing::info!(snapshot = %job.snapshot_id, "copy abandoned by its caller");
+        tracing::info!(snapshot = %job.snapshot_id, "copy abandoned by its caller, or stopped");
         reader.abort();
         return Ok(());
     };
     reader.await?;
-    let built = manifest.await??;
+    let built = tokio::select! {
+        built = manifest => built??,
+        // The manifest task is aborted as it drops; its pages are
+        // content-addressed, so a later run stores them again harmlessly.
+        _ = copy.cancel.cancelled() => return Ok(()),
+    };
     copy.finish(&job.snapshot_id, &log, tally, built).await;
     Ok(())
 }
@@ -113,9 +124,19 @@ struct CopyRun {
     sender: Arc<Sender>,
     parent_root: Option<ChunkId>,
     progress: mpsc::Sender<CopyProgress>,
+    cancel: CancellationToken,
 }
 
 impl CopyRun {
+    /// Sends one progress message; false when the caller went away or the
+    /// copy was stopped while the caller was not reading.
+    async fn report(&self, p: CopyProgress) -> bool {
+        tokio::select! {
+            sent = self.progress.send(p) => sent.is_ok() && !self.cancel.is_cancelled(),
+            _ = self.cancel.cancelled() => false,
+        }
+    }
+
     /// Stores the reader's batches, a few at a time, and checkpoints each
     /// once it and every one before it are durable; once every block was
     /// read, starts storing the manifest. Returns the log and the manifest's
@@ -163,13 +184,17 @@ impl CopyRun {
                     continue;
                 }
                 Some(stored) = storing.next() => stored??,
+                // Stopped: between steps, so no checkpoint is cut in half.
+                _ = self.cancel.cancelled(), if !read_all || !storing.is_empty() => {
+                    return Ok(None)
+                }
                 else => break,
             };
             // Durable at RF: record it, then let copy-on-write skip these blocks.
             tally.add(&stored);
             let checkpoint = stored.last + 1;
             log = checkpoint::commit(log, &self.freeze, stored).await?;
-            if self.progress.send(tally.report(checkpoint)).await.is_err() {
+            if !self.report(tally.report(checkpoint)).await {
                 return Ok(None);
             }
         }

@@ -12,12 +12,16 @@
 //! checkpoint a re-run resumes from. Finally the manifest is built, from the
 //! parent's when the freeze was incremental (only changed pages are
 //! written), and its pages and root are stored the same way ([`manifest`]).
-//! Every step is idempotent. [`executor`] runs the steps.
+//! Every step is idempotent. [`executor`] runs the steps, and [`fence`]
+//! admits them: one copy per snapshot at a time, and none of a superseded
+//! job epoch.
 
 mod checkpoint;
 pub mod executor;
+pub mod fence;
 mod manifest;
 mod read;
 mod store;
 
 pub use executor::{run, CopyJob};
+pub use fence::{CopyFence, Superseded, Ticket};

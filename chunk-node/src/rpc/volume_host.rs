@@ -1,8 +1,9 @@
 //! The `VolumeHost` gRPC service: volumes created (empty, or restored from
 //! a snapshot), deleted, frozen, copied (progress streamed back) and
-//! released, and their counters.
+//! released, and their counters. Copies go through the host's
+//! [`CopyFence`]: one per snapshot at a time, none of a superseded epoch.
 
-use crate::copy::{self, CopyJob};
+use crate::copy::{self, CopyFence, CopyJob, Ticket};
 use crate::error::chunk_id;
 use crate::restore::{self, RestoreJob};
 use crate::store::LocalStore;
@@ -17,6 +18,8 @@ pub struct VolumeHostService {
     pub host: VolumeHost,
     /// This node's chunk store: copies store their local replicas directly.
     pub local: Option<LocalStore>,
+    /// The copy running per snapshot and the newest job epoch seen.
+    pub copies: CopyFence,
 }
 
 type CopyStream = Pin<Box<dyn Stream<Item = Result<pb::CopyProgress, Status>> + Send>>;
@@ -71,6 +74,13 @@ impl pb::volume_host_server::VolumeHost for VolumeHostService {
         request: Request<pb::CopyRequest>,
     ) -> Result<Response<Self::CopyStream>, Status> {
         let req = request.into_inner();
+        // Admitted first: a superseded call is refused whatever else holds,
+        // and a newer one waits here until the running copy has stopped.
+        let ticket = self
+            .copies
+            .enter(&req.snapshot_id, req.epoch)
+            .await
+            .map_err(|s| Status::failed_precondition(s.to_string()))?;
         let job = CopyJob {
             volume_id: req.volume_id,
             snapshot_id: req.snapshot_id,
@@ -79,20 +89,14 @@ impl pb::volume_host_server::VolumeHost for VolumeHostService {
             parent_manifest_root: req.parent_manifest_root,
             parent_snapshot_id: req.parent_snapshot_id,
             local: self.local.clone(),
+            cancel: ticket.cancelled(),
         };
         // Refuse at once what can be refused before streaming starts.
         self.host.frozen(&job.volume_id, &job.snapshot_id)?;
         let (progress_tx, progress_rx) = mpsc::channel(16);
         let (err_tx, err_rx) = mpsc::channel::<Status>(1);
         let host = self.host.clone();
-        let runner = host.clone();
-        runner.spawn(async move {
-            if let Err(e) = copy::run(&host, job, progress_tx).await {
-                tracing::warn!(error = %e, "copy failed");
-                // The caller may already be gone.
-                let _ = err_tx.send(e.into()).await;
-            }
-        });
+        host.clone().spawn(run_copy(host, job, ticket, progress_tx, err_tx));
         // Progress first; a failure, if any, comes after the last progress.
         let progress = tokio_stream::wrappers::ReceiverStream::new(progress_rx).map(Ok);
         let failure = tokio_stream::wrappers::ReceiverStream::new(err_rx).map(Err);
@@ -105,6 +109,7 @@ impl pb::volume_host_server::VolumeHost for VolumeHostService {
     ) -> Result<Response<pb::ReleaseReply>, Status> {
         let req = request.into_inner();
         self.host.release(&req.volume_id, &req.snapshot_id).await?;
+        self.copies.forget(&req.snapshot_id);
         Ok(Response::new(pb::ReleaseReply {}))
     }
 
@@ -128,4 +133,32 @@ impl pb::volume_host_server::VolumeHost for VolumeHostService {
         };
         Ok(Response::new(reply))
     }
+}
+
+/// Runs one admitted copy, holding its ticket until it ended (so the next
+/// copy of the snapshot starts only then), and reports how it ended after
+/// its last progress: its failure, or that a newer call stopped it.
+async fn run_copy(
+    host: VolumeHost,
+    job: CopyJob,
+    ticket: Ticket,
+    progress: mpsc::Sender<pb::CopyProgress>,
+    failure: mpsc::Sender<Status>,
+) {
+    let snapshot = job.snapshot_id.clone();
+    let ended = copy::run(&host, job, progress).await;
+    let status = match (ended, ticket.superseded()) {
+        (Err(e), _) => {
+            tracing::warn!(snapshot, error = %e, "copy failed");
+            Status::from(e)
+        }
+        (Ok(()), Some(s)) => {
+            tracing::info!(snapshot, "copy stopped: {s}");
+            Status::failed_precondition(s.to_string())
+        }
+        (Ok(()), None) => return,
+    };
+    drop(ticket);
+    // The caller may already be gone.
+    let _ = failure.send(status).await;
 }

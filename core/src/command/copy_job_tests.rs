@@ -13,7 +13,7 @@ use crate::records::{
 };
 use std::collections::BTreeMap;
 
-const LEASE: u64 = 10_000;
+pub(super) const LEASE: u64 = 10_000;
 
 pub(super) fn volume(outpost: Option<OutpostId>) -> Volume {
     Volume {
@@ -85,11 +85,11 @@ pub(super) fn create(
     }
 }
 
-fn op(r: &mut Records, id: &SnapshotId, gw: &str, now: u64, op: JobOp) -> CommandResult {
+pub(super) fn op(r: &mut Records, id: &SnapshotId, gw: &str, now: u64, op: JobOp) -> CommandResult {
     r.apply(Command::CopyJob { id: id.clone(), owner: gw.into(), now_ms: now, op })
 }
 
-fn job(r: &Records, id: &SnapshotId) -> Option<CopyJob> {
+pub(super) fn job(r: &Records, id: &SnapshotId) -> Option<CopyJob> {
     match r.query(&Query::CopyJobs) {
         QueryOutput::CopyJobs(jobs) => jobs.into_iter().find(|j| &j.snapshot_id == id),
         other => panic!("unexpected {other:?}"),

@@ -73,11 +73,14 @@ impl Records {
         match op {
             JobOp::Acquire { lease_ms } => {
                 if job.can_acquire(&owner, now_ms) {
-                    if !holds {
-                        job.acquisitions = job.acquisitions.saturating_add(1);
-                        job.owner = Some(owner);
-                    }
-                    job.lease_expires_ms = now_ms.saturating_add(lease_ms);
+                    take(&mut job, owner, holds, now_ms, lease_ms);
+                    self.put_copy_job(job.clone());
+                }
+            }
+            JobOp::AcquireObserved { lease_ms, seen_expiry_ms } => {
+                let lapsed = seen_expiry_ms == Some(job.lease_expires_ms);
+                if holds || job.owner.is_none() || lapsed {
+                    take(&mut job, owner, holds, now_ms, lease_ms);
                     self.put_copy_job(job.clone());
                 }
             }
@@ -138,4 +141,16 @@ impl Records {
         }
         Ok(CommandOutput::CopyJob(job))
     }
+}
+
+/// `owner` takes `job` (`holds`: it held it already) with a lease of
+/// `lease_ms` from `now_ms`. A change of holder raises `acquisitions`, the
+/// job's epoch: every holder runs the copy under an epoch higher than any
+/// earlier holder's, which is how volume hosts refuse a superseded copy.
+fn take(job: &mut CopyJob, owner: String, holds: bool, now_ms: u64, lease_ms: u64) {
+    if !holds {
+        job.acquisitions = job.acquisitions.saturating_add(1);
+        job.owner = Some(owner);
+    }
+    job.lease_expires_ms = now_ms.saturating_add(lease_ms);
 }

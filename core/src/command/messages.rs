@@ -191,7 +191,9 @@ pub enum CopyOutcome {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum JobOp {
     /// Takes the job if nobody holds it, the caller holds it already, or the
-    /// holder's lease lapsed; the lease then runs `lease_ms` from `now_ms`.
+    /// holder's lease lapsed by the caller's clock; the lease then runs
+    /// `lease_ms` from `now_ms`. Kept for the log entries that carry it;
+    /// gateways send [`JobOp::AcquireObserved`], which trusts no clock.
     Acquire { lease_ms: u64 },
     /// Extends the caller's lease to `now_ms + lease_ms`.
     Renew { lease_ms: u64 },
@@ -206,4 +208,16 @@ pub enum JobOp {
     HostUp,
     /// Ends the snapshot (completed or error) and removes the job.
     Finish { outcome: CopyOutcome },
+    /// Takes the job without comparing clocks: if nobody holds it or the
+    /// caller does, as [`JobOp::Acquire`]; from another holder only if its
+    /// `lease_expires_ms` still equals `seen_expiry_ms`, the value the caller
+    /// watched stay unchanged for a full lease on its own monotonic clock (a
+    /// holder that renews changes it, so a live holder is never taken over
+    /// whatever the gateways' clocks say). `None` takes only an unheld job or
+    /// the caller's own. The lease then runs `lease_ms` from `now_ms`, and a
+    /// change of holder raises `acquisitions`, the job's epoch.
+    ///
+    /// Appended last: the variants above keep their bincode tags, so older
+    /// log entries still decode (and `Acquire` still applies as it did).
+    AcquireObserved { lease_ms: u64, seen_expiry_ms: Option<u64> },
 }

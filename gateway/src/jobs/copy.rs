@@ -14,7 +14,15 @@
 //!   `jobs/runner.rs`) and acquires those whose lease lapsed (their gateway
 //!   was killed or hangs), or that it holds itself without running them (a
 //!   restart under a fixed `gateway_id`). Acquiring is a compare-and-set in
-//!   the metadata group, so one wins.
+//!   the metadata group, so one wins. A lease has lapsed when the runner
+//!   watched its expiry stay unchanged for a full lease on its own monotonic
+//!   clock ([`JobOp::AcquireObserved`]); no gateway compares its clock with
+//!   another's.
+//! - Each acquisition by another gateway raises the job's epoch (its
+//!   `acquisitions`), which every `Copy` call carries: the volume host runs
+//!   one copy per snapshot at a time, stops the running one for a call of a
+//!   newer or equal epoch and refuses an older one ("superseded"), which the
+//!   old holder takes as having lost the job.
 //! - Running a job means calling the volume host's `Copy` for the frozen
 //!   image, with the parent's manifest root for an incremental copy. The
 //!   host keeps its own durable copy state, so calling `Copy` again after a
@@ -31,8 +39,8 @@
 //!   manifest root, or error), which removes the job, then asks the host to
 //!   release the frozen image.
 //!
-//! Lease times are wall-clock milliseconds of the proposing gateway: the
-//! gateways' clocks must agree to well within a lease.
+//! Lease times are wall-clock milliseconds of the proposing gateway; they
+//! are only ever compared for equality, so clocks need not agree.
 
 use super::host::{find_node, freeze, release};
 use super::lease::{holding_lease, step, StepError, Stop};
@@ -86,7 +94,7 @@ pub async fn freeze_and_copy(
                 blocks_to_read = reply.blocks_to_read,
                 "volume frozen"
             );
-            spawn_copy(ctx, id, Some(claim));
+            spawn_copy(ctx, id, Some(claim), None);
             Ok(snapshot)
         }
         Ok(Err(e)) => {
@@ -98,7 +106,7 @@ pub async fn freeze_and_copy(
             let cmd = Command::CopyJob {
                 id: id.clone(),
                 owner: ctx.gateway_id().to_string(),
-                now_ms: now_ms(),
+                now_ms: ctx.now_ms(),
                 op,
             };
             match ctx.meta.write(&cmd).await? {
@@ -125,8 +133,15 @@ pub async fn freeze_and_copy(
 
 /// Runs the copy job of snapshot `id` in the background, if no job for it
 /// runs here and this gateway can acquire its lease. `claim` is the local
-/// slot when the caller holds it already.
-pub fn spawn_copy(ctx: &Arc<Ctx>, id: SnapshotId, claim: Option<Claim>) {
+/// slot when the caller holds it already; `seen_expiry_ms` is the other
+/// holder's lease expiry the caller watched lapse ([`JobOp::AcquireObserved`]),
+/// `None` when the job is this gateway's or nobody's.
+pub fn spawn_copy(
+    ctx: &Arc<Ctx>,
+    id: SnapshotId,
+    claim: Option<Claim>,
+    seen_expiry_ms: Option<u64>,
+) {
     let claim = match claim.or_else(|| ctx.jobs.claim(id.as_str())) {
         Some(c) => c,
         None => return,
@@ -134,7 +149,7 @@ pub fn spawn_copy(ctx: &Arc<Ctx>, id: SnapshotId, claim: Option<Claim>) {
     let c = ctx.clone();
     ctx.jobs.spawn(async move {
         let _claim = claim;
-        run(&c, id).await;
+        run(&c, id, seen_expiry_ms).await;
     });
 }
 
@@ -143,9 +158,9 @@ struct CopyDone {
     full_size_bytes: u64,
 }
 
-async fn run(ctx: &Ctx, id: SnapshotId) {
+async fn run(ctx: &Ctx, id: SnapshotId, seen_expiry_ms: Option<u64>) {
     let lease_ms = ctx.config.job_lease_ms;
-    let job = match step(ctx, &id, JobOp::Acquire { lease_ms }).await {
+    let job = match step(ctx, &id, JobOp::AcquireObserved { lease_ms, seen_expiry_ms }).await {
         Ok(j) => j,
         Err(StepError::Lost(why)) => {
             tracing::debug!(snapshot = %id, why, "copy job not acquired");
@@ -179,7 +194,7 @@ async fn run(ctx: &Ctx, id: SnapshotId) {
     let cmd = Command::CopyJob {
         id: id.clone(),
         owner: ctx.gateway_id().to_string(),
-        now_ms: now_ms(),
+        now_ms: ctx.now_ms(),
         op: JobOp::Finish { outcome },
     };
     match write_retrying(ctx, &cmd).await {
@@ -277,9 +292,13 @@ async fn copy_until_done(ctx: &Ctx, job: &CopyJob) -> Result<CopyDone, Stop> {
         n += 1;
         a.heard = false;
         a.first_checkpoint = None;
-        let e = match copy_once(ctx, id, &mut a).await {
+        let e = match copy_once(ctx, id, job.acquisitions, &mut a).await {
             Ok(done) => return Ok(done),
             Err(AttemptError::Stop(s)) => return Err(s),
+            // A newer epoch called the host: another gateway holds the job.
+            Err(AttemptError::Host(e)) if e.is_superseded() => {
+                return Err(Stop::Lost(e.to_string()))
+            }
             Err(AttemptError::Host(e)) if e.is_transient() => e,
             Err(AttemptError::Host(e)) => {
                 return Err(Stop::Failed(format!("The snapshot copy failed: {e}")))
@@ -315,10 +334,15 @@ async fn copy_until_done(ctx: &Ctx, job: &CopyJob) -> Result<CopyDone, Stop> {
 
 /// One run of the host's `Copy`: checks the snapshot is still pending,
 /// builds the request, opens the progress stream and follows it.
-async fn copy_once(ctx: &Ctx, id: &SnapshotId, a: &mut Attempt) -> Result<CopyDone, AttemptError> {
+async fn copy_once(
+    ctx: &Ctx,
+    id: &SnapshotId,
+    epoch: u32,
+    a: &mut Attempt,
+) -> Result<CopyDone, AttemptError> {
     let snap = pending_snapshot(ctx, id).await?;
     a.committed = a.committed.max(snap.progress);
-    let (host, req) = copy_request(ctx, &snap).await?;
+    let (host, req) = copy_request(ctx, &snap, epoch).await?;
     let mut c = ctx.nodes.volume_host(&host)?;
     let idle = ctx.config.copy_idle_secs;
     let stream = match call(&host.node_id, idle, c.copy(req)).await {
@@ -347,10 +371,12 @@ async fn pending_snapshot(ctx: &Ctx, id: &SnapshotId) -> Result<Snapshot, Attemp
 }
 
 /// The volume's host and the `Copy` request for it: the destination's
-/// nodes as targets, and the parent for an incremental copy.
+/// nodes as targets, the parent for an incremental copy, and the job's
+/// epoch (its `acquisitions`) as the host's fence.
 async fn copy_request(
     ctx: &Ctx,
     snap: &Snapshot,
+    epoch: u32,
 ) -> Result<(ChunkNodeInfo, pb::CopyRequest), AttemptError> {
     let Some(volume) = ctx.volume(&snap.volume_id).await? else {
         return Err(AttemptError::Stop(Stop::Failed(format!(
@@ -377,6 +403,7 @@ async fn copy_request(
         replication_factor: ctx.config.replication_factor,
         parent_manifest_root,
         parent_snapshot_id,
+        epoch: u64::from(epoch),
     };
     Ok((host, req))
 }

@@ -5,7 +5,6 @@
 use crate::ctx::Ctx;
 use cairn_core::command::{Command, CommandOutput, JobOp};
 use cairn_core::records::CopyJob;
-use cairn_core::time::now_ms;
 use cairn_core::SnapshotId;
 use cairn_proto::MetaClientError;
 use std::future::Future;
@@ -32,7 +31,7 @@ pub enum StepError {
 /// holds the job after the step.
 pub async fn step(ctx: &Ctx, id: &SnapshotId, op: JobOp) -> Result<CopyJob, StepError> {
     let me = ctx.gateway_id();
-    let cmd = Command::CopyJob { id: id.clone(), owner: me.to_string(), now_ms: now_ms(), op };
+    let cmd = Command::CopyJob { id: id.clone(), owner: me.to_string(), now_ms: ctx.now_ms(), op };
     match ctx.meta.write(&cmd).await {
         Ok(Ok(CommandOutput::CopyJob(j))) if j.owner.as_deref() == Some(me) => Ok(j),
         Ok(Ok(CommandOutput::CopyJob(j))) => Err(StepError::Lost(format!(

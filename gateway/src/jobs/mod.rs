@@ -11,25 +11,30 @@
 //! (their gateway died) and resumes them. Every call to a volume host goes
 //! through [`host`].
 //!
-//! Volumes ([`volumes`]): on start, a worker finishes every `creating`
-//! volume (the host's CreateVolume is idempotent; with lazy load it returns
-//! as soon as the volume exists, and the volume turns `available`) and every
-//! `deleting` one. These are not leased: two gateways starting at once both
-//! call the host, which is harmless because every step is idempotent.
+//! Volumes ([`volumes`]): the work that ends `creating` and `deleting`
+//! runs as jobs, never inside the request that started it, so a request
+//! that times out or loses its client leaves nothing half done. A worker
+//! ([`volume_sweep`]) finishes, periodically, every volume left `creating`
+//! (the host's CreateVolume is idempotent; with lazy load it returns as soon
+//! as the volume exists, and the volume turns `available`) or `deleting`
+//! longer than `volume_stall_ms` with no job for it here. These are not
+//! leased: two gateways sweeping one volume both call the host, which is
+//! harmless because every step is idempotent.
 
 pub mod copy;
 pub mod host;
 pub mod lease;
 pub mod runner;
+pub mod volume_sweep;
 pub mod volumes;
 
 use crate::ctx::Ctx;
 use std::sync::Arc;
 
 /// Starts this gateway's job workers: the copy job runner
-/// ([`runner::spawn_runner`]) and the pass that finishes the volumes earlier
-/// gateways left `creating` or `deleting` ([`volumes::spawn_resume`]).
+/// ([`runner::spawn_runner`]) and the sweep that finishes the volumes left
+/// `creating` or `deleting` ([`volume_sweep::spawn_sweep`]).
 pub fn spawn_workers(ctx: &Arc<Ctx>) {
     runner::spawn_runner(ctx);
-    volumes::spawn_resume(ctx);
+    volume_sweep::spawn_sweep(ctx);
 }

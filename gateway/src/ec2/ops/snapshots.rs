@@ -104,7 +104,7 @@ pub async fn create(
         snapshot,
         client_token: None,
         job_owner: ctx.gateway_id().to_string(),
-        lease_expires_ms: now_ms().saturating_add(ctx.config.job_lease_ms),
+        lease_expires_ms: ctx.now_ms().saturating_add(ctx.config.job_lease_ms),
     };
     let CommandOutput::Snapshot(snapshot) = records::write(ctx, &cmd).await? else {
         return Err(Ec2Error::InternalError("CreateSnapshot returned no snapshot".into()));

@@ -9,6 +9,7 @@ use crate::ec2::records;
 use crate::ec2::xml::{described_volume, success_body, volume_members, RenderCtx};
 use crate::http::auth::Caller;
 use crate::jobs;
+use crate::jobs::volumes::VolumeJobError;
 use crate::nodes::{choose_host, HostError};
 use cairn_core::command::{Command, CommandOutput};
 use cairn_core::records::{SnapshotState, Volume, VolumeState, RECORD_VERSION};
@@ -280,28 +281,29 @@ pub async fn create(
 }
 
 /// An empty volume: the host creates it now, then the record turns
-/// `available`. On failure the record is removed, so nothing half-made stays.
+/// `available`; on failure the record is removed, so nothing half-made
+/// stays. The work is a job (`jobs::volumes::create_empty`): if this
+/// request ends first, the job still finishes the volume.
 async fn create_empty(ctx: &Arc<Ctx>, volume: Volume) -> Result<Volume, Ec2Error> {
-    match jobs::host::create_on_host(ctx, &volume, 3).await {
-        Ok(()) => {
-            let cmd =
-                Command::SetVolumeState { id: volume.id.clone(), state: VolumeState::Available };
-            match records::write(ctx, &cmd).await? {
-                CommandOutput::Volume(v) => Ok(v),
-                _ => Err(Ec2Error::InternalError("SetVolumeState returned no volume".into())),
-            }
-        }
-        Err(e) => {
-            tracing::warn!(volume = %volume.id, error = %e, "volume host refused CreateVolume");
-            if let Err(del) =
-                records::write(ctx, &Command::DeleteVolume { id: volume.id.clone() }).await
-            {
-                // The record stays `creating`; the next gateway start retries the host.
-                tracing::error!(volume = %volume.id, error = %del, "could not remove the volume record");
-            }
-            Err(host_error(e))
-        }
+    match jobs::volumes::create_empty(ctx, volume.clone()) {
+        Some(answer) => answer.await.map_err(stopped)?.map_err(job_error),
+        // A job here creates it already: it answers `creating` for now.
+        None => Ok(volume),
     }
+}
+
+/// A volume job's failure as the EC2 caller sees it.
+fn job_error(e: VolumeJobError) -> Ec2Error {
+    match e {
+        VolumeJobError::Host(e) => host_error(e),
+        VolumeJobError::Refused(e) => e.into(),
+        VolumeJobError::Metadata(e) => e.into(),
+    }
+}
+
+/// A volume job stopped before answering: the gateway is shutting down.
+fn stopped(_: tokio::sync::oneshot::error::RecvError) -> Ec2Error {
+    Ec2Error::Unavailable("the gateway is shutting down; the volume job resumes later".into())
 }
 
 /// A chunk node's failure as the EC2 caller sees it.
@@ -418,11 +420,11 @@ pub async fn delete(
             "Volume {id} has pending snapshots; delete it once they finish."
         )));
     }
-    if let Err(e) = jobs::host::delete_on_host(ctx, &volume).await {
-        restore(ctx.clone(), id.clone()).await;
-        return Err(host_error(e));
+    // From here a job deletes it (or, on a host failure, turns it back to
+    // `previous`), whether or not this request waits to the end.
+    if let Some(answer) = jobs::volumes::delete(ctx, volume, previous) {
+        answer.await.map_err(stopped)?.map_err(job_error)?;
     }
-    records::write(ctx, &Command::DeleteVolume { id }).await?;
     Ok(success_body("DeleteVolume", rid, |w| {
         w.leaf("return", "true");
     }))
