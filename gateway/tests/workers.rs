@@ -4,7 +4,7 @@
 //! retrying while it cannot read the volumes. The metadata group here is a stand-in that answers every read
 //! with nothing (no volumes, no jobs, no snapshots, no nodes).
 
-use cairn_core::command::{Query, QueryOutput};
+use cairn_core::command::{GcHolders, Query, QueryOutput};
 use cairn_gateway::{Gateway, GatewayConfig};
 use cairn_proto::pb::metadata_server::{Metadata, MetadataServer};
 use cairn_proto::pb::{
@@ -38,6 +38,10 @@ impl Metadata for EmptyGroup {
             Query::Snapshots => QueryOutput::Snapshots(Vec::new()),
             Query::Nodes => QueryOutput::Nodes(Vec::new()),
             Query::CopyJobs => QueryOutput::CopyJobs(Vec::new()),
+            Query::GcHolders => {
+                QueryOutput::GcHolders(GcHolders { generation: 0, holds: Vec::new() })
+            }
+            Query::Hold(_) => QueryOutput::Hold(None),
         };
         let data = bincode::serialize(&out).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(ClientReply { data, not_leader: false, leader_addr: String::new() }))

@@ -3,7 +3,7 @@
 //! hydrating volume; garbage collection frees what nothing needs, and every
 //! snapshot left restores byte for byte over NBD.
 
-use cairn_tests::http;
+use cairn_tests::gc::{run_pass, stored_bytes};
 use cairn_tests::nbd::NbdConn;
 use cairn_tests::{wait_for, xml_text, TestCluster};
 use std::collections::BTreeMap;
@@ -13,6 +13,9 @@ const BS: usize = cairn_core::BLOCK_SIZE;
 const LONG: Duration = Duration::from_secs(120);
 /// The blocks the tests write: the first 32 MiB of a 1 GiB volume.
 const SPAN: u64 = 64;
+/// The blocks the restore test writes: 128 MiB, so that the restored volume
+/// is still hydrating when its source is deleted.
+const WIDE: u64 = 256;
 
 /// A block's content for `(round, block)`: distinct for each pair.
 fn content(round: u64, b: u64) -> Vec<u8> {
@@ -53,33 +56,6 @@ async fn delete_snapshot(c: &TestCluster, snap: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs a garbage collection pass to its end; returns its report.
-async fn gc(c: &TestCluster) -> anyhow::Result<serde_json::Value> {
-    let (status, body) = http::post(c.http_addr(), "/_cairn/gc").await?;
-    anyhow::ensure!(status == 202, "POST /_cairn/gc: {status} {body}");
-    let n = serde_json::from_str::<serde_json::Value>(&body)?["requested"].as_u64().unwrap_or(0);
-    let mut last = serde_json::Value::Null;
-    wait_for("the gc pass ends", LONG, || {
-        let last = &mut last;
-        async move {
-            let Ok((200, b)) = http::get(c.http_addr(), "/_cairn/gc").await else { return false };
-            let Ok(s) = serde_json::from_str::<serde_json::Value>(&b) else { return false };
-            let done = s["finished"].as_u64().unwrap_or(0) >= n && s["running"] == false;
-            *last = s;
-            done
-        }
-    })
-    .await?;
-    anyhow::ensure!(last["last_error"].is_null(), "gc failed: {}", last["last_error"]);
-    Ok(last["last"].clone())
-}
-
-/// Bytes the chunk stores hold, over every node.
-async fn stored_bytes(c: &TestCluster) -> anyhow::Result<u64> {
-    let (_, body) = http::get(c.http_addr(), "/_cairn/chunks").await?;
-    Ok(serde_json::from_str::<serde_json::Value>(&body)?["bytes"].as_u64().unwrap_or(0))
-}
-
 /// Bytes of pack files on disk, over every node (what `du` sees).
 fn pack_file_bytes(c: &TestCluster) -> u64 {
     let mut total = 0;
@@ -98,6 +74,7 @@ async fn restores_to(
     snap: &str,
     want: &BTreeMap<u64, Vec<u8>>,
 ) -> anyhow::Result<()> {
+    let span = want.keys().max().map_or(SPAN, |m| (m + 1).max(SPAN));
     let (status, body) =
         c.ec2("CreateVolume", &[("AvailabilityZone", "cairn-1b"), ("SnapshotId", snap)]).await?;
     anyhow::ensure!(status == 200, "restore {snap}: {body}");
@@ -107,7 +84,7 @@ async fn restores_to(
     })
     .await?;
     let mut r = NbdConn::connect(c.nbd_addr(), &vol).await?;
-    for b in 0..SPAN {
+    for b in 0..span {
         let got = r.read(b * BS as u64, BS as u32).await?;
         let ok = match want.get(&b) {
             Some(w) => got == *w,
@@ -147,27 +124,40 @@ async fn deleting_every_other_snapshot_of_a_chain_frees_space_and_the_rest_resto
         completed(&c, &snap).await?;
         chain.push((snap, image.clone()));
     }
-    let first = gc(&c).await?;
+    let first = run_pass(c.http_addr()).await?;
     assert_eq!(first["deleted"], 0, "nothing is garbage yet: {first}");
-    let before = (stored_bytes(&c).await?, pack_file_bytes(&c));
+    let before = (stored_bytes(c.http_addr()).await?, pack_file_bytes(&c));
 
     // The first, the middle ones and the last but one.
     for (snap, _) in chain.iter().step_by(2) {
         delete_snapshot(&c, snap).await?;
     }
-    let report = gc(&c).await?;
-    let after = (stored_bytes(&c).await?, pack_file_bytes(&c));
+    let report = run_pass(c.http_addr()).await?;
+    let after = (stored_bytes(c.http_addr()).await?, pack_file_bytes(&c));
     eprintln!("gc after deleting 5 of 10: {report}\nstored {before:?} -> {after:?}");
     assert!(report["deleted"].as_u64().unwrap_or(0) > 0, "{report}");
     assert!(after.0 < before.0, "the chunk stores hold less: {before:?} -> {after:?}");
-    assert!(after.1 < before.1, "pack files take less disk: {before:?} -> {after:?}");
 
     for (snap, want) in chain.iter().skip(1).step_by(2) {
         restores_to(&c, snap, want).await?;
     }
     // A second pass finds nothing more to delete.
-    let again = gc(&c).await?;
+    let again = run_pass(c.http_addr()).await?;
     assert_eq!(again["deleted"], 0, "{again}");
+
+    // Only the last snapshot left: most of what the packs hold is dead, so
+    // compaction gives the disk back (what `du` sees falls).
+    let kept = chain.iter().skip(1).step_by(2).map(|(s, _)| s);
+    for snap in kept.clone().take(4) {
+        delete_snapshot(&c, snap).await?;
+    }
+    let last = run_pass(c.http_addr()).await?;
+    let end = (stored_bytes(c.http_addr()).await?, pack_file_bytes(&c));
+    eprintln!("gc after keeping only the last: {last}\nstored {after:?} -> {end:?}");
+    assert!(last["bytes_freed"].as_u64().unwrap_or(0) > 0, "{last}");
+    assert!(end.1 < after.1, "pack files take less disk: {after:?} -> {end:?}");
+    let (snap, want) = chain.last().expect("ten snapshots");
+    restores_to(&c, snap, want).await?;
     c.shutdown().await;
     Ok(())
 }
@@ -179,7 +169,7 @@ async fn a_deleted_parent_or_source_stays_while_a_child_or_a_restore_needs_it() 
     let vol = new_volume(&c).await?;
     let mut w = NbdConn::connect(c.nbd_addr(), &vol).await?;
     let mut image: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
-    for b in 0..SPAN {
+    for b in 0..WIDE {
         let data = content(1, b);
         w.write(b * BS as u64, &data).await?;
         image.insert(b, data);
@@ -188,35 +178,45 @@ async fn a_deleted_parent_or_source_stays_while_a_child_or_a_restore_needs_it() 
     let parent = snapshot(&c, &vol).await?;
     completed(&c, &parent).await?;
     let parent_image = image.clone();
-
-    // A restore from the parent, still hydrating when the parent goes.
-    let (status, body) =
-        c.ec2("CreateVolume", &[("AvailabilityZone", "cairn-1b"), ("SnapshotId", &parent)]).await?;
-    anyhow::ensure!(status == 200, "{body}");
-    let restored = xml_text(&body, "volumeId").unwrap_or_default();
+    // A pass now fences the parent's chunks into an older generation than
+    // the child's and the restore's: only their holds' roots keep them.
+    run_pass(c.http_addr()).await?;
 
     // An incremental changing half the blocks: the parent is deleted and
-    // collected while it may still be pending.
-    for b in (0..SPAN).step_by(2) {
+    // collected while the child may still be pending.
+    for b in (0..WIDE).step_by(2) {
         let data = content(2, b);
         w.write(b * BS as u64, &data).await?;
         image.insert(b, data);
     }
     w.flush().await?;
     let child = snapshot(&c, &vol).await?;
-    delete_snapshot(&c, &parent).await?;
-    gc(&c).await?;
-    completed(&c, &child).await?;
-    gc(&c).await?;
-    restores_to(&c, &child, &image).await?;
-
+    // A restore from the parent, still hydrating when the parent goes.
+    let (status, body) =
+        c.ec2("CreateVolume", &[("AvailabilityZone", "cairn-1b"), ("SnapshotId", &parent)]).await?;
+    anyhow::ensure!(status == 200, "{body}");
+    let restored = xml_text(&body, "volumeId").unwrap_or_default();
+    // Available (so the parent may be deleted) while it still hydrates.
     wait_for("the restored volume is available", LONG, || async {
         state_of(&c, "DescribeVolumes", "VolumeId.1", &restored).await.as_deref()
             == Some("available")
     })
     .await?;
+
+    delete_snapshot(&c, &parent).await?;
+    let child_then = state_of(&c, "DescribeSnapshots", "SnapshotId.1", &child).await;
+    let hydrating = c.volume_stats(&restored).map(|s| s.total_blocks - s.hydrated_blocks);
+    let during = run_pass(c.http_addr()).await?;
+    eprintln!("parent deleted: child {child_then:?}, restored volume lacking {hydrating:?} blocks; gc {during}");
+    // The restored volume holds the deleted parent's manifest (and the child
+    // while pending): nothing of the parent the child or volume need goes.
+    assert!(during["holds"].as_u64().unwrap_or(0) >= 1, "{during}");
+    completed(&c, &child).await?;
+    run_pass(c.http_addr()).await?;
+    restores_to(&c, &child, &image).await?;
+
     let mut r = NbdConn::connect(c.nbd_addr(), &restored).await?;
-    for b in 0..SPAN {
+    for b in 0..WIDE {
         let got = r.read(b * BS as u64, BS as u32).await?;
         anyhow::ensure!(got == parent_image[&b], "restored volume: block {b} differs");
     }
@@ -225,8 +225,11 @@ async fn a_deleted_parent_or_source_stays_while_a_child_or_a_restore_needs_it() 
         c.volume_stats(&restored).is_some_and(|s| s.hydrated_blocks == s.total_blocks)
     })
     .await?;
-    let report = gc(&c).await?;
-    assert_eq!(report["holds_released"], 1, "{report}");
+    let report = run_pass(c.http_addr()).await?;
+    assert_eq!(
+        report["holds"], 0,
+        "hydrated volumes and completed snapshots hold nothing: {report}"
+    );
     c.shutdown().await;
     Ok(())
 }

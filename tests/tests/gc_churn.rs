@@ -3,7 +3,7 @@
 //! byte, and the chunk stores hold within 10% of what the live snapshots
 //! need.
 
-use cairn_tests::http;
+use cairn_tests::gc::{run_pass, stored_bytes};
 use cairn_tests::nbd::NbdConn;
 use cairn_tests::{wait_for, xml_text, TestCluster};
 use std::collections::{BTreeMap, HashSet};
@@ -72,26 +72,6 @@ async fn writer(c: &TestCluster, w: u64) -> anyhow::Result<Vec<(String, Image)>>
     Ok(kept)
 }
 
-async fn gc_once(c: &TestCluster) -> anyhow::Result<serde_json::Value> {
-    let (status, body) = http::post(c.http_addr(), "/_cairn/gc").await?;
-    anyhow::ensure!(status == 202, "POST /_cairn/gc: {status} {body}");
-    let n = serde_json::from_str::<serde_json::Value>(&body)?["requested"].as_u64().unwrap_or(0);
-    let mut last = serde_json::Value::Null;
-    wait_for("a gc pass ends", LONG, || {
-        let last = &mut last;
-        async move {
-            let Ok((200, b)) = http::get(c.http_addr(), "/_cairn/gc").await else { return false };
-            let Ok(s) = serde_json::from_str::<serde_json::Value>(&b) else { return false };
-            let done = s["finished"].as_u64().unwrap_or(0) >= n && s["running"] == false;
-            *last = s;
-            done
-        }
-    })
-    .await?;
-    anyhow::ensure!(last["last_error"].is_null(), "gc failed: {}", last["last_error"]);
-    Ok(last["last"].clone())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn gc_in_a_loop_beside_eight_writers_keeps_every_snapshot_and_frees_the_rest(
 ) -> anyhow::Result<()> {
@@ -102,7 +82,7 @@ async fn gc_in_a_loop_beside_eight_writers_keeps_every_snapshot_and_frees_the_re
         tokio::spawn(async move {
             let mut passes = 0u64;
             while !done.load(Ordering::Relaxed) {
-                gc_once(&c).await?;
+                run_pass(c.http_addr()).await?;
                 passes += 1;
             }
             anyhow::Ok(passes)
@@ -120,11 +100,12 @@ async fn gc_in_a_loop_beside_eight_writers_keeps_every_snapshot_and_frees_the_re
     }
     done.store(true, Ordering::Relaxed);
     let passes = collector.await??;
-    let last = gc_once(&c).await?;
+    let last = run_pass(c.http_addr()).await?;
 
     for (snap, want) in &kept {
-        let (status, body) =
-            c.ec2("CreateVolume", &[("AvailabilityZone", "cairn-1b"), ("SnapshotId", snap)]).await?;
+        let (status, body) = c
+            .ec2("CreateVolume", &[("AvailabilityZone", "cairn-1b"), ("SnapshotId", snap)])
+            .await?;
         anyhow::ensure!(status == 200, "restore {snap}: {body}");
         let vol = xml_text(&body, "volumeId").unwrap_or_default();
         wait_for("the restored volume is available", LONG, || async {
@@ -147,8 +128,7 @@ async fn gc_in_a_loop_beside_eight_writers_keeps_every_snapshot_and_frees_the_re
     // regional nodes (RF 3 over two nodes is two replicas), plus manifests.
     let live: HashSet<&Vec<u8>> = kept.iter().flat_map(|(_, img)| img.values()).collect();
     let need = live.len() as u64 * BS as u64 * 2;
-    let (_, body) = http::get(c.http_addr(), "/_cairn/chunks").await?;
-    let stored = serde_json::from_str::<serde_json::Value>(&body)?["bytes"].as_u64().unwrap_or(0);
+    let stored = stored_bytes(c.http_addr()).await?;
     let manifests = kept.len() as u64 * 2 * 64 * 1024;
     eprintln!(
         "{} snapshots kept, {passes} passes while writing; stored {stored} bytes, live need {need} (+ manifests); last pass {last}",

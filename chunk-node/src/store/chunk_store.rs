@@ -9,7 +9,7 @@ use crate::disk::files::fsync_dir;
 use crate::disk::files::remove_file;
 use crate::disk::reclog::RecordLog;
 use crate::error::ChunkNodeError;
-use crate::store::committer::{Committer, Put};
+use crate::store::committer::{Committer, Put, Request};
 use crate::store::compact::{
     self, parse_tombstone, read_next_pack, rewrite_tombstones, CompactReport, NEXT_PACK,
     TOMBSTONES, TOMBSTONES_NEW,
@@ -53,7 +53,7 @@ pub const COMPACT_LIVE_FRACTION: f64 = 0.5;
 #[derive(Clone)]
 pub struct ChunkStore {
     shared: Arc<Shared>,
-    queue: mpsc::Sender<Put>,
+    queue: mpsc::Sender<Request>,
     fences: Arc<Fences>,
     /// Held by the one compaction running.
     compacting: Arc<Mutex<()>>,
@@ -176,7 +176,7 @@ impl ChunkStore {
         }
         let (reply, rx) = oneshot::channel();
         let put = Put { id, data, hashed, relocate: None, reply };
-        self.queue.send(put).map_err(|_| ChunkNodeError::StoreStopped)?;
+        self.queue.send(Request::Put(put)).map_err(|_| ChunkNodeError::StoreStopped)?;
         Ok(rx)
     }
 

@@ -46,6 +46,15 @@ pub(crate) struct Put {
     pub(crate) reply: oneshot::Sender<Result<bool, ChunkNodeError>>,
 }
 
+/// What the committer is asked to do.
+pub(crate) enum Request {
+    Put(Put),
+    /// Seal the active pack now (compaction, so that dead records in it can
+    /// be given back); answered once it is sealed, or at once if there is
+    /// none.
+    Seal(oneshot::Sender<Result<(), ChunkNodeError>>),
+}
+
 /// The pack being appended.
 struct Active {
     n: u32,
@@ -74,20 +83,50 @@ impl Committer {
     }
 
     /// Commits puts from `rx` until every sender is gone.
-    pub(crate) fn run(mut self, rx: mpsc::Receiver<Put>) {
-        while let Ok(first) = rx.recv() {
+    pub(crate) fn run(mut self, rx: mpsc::Receiver<Request>) {
+        let mut next = rx.recv().ok();
+        while let Some(request) = next.take() {
+            let first = match request {
+                Request::Put(p) => p,
+                Request::Seal(reply) => {
+                    let _ = reply.send(self.seal_now());
+                    next = rx.recv().ok();
+                    continue;
+                }
+            };
             let mut size = first.data.len();
             let mut batch = vec![first];
             while size < BATCH_BYTES {
                 match rx.try_recv() {
-                    Ok(p) => {
+                    Ok(Request::Put(p)) => {
                         size += p.data.len();
                         batch.push(p);
+                    }
+                    // A seal waits for the puts before it.
+                    Ok(seal) => {
+                        next = Some(seal);
+                        break;
                     }
                     Err(_) => break,
                 }
             }
             self.commit(batch);
+            if next.is_none() {
+                next = rx.recv().ok();
+            }
+        }
+    }
+
+    /// Seals the active pack whatever its size, if it holds anything.
+    fn seal_now(&mut self) -> Result<(), ChunkNodeError> {
+        match &self.active {
+            Some(a) if a.end > 0 => {
+                let limit = std::mem::replace(&mut self.pack_bytes, 0);
+                let sealed = self.seal_if_full();
+                self.pack_bytes = limit;
+                sealed
+            }
+            _ => Ok(()),
         }
     }
 

@@ -2,7 +2,8 @@
 //! It owns the removal of pack files, the pack number high-water mark
 //! (`next-pack`) and the rewriting of `tombstones.log`.
 //!
-//! For every sealed pack (never the committer's active one) the live
+//! The active pack is first sealed when too little of it is live (a small
+//! cluster may never fill one). For every sealed pack the live
 //! payload bytes are summed from the index. A pack with none is removed. A
 //! pack whose live bytes are below the given fraction of its file size has
 //! its live records rewritten through the committer as relocations (see
@@ -32,7 +33,7 @@ use crate::disk::direct::align_up;
 use crate::disk::files::{fsync_dir, remove_file, write_atomic};
 use crate::disk::reclog::RecordLog;
 use crate::error::ChunkNodeError;
-use crate::store::committer::Put;
+use crate::store::committer::{Put, Request};
 use crate::store::index::SHARDS;
 use crate::store::packfile::{pack_path, scan_pack, Pack, HEADER};
 use crate::store::shared::Shared;
@@ -67,13 +68,14 @@ pub struct CompactReport {
 /// `max_live_fraction` of its size. Blocking; one at a time per store.
 pub(crate) fn compact(
     shared: &Shared,
-    queue: &mpsc::Sender<Put>,
+    queue: &mpsc::Sender<Request>,
     max_live_fraction: f64,
 ) -> Result<CompactReport, ChunkNodeError> {
     if !(0.0..=1.0).contains(&max_live_fraction) {
         return Err(ChunkNodeError::InvalidArgument("live fraction outside 0..=1"));
     }
     let live = live_bytes(shared);
+    seal_active_if_dead(shared, queue, &live, max_live_fraction)?;
     let mut sealed: Vec<(u32, Arc<Pack>)> = {
         let packs = shared.packs.read().unwrap_or_else(|e| e.into_inner());
         packs.iter().filter(|(_, p)| p.sealed()).map(|(n, p)| (*n, p.clone())).collect()
@@ -117,6 +119,34 @@ pub(crate) fn compact(
     Ok(report)
 }
 
+/// Asks the committer to seal the active pack when too little of it is
+/// live, so that its dead records are given back too (a small cluster may
+/// never fill a pack).
+fn seal_active_if_dead(
+    shared: &Shared,
+    queue: &mpsc::Sender<Request>,
+    live: &HashMap<u32, u64>,
+    max_live_fraction: f64,
+) -> Result<(), ChunkNodeError> {
+    let active: Vec<(u32, Arc<Pack>)> = {
+        let packs = shared.packs.read().unwrap_or_else(|e| e.into_inner());
+        packs.iter().filter(|(_, p)| !p.sealed()).map(|(n, p)| (*n, p.clone())).collect()
+    };
+    for (n, pack) in active {
+        let size = pack
+            .size()
+            .map_err(|e| ChunkNodeError::io("stat", pack_path(&shared.dir, n, false), e))?;
+        let live = live.get(&n).copied().unwrap_or(0);
+        if size > 0 && (live as f64) < max_live_fraction * size as f64 {
+            let (reply, rx) = oneshot::channel();
+            queue.send(Request::Seal(reply)).map_err(|_| ChunkNodeError::StoreStopped)?;
+            rx.blocking_recv().map_err(|_| ChunkNodeError::StoreStopped)??;
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
 /// Live payload bytes per pack, from the index.
 fn live_bytes(shared: &Shared) -> HashMap<u32, u64> {
     let mut live = HashMap::new();
@@ -133,7 +163,7 @@ fn live_bytes(shared: &Shared) -> HashMap<u32, u64> {
 /// must stay (its records could not all be walked).
 fn relocate(
     shared: &Shared,
-    queue: &mpsc::Sender<Put>,
+    queue: &mpsc::Sender<Request>,
     n: u32,
     pack: &Pack,
     size: u64,
@@ -156,7 +186,7 @@ fn relocate(
         moved += align_up(HEADER + data.len() as u64);
         let (reply, rx) = oneshot::channel();
         let put = Put { id, data: Bytes::from(data), hashed: true, relocate: Some(loc), reply };
-        queue.send(put).map_err(|_| ChunkNodeError::StoreStopped)?;
+        queue.send(Request::Put(put)).map_err(|_| ChunkNodeError::StoreStopped)?;
         waiting.push(rx);
         if in_flight >= IN_FLIGHT_BYTES {
             wait_all(&mut waiting)?;

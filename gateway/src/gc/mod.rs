@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 
 /// Starts the garbage collector among the gateway's workers.
 pub fn spawn(ctx: &Arc<Ctx>) {
-    let handle = ctx.workers.spawn(GcWorker { ctx: ctx.clone(), last_pass: None });
+    // The first periodic pass comes one interval after start.
+    let handle = ctx.workers.spawn(GcWorker { ctx: ctx.clone(), last_pass: Some(Instant::now()) });
     ctx.gc.set_worker(handle);
 }
 

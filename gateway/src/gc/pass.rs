@@ -210,7 +210,7 @@ async fn sweep_nodes(
 ) {
     let calls = nodes.iter().map(|n| async move {
         let mut c = ctx.nodes.chunk_store(n)?;
-        let req = pb::GcSweepRequest { generation, filter: filter.to_vec().into() };
+        let req = pb::GcSweepRequest { generation, filter: filter.to_vec() };
         call(&n.node_id, LONG_CALL_SECS, c.gc_sweep(req)).await
     });
     for (r, answer) in reports.iter_mut().zip(join_all(calls).await) {
