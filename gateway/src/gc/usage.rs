@@ -16,7 +16,8 @@ pub struct SnapshotUsage {
     /// Chunks (blocks) and manifest pages the snapshot's manifest names.
     pub chunks: u64,
     pub pages: u64,
-    /// Bytes only this snapshot needs: freed (once per replica) by deleting it.
+    /// Bytes only this snapshot needs (blocks and manifest pages): freed,
+    /// once per replica, by deleting it; and how many of them are blocks.
     pub unique_bytes: u64,
     pub unique_chunks: u64,
     /// Bytes it shares with other snapshots or holders.
@@ -46,7 +47,8 @@ pub async fn snapshot_usage(ctx: &Ctx, id: &SnapshotId) -> Result<SnapshotUsage,
     let own = Root { id: root_id, outpost: snap.outpost.clone(), why: id.to_string() };
 
     // Its own ids, with their sizes (blocks are BLOCK_SIZE; pages as read).
-    let mut mine: HashMap<ChunkId, u64> = HashMap::new();
+    // id -> (bytes, whether it is a manifest page)
+    let mut mine: HashMap<ChunkId, (u64, bool)> = HashMap::new();
     let root = sources.root(ctx, &own).await.map_err(unavailable)?;
     let mut usage = SnapshotUsage {
         snapshot_id: id.to_string(),
@@ -58,13 +60,13 @@ pub async fn snapshot_usage(ctx: &Ctx, id: &SnapshotId) -> Result<SnapshotUsage,
         let page = cairn_core::manifest::ManifestPage::decode(&bytes)
             .map_err(|e| unavailable(e.to_string()))?;
         usage.pages += 1;
-        mine.insert(*page_id, bytes.len() as u64);
+        mine.insert(*page_id, (bytes.len() as u64, true));
         for (_, c) in &page.entries {
             usage.chunks += 1;
-            mine.insert(*c, BLOCK_SIZE as u64);
+            mine.insert(*c, (BLOCK_SIZE as u64, false));
         }
     }
-    let total: u64 = mine.values().sum();
+    let total: u64 = mine.values().map(|(b, _)| b).sum();
 
     // Strike out whatever any other holder needs.
     let h = holders(ctx).await.map_err(unavailable)?;
@@ -87,8 +89,8 @@ pub async fn snapshot_usage(ctx: &Ctx, id: &SnapshotId) -> Result<SnapshotUsage,
             }
         }
     }
-    usage.unique_chunks = mine.len() as u64;
-    usage.unique_bytes = mine.values().sum();
+    usage.unique_chunks = mine.values().filter(|(_, page)| !page).count() as u64;
+    usage.unique_bytes = mine.values().map(|(b, _)| b).sum();
     usage.shared_bytes = total - usage.unique_bytes;
     Ok(usage)
 }
