@@ -5,8 +5,7 @@
 //! [`crate::store::gc`]; compaction, [`crate::store::compact`]). See
 //! [`crate::store`] for the design.
 
-use crate::disk::files::fsync_dir;
-use crate::disk::files::remove_file;
+use crate::disk::files::{fsync_dir, remove_file, write_atomic};
 use crate::disk::reclog::RecordLog;
 use crate::error::ChunkNodeError;
 use crate::store::committer::{Committer, Put, Request};
@@ -16,8 +15,11 @@ use crate::store::compact::{
 };
 use crate::store::gc::{self, Fences, SweepReport};
 use crate::store::index::Index;
-use crate::store::packfile::{pack_path, scan_pack, Pack, HEADER, MAX_CHUNK};
-use crate::store::shared::Shared;
+use crate::store::packfile::Loc;
+use crate::store::packfile::{pack_path, scan_pack, Pack, Scan, HEADER, MAX_CHUNK};
+use crate::store::repair_queue::RepairQueue;
+use crate::store::scrub;
+use crate::store::shared::{tombstone, Checked, Shared};
 use bytes::Bytes;
 use cairn_core::gc::LiveFilter;
 use cairn_core::ChunkId;
@@ -30,6 +32,9 @@ use tokio::sync::oneshot;
 
 /// A pack is sealed once it holds this much.
 const PACK_BYTES: u64 = 256 << 20;
+/// Written by [`ChunkStore::close`], removed at open: without it, the
+/// store was not closed cleanly and open verifies every sealed record.
+pub(crate) const CLEAN_MARKER: &str = "clean-shutdown";
 
 /// Counters of the store, kept in memory and rebuilt at open.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -79,9 +84,14 @@ impl ChunkStore {
             dead.extend(parse_tombstone(p));
             Ok(())
         })?;
+        let clean = take_clean_marker(&dir)?;
         let found = list_packs(&dir)?;
+        if !clean && found.iter().any(|(_, sealed)| *sealed) {
+            tracing::warn!(dir = %dir.display(), "no clean-shutdown marker: verifying every record of the sealed packs");
+        }
         let mut entries = HashMap::new();
         let mut packs = HashMap::new();
+        let mut bad = Vec::new();
         let (mut chunks, mut bytes) = (0u64, 0u64);
         for &(n, sealed) in &found {
             let path = pack_path(&dir, n, sealed);
@@ -90,7 +100,13 @@ impl ChunkStore {
                 .write(true)
                 .open(&path)
                 .map_err(|e| ChunkNodeError::io("open", &path, e))?;
-            for (id, loc) in scan_pack(&file, &path, n, !sealed)? {
+            let mode = match (sealed, clean) {
+                (false, _) => Scan::CutTail,
+                (true, true) => Scan::Headers,
+                (true, false) => Scan::Verify,
+            };
+            let scanned = scan_pack(&file, &path, n, mode)?;
+            for (id, loc) in scanned.records {
                 if dead.contains(&(n, loc.offset)) || entries.contains_key(&id) {
                     continue;
                 }
@@ -98,6 +114,7 @@ impl ChunkStore {
                 chunks += 1;
                 bytes += u64::from(loc.len);
             }
+            bad.extend(scanned.corrupt.into_iter().filter(|(_, l)| !dead.contains(&(n, l.offset))));
             if !sealed {
                 let to = pack_path(&dir, n, true);
                 fs::rename(&path, &to).map_err(|e| ChunkNodeError::io("seal", &path, e))?;
@@ -105,6 +122,16 @@ impl ChunkStore {
             }
             let path = pack_path(&dir, n, true);
             packs.insert(n, Arc::new(Pack::new(file, &path, true)));
+        }
+        // Corrupt records found by the check after an unclean stop: buried,
+        // and queued for repair unless another record of the chunk is whole.
+        let mut repairs = RepairQueue::default();
+        for (id, loc) in &bad {
+            tombstones.append(&tombstone(*loc))?;
+            if !entries.contains_key(id) {
+                repairs.push(*id);
+            }
+            tracing::error!(chunk = %id, pack = loc.pack, offset = loc.offset, "corrupt chunk record found at open and tombstoned");
         }
         if dead.iter().any(|(n, _)| !packs.contains_key(n)) {
             // Tombstones of packs compaction removed before a crash.
@@ -122,7 +149,8 @@ impl ChunkStore {
             tombstones: Mutex::new(tombstones),
             chunks: AtomicU64::new(chunks),
             bytes: AtomicU64::new(bytes),
-            corrupt: AtomicU64::new(0),
+            corrupt: AtomicU64::new(bad.len() as u64),
+            repairs: Mutex::new(repairs),
             gc_deleted: AtomicU64::new(0),
             gc_deleted_bytes: AtomicU64::new(0),
         });
@@ -136,6 +164,14 @@ impl ChunkStore {
             ChunkStore { shared, queue, fences: Arc::default(), compacting: Arc::default() };
         store.migrate_legacy(data_dir)?;
         Ok(store)
+    }
+
+    /// Marks the store as closed cleanly: the next open trusts the headers
+    /// of sealed packs instead of hashing every record. Call it last, once
+    /// nothing else uses the store (puts after it are still durable; only
+    /// the check at the next open is skipped).
+    pub fn close(&self) -> Result<(), ChunkNodeError> {
+        write_atomic(&self.shared.dir.join(CLEAN_MARKER), b"")
     }
 
     pub fn stats(&self) -> StoreStats {
@@ -264,6 +300,39 @@ impl ChunkStore {
         Ok(())
     }
 
+    /// The packs open now, by number (scrub walks them in this order).
+    pub(crate) fn scrub_packs(&self) -> Vec<u32> {
+        scrub::packs(&self.shared)
+    }
+
+    /// The indexed records of `pack` at `from` or after, by offset.
+    /// Blocking: it walks the index.
+    pub(crate) fn scrub_records(&self, pack: u32, from: u64) -> Vec<(ChunkId, Loc)> {
+        scrub::records(&self.shared, pack, from)
+    }
+
+    /// Reads and verifies `id`'s record at `loc`; a bad one is buried and
+    /// queued for repair. Blocking.
+    pub(crate) fn scrub_check(&self, id: ChunkId, loc: Loc) -> Result<Checked, ChunkNodeError> {
+        scrub::check(&self.shared, id, loc)
+    }
+
+    /// Takes up to `n` ids of buried chunks waiting for repair.
+    pub fn take_repairs(&self, n: usize) -> Vec<ChunkId> {
+        self.shared.repairs.lock().unwrap_or_else(|e| e.into_inner()).take(n)
+    }
+
+    /// Queues `id` for repair again (a repair that could not reach a replica).
+    pub fn queue_repair(&self, id: ChunkId) {
+        self.shared.repairs.lock().unwrap_or_else(|e| e.into_inner()).push(id);
+    }
+
+    /// Ids waiting for repair, and ids dropped because the queue was full.
+    pub fn repairs_waiting(&self) -> (u64, u64) {
+        let q = self.shared.repairs.lock().unwrap_or_else(|e| e.into_inner());
+        (q.len() as u64, q.dropped)
+    }
+
     /// Where `id`'s record lies: (pack path, payload offset). For tests that
     /// damage stored bytes.
     pub fn locate(&self, id: &ChunkId) -> Option<(PathBuf, u64)> {
@@ -273,6 +342,18 @@ impl ChunkStore {
         let path = if sealed.exists() { sealed } else { pack_path(dir, loc.pack, false) };
         Some((path, loc.offset + HEADER))
     }
+}
+
+/// Whether the clean-shutdown marker was there; removes it (durably), so
+/// that a stop without [`ChunkStore::close`] leaves none.
+fn take_clean_marker(dir: &Path) -> Result<bool, ChunkNodeError> {
+    let marker = dir.join(CLEAN_MARKER);
+    if !marker.exists() {
+        return Ok(false);
+    }
+    remove_file(&marker)?;
+    fsync_dir(dir)?;
+    Ok(true)
 }
 
 /// The packs under `dir`: (number, sealed), sorted. Removes temp files a
@@ -292,7 +373,7 @@ fn list_packs(dir: &Path) -> Result<Vec<(u32, bool)>, ChunkNodeError> {
         });
         match parsed {
             Some(p) => found.push(p),
-            None if name == TOMBSTONES || name == NEXT_PACK => {}
+            None if name == TOMBSTONES || name == NEXT_PACK || name == CLEAN_MARKER => {}
             None if name == TOMBSTONES_NEW || name.starts_with(".tmp") => {
                 remove_file(&dir.join(&*name))?;
             }

@@ -35,7 +35,7 @@ use crate::disk::reclog::RecordLog;
 use crate::error::ChunkNodeError;
 use crate::store::committer::{Put, Request};
 use crate::store::index::SHARDS;
-use crate::store::packfile::{pack_path, scan_pack, Pack, HEADER};
+use crate::store::packfile::{pack_path, scan_pack, Pack, Scan, HEADER};
 use crate::store::shared::Shared;
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -169,7 +169,7 @@ fn relocate(
     size: u64,
 ) -> Result<Option<u64>, ChunkNodeError> {
     let path = pack_path(&shared.dir, n, true);
-    let records = scan_pack(pack.file(), &path, n, false)?;
+    let records = scan_pack(pack.file(), &path, n, Scan::Headers)?.records;
     let walked = records.last().map_or(0, |(_, l)| align_up(l.offset + HEADER + u64::from(l.len)));
     if walked.min(size) != size {
         tracing::error!(path = %path.display(), "pack not walked to its end; not compacted");

@@ -22,11 +22,18 @@
 //!   walks the headers of sealed packs and verifies every record of open ones
 //!   (a crash may have left a torn or unsynced tail there, never
 //!   acknowledged): the first bad record and all after it are cut off, then
-//!   the pack is sealed. New puts go to a new pack.
+//!   the pack is sealed. New puts go to a new pack. A damaged header in a
+//!   sealed pack loses only its record: the walk resynchronises at the next
+//!   aligned record that verifies ([`packfile`]).
+//! - Clean shutdown: [`ChunkStore::close`] writes `clean-shutdown`, and open
+//!   removes it. Opened without it (a crash, a kill, a power loss), the store
+//!   hashes every record of its sealed packs too, and buries bad ones.
 //! - Every read verifies the hash. A corrupt record is recorded in
 //!   `tombstones.log` (so it stays out of the index across restarts), counted,
-//!   and reported as missing, so that repair (or the next put) stores the
-//!   chunk again in a new record.
+//!   reported as missing (`has` answers false: a rotten copy never counts
+//!   as a replica), and its id queued for repair ([`repair_queue`]), so
+//!   that the repairer (or the next put) stores the chunk again in a new
+//!   record. Scrub checks every indexed record the same way ([`scrub`]).
 //! - A store written by earlier versions (one file per chunk under
 //!   `data_dir/chunks/`) is moved into packs at open, verified, and the old
 //!   files removed once the packs are durable.
@@ -42,7 +49,8 @@
 //! points of garbage collection), [`committer`], [`shared`] (what handles
 //! and the committer share; verified reads), [`index`] (the sharded index
 //! and the touch sequence), [`gc`] (fences and sweeps), [`compact`],
-//! [`packfile`] (the record format), [`local`]. The store builds only on
+//! [`packfile`] (the record format), [`scrub`] (what a scrub pass checks),
+//! [`repair_queue`], [`local`]. The store builds only on
 //! [`crate::disk`].
 
 pub mod chunk_store;
@@ -52,13 +60,19 @@ pub(crate) mod gc;
 pub(crate) mod index;
 pub mod local;
 pub(crate) mod packfile;
+pub(crate) mod repair_queue;
+pub(crate) mod scrub;
 pub(crate) mod shared;
 
 pub use chunk_store::{ChunkStore, StoreStats, COMPACT_LIVE_FRACTION};
 pub use compact::CompactReport;
 pub use gc::SweepReport;
 pub use local::LocalStore;
+pub(crate) use packfile::Loc;
 pub use packfile::MAX_CHUNK;
+pub(crate) use shared::Checked;
 
 #[cfg(test)]
 mod gc_tests;
+#[cfg(test)]
+mod scrub_tests;

@@ -3,7 +3,10 @@
 //! Record: magic (4 bytes), payload length (4, LE), chunk id (32), payload,
 //! zeros up to the next multiple of
 //! [`ALIGN`](crate::disk::direct::ALIGN). The id is the BLAKE3 of the
-//! payload, so every record checks itself. Records are aligned so that a
+//! payload, so every record checks itself. Every record starts on an
+//! aligned offset, so a walk that meets a damaged header resynchronises at
+//! the next aligned offset holding a record that verifies ([`scan_pack`]):
+//! only the damaged record is lost. Records are aligned so that a
 //! batch is one `O_DIRECT` write (see [`crate::store::committer`]). The pack
 //! being appended is `NNNNNNNN.open`, a sealed one `NNNNNNNN.pack`.
 //!
@@ -14,7 +17,7 @@
 //! direct read into a per-thread buffer. Where the file system does not take
 //! `O_DIRECT`, reads are buffered.
 
-use crate::disk::direct::{align_up, AlignedBuf};
+use crate::disk::direct::{align_up, AlignedBuf, ALIGN};
 use crate::error::ChunkNodeError;
 use cairn_core::ChunkId;
 use std::cell::RefCell;
@@ -62,47 +65,97 @@ fn parse_header(h: &[u8; HEADER as usize]) -> Option<(ChunkId, u32)> {
     (magic == MAGIC && len as usize <= MAX_CHUNK).then_some((ChunkId(id), len))
 }
 
-/// The records of one pack, in order. With `verify`, payloads are read and
-/// hashed and the pack is cut before the first bad record (a crash's torn
-/// tail); otherwise only headers are read, and a bad header ends the walk.
+/// How [`scan_pack`] walks a pack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Scan {
+    /// Headers only (a sealed pack after a clean stop). A damaged header is
+    /// skipped: the walk resynchronises at the next aligned offset holding a
+    /// record that verifies.
+    Headers,
+    /// Every payload hashed (a sealed pack after an unclean stop): a record
+    /// that does not hash to its id is reported corrupt, and the walk
+    /// resynchronises after it as after a damaged header.
+    Verify,
+    /// Every payload hashed, and the pack cut before the first bad record (a
+    /// pack a crash left open: its tail may be torn, never acknowledged).
+    CutTail,
+}
+
+/// What [`scan_pack`] found.
+#[derive(Debug, Default)]
+pub(crate) struct Scanned {
+    /// Records whose header is whole (and, when hashed, whose payload
+    /// verifies), in order.
+    pub(crate) records: Vec<(ChunkId, Loc)>,
+    /// Records with a whole header whose payload does not hash to its id.
+    pub(crate) corrupt: Vec<(ChunkId, Loc)>,
+    /// Bytes skipped as damaged (no record could be read there).
+    pub(crate) damaged: u64,
+}
+
+/// The records of one pack, in order (see [`Scan`]).
 pub(crate) fn scan_pack(
     file: &File,
     path: &Path,
     pack: u32,
-    verify: bool,
-) -> Result<Vec<(ChunkId, Loc)>, ChunkNodeError> {
+    mode: Scan,
+) -> Result<Scanned, ChunkNodeError> {
     let size = file.metadata().map_err(|e| ChunkNodeError::io("stat", path, e))?.len();
-    let mut out = Vec::new();
+    let mut out = Scanned::default();
     let mut pos = 0u64;
+    // Where the damaged span being skipped began.
+    let mut lost: Option<u64> = None;
+    // Looking for a record that verifies after damage.
+    let mut resync = false;
     let mut h = [0u8; HEADER as usize];
     let mut payload = Vec::new();
     while pos + HEADER <= size {
         file.read_exact_at(&mut h, pos).map_err(|e| ChunkNodeError::io("read", path, e))?;
-        let Some((id, len)) = parse_header(&h) else { break };
-        let end = pos + HEADER + u64::from(len);
-        if end > size {
-            break;
-        }
-        let next = align_up(end).min(size);
-        if verify {
+        let parsed = parse_header(&h).filter(|(_, len)| pos + HEADER + u64::from(*len) <= size);
+        let Some((id, len)) = parsed else {
+            if mode == Scan::CutTail {
+                break;
+            }
+            lost.get_or_insert(pos);
+            resync = true;
+            pos += ALIGN;
+            continue;
+        };
+        let loc = Loc { pack, offset: pos, len };
+        if mode != Scan::Headers || resync {
             payload.resize(len as usize, 0);
             file.read_exact_at(&mut payload, pos + HEADER)
                 .map_err(|e| ChunkNodeError::io("read", path, e))?;
             if ChunkId::of(&payload) != id {
-                break;
+                if mode == Scan::CutTail {
+                    break;
+                }
+                if resync {
+                    // A header-like run of bytes inside damage: look on.
+                    lost.get_or_insert(pos);
+                } else {
+                    out.corrupt.push((id, loc));
+                }
+                resync = true;
+                pos += ALIGN;
+                continue;
             }
         }
-        out.push((id, Loc { pack, offset: pos, len }));
-        pos = next;
-    }
-    if pos < size {
-        if verify {
-            tracing::warn!(path = %path.display(), kept = pos, dropped = size - pos, "torn records at the end of a pack dropped");
-            file.set_len(pos).map_err(|e| ChunkNodeError::io("truncate", path, e))?;
-            file.sync_all().map_err(|e| ChunkNodeError::io("fsync", path, e))?;
-        } else {
-            tracing::error!(path = %path.display(), at = pos, "damaged record header; the rest of this pack is not indexed");
+        if let Some(from) = lost.take() {
+            out.damaged += pos - from;
+            tracing::error!(path = %path.display(), from, to = pos, "damaged bytes in a pack skipped; the records after them are kept");
         }
+        resync = false;
+        out.records.push((id, loc));
+        pos = align_up(pos + HEADER + u64::from(len)).min(size);
+    }
+    if pos < size && mode == Scan::CutTail {
+        tracing::warn!(path = %path.display(), kept = pos, dropped = size - pos, "torn records at the end of a pack dropped");
+        file.set_len(pos).map_err(|e| ChunkNodeError::io("truncate", path, e))?;
+        file.sync_all().map_err(|e| ChunkNodeError::io("fsync", path, e))?;
+    } else if let Some(from) = lost {
+        out.damaged += size - from;
+        tracing::error!(path = %path.display(), from, "damaged bytes at the end of a pack skipped");
     }
     Ok(out)
 }
@@ -146,6 +199,17 @@ impl Pack {
     /// The file, for walking its records.
     pub(crate) fn file(&self) -> &File {
         &self.file
+    }
+
+    /// Whether the header at `loc` names `id` and `loc.len` (scrub checks
+    /// headers too: a walk at the next open trusts them).
+    pub(crate) fn header_is(&self, id: &ChunkId, loc: Loc) -> io::Result<bool> {
+        let mut h = [0u8; HEADER as usize];
+        match self.file.read_exact_at(&mut h, loc.offset) {
+            Ok(()) => Ok(parse_header(&h) == Some((*id, loc.len))),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// The `len` payload bytes of the record at `offset`. A record cut short

@@ -1,7 +1,8 @@
 //! What a store's handles and its committer share: the index of where each
-//! chunk lies, the packs open for reading, the tombstones of corrupt records
-//! and the counters; and the verified read, which buries a corrupt record
-//! so that it is reported missing from then on.
+//! chunk lies, the packs open for reading, the tombstones of corrupt records,
+//! the queue of chunks to repair and the counters; and the verified read,
+//! which buries a corrupt record so that it is reported missing from then
+//! on and queues its id for repair from a replica.
 //!
 //! A read looks the chunk up, then its pack. Compaction
 //! ([`crate::store::compact`]) switches an entry to its new record before it
@@ -13,6 +14,7 @@ use crate::disk::reclog::RecordLog;
 use crate::error::ChunkNodeError;
 use crate::store::index::Index;
 use crate::store::packfile::{pack_path, Loc, Pack};
+use crate::store::repair_queue::RepairQueue;
 use cairn_core::ChunkId;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -30,6 +32,8 @@ pub(crate) struct Shared {
     pub(crate) chunks: AtomicU64,
     pub(crate) bytes: AtomicU64,
     pub(crate) corrupt: AtomicU64,
+    /// Ids of buried chunks waiting for the repairer.
+    pub(crate) repairs: Mutex<RepairQueue>,
     /// Chunks and payload bytes deleted by sweeps since the store was opened.
     pub(crate) gc_deleted: AtomicU64,
     pub(crate) gc_deleted_bytes: AtomicU64,
@@ -85,11 +89,38 @@ impl Shared {
         Ok(None)
     }
 
-    /// Records that the record at `loc` is corrupt and forgets it.
-    fn bury(&self, id: ChunkId, loc: Loc) -> Result<(), ChunkNodeError> {
-        let mut payload = loc.pack.to_le_bytes().to_vec();
-        payload.extend_from_slice(&loc.offset.to_le_bytes());
-        self.tombstones.lock().unwrap_or_else(|e| e.into_inner()).append(&payload)?;
+    /// Scrub's check of `id`'s record at `loc` in `pack`: header and payload
+    /// read and verified, a bad record buried (and queued for repair).
+    pub(crate) fn check(
+        &self,
+        id: ChunkId,
+        loc: Loc,
+        pack: &Pack,
+    ) -> Result<Checked, ChunkNodeError> {
+        let path = || pack_path(&self.dir, loc.pack, pack.sealed());
+        let good = match pack.read_payload(loc.offset, loc.len as usize) {
+            Ok(data) => {
+                ChunkId::of(&data) == id
+                    && pack
+                        .header_is(&id, loc)
+                        .map_err(|e| ChunkNodeError::io("read", path(), e))?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => false,
+            Err(e) => return Err(ChunkNodeError::io("read", path(), e)),
+        };
+        if good {
+            Ok(Checked::Good)
+        } else if self.bury(id, loc)? {
+            Ok(Checked::Buried)
+        } else {
+            Ok(Checked::Gone)
+        }
+    }
+
+    /// Records that the record at `loc` is corrupt and forgets it; true when
+    /// it was `id`'s indexed record (then `id` is queued for repair).
+    pub(crate) fn bury(&self, id: ChunkId, loc: Loc) -> Result<bool, ChunkNodeError> {
+        self.tombstones.lock().unwrap_or_else(|e| e.into_inner()).append(&tombstone(loc))?;
         let mut shard = self.index.write(&id);
         if shard.get(&id).map(|e| e.loc) == Some(loc) {
             shard.remove(&id);
@@ -97,7 +128,27 @@ impl Shared {
             self.bytes.fetch_sub(u64::from(loc.len), Ordering::Relaxed);
             self.corrupt.fetch_add(1, Ordering::Relaxed);
             tracing::error!(chunk = %id, pack = loc.pack, offset = loc.offset, "corrupt chunk record tombstoned");
+            drop(shard);
+            self.repairs.lock().unwrap_or_else(|e| e.into_inner()).push(id);
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
+}
+
+/// The `tombstones.log` record of a corrupt record at `loc`.
+pub(crate) fn tombstone(loc: Loc) -> Vec<u8> {
+    let mut payload = loc.pack.to_le_bytes().to_vec();
+    payload.extend_from_slice(&loc.offset.to_le_bytes());
+    payload
+}
+
+/// What scrub's check of one record found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Checked {
+    Good,
+    /// Corrupt: tombstoned, out of the index, queued for repair.
+    Buried,
+    /// Corrupt, but the index no longer pointed at it (moved or swept).
+    Gone,
 }
