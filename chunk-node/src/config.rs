@@ -20,6 +20,11 @@ pub struct ChunkNodeConfig {
     pub metadata: Vec<String>,
     /// Host part of the addresses this node registers.
     pub advertise_host: String,
+    /// Pace of periodic scrub passes, bytes per second (0: unthrottled).
+    pub scrub_bytes_per_sec: u64,
+    /// Seconds from the end of one periodic scrub pass to the start of the
+    /// next (0: only passes asked for, `cairn admin scrub`).
+    pub scrub_interval_secs: u64,
 }
 
 impl Default for ChunkNodeConfig {
@@ -31,6 +36,8 @@ impl Default for ChunkNodeConfig {
             data_dir: PathBuf::from("data/chunk-1"),
             metadata: Vec::new(),
             advertise_host: "127.0.0.1".into(),
+            scrub_bytes_per_sec: 8 << 20,
+            scrub_interval_secs: 24 * 3600,
         }
     }
 }
@@ -63,6 +70,7 @@ mod tests {
         assert_eq!(c.node_id, "n1");
         assert_eq!(c.advertise_host, "127.0.0.1");
         assert_eq!(c.zone(), "op-0123456789abcdef0");
+        assert_eq!((c.scrub_bytes_per_sec, c.scrub_interval_secs), (8 << 20, 86_400));
         assert!(toml::from_str::<ChunkNodeConfig>("nodeid = \"n1\"").is_err());
     }
 }

@@ -1,8 +1,10 @@
 //! The `ChunkStore` gRPC service: puts, `HasChunks`, gets and counters of
-//! this node's chunk store, and its side of garbage collection (fences,
-//! sweeps and compaction, which run on the blocking pool).
+//! this node's chunk store, its side of garbage collection (fences, sweeps
+//! and compaction, which run on the blocking pool), and scrub (a pass on
+//! demand, and the scrubber's and repairer's status).
 
 use crate::error::{chunk_id, ChunkNodeError};
+use crate::scrub::Scrub;
 use crate::store::{ChunkStore, COMPACT_LIVE_FRACTION};
 use cairn_core::gc::LiveFilter;
 use cairn_proto::pb;
@@ -15,6 +17,7 @@ pub struct ChunkStoreService {
     pub store: ChunkStore,
     pub node_id: String,
     pub zone: String,
+    pub scrub: Scrub,
 }
 
 #[tonic::async_trait]
@@ -105,6 +108,45 @@ impl pb::chunk_store_server::ChunkStore for ChunkStoreService {
             packs_rewritten: r.packs_rewritten,
             packs_removed: r.packs_removed,
             bytes_freed: r.bytes_freed,
+        }))
+    }
+
+    async fn scrub(
+        &self,
+        request: Request<pb::ScrubRequest>,
+    ) -> Result<Response<pb::ScrubReply>, Status> {
+        let pass = self.scrub.request(request.into_inner().bytes_per_sec);
+        Ok(Response::new(pb::ScrubReply { pass }))
+    }
+
+    async fn scrub_status(
+        &self,
+        _request: Request<pb::ScrubStatusRequest>,
+    ) -> Result<Response<pb::ScrubStatusReply>, Status> {
+        let s = self.scrub.status();
+        let (repaired_total, unrepairable_total) = self.scrub.repairs();
+        let (repair_waiting, repair_dropped) = self.store.repairs_waiting();
+        Ok(Response::new(pb::ScrubStatusReply {
+            node_id: self.node_id.clone(),
+            zone: self.zone.clone(),
+            pass: s.pass,
+            running: s.running,
+            finished: s.finished,
+            passes_done: s.passes_done,
+            pack: s.pack,
+            offset: s.offset,
+            records_checked: s.records_checked,
+            bytes_checked: s.bytes_checked,
+            found: s.found,
+            repaired: s.repaired,
+            unrepairable: s.unrepairable,
+            errors: s.errors,
+            bytes_per_sec: s.bytes_per_sec,
+            corrupt_total: self.store.stats().corrupt,
+            repaired_total,
+            unrepairable_total,
+            repair_waiting,
+            repair_dropped,
         }))
     }
 }
