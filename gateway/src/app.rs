@@ -13,7 +13,7 @@ use crate::ebs::error::EbsError;
 use crate::ec2::error::Ec2Error;
 use crate::http::error::{AwsError, LayerFailure};
 use crate::http::request_id::{request_id, REQUEST_ID_HEADER};
-use crate::{admin, ebs, ec2};
+use crate::{admin, ebs, ec2, scrub};
 use axum::body::Body;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{Request, State};
@@ -60,6 +60,7 @@ pub fn app(ctx: Arc<Ctx>) -> Router {
         .route("/_cairn/health", get(admin::health))
         .route("/_cairn/chunks", get(admin::chunks))
         .route("/_cairn/gc", get(admin::gc_status).post(admin::gc_request))
+        .route("/_cairn/scrub", get(scrub::status).post(scrub::request))
         .route("/_cairn/snapshots/{id}/usage", get(admin::usage))
         .fallback(fallback)
         .with_state(ctx)

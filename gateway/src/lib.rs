@@ -10,7 +10,8 @@
 //! the NBD door ([`nbd_door`]) and the background workers (the copy job
 //! runner and volume sweep of [`jobs`], the sweeper of [`ebs`]). The
 //! app serves the two AWS fronts, [`ec2`] and [`ebs`], and the operator
-//! endpoints ([`admin`]). The fronts share [`http`] (request ids,
+//! endpoints ([`admin`], and [`scrub`], which asks the chunk nodes for scrub
+//! passes and their status). The fronts share [`http`] (request ids,
 //! authentication, the error trait) and start [`jobs`] (copies, restores,
 //! volume deletes). All of them share [`ctx`] (configuration, metadata
 //! client, node channels, the job set of [`tasks`], the one
@@ -33,6 +34,7 @@ pub mod jobs;
 pub mod nbd_door;
 pub mod nodes;
 pub mod retry;
+pub mod scrub;
 pub mod tasks;
 
 pub use config::{ConfigError, GatewayConfig};
