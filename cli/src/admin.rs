@@ -1,6 +1,6 @@
 //! `cairn admin`: operator verbs: the metadata group's status, adding or
 //! removing one of its members, garbage collection and snapshot usage
-//! (those two in [`crate::gc`]).
+//! (those two in [`crate::gc`]), and scrub ([`crate::scrub`]).
 
 use crate::gc::GatewayArgs;
 use anyhow::Context;
@@ -68,6 +68,22 @@ pub enum AdminCmd {
         #[arg(long, default_value_t = 3600)]
         timeout_secs: u64,
     },
+    /// Run a scrub pass now on every chunk node: every stored chunk is re-read
+    /// and checked against its hash; a corrupt copy is rebuilt from a replica.
+    Scrub {
+        #[command(flatten)]
+        gateway: GatewayArgs,
+        /// Wait for the passes to end and print per node what they checked,
+        /// found and repaired.
+        #[arg(long)]
+        wait: bool,
+        /// Pace of the pass in bytes per second (0: as fast as the disks go).
+        #[arg(long, default_value_t = 0)]
+        bytes_per_sec: u64,
+        /// With --wait: give up waiting after this many seconds.
+        #[arg(long, default_value_t = 24 * 3600)]
+        timeout_secs: u64,
+    },
     /// How many bytes deleting a snapshot would free now, and how many it shares.
     SnapshotUsage {
         /// The snapshot id (snap-...).
@@ -102,6 +118,10 @@ pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
         }
         AdminCmd::Gc { gateway, wait, timeout_secs } => {
             crate::gc::gc(gateway, wait, std::time::Duration::from_secs(timeout_secs)).await
+        }
+        AdminCmd::Scrub { gateway, wait, bytes_per_sec, timeout_secs } => {
+            let timeout = std::time::Duration::from_secs(timeout_secs);
+            crate::scrub::scrub(gateway, wait, bytes_per_sec, timeout).await
         }
         AdminCmd::SnapshotUsage { snapshot, gateway } => {
             crate::gc::snapshot_usage(gateway, &snapshot).await

@@ -21,7 +21,7 @@ pub struct GatewayArgs {
 }
 
 impl GatewayArgs {
-    fn addr(&self) -> anyhow::Result<String> {
+    pub(crate) fn addr(&self) -> anyhow::Result<String> {
         if let Some(g) = &self.gateway {
             return Ok(g.trim_start_matches("http://").trim_end_matches('/').to_string());
         }
@@ -36,7 +36,7 @@ impl GatewayArgs {
     }
 }
 
-const CALL: Duration = Duration::from_secs(30);
+pub(crate) const CALL: Duration = Duration::from_secs(30);
 
 /// Asks for a pass; with `wait`, follows it to its end and prints its report.
 pub async fn gc(args: GatewayArgs, wait: bool, timeout: Duration) -> anyhow::Result<()> {
@@ -67,15 +67,15 @@ pub async fn gc(args: GatewayArgs, wait: bool, timeout: Duration) -> anyhow::Res
     }
 }
 
-fn json(body: &str) -> anyhow::Result<Value> {
+pub(crate) fn json(body: &str) -> anyhow::Result<Value> {
     serde_json::from_str(body).with_context(|| format!("the gateway answered {body:?}"))
 }
 
-fn n(v: &Value, key: &str) -> u64 {
+pub(crate) fn n(v: &Value, key: &str) -> u64 {
     v[key].as_u64().unwrap_or(0)
 }
 
-fn mib(bytes: u64) -> String {
+pub(crate) fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
 }
 

@@ -6,6 +6,7 @@ mod gc;
 mod http;
 mod init;
 mod process;
+mod scrub;
 mod up;
 
 use clap::{Parser, Subcommand};
