@@ -10,6 +10,7 @@ pub mod http;
 pub mod nbd;
 pub mod node;
 pub mod procs;
+pub mod scrub;
 pub mod shape;
 pub mod workload;
 
