@@ -42,6 +42,7 @@ impl Metadata for EmptyGroup {
                 QueryOutput::GcHolders(GcHolders { generation: 0, holds: Vec::new() })
             }
             Query::Hold(_) => QueryOutput::Hold(None),
+            Query::NodeStates => QueryOutput::NodeStates(Vec::new()),
         };
         let data = bincode::serialize(&out).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(ClientReply { data, not_leader: false, leader_addr: String::new() }))
