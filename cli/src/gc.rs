@@ -21,7 +21,7 @@ pub struct GatewayArgs {
 }
 
 impl GatewayArgs {
-    fn addr(&self) -> anyhow::Result<String> {
+    pub(crate) fn addr(&self) -> anyhow::Result<String> {
         if let Some(g) = &self.gateway {
             return Ok(g.trim_start_matches("http://").trim_end_matches('/').to_string());
         }

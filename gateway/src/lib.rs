@@ -31,7 +31,10 @@ pub mod gc_state;
 pub mod http;
 pub mod jobs;
 pub mod nbd_door;
+pub mod node_admin;
 pub mod nodes;
+pub mod repair;
+pub mod repair_state;
 pub mod retry;
 pub mod tasks;
 
