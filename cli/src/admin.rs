@@ -1,6 +1,7 @@
 //! `cairn admin`: operator verbs: the metadata group's status, adding or
 //! removing one of its members, garbage collection and snapshot usage
-//! (those two in [`crate::gc`]), and scrub ([`crate::scrub`]).
+//! (those two in [`crate::gc`]), scrub ([`crate::scrub`]) and chunk nodes
+//! that leave ([`crate::nodes`]).
 
 use crate::gc::GatewayArgs;
 use anyhow::Context;
@@ -84,6 +85,11 @@ pub enum AdminCmd {
         #[arg(long, default_value_t = 24 * 3600)]
         timeout_secs: u64,
     },
+    /// Chunk nodes: list them, drain one, remove one.
+    Node {
+        #[command(subcommand)]
+        cmd: crate::nodes::NodeCmd,
+    },
     /// How many bytes deleting a snapshot would free now, and how many it shares.
     SnapshotUsage {
         /// The snapshot id (snap-...).
@@ -123,6 +129,7 @@ pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
             let timeout = std::time::Duration::from_secs(timeout_secs);
             crate::scrub::scrub(gateway, wait, bytes_per_sec, timeout).await
         }
+        AdminCmd::Node { cmd } => crate::nodes::run(cmd).await,
         AdminCmd::SnapshotUsage { snapshot, gateway } => {
             crate::gc::snapshot_usage(gateway, &snapshot).await
         }

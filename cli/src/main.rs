@@ -5,6 +5,7 @@ mod admin;
 mod gc;
 mod http;
 mod init;
+mod nodes;
 mod process;
 mod scrub;
 mod up;

@@ -21,6 +21,8 @@ mod holds;
 mod holds_tests;
 mod messages;
 mod nodes;
+#[cfg(test)]
+mod nodes_tests;
 mod snapshots;
 mod staging;
 mod store;
@@ -29,8 +31,8 @@ mod tokens;
 mod volumes;
 
 pub use messages::{
-    Command, CommandOutput, CommandResult, CopyOutcome, GcHolders, JobOp, MetaError, Query,
-    QueryOutput, DIRECT_VOLUME_ID,
+    Command, CommandOutput, CommandResult, CopyOutcome, GcHolders, JobOp, MetaError, NodeEntry,
+    Query, QueryOutput, DIRECT_VOLUME_ID,
 };
 pub use snapshots::MAX_PENDING_SNAPSHOTS;
 pub use store::Records;
@@ -63,6 +65,10 @@ impl Records {
             Command::DeleteTags { resources, tags } => self.delete_tags(resources, tags),
             Command::GcFence { generation } => self.gc_fence(generation),
             Command::ReleaseHold { holder } => self.release_hold(&holder),
+            Command::DrainNode { node_id, at_ms } => self.drain_node(&node_id, at_ms),
+            Command::RemoveNode { node_id, at_ms } => self.remove_node(&node_id, at_ms),
+            Command::NodeDown { node_id, at_ms } => self.node_down(&node_id, at_ms),
+            Command::NodeUp { node_id, at_ms } => self.node_up(&node_id, at_ms),
         }
     }
 }

@@ -140,6 +140,9 @@ pub enum RecordKey {
     Hold(Holder),
     /// Garbage collection's generation counter.
     Gc,
+    /// Where a chunk node stands (up, draining, removed, down). Appended
+    /// last: the variants above keep their bincode tags.
+    NodeState(String),
 }
 
 impl RecordKey {
@@ -154,6 +157,7 @@ impl RecordKey {
             RecordKey::Hold(Holder::Snapshot(s)) => format!("h/{s}"),
             RecordKey::Hold(Holder::Volume(v)) => format!("h/{v}"),
             RecordKey::Gc => "g".to_string(),
+            RecordKey::NodeState(n) => format!("ns/{n}"),
         }
         .into_bytes()
     }
@@ -273,6 +277,57 @@ pub struct GcState {
     pub generation: u64,
 }
 
+/// Where a chunk node stands. A node without a [`NodeStateRecord`] is `Up`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeState {
+    /// Placement picks it; it serves reads.
+    Up,
+    /// Leaving on the operator's word: placement no longer picks it, reads
+    /// may still use it while re-replication copies its chunks elsewhere.
+    Draining,
+    /// Gone for good (its disk is lost): neither written nor read, and a
+    /// registration under its id is refused.
+    Removed,
+    /// Unreachable for longer than the gateways' `node_down_secs`: neither
+    /// written nor read until it answers again (then it is `Up`).
+    Down,
+}
+
+impl NodeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Up => "up",
+            NodeState::Draining => "draining",
+            NodeState::Removed => "removed",
+            NodeState::Down => "down",
+        }
+    }
+
+    /// Placement may pick the node for new replicas (copies, EBS direct
+    /// writes, new volumes, re-replication).
+    pub fn takes_data(self) -> bool {
+        self == NodeState::Up
+    }
+
+    /// Reads may try the node (restores, manifests, re-replication sources).
+    pub fn serves_reads(self) -> bool {
+        matches!(self, NodeState::Up | NodeState::Draining)
+    }
+}
+
+/// A chunk node's state, kept apart from its [`ChunkNodeInfo`] (which the
+/// node rewrites whole each time it registers): registering never changes
+/// it, so a draining node that restarts is still draining.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStateRecord {
+    pub version: u16,
+    pub node_id: String,
+    pub state: NodeState,
+    /// Since when, in ms since the epoch, by the proposer's clock (shown,
+    /// never compared).
+    pub since_ms: u64,
+}
+
 /// One persisted record, as stored in the state machine.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Record {
@@ -283,6 +338,8 @@ pub enum Record {
     CopyJob(CopyJob),
     Hold(Hold),
     Gc(GcState),
+    /// Appended last (see [`RecordKey::NodeState`]).
+    NodeState(NodeStateRecord),
 }
 
 /// Error decoding a persisted record: never papered over with a default.

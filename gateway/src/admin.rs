@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cairn_core::command::Query;
+use cairn_core::records::NodeState;
 use cairn_core::SnapshotId;
 use cairn_proto::pb;
 use cairn_worker::WorkerStatus;
@@ -85,10 +86,10 @@ pub fn totals(nodes: Vec<NodeChunks>, unreachable: Vec<String>) -> ChunkTotals {
     }
 }
 
-/// `ChunkStore.Stats` of every registered chunk node, summed.
+/// `ChunkStore.Stats` of every registered chunk node but the removed ones, summed.
 pub async fn chunks(State(ctx): State<Arc<Ctx>>) -> Response {
-    let nodes = match ctx.node_list().await {
-        Ok(n) => n,
+    let nodes: Vec<_> = match ctx.fleet().await {
+        Ok(f) => f.into_iter().filter(|e| e.state != NodeState::Removed).map(|e| e.info).collect(),
         Err(e) => return unavailable(e.to_string()),
     };
     let asks = nodes.iter().map(|n| {

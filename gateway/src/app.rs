@@ -13,14 +13,14 @@ use crate::ebs::error::EbsError;
 use crate::ec2::error::Ec2Error;
 use crate::http::error::{AwsError, LayerFailure};
 use crate::http::request_id::{request_id, REQUEST_ID_HEADER};
-use crate::{admin, ebs, ec2, scrub};
+use crate::{admin, ebs, ec2, node_admin, scrub};
 use axum::body::Body;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,6 +62,10 @@ pub fn app(ctx: Arc<Ctx>) -> Router {
         .route("/_cairn/gc", get(admin::gc_status).post(admin::gc_request))
         .route("/_cairn/scrub", get(scrub::status).post(scrub::request))
         .route("/_cairn/snapshots/{id}/usage", get(admin::usage))
+        .route("/_cairn/nodes", get(node_admin::list))
+        .route("/_cairn/nodes/{id}/drain", post(node_admin::drain))
+        .route("/_cairn/nodes/{id}/remove", post(node_admin::remove))
+        .route("/_cairn/repair", get(node_admin::repair_status).post(node_admin::repair_request))
         .fallback(fallback)
         .with_state(ctx)
         .layer(layers)

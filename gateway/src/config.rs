@@ -64,6 +64,15 @@ pub struct GatewayConfig {
     /// partitions (walking the manifests once per partition), so memory is
     /// bounded by this, not by the number of chunks.
     pub gc_memory_bytes: u64,
+    /// A chunk node that does not answer this gateway for this long is
+    /// declared `down`, in seconds: placement stops picking it and its
+    /// chunks are re-replicated from the surviving copies. Keep it below
+    /// `copy_host_timeout_secs`, so a copy whose target went down re-places
+    /// its chunks before it gives up.
+    pub node_down_secs: u64,
+    /// A re-replication pass runs this often, in seconds (0: only when asked
+    /// for, or when a node is drained, removed, goes down or comes back).
+    pub repair_interval_secs: u64,
     /// A volume left `creating` or `deleting` this long (by this gateway's
     /// watch, with no job for it running here) is driven to its end by this
     /// gateway's volume sweep, in milliseconds: the request or job that
@@ -96,6 +105,8 @@ impl Default for GatewayConfig {
             copy_idle_secs: 120,
             gc_interval_secs: 3600,
             gc_memory_bytes: 64 << 20,
+            node_down_secs: 600,
+            repair_interval_secs: 3600,
             volume_stall_ms: 60_000,
             clock_skew_ms: 0,
         }
@@ -141,6 +152,9 @@ impl GatewayConfig {
         }
         if self.metadata.is_empty() {
             return err("metadata", "must name at least one metadata member");
+        }
+        if self.node_down_secs == 0 {
+            return err("node_down_secs", "must be at least 1");
         }
         if self.replication_factor == 0 {
             return err("replication_factor", "must be at least 1");

@@ -5,8 +5,9 @@
 use crate::config::GatewayConfig;
 use crate::gc_state::Gc;
 use crate::nodes::{HostError, NodeClients};
+use crate::repair_state::Repair;
 use crate::tasks::Jobs;
-use cairn_core::command::{Query, QueryOutput};
+use cairn_core::command::{NodeEntry, Query, QueryOutput};
 use cairn_core::records::{ChunkNodeInfo, CopyJob, Hold, Holder, Snapshot, Volume};
 use cairn_core::{SnapshotId, VolumeId};
 use cairn_proto::{MetaClientError, MetadataClient};
@@ -24,6 +25,8 @@ pub struct Ctx {
     pub workers: Workers,
     /// Garbage collection's requests and last outcome.
     pub gc: Gc,
+    /// Re-replication's requests and last outcome.
+    pub repair: Repair,
 }
 
 /// A metadata answer of the wrong kind: a bug or version skew.
@@ -93,6 +96,37 @@ impl Ctx {
         }
     }
 
+    /// Every registered node with its state (up, draining, removed, down).
+    pub async fn fleet(&self) -> Result<Vec<NodeEntry>, MetaClientError> {
+        match self.meta.read(&Query::NodeStates).await? {
+            QueryOutput::NodeStates(n) => Ok(n),
+            _ => Err(unexpected("NodeStates")),
+        }
+    }
+
+    /// The nodes placement may pick for new data: those that are up.
+    pub async fn placement_nodes(&self) -> Result<Vec<ChunkNodeInfo>, MetaClientError> {
+        Ok(self
+            .fleet()
+            .await?
+            .into_iter()
+            .filter(|e| e.state.takes_data())
+            .map(|e| e.info)
+            .collect())
+    }
+
+    /// The nodes reads may try: up or draining.
+    pub async fn readable_nodes(&self) -> Result<Vec<ChunkNodeInfo>, MetaClientError> {
+        Ok(self
+            .fleet()
+            .await?
+            .into_iter()
+            .filter(|e| e.state.serves_reads())
+            .map(|e| e.info)
+            .collect())
+    }
+
+    /// Every registered node, whatever its state (to find a volume's host).
     pub async fn node_list(&self) -> Result<Vec<ChunkNodeInfo>, MetaClientError> {
         match self.meta.read(&Query::Nodes).await? {
             QueryOutput::Nodes(n) => Ok(n),

@@ -10,6 +10,8 @@ use crate::gc;
 use crate::gc_state::Gc;
 use crate::jobs;
 use crate::nodes::NodeClients;
+use crate::repair;
+use crate::repair_state::Repair;
 use crate::tasks::Jobs;
 use cairn_proto::MetadataClient;
 use cairn_worker::{WorkerStatus, Workers};
@@ -61,6 +63,7 @@ impl Gateway {
             jobs: Jobs::default(),
             workers: Workers::new(),
             gc: Gc::default(),
+            repair: Repair::default(),
         });
         let (stop, stopped) = watch::channel(false);
         let signal = move |mut rx: watch::Receiver<bool>| async move {
@@ -77,6 +80,7 @@ impl Gateway {
         ebs::spawn_background(&ctx);
         jobs::spawn_workers(&ctx);
         gc::spawn(&ctx);
+        repair::spawn(&ctx);
         tracing::info!(%http_addr, %nbd_addr, region = %ctx.config.region, "gateway started");
         Ok(Gateway { http_addr, nbd_addr, ctx, stop, http, nbd })
     }

@@ -42,6 +42,7 @@ impl Metadata for EmptyGroup {
                 QueryOutput::GcHolders(GcHolders { generation: 0, holds: Vec::new() })
             }
             Query::Hold(_) => QueryOutput::Hold(None),
+            Query::NodeStates => QueryOutput::NodeStates(Vec::new()),
         };
         let data = bincode::serialize(&out).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(ClientReply { data, not_leader: false, leader_addr: String::new() }))
@@ -107,7 +108,17 @@ async fn a_started_gateway_lists_its_workers_and_the_volume_sweep_keeps_sweeping
     let gw = start(empty_group().await).await;
     let mut names: Vec<String> = gw.workers().into_iter().map(|w| w.name).collect();
     names.sort();
-    assert_eq!(names, ["copy job runner", "ebs staging sweeper", "garbage collector", SWEEP]);
+    assert_eq!(
+        names,
+        [
+            "copy job runner",
+            "ebs staging sweeper",
+            "garbage collector",
+            "node watch",
+            "re-replication",
+            SWEEP
+        ]
+    );
 
     until("the sweep ran twice", || worker(&gw.workers(), SWEEP).steps >= 2).await;
     let sweep = worker(&gw.workers(), SWEEP).clone();
@@ -122,7 +133,7 @@ async fn a_started_gateway_lists_its_workers_and_the_volume_sweep_keeps_sweeping
     let health: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(health["status"], "ok", "{body}");
     let listed = health["workers"].as_array().unwrap();
-    assert_eq!(listed.len(), 4, "{body}");
+    assert_eq!(listed.len(), 6, "{body}");
     let sweep = listed.iter().find(|w| w["name"] == SWEEP).unwrap();
     assert_ne!(sweep["state"], "stopped", "{body}");
 

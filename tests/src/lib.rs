@@ -1,5 +1,6 @@
 //! The test harness of the workspace. Here: the in-process cluster (3
-//! metadata nodes, 3 chunk nodes in two AZs and an Outpost, and a gateway,
+//! metadata nodes, 3 chunk nodes in two AZs and an Outpost, or
+//! [`TestCluster::start_four`]'s four regional ones, and a gateway,
 //! each on port-0 listeners in one temp dir) with helpers that talk to the
 //! gateway as an AWS client would, the one way to wait on a predicate (never
 //! on sleeps) and the one way to run a command (qemu-img, qemu-io). Single
@@ -9,6 +10,7 @@ pub mod gc;
 pub mod http;
 pub mod nbd;
 pub mod node;
+pub mod nodes;
 pub mod procs;
 pub mod scrub;
 pub mod shape;
@@ -73,8 +75,34 @@ pub struct TestCluster {
     pub client: MetadataClient,
 }
 
+/// The regional chunk nodes of [`TestCluster::start`]: one per AZ.
+const TWO_REGIONAL: &[(&str, &str)] = &[("chunk-1a", "cairn-1a"), ("chunk-1b", "cairn-1b")];
+/// Those of [`TestCluster::start_four`]: two per AZ.
+pub const FOUR_REGIONAL: &[(&str, &str)] = &[
+    ("chunk-1a", "cairn-1a"),
+    ("chunk-1a2", "cairn-1a"),
+    ("chunk-1b", "cairn-1b"),
+    ("chunk-1b2", "cairn-1b"),
+];
+
 impl TestCluster {
     pub async fn start() -> anyhow::Result<TestCluster> {
+        Self::start_with(TWO_REGIONAL, "").await
+    }
+
+    /// Four regional nodes (two per AZ) and the Outpost node; the gateway
+    /// declares a node down after 2 s unanswered and re-replicates only
+    /// when asked (or when a node leaves).
+    pub async fn start_four() -> anyhow::Result<TestCluster> {
+        Self::start_with(FOUR_REGIONAL, "node_down_secs = 2\nrepair_interval_secs = 0\n").await
+    }
+
+    /// The regional nodes `regional` (name, AZ) and one Outpost node, with
+    /// `gateway_extra` appended to the gateway's TOML configuration.
+    pub async fn start_with(
+        regional: &[(&str, &str)],
+        gateway_extra: &str,
+    ) -> anyhow::Result<TestCluster> {
         init_logging();
         let dir = tempfile::tempdir()?;
         let mut meta = Vec::new();
@@ -95,11 +123,10 @@ impl TestCluster {
 
         let outpost = OutpostId::generate();
         let metadata_list = toml_list(&meta_addrs);
-        let specs = [
-            ("chunk-1a", "cairn-1a", None),
-            ("chunk-1b", "cairn-1b", None),
-            ("chunk-op", "cairn-1a", Some(outpost.to_string())),
-        ];
+        let mut specs: Vec<(&str, &str, Option<String>)> =
+            regional.iter().map(|(n, az)| (*n, *az, None)).collect();
+        specs.push(("chunk-op", "cairn-1a", Some(outpost.to_string())));
+        let want = specs.len();
         let mut chunks = Vec::new();
         for (name, az, op) in specs {
             let data = dir.path().join(name);
@@ -114,15 +141,21 @@ impl TestCluster {
             chunks.push(ChunkNode::start(config, bind().await?, bind().await?).await?);
         }
         wait_for("every chunk node registers", Duration::from_secs(30), || async {
-            matches!(client.read(&Query::Nodes).await, Ok(QueryOutput::Nodes(n)) if n.len() == 3)
+            matches!(client.read(&Query::Nodes).await, Ok(QueryOutput::Nodes(n)) if n.len() == want)
         })
         .await?;
 
         let config: GatewayConfig = toml::from_str(&format!(
-            "region = {REGION:?}\naccount_id = {ACCOUNT:?}\navailability_zones = [\"cairn-1a\", \"cairn-1b\"]\nmetadata = {metadata_list}\nreplication_factor = 3\n"
+            "region = {REGION:?}\naccount_id = {ACCOUNT:?}\navailability_zones = [\"cairn-1a\", \"cairn-1b\"]\nmetadata = {metadata_list}\nreplication_factor = 3\n{gateway_extra}"
         ))?;
         let gateway = Gateway::start(config, bind().await?, bind().await?).await?;
         Ok(TestCluster { dir, meta, meta_addrs, chunks, gateway: Some(gateway), outpost, client })
+    }
+
+    /// Takes chunk node `node_id` out of the cluster (to stop or kill it).
+    pub fn take_chunk_node(&mut self, node_id: &str) -> Option<ChunkNode> {
+        let at = self.chunks.iter().position(|c| c.info().node_id == node_id)?;
+        Some(self.chunks.remove(at))
     }
 
     pub fn http_addr(&self) -> SocketAddr {

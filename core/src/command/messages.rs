@@ -7,7 +7,9 @@
 
 use crate::block::ChunkId;
 use crate::ids::{SnapshotId, VolumeId};
-use crate::records::{ChunkNodeInfo, CopyJob, Hold, Holder, Snapshot, Volume, VolumeState};
+use crate::records::{
+    ChunkNodeInfo, CopyJob, Hold, Holder, NodeState, Snapshot, Volume, VolumeState,
+};
 use serde::{Deserialize, Serialize};
 
 /// The volume id of snapshots written through the EBS direct APIs, which no
@@ -105,6 +107,35 @@ pub enum Command {
     ReleaseHold {
         holder: Holder,
     },
+    // Appended last, so the variants above keep their bincode tags.
+    /// The operator drains a node: placement stops picking it and
+    /// re-replication moves what it holds. Refused for an unknown or removed
+    /// node, and when the node is the last one of its zone (an AZ of the
+    /// region, or its Outpost) that placement could pick.
+    DrainNode {
+        node_id: String,
+        at_ms: u64,
+    },
+    /// The operator removes a node whose disk is gone. Refused for an
+    /// unknown node and when it is the last one of its destination (the
+    /// region, or its Outpost) that placement could pick. Removing a removed
+    /// node is a retry.
+    RemoveNode {
+        node_id: String,
+        at_ms: u64,
+    },
+    /// A gateway found the node unreachable past `node_down_secs`: an `Up`
+    /// node becomes `Down`; any other state is kept (a retry, or an
+    /// operator's decision that outranks it).
+    NodeDown {
+        node_id: String,
+        at_ms: u64,
+    },
+    /// A `Down` node answered again: it is `Up`; any other state is kept.
+    NodeUp {
+        node_id: String,
+        at_ms: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -132,6 +163,9 @@ pub enum MetaError {
     VolumeInUse(String),
     #[error("The client token {0} was already used with different parameters.")]
     IdempotentParameterMismatch(String),
+    /// Appended last (bincode tags).
+    #[error("The chunk node '{0}' is not registered.")]
+    NodeNotFound(String),
 }
 
 pub type CommandResult = Result<CommandOutput, MetaError>;
@@ -149,6 +183,8 @@ pub enum Query {
     GcHolders,
     /// One holder's hold.
     Hold(Holder),
+    /// Every registered node with its state (appended last).
+    NodeStates,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -161,6 +197,16 @@ pub enum QueryOutput {
     CopyJobs(Vec<CopyJob>),
     GcHolders(GcHolders),
     Hold(Option<Hold>),
+    NodeStates(Vec<NodeEntry>),
+}
+
+/// A registered node and where it stands.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeEntry {
+    pub info: ChunkNodeInfo,
+    pub state: NodeState,
+    /// When it entered `state`; 0 for a node that was never anything but up.
+    pub since_ms: u64,
 }
 
 /// What garbage collection reads besides the completed snapshots.

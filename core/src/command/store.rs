@@ -10,11 +10,11 @@
 //! only loading, `put_snapshot` and `index_remove` (which whoever removes a
 //! snapshot calls with it) change it.
 
-use super::messages::{GcHolders, MetaError, Query, QueryOutput};
+use super::messages::{GcHolders, MetaError, NodeEntry, Query, QueryOutput};
 use crate::ids::{SnapshotId, VolumeId};
 use crate::records::{
     decode_record, encode_record, ChunkNodeInfo, CopyJob, DecodeError, GcState, Hold, Holder,
-    Record, RecordKey, Snapshot, SnapshotState, TokenRecord, Volume,
+    NodeState, NodeStateRecord, Record, RecordKey, Snapshot, SnapshotState, TokenRecord, Volume,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -35,6 +35,9 @@ pub struct Records {
     pub(super) holds: BTreeMap<Holder, Hold>,
     #[serde(default)]
     pub(super) gc: GcState,
+    /// Nodes that are not simply up (absent: up).
+    #[serde(default)]
+    pub(super) node_states: BTreeMap<String, NodeStateRecord>,
     #[serde(skip)]
     pub(super) dirty: BTreeSet<RecordKey>,
     /// Derived from `snapshots`, kept in step by `index_add`/`index_remove`:
@@ -83,6 +86,9 @@ impl Records {
                 self.holds.insert(h.holder.clone(), h);
             }
             Record::Gc(g) => self.gc = g,
+            Record::NodeState(n) => {
+                self.node_states.insert(n.node_id.clone(), n);
+            }
         }
     }
 
@@ -98,6 +104,7 @@ impl Records {
             .chain(self.copy_jobs.keys().map(|k| RecordKey::CopyJob(k.clone())))
             .chain(self.holds.keys().map(|k| RecordKey::Hold(k.clone())))
             .chain(std::iter::once(RecordKey::Gc))
+            .chain(self.node_states.keys().map(|k| RecordKey::NodeState(k.clone())))
             .collect();
         keys.into_iter().filter_map(|k| self.encode_key(&k).map(|v| (k.encode(), v))).collect()
     }
@@ -112,6 +119,7 @@ impl Records {
             RecordKey::CopyJob(k) => Record::CopyJob(self.copy_jobs.get(k)?.clone()),
             RecordKey::Hold(k) => Record::Hold(self.holds.get(k)?.clone()),
             RecordKey::Gc => Record::Gc(self.gc.clone()),
+            RecordKey::NodeState(k) => Record::NodeState(self.node_states.get(k)?.clone()),
         };
         Some(encode_record(&rec))
     }
@@ -134,7 +142,21 @@ impl Records {
                 holds: self.holds.values().cloned().collect(),
             }),
             Query::Hold(h) => QueryOutput::Hold(self.holds.get(h).cloned()),
+            Query::NodeStates => QueryOutput::NodeStates(
+                self.nodes
+                    .values()
+                    .map(|info| {
+                        let (state, since_ms) = self.node_state(&info.node_id);
+                        NodeEntry { info: info.clone(), state, since_ms }
+                    })
+                    .collect(),
+            ),
         }
+    }
+
+    /// Where `node_id` stands, and since when (up since 0 without a record).
+    pub(super) fn node_state(&self, node_id: &str) -> (NodeState, u64) {
+        self.node_states.get(node_id).map_or((NodeState::Up, 0), |r| (r.state, r.since_ms))
     }
 
     pub(super) fn volume(&self, id: &VolumeId) -> Result<Volume, MetaError> {

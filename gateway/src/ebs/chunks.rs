@@ -1,34 +1,55 @@
 //! Where EBS-direct bytes go: chunks, manifest pages and roots on the RF
 //! regional chunk nodes placement picks for their id (the same nodes and the
 //! same rule as the copy executor, so everything dedups with everything
-//! else), written at RF and read back verified.
+//! else), written at RF and read back verified. Placement picks only nodes
+//! that are up; reads also try draining nodes, after every pickable one.
 
 use super::error::EbsError;
 use crate::ctx::Ctx;
 use crate::nodes::{call, destination_nodes, HostError};
+use cairn_core::command::NodeEntry;
 use cairn_core::manifest::{ManifestPage, ManifestRoot};
 use cairn_core::placement::{place, Candidate};
-use cairn_core::records::ChunkNodeInfo;
-use cairn_core::ChunkId;
+use cairn_core::records::{ChunkNodeInfo, NodeState};
+use cairn_core::{ChunkId, OutpostId};
 use cairn_proto::pb;
 use futures::future::join_all;
 
 /// Deadline of one chunk or staging call.
 pub const CALL_SECS: u64 = 30;
 
-/// The regional chunk nodes of this gateway's region, and the RF.
+/// The chunk nodes of one destination (the region's, or an Outpost's), and the RF.
 pub struct Region {
+    /// The nodes placement picks from (up).
     pub nodes: Vec<ChunkNodeInfo>,
+    /// Nodes that are read from, last, but never written to (draining).
+    pub also_read: Vec<ChunkNodeInfo>,
     pub rf: usize,
 }
 
 impl Region {
+    /// The regional destination, as placement sees it now.
     pub async fn load(ctx: &Ctx) -> Result<Region, EbsError> {
-        let nodes = destination_nodes(&ctx.node_list().await?, None);
-        if nodes.is_empty() {
-            return Err(EbsError::Throttled("No regional chunk node is registered yet.".into()));
+        let rf = ctx.config.replication_factor.max(1) as usize;
+        let region = Region::of(&ctx.fleet().await?, None, rf);
+        if region.nodes.is_empty() {
+            return Err(EbsError::Throttled("No regional chunk node is up.".into()));
         }
-        Ok(Region { nodes, rf: ctx.config.replication_factor.max(1) as usize })
+        Ok(region)
+    }
+
+    /// Destination `outpost`'s nodes among `fleet`, by their states.
+    pub fn of(fleet: &[NodeEntry], outpost: Option<&OutpostId>, rf: usize) -> Region {
+        let pick = |keep: fn(NodeState) -> bool| {
+            let infos: Vec<ChunkNodeInfo> =
+                fleet.iter().filter(|e| keep(e.state)).map(|e| e.info.clone()).collect();
+            destination_nodes(&infos, outpost)
+        };
+        Region {
+            nodes: pick(NodeState::takes_data),
+            also_read: pick(|s| s.serves_reads() && !s.takes_data()),
+            rf,
+        }
     }
 
     fn candidates(&self) -> Vec<Candidate> {
@@ -46,10 +67,11 @@ impl Region {
             .collect()
     }
 
-    /// Every node, the replicas of `key` first (where to look for it).
+    /// Every node, the replicas of `key` first and the read-only nodes
+    /// last (where to look for it).
     pub fn search_order(&self, key: &ChunkId) -> Vec<&ChunkNodeInfo> {
         let mut order = self.replicas(key);
-        for n in &self.nodes {
+        for n in self.nodes.iter().chain(&self.also_read) {
             if !order.iter().any(|o| o.node_id == n.node_id) {
                 order.push(n);
             }

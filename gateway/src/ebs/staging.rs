@@ -272,7 +272,7 @@ mod tests {
                 nbd_addr: String::new(),
             })
             .collect();
-        let region = Region { nodes, rf: 3 };
+        let region = Region { nodes, also_read: Vec::new(), rf: 3 };
         let r = region.replicas(&staging_key("snap-0123456789abcdef0"));
         assert_eq!(r.len(), 3);
         let azs: std::collections::BTreeSet<&str> = r.iter().map(|n| n.az.as_str()).collect();

@@ -193,6 +193,8 @@ impl From<MetaError> for Ec2Error {
             MetaError::IncorrectState(m) => Ec2Error::IncorrectState(m),
             MetaError::VolumeInUse(m) => Ec2Error::VolumeInUse(m),
             MetaError::IdempotentParameterMismatch(t) => Ec2Error::IdempotentParameterMismatch(t),
+            // Only the operator endpoints name nodes; no EC2 request does.
+            e @ MetaError::NodeNotFound(_) => Ec2Error::IncorrectState(e.to_string()),
         }
     }
 }

@@ -15,10 +15,9 @@
 use crate::ctx::Ctx;
 use crate::ebs::chunks::{get_chunk, Region};
 use crate::gc_state::MarkStats;
-use crate::nodes::destination_nodes;
+use cairn_core::command::NodeEntry;
 use cairn_core::gc::{LiveFilter, Partition};
 use cairn_core::manifest::{ManifestPage, ManifestRoot};
-use cairn_core::records::ChunkNodeInfo;
 use cairn_core::{ChunkId, OutpostId};
 use std::collections::{BTreeMap, HashSet};
 
@@ -32,21 +31,26 @@ pub struct Root {
     pub why: String,
 }
 
-/// Every destination's nodes, to read manifests from.
+/// Every destination's nodes, to read manifests from (up and draining).
 pub struct Sources {
     domains: BTreeMap<Option<OutpostId>, Region>,
 }
 
 impl Sources {
-    pub fn new(nodes: &[ChunkNodeInfo], rf: u32) -> Sources {
+    pub fn new(fleet: &[NodeEntry], rf: u32) -> Sources {
         let mut domains = BTreeMap::new();
-        for n in nodes {
-            domains.entry(n.outpost.clone()).or_insert_with(|| Region {
-                nodes: destination_nodes(nodes, n.outpost.as_ref()),
-                rf: rf.max(1) as usize,
-            });
+        for e in fleet.iter().filter(|e| e.state.serves_reads()) {
+            let op = e.info.outpost.clone();
+            domains
+                .entry(op.clone())
+                .or_insert_with(|| Region::of(fleet, op.as_ref(), rf.max(1) as usize));
         }
         Sources { domains }
+    }
+
+    /// Destination `outpost`'s nodes, if it has any.
+    pub fn region(&self, outpost: Option<&OutpostId>) -> Option<&Region> {
+        self.domains.get(&outpost.cloned())
     }
 
     /// The verified bytes of `id`: from its destination's nodes, then from

@@ -30,7 +30,7 @@ use crate::gc_state::{NodeReport, PassReport};
 use crate::nodes::{call, HostError};
 use cairn_core::command::{Command, GcHolders, Query, QueryOutput};
 use cairn_core::gc::Partition;
-use cairn_core::records::{ChunkNodeInfo, Holder, SnapshotState};
+use cairn_core::records::{ChunkNodeInfo, Holder, NodeState, SnapshotState};
 use cairn_proto::pb;
 use futures::future::join_all;
 use std::time::Instant;
@@ -43,7 +43,10 @@ const SHORT_CALL_SECS: u64 = 10;
 /// Runs one pass. An error before the sweep deletes nothing.
 pub async fn run_pass(ctx: &Ctx) -> Result<PassReport, String> {
     let started = Instant::now();
-    let nodes = ctx.node_list().await.map_err(|e| e.to_string())?;
+    let fleet = ctx.fleet().await.map_err(|e| e.to_string())?;
+    // A removed node's disk is gone: it is neither fenced nor swept.
+    let nodes: Vec<ChunkNodeInfo> =
+        fleet.iter().filter(|e| e.state != NodeState::Removed).map(|e| e.info.clone()).collect();
     let mut report =
         PassReport { holds_released: release_hydrated(ctx).await, ..Default::default() };
 
@@ -66,7 +69,7 @@ pub async fn run_pass(ctx: &Ctx) -> Result<PassReport, String> {
     let budget = ctx.config.gc_memory_bytes;
     let filter_budget = budget / 2;
     let max_walked = (budget / 2 / 64) as usize;
-    let sources = Sources::new(&nodes, ctx.config.replication_factor);
+    let sources = Sources::new(&fleet, ctx.config.replication_factor);
     let partitions = Partition::plan(expected, filter_budget);
     report.partitions = partitions.len() as u32;
     report.nodes = nodes
@@ -110,7 +113,7 @@ pub async fn run_pass(ctx: &Ctx) -> Result<PassReport, String> {
     Ok(report)
 }
 
-pub(super) async fn holders(ctx: &Ctx) -> Result<GcHolders, String> {
+pub(crate) async fn holders(ctx: &Ctx) -> Result<GcHolders, String> {
     match ctx.meta.read(&Query::GcHolders).await.map_err(|e| e.to_string())? {
         QueryOutput::GcHolders(h) => Ok(h),
         _ => Err("unexpected metadata answer to GcHolders".into()),
@@ -120,7 +123,7 @@ pub(super) async fn holders(ctx: &Ctx) -> Result<GcHolders, String> {
 /// The manifests to mark: every completed snapshot's, then the holds'
 /// roots; how many completed snapshots there are; and whether a pending
 /// snapshot has no hold.
-pub(super) async fn roots(
+pub(crate) async fn roots(
     ctx: &Ctx,
     holders: &GcHolders,
 ) -> Result<(Vec<Root>, u64, bool), String> {

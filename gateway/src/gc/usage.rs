@@ -42,8 +42,8 @@ pub async fn snapshot_usage(ctx: &Ctx, id: &SnapshotId) -> Result<SnapshotUsage,
         return Err(UsageError::NotFound(id.to_string()));
     };
     let snap = snap.expect("checked above");
-    let nodes = ctx.node_list().await.map_err(|e| unavailable(e.to_string()))?;
-    let sources = Sources::new(&nodes, ctx.config.replication_factor);
+    let fleet = ctx.fleet().await.map_err(|e| unavailable(e.to_string()))?;
+    let sources = Sources::new(&fleet, ctx.config.replication_factor);
     let own = Root { id: root_id, outpost: snap.outpost.clone(), why: id.to_string() };
 
     // Its own ids, with their sizes (blocks are BLOCK_SIZE; pages as read).

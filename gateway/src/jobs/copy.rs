@@ -384,14 +384,20 @@ async fn copy_request(
             snap.volume_id
         ))));
     };
-    let nodes = ctx.node_list().await?;
+    let fleet = ctx.fleet().await?;
+    let nodes: Vec<ChunkNodeInfo> = fleet.iter().map(|e| e.info.clone()).collect();
     let host = find_node(&nodes, &volume.host_node)?;
+    // Placement picks only nodes that are up, read again on every attempt:
+    // a retry after a target went down, was drained or removed re-places
+    // the chunks still to store on the nodes left.
+    let up: Vec<ChunkNodeInfo> =
+        fleet.into_iter().filter(|e| e.state.takes_data()).map(|e| e.info).collect();
     let targets: Vec<pb::StoreNode> =
-        destination_nodes(&nodes, snap.outpost.as_ref()).iter().map(Into::into).collect();
+        destination_nodes(&up, snap.outpost.as_ref()).iter().map(Into::into).collect();
     if targets.is_empty() {
         return Err(HostError::Interrupted(match &snap.outpost {
-            Some(op) => format!("no chunk node of Outpost {op} is registered"),
-            None => "no regional chunk node is registered".to_string(),
+            Some(op) => format!("no chunk node of Outpost {op} is up"),
+            None => "no regional chunk node is up".to_string(),
         })
         .into());
     }

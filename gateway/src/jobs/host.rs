@@ -23,10 +23,9 @@ pub fn find_node(nodes: &[ChunkNodeInfo], id: &str) -> Result<ChunkNodeInfo, Hos
         .ok_or_else(|| HostError::UnknownNode(id.to_string()))
 }
 
-/// What one attempt found: the registered nodes as it read them, the
-/// volume's host among them and a client to it.
+/// What one attempt found: the volume's host among the registered nodes,
+/// and a client to it.
 struct Host {
-    nodes: Vec<ChunkNodeInfo>,
     node: ChunkNodeInfo,
     client: VolumeHostClient<Channel>,
 }
@@ -50,7 +49,7 @@ where
         let nodes = ctx.node_list().await?;
         let node = find_node(&nodes, &volume.host_node)?;
         let client = ctx.nodes.volume_host(&node)?;
-        f(Host { nodes, node, client }).await
+        f(Host { node, client }).await
     })
     .await
 }
@@ -97,8 +96,10 @@ pub async fn create_on_host(ctx: &Ctx, volume: &Volume, attempts: u32) -> Result
                 let root = snap.manifest_root.ok_or_else(|| {
                     HostError::Protocol(format!("snapshot {sid} has no manifest (not completed)"))
                 })?;
+                // Nodes reads may use (up or draining), not removed or down ones.
+                let readable = ctx.readable_nodes().await?;
                 let sources: Vec<pb::StoreNode> =
-                    destination_nodes(&h.nodes, snap.outpost.as_ref())
+                    destination_nodes(&readable, snap.outpost.as_ref())
                         .iter()
                         .map(Into::into)
                         .collect();

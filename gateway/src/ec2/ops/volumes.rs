@@ -239,7 +239,9 @@ pub async fn create(
         }
     }
     let id = VolumeId::generate();
-    let host = choose_host(&nodes, &input.az, input.outpost.as_ref(), &id).ok_or_else(|| {
+    // A new volume is hosted only by a node that is up.
+    let up = ctx.placement_nodes().await?;
+    let host = choose_host(&up, &input.az, input.outpost.as_ref(), &id).ok_or_else(|| {
         Ec2Error::InsufficientVolumeCapacity(format!(
             "There is no chunk node in {} to host the volume.",
             input.outpost.as_ref().map(|o| o.to_string()).unwrap_or_else(|| input.az.clone())
