@@ -33,7 +33,11 @@ async fn state_of(c: &TestCluster, action: &str, key: &str, id: &str) -> Option<
     }
 }
 
-/// The first record of `node`'s lowest-numbered pack: (pack file, chunk id).
+/// Records in a pack start on this boundary (the chunk node's direct I/O).
+const ALIGN: u64 = 4096;
+
+/// The first data block record (not a small manifest record, whose padding
+/// a flip could miss) of `node`'s lowest-numbered pack: (pack file, chunk id).
 fn first_record(c: &TestCluster, node: &str) -> anyhow::Result<(PathBuf, ChunkId)> {
     let dir = c.data_dir().join(node).join("packs");
     let mut packs: Vec<PathBuf> = std::fs::read_dir(&dir)?
@@ -43,10 +47,21 @@ fn first_record(c: &TestCluster, node: &str) -> anyhow::Result<(PathBuf, ChunkId
         .collect();
     packs.sort();
     let pack = packs.first().cloned().ok_or_else(|| anyhow::anyhow!("no pack in {dir:?}"))?;
+    let file = std::fs::File::open(&pack)?;
+    let size = file.metadata()?.len();
+    let mut pos = 0u64;
     let mut header = [0u8; 40];
-    std::fs::File::open(&pack)?.read_exact_at(&mut header, 0)?;
-    let id = ChunkId::from_slice(&header[8..]).ok_or_else(|| anyhow::anyhow!("bad header"))?;
-    Ok((pack, id))
+    while pos + 40 <= size {
+        file.read_exact_at(&mut header, pos)?;
+        let len = u64::from(u32::from_le_bytes(header[4..8].try_into()?));
+        if len == BS as u64 {
+            let id =
+                ChunkId::from_slice(&header[8..]).ok_or_else(|| anyhow::anyhow!("bad header"))?;
+            return Ok((pack, id));
+        }
+        pos = (pos + 40 + len).next_multiple_of(ALIGN);
+    }
+    anyhow::bail!("no data block record in {pack:?}")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
