@@ -233,6 +233,32 @@ fn toml_list(items: &[String]) -> String {
     format!("[{}]", quoted.join(", "))
 }
 
+/// 512 KiB of pseudo-random bytes determined by `seed`: distinct seeds give
+/// distinct blocks (what tests write and expect back).
+pub fn pattern(seed: u64) -> Vec<u8> {
+    let size = cairn_core::BLOCK_SIZE;
+    let mut out = Vec::with_capacity(size);
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    while out.len() < size {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend(x.to_le_bytes());
+    }
+    out
+}
+
+impl TestCluster {
+    /// The `status` a Describe call reports for one resource (e.g.
+    /// `("DescribeSnapshots", "SnapshotId.1", id)`), or `None`.
+    pub async fn status_of(&self, action: &str, key: &str, id: &str) -> Option<String> {
+        match self.ec2(action, &[(key, id)]).await {
+            Ok((200, b)) => xml_text(&b, "status"),
+            _ => None,
+        }
+    }
+}
+
 /// The text of the first `<tag>` element in `xml`, if any.
 pub fn xml_text(xml: &str, tag: &str) -> Option<String> {
     let open = format!("<{tag}>");

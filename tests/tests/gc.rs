@@ -5,7 +5,7 @@
 
 use cairn_tests::gc::{run_pass, stored_bytes};
 use cairn_tests::nbd::NbdConn;
-use cairn_tests::{wait_for, xml_text, TestCluster};
+use cairn_tests::{pattern, wait_for, xml_text, TestCluster};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -19,22 +19,7 @@ const WIDE: u64 = 256;
 
 /// A block's content for `(round, block)`: distinct for each pair.
 fn content(round: u64, b: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(BS);
-    let mut x = (round << 32 | b).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    while out.len() < BS {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend(x.to_le_bytes());
-    }
-    out
-}
-
-async fn state_of(c: &TestCluster, action: &str, key: &str, id: &str) -> Option<String> {
-    match c.ec2(action, &[(key, id)]).await {
-        Ok((200, b)) => xml_text(&b, "status"),
-        _ => None,
-    }
+    pattern(round << 32 | b)
 }
 
 async fn snapshot(c: &TestCluster, vol: &str) -> anyhow::Result<String> {
@@ -45,7 +30,7 @@ async fn snapshot(c: &TestCluster, vol: &str) -> anyhow::Result<String> {
 
 async fn completed(c: &TestCluster, snap: &str) -> anyhow::Result<()> {
     wait_for("the snapshot completes", LONG, || async {
-        state_of(c, "DescribeSnapshots", "SnapshotId.1", snap).await.as_deref() == Some("completed")
+        c.status_of("DescribeSnapshots", "SnapshotId.1", snap).await.as_deref() == Some("completed")
     })
     .await
 }
@@ -80,7 +65,7 @@ async fn restores_to(
     anyhow::ensure!(status == 200, "restore {snap}: {body}");
     let vol = xml_text(&body, "volumeId").unwrap_or_default();
     wait_for("the restored volume is available", LONG, || async {
-        state_of(c, "DescribeVolumes", "VolumeId.1", &vol).await.as_deref() == Some("available")
+        c.status_of("DescribeVolumes", "VolumeId.1", &vol).await.as_deref() == Some("available")
     })
     .await?;
     let mut r = NbdConn::connect(c.nbd_addr(), &vol).await?;
@@ -198,13 +183,13 @@ async fn a_deleted_parent_or_source_stays_while_a_child_or_a_restore_needs_it() 
     let restored = xml_text(&body, "volumeId").unwrap_or_default();
     // Available (so the parent may be deleted) while it still hydrates.
     wait_for("the restored volume is available", LONG, || async {
-        state_of(&c, "DescribeVolumes", "VolumeId.1", &restored).await.as_deref()
+        c.status_of("DescribeVolumes", "VolumeId.1", &restored).await.as_deref()
             == Some("available")
     })
     .await?;
 
     delete_snapshot(&c, &parent).await?;
-    let child_then = state_of(&c, "DescribeSnapshots", "SnapshotId.1", &child).await;
+    let child_then = c.status_of("DescribeSnapshots", "SnapshotId.1", &child).await;
     let hydrating = c.volume_stats(&restored).map(|s| s.total_blocks - s.hydrated_blocks);
     let during = run_pass(c.http_addr()).await?;
     eprintln!("parent deleted: child {child_then:?}, restored volume lacking {hydrating:?} blocks; gc {during}");

@@ -5,7 +5,7 @@
 
 use cairn_tests::gc::{run_pass, stored_bytes};
 use cairn_tests::nbd::NbdConn;
-use cairn_tests::{wait_for, xml_text, TestCluster};
+use cairn_tests::{pattern, wait_for, xml_text, TestCluster};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -19,22 +19,7 @@ const ROUNDS: u64 = 6;
 const SPAN: u64 = 12;
 
 fn content(writer: u64, round: u64, b: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(BS);
-    let mut x = (writer << 48 | round << 24 | b).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    while out.len() < BS {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend(x.to_le_bytes());
-    }
-    out
-}
-
-async fn state_of(c: &TestCluster, action: &str, key: &str, id: &str) -> Option<String> {
-    match c.ec2(action, &[(key, id)]).await {
-        Ok((200, b)) => xml_text(&b, "status"),
-        _ => None,
-    }
+    pattern(writer << 48 | round << 24 | b)
 }
 
 type Image = BTreeMap<u64, Vec<u8>>;
@@ -58,7 +43,7 @@ async fn writer(c: &TestCluster, w: u64) -> anyhow::Result<Vec<(String, Image)>>
         anyhow::ensure!(status == 200, "CreateSnapshot: {body}");
         let snap = xml_text(&body, "snapshotId").unwrap_or_default();
         wait_for("a snapshot completes", LONG, || async {
-            state_of(c, "DescribeSnapshots", "SnapshotId.1", &snap).await.as_deref()
+            c.status_of("DescribeSnapshots", "SnapshotId.1", &snap).await.as_deref()
                 == Some("completed")
         })
         .await?;
@@ -109,8 +94,7 @@ async fn gc_in_a_loop_beside_eight_writers_keeps_every_snapshot_and_frees_the_re
         anyhow::ensure!(status == 200, "restore {snap}: {body}");
         let vol = xml_text(&body, "volumeId").unwrap_or_default();
         wait_for("the restored volume is available", LONG, || async {
-            state_of(&c, "DescribeVolumes", "VolumeId.1", &vol).await.as_deref()
-                == Some("available")
+            c.status_of("DescribeVolumes", "VolumeId.1", &vol).await.as_deref() == Some("available")
         })
         .await?;
         let mut r = NbdConn::connect(c.nbd_addr(), &vol).await?;

@@ -3,7 +3,7 @@
 //! byte matches.
 
 use cairn_tests::nbd::NbdConn;
-use cairn_tests::{wait_for, xml_text, TestCluster};
+use cairn_tests::{pattern, wait_for, xml_text, TestCluster};
 use std::time::{Duration, Instant};
 
 const BS: usize = cairn_core::BLOCK_SIZE;
@@ -16,22 +16,7 @@ fn content(b: u64) -> Vec<u8> {
     if b % 5 == 4 {
         return vec![0; BS];
     }
-    let mut out = Vec::with_capacity(BS);
-    let mut x = b.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    while out.len() < BS {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend(x.to_le_bytes());
-    }
-    out
-}
-
-async fn status_of(c: &TestCluster, action: &str, key: &str, id: &str) -> Option<String> {
-    match c.ec2(action, &[(key, id)]).await {
-        Ok((200, b)) => xml_text(&b, "status"),
-        _ => None,
-    }
+    pattern(b)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -42,7 +27,7 @@ async fn restored_volume_reads_correctly_while_hydrating() -> anyhow::Result<()>
     anyhow::ensure!(status == 200, "{body}");
     let vol = xml_text(&body, "volumeId").unwrap_or_default();
     wait_for("the volume is available", LONG, || async {
-        status_of(&c, "DescribeVolumes", "VolumeId.1", &vol).await.as_deref() == Some("available")
+        c.status_of("DescribeVolumes", "VolumeId.1", &vol).await.as_deref() == Some("available")
     })
     .await?;
     let mut w = NbdConn::connect(c.nbd_addr(), &vol).await?;
@@ -57,7 +42,7 @@ async fn restored_volume_reads_correctly_while_hydrating() -> anyhow::Result<()>
     let snap = xml_text(&body, "snapshotId").unwrap_or_default();
     let copy_started = Instant::now();
     wait_for("the snapshot completes", LONG, || async {
-        status_of(&c, "DescribeSnapshots", "SnapshotId.1", &snap).await.as_deref()
+        c.status_of("DescribeSnapshots", "SnapshotId.1", &snap).await.as_deref()
             == Some("completed")
     })
     .await?;
@@ -69,7 +54,7 @@ async fn restored_volume_reads_correctly_while_hydrating() -> anyhow::Result<()>
     let restored = xml_text(&body, "volumeId").unwrap_or_default();
     let restore_started = Instant::now();
     wait_for("the restored volume is available", LONG, || async {
-        status_of(&c, "DescribeVolumes", "VolumeId.1", &restored).await.as_deref()
+        c.status_of("DescribeVolumes", "VolumeId.1", &restored).await.as_deref()
             == Some("available")
     })
     .await?;

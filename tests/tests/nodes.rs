@@ -6,7 +6,7 @@
 
 use cairn_tests::nbd::NbdConn;
 use cairn_tests::nodes::{change, list, repaired, state};
-use cairn_tests::{wait_for, xml_text, TestCluster};
+use cairn_tests::{pattern, wait_for, xml_text, TestCluster};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -20,22 +20,7 @@ type Image = BTreeMap<u64, Vec<u8>>;
 
 /// A block's content for `(round, block)`: distinct for each pair.
 fn content(round: u64, b: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(BS);
-    let mut x = (round << 32 | b).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    while out.len() < BS {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend(x.to_le_bytes());
-    }
-    out
-}
-
-async fn status_of(c: &TestCluster, action: &str, key: &str, id: &str) -> Option<String> {
-    match c.ec2(action, &[(key, id)]).await {
-        Ok((200, b)) => xml_text(&b, "status"),
-        _ => None,
-    }
+    pattern(round << 32 | b)
 }
 
 /// A volume with `rounds` snapshots: the first full, each later one
@@ -61,7 +46,7 @@ async fn chain(c: &TestCluster, rounds: u64) -> anyhow::Result<Vec<(String, Imag
         anyhow::ensure!(status == 200, "CreateSnapshot: {body}");
         let snap = xml_text(&body, "snapshotId").unwrap_or_default();
         wait_for("the snapshot completes", LONG, || async {
-            status_of(c, "DescribeSnapshots", "SnapshotId.1", &snap).await.as_deref()
+            c.status_of("DescribeSnapshots", "SnapshotId.1", &snap).await.as_deref()
                 == Some("completed")
         })
         .await?;
@@ -77,7 +62,7 @@ async fn restores_to(c: &TestCluster, snap: &str, want: &Image) -> anyhow::Resul
     anyhow::ensure!(status == 200, "restore {snap}: {body}");
     let vol = xml_text(&body, "volumeId").unwrap_or_default();
     wait_for("the restored volume is available", LONG, || async {
-        status_of(c, "DescribeVolumes", "VolumeId.1", &vol).await.as_deref() == Some("available")
+        c.status_of("DescribeVolumes", "VolumeId.1", &vol).await.as_deref() == Some("available")
     })
     .await?;
     let mut r = NbdConn::connect(c.nbd_addr(), &vol).await?;

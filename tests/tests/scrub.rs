@@ -5,7 +5,7 @@
 use cairn_core::ChunkId;
 use cairn_tests::nbd::NbdConn;
 use cairn_tests::scrub::run_scrub;
-use cairn_tests::{wait_for, xml_text, TestCluster};
+use cairn_tests::{pattern, wait_for, xml_text, TestCluster};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,22 +15,7 @@ const LONG: Duration = Duration::from_secs(120);
 const BLOCKS: u64 = 16;
 
 fn content(b: u64) -> Vec<u8> {
-    let mut x = (b + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut out = Vec::with_capacity(BS);
-    while out.len() < BS {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend(x.to_le_bytes());
-    }
-    out
-}
-
-async fn state_of(c: &TestCluster, action: &str, key: &str, id: &str) -> Option<String> {
-    match c.ec2(action, &[(key, id)]).await {
-        Ok((200, b)) => xml_text(&b, "status"),
-        _ => None,
-    }
+    pattern(b + 1)
 }
 
 /// Records in a pack start on this boundary (the chunk node's direct I/O).
@@ -77,7 +62,7 @@ async fn a_rotten_copy_is_repaired_and_restores_without_the_other_replica() -> a
     anyhow::ensure!(status == 200, "CreateSnapshot: {body}");
     let snap = xml_text(&body, "snapshotId").unwrap_or_default();
     wait_for("the snapshot completes", LONG, || async {
-        state_of(&c, "DescribeSnapshots", "SnapshotId.1", &snap).await.as_deref()
+        c.status_of("DescribeSnapshots", "SnapshotId.1", &snap).await.as_deref()
             == Some("completed")
     })
     .await?;
@@ -113,7 +98,7 @@ async fn a_rotten_copy_is_repaired_and_restores_without_the_other_replica() -> a
     anyhow::ensure!(status == 200, "restore: {body}");
     let restored = xml_text(&body, "volumeId").unwrap_or_default();
     wait_for("the restored volume is available", LONG, || async {
-        state_of(&c, "DescribeVolumes", "VolumeId.1", &restored).await.as_deref()
+        c.status_of("DescribeVolumes", "VolumeId.1", &restored).await.as_deref()
             == Some("available")
     })
     .await?;
