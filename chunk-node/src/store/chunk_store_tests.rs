@@ -1,5 +1,5 @@
 //! The chunk store's tests: puts and gets, corruption, reopening, sealing,
-//! torn tails and the legacy layout.
+//! torn tails, rot in an open pack and the legacy layout.
 
 use super::*;
 use crate::store::packfile::header;
@@ -172,6 +172,30 @@ async fn a_torn_tail_of_an_open_pack_is_cut_at_open() {
     assert_eq!(store.has(vec![ChunkId::of(&torn)]).await.expect("has"), vec![false]);
     assert!(store.put(ChunkId::of(&torn), torn.clone()).await.expect("put again"));
     assert_eq!(store.get(ChunkId::of(&torn)).await.expect("get"), Some(torn));
+}
+
+#[tokio::test]
+async fn rot_inside_an_open_pack_is_not_taken_for_a_torn_tail() {
+    // Records acknowledged after a rotten one in a pack a crash left open
+    // are kept at open; only the rotten record is lost (and queued for repair).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = ChunkStore::open(dir.path()).await.expect("open");
+    let blocks: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i + 1; 5000]).collect();
+    for b in &blocks {
+        store.put(ChunkId::of(b), b.clone()).await.expect("put");
+    }
+    let (pack, at) = store.locate(&ChunkId::of(&blocks[1])).expect("stored");
+    assert!(pack.extension().is_some_and(|e| e == "open"), "{pack:?}");
+    drop(store);
+    flip_byte(&pack, at + 100);
+    let store = ChunkStore::open(dir.path()).await.expect("reopen");
+    let stats = store.stats();
+    assert_eq!((stats.chunks, stats.corrupt), (3, 1), "{stats:?}");
+    for (i, b) in blocks.iter().enumerate() {
+        let want = (i != 1).then(|| b.clone());
+        assert_eq!(store.get(ChunkId::of(b)).await.expect("get"), want, "block {i}");
+    }
+    assert_eq!(store.repairs_waiting().0, 1, "the rotten record is queued for repair");
 }
 
 #[tokio::test]

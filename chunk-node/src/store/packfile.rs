@@ -76,8 +76,11 @@ pub(crate) enum Scan {
     /// that does not hash to its id is reported corrupt, and the walk
     /// resynchronises after it as after a damaged header.
     Verify,
-    /// Every payload hashed, and the pack cut before the first bad record (a
-    /// pack a crash left open: its tail may be torn, never acknowledged).
+    /// Every payload hashed, as [`Scan::Verify`], and the pack cut after the
+    /// last record that verifies (a pack a crash left open: its tail may be
+    /// torn, never acknowledged). A bad record or damage with records that
+    /// verify after it is rot, not a torn write: those later records were
+    /// acknowledged, so they are kept and the bad one is reported corrupt.
     CutTail,
 }
 
@@ -107,15 +110,14 @@ pub(crate) fn scan_pack(
     let mut lost: Option<u64> = None;
     // Looking for a record that verifies after damage.
     let mut resync = false;
+    // Where the last record that verified ends.
+    let mut end_valid = 0u64;
     let mut h = [0u8; HEADER as usize];
     let mut payload = Vec::new();
     while pos + HEADER <= size {
         file.read_exact_at(&mut h, pos).map_err(|e| ChunkNodeError::io("read", path, e))?;
         let parsed = parse_header(&h).filter(|(_, len)| pos + HEADER + u64::from(*len) <= size);
         let Some((id, len)) = parsed else {
-            if mode == Scan::CutTail {
-                break;
-            }
             lost.get_or_insert(pos);
             resync = true;
             pos += ALIGN;
@@ -127,9 +129,6 @@ pub(crate) fn scan_pack(
             file.read_exact_at(&mut payload, pos + HEADER)
                 .map_err(|e| ChunkNodeError::io("read", path, e))?;
             if ChunkId::of(&payload) != id {
-                if mode == Scan::CutTail {
-                    break;
-                }
                 if resync {
                     // A header-like run of bytes inside damage: look on.
                     lost.get_or_insert(pos);
@@ -148,10 +147,13 @@ pub(crate) fn scan_pack(
         resync = false;
         out.records.push((id, loc));
         pos = align_up(pos + HEADER + u64::from(len)).min(size);
+        end_valid = pos;
     }
-    if pos < size && mode == Scan::CutTail {
-        tracing::warn!(path = %path.display(), kept = pos, dropped = size - pos, "torn records at the end of a pack dropped");
-        file.set_len(pos).map_err(|e| ChunkNodeError::io("truncate", path, e))?;
+    if end_valid < size && mode == Scan::CutTail {
+        // Bad records after the last good one are the torn tail, not rot.
+        out.corrupt.retain(|(_, l)| l.offset < end_valid);
+        tracing::warn!(path = %path.display(), kept = end_valid, dropped = size - end_valid, "torn records at the end of a pack dropped");
+        file.set_len(end_valid).map_err(|e| ChunkNodeError::io("truncate", path, e))?;
         file.sync_all().map_err(|e| ChunkNodeError::io("fsync", path, e))?;
     } else if let Some(from) = lost {
         out.damaged += size - from;
