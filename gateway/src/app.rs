@@ -63,6 +63,7 @@ pub fn app(ctx: Arc<Ctx>) -> Router {
         .route("/_cairn/scrub", get(scrub::status).post(scrub::request))
         .route("/_cairn/snapshots/{id}/usage", get(admin::usage))
         .route("/_cairn/nodes", get(node_admin::list))
+        .route("/_cairn/nodes/{id}/volumes", get(node_admin::volumes))
         .route("/_cairn/nodes/{id}/drain", post(node_admin::drain))
         .route("/_cairn/nodes/{id}/remove", post(node_admin::remove))
         .route("/_cairn/repair", get(node_admin::repair_status).post(node_admin::repair_request))

@@ -10,6 +10,9 @@
 //!   for an unknown node, 409 with the reason when refused (the last node
 //!   of a zone or destination placement could pick). A refused or unknown
 //!   node changes nothing.
+//! - `GET /_cairn/nodes/{id}/volumes`: the volumes the node hosts (their
+//!   only live copy: what is lost with its disk, or must be moved before
+//!   it is stopped), 404 for an unknown node.
 //! - `GET /_cairn/repair`, `POST /_cairn/repair`: the last pass, a pass now.
 
 use crate::ctx::Ctx;
@@ -83,6 +86,21 @@ fn row(e: &NodeEntry, stats: Option<pb::ChunkStatsReply>, backlog: u64) -> NodeR
         bytes: stats.as_ref().map(|s| s.bytes),
         backlog,
     }
+}
+
+/// `GET /_cairn/nodes/{id}/volumes`.
+pub async fn volumes(State(ctx): State<Arc<Ctx>>, Path(id): Path<String>) -> Response {
+    let (nodes, volumes) = match tokio::try_join!(ctx.node_list(), ctx.volumes()) {
+        Ok(both) => both,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
+    if !nodes.iter().any(|n| n.node_id == id) {
+        return error(StatusCode::NOT_FOUND, format!("no chunk node is named {id}"));
+    }
+    let mut ids: Vec<String> =
+        volumes.into_iter().filter(|v| v.host_node == id).map(|v| v.id.to_string()).collect();
+    ids.sort();
+    (StatusCode::OK, Json(serde_json::json!({ "node_id": id, "volumes": ids }))).into_response()
 }
 
 /// `POST /_cairn/nodes/{id}/drain`.

@@ -31,6 +31,9 @@ pub struct RepairReport {
     pub checked: u64,
     /// Replicas placement wants that their node lacked: below RF.
     pub missing: u64,
+    /// The missing replicas by the node that lacked them: after a fault, a
+    /// node that lost its disk is the only one that should show here.
+    pub missing_by_node: BTreeMap<String, u64>,
     /// Of those, copied from a verified copy elsewhere.
     pub copied: u64,
     /// Replicas not made: no node had a verified copy, the copy failed, or

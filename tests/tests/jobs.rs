@@ -1,6 +1,7 @@
 //! Copy jobs under faults, on real processes: a gateway SIGKILLed mid-copy
 //! (a second gateway takes the job over once the lease lapses), a volume
-//! host SIGKILLed mid-copy (the job resumes once it is back), a host that
+//! host SIGKILLed mid-copy (the job resumes once it is back), a destination
+//! node lost for good mid-copy (the rest is placed on the others), a host that
 //! stays unreachable (the snapshot ends in `error` with a StateMessage), a
 //! snapshot whose gateway died before freezing the volume, the limit of
 //! five pending snapshots per volume, and a restored volume's host
@@ -258,6 +259,35 @@ async fn host_unreachable_past_the_timeout_ends_in_error() -> anyhow::Result<()>
     assert_eq!(done.status, "error", "{done:?}");
     let message = done.message.unwrap_or_default();
     assert!(message.contains("no progress"), "StateMessage: {message:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_destination_node_lost_for_good_mid_copy_the_snapshot_completes_on_the_others(
+) -> anyhow::Result<()> {
+    // A node that will never come back (killed, its disk gone) is declared
+    // down after `node_down_secs`; the copy's next attempt re-places what it
+    // still had to store on the three nodes left instead of waiting for it,
+    // well before `copy_host_timeout_secs` would end the snapshot in error.
+    let extra = "node_down_secs = 3\ncopy_idle_secs = 5\ncopy_host_timeout_secs = 120\n";
+    let mut c = ProcCluster::start(options(1, extra)).await?;
+    let img = make_image(c.dir.path(), "g.img", 2 << 30, 320, 7)?;
+    let vol = volume_with(&c, 0, "2", &img).await?;
+    let host = host_of(&c, &vol).await?;
+    let lost = (0..c.chunks.len()).find(|i| *i != host).unwrap_or(0);
+    let lost_name = c.chunks[lost].name.clone();
+    let snap = snapshot_of(&c, 0, &vol).await?;
+    let seen = wait_mid_copy(&c, 0, &snap).await?;
+    c.chunks[lost].kill9();
+    std::fs::remove_dir_all(c.dir.path().join(&lost_name))?;
+
+    let done = wait_finished(&c, 0, &snap, Duration::from_secs(110)).await?;
+    assert_eq!(done.status, "completed", "{done:?}\n{}", c.gateways[0].log_tail());
+    assert_eq!(done.progress, 100);
+    let state = cairn_tests::nodes::state(c.gateways[0].main, &lost_name).await;
+    assert_eq!(state.as_deref(), Some("down"), "{lost_name} is not declared down");
+    restore_equals(&c, 0, &snap, &img).await?;
+    eprintln!("{lost_name} lost at {seen}%");
     Ok(())
 }
 

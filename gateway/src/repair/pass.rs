@@ -176,6 +176,10 @@ impl Pass<'_> {
             add_backlog(&mut self.report, &region.nodes[node].node_id, n);
         }
         self.report.missing += m.copy.len() as u64;
+        for (_, node) in &m.copy {
+            *self.report.missing_by_node.entry(region.nodes[*node].node_id.clone()).or_default() +=
+                1;
+        }
         let mut by_chunk: BTreeMap<ChunkId, Vec<usize>> = BTreeMap::new();
         for (id, node) in m.copy {
             by_chunk.entry(id).or_default().push(node);
