@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Cairn's chaos suite: faults under a live snapshot workload, then DESIGN.md's
-invariants 1, 2 and 4 (see workload.py for what each run checks).
+invariants 1 to 5 (see workload.py for what each run checks).
 
     tests/chaos/chaos.py --docker   # deploy/docker-compose.yml, every fault kind
     tests/chaos/chaos.py --local    # processes on loopback: kill, SIGSTOP, restart
@@ -88,6 +88,8 @@ def main():
                           f"{r.seconds:5.0f}s  {verdict}", flush=True)
                     for msg, count in sorted(r.messages.items(), key=lambda m: -m[1])[:3]:
                         print(f"          error x{count}: {msg[:160]}", flush=True)
+                    for line in r.notes:
+                        print(f"          {line}", flush=True)
                     for line in r.failures[:20]:
                         print(f"          {line}", flush=True)
                     if not r.ok:

@@ -7,7 +7,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from workload import Gateway
+import disk
+from workload import Gateway, corrupt_found, hosted_volumes
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "deploy" / "docker-compose.yml"
@@ -154,8 +155,14 @@ class Fault:
         self._inject = inject
         self._lift = lift
         self.hit = []
+        #: Nodes whose disk the fault destroyed, and the volumes they hosted.
+        self.lost_nodes = []
+        self.lost_volumes = []
+        #: (node, corrupt records it had found before) when bytes were flipped.
+        self.flipped = None
 
     def inject(self, rng):
+        self.hit, self.lost_nodes, self.lost_volumes, self.flipped = [], [], [], None
         return self._inject(self, rng)
 
     def lift(self):
@@ -215,6 +222,37 @@ def _reconnect(f):
         sh(["docker", "network", "connect", "--alias", s, f.cluster.network, f.cluster.ids[s]])
 
 
+def _data_dir(f, service):
+    """The host directory of the service's /data volume."""
+    fmt = '{{range .Mounts}}{{if eq .Destination "/data"}}{{.Source}}{{end}}{{end}}'
+    return Path(sh(["docker", "inspect", "-f", fmt, f.cluster.ids[service]]).stdout.strip())
+
+
+def _lose_disk(f, rng):
+    """A regional chunk node dies with its disk: killed, its data volume
+    emptied; `lift` starts it again, empty, as a replaced disk would."""
+    node = rng.choice(REGIONAL_CHUNKS)
+    f.hit, f.lost_nodes = [node], [node]
+    f.cluster.kill(node)
+    f.lost_volumes = hosted_volumes(f.cluster.gateways[0], node)
+    data = _data_dir(f, node)
+    for child in data.iterdir():
+        shutil.rmtree(child) if child.is_dir() else child.unlink()
+    return f"{node} and its {len(f.lost_volumes)} volume(s)"
+
+
+def _flip_bytes(f, rng):
+    """Rot in a regional chunk node's pack files, under the running node."""
+    node = rng.choice(REGIONAL_CHUNKS)
+    f.flipped = (node, corrupt_found(f.cluster.gateways[0], node))
+    hit = disk.flip_records(_data_dir(f, node) / "chunks" / "packs", rng, 8)
+    return f"{len(hit)} records on {node}"
+
+
+def _nothing(f):
+    pass
+
+
 def _kill_all(f, rng):
     f.hit = SERVICES
     sh(["docker", "kill"] + [f.cluster.ids[s] for s in SERVICES])
@@ -233,5 +271,7 @@ def faults(cluster, pause_secs):
         Fault(cluster, "kill-gateway", 10, _kill_gateway, _start_hit),
         Fault(cluster, "pause-volume-host", pause_secs, _pause_host, _unpause),
         Fault(cluster, "cut-outpost", 15, _cut_outpost, _reconnect),
+        Fault(cluster, "lose-chunk-node-disk", 5, _lose_disk, _start_hit),
+        Fault(cluster, "flip-bytes-on-disk", 3, _flip_bytes, _nothing),
         Fault(cluster, "restart-all", 3, _kill_all, _start_all),
     ]

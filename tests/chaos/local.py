@@ -7,6 +7,7 @@ address file, and a restart binds the same ports again (Raft stores the
 metadata members' addresses, chunk nodes register theirs).
 """
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -15,8 +16,9 @@ import tomllib
 import urllib.request
 from pathlib import Path
 
+import disk
 from compose import Fault
-from workload import Gateway
+from workload import Gateway, corrupt_found, hosted_volumes
 
 BIN = os.environ.get("CAIRN_BIN") or str(
     Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/cairn-target")) / "debug/cairn")
@@ -213,6 +215,26 @@ def _resume(f):
         f.cluster.procs[n].signal(signal.SIGCONT)
 
 
+def _lose_disk(f, rng):
+    """A regional chunk node dies with its disk: SIGKILLed, its data
+    directory deleted; `lift` starts it again, empty, on the same ports."""
+    node = rng.choice([c[0] for c in CHUNKS[:4]])
+    f.hit, f.lost_nodes = [node], [node]
+    p = f.cluster.procs[node]
+    p.kill()
+    f.lost_volumes = hosted_volumes(f.cluster.gateways[0], node)
+    shutil.rmtree(p.dir / "data", ignore_errors=True)
+    return f"{node} and its {len(f.lost_volumes)} volume(s)"
+
+
+def _flip_bytes(f, rng):
+    """Rot in a regional chunk node's pack files, under the running node."""
+    node = rng.choice([c[0] for c in CHUNKS[:4]])
+    f.flipped = (node, corrupt_found(f.cluster.gateways[0], node))
+    hit = disk.flip_records(f.cluster.procs[node].dir / "data" / "packs", rng, 8)
+    return f"{len(hit)} records on {node}"
+
+
 def faults(cluster, pause_secs):
     """The loopback fault cycle: the compose cycle without the network cut."""
     return [
@@ -222,6 +244,8 @@ def faults(cluster, pause_secs):
               lambda f, rng: _kill(f, [rng.choice([c[0] for c in CHUNKS])]), _restart_hit),
         Fault(cluster, "kill-gateway", 10, lambda f, rng: _kill(f, ["gateway-1"]), _restart_hit),
         Fault(cluster, "pause-volume-host", pause_secs, _pause, _resume),
+        Fault(cluster, "lose-chunk-node-disk", 5, _lose_disk, _restart_hit),
+        Fault(cluster, "flip-bytes-on-disk", 3, _flip_bytes, lambda f: None),
         Fault(cluster, "restart-all", 3,
               lambda f, rng: _kill(f, list(f.cluster.procs)) and "SIGKILL of all 11",
               _restart_hit),

@@ -14,19 +14,31 @@ injected while that runs, then lifted. The checks, after the cluster settles:
 - invariant 4: every acknowledged record (volume, snapshot, tags) is still
   there, and every acknowledged NBD write is still on the live volume;
 - the cluster serves again: a new volume can be created, described and
-  deleted through every gateway.
+  deleted through every gateway;
+- invariant 3: garbage collection runs in a loop through every run while
+  half the volumes delete each snapshot's parent as soon as the child is
+  acknowledged (still pending); after a last GC pass, a re-replication pass
+  finds no referenced chunk missing anywhere, except on a node whose disk
+  the fault destroyed;
+- invariant 5: reads verify (the restores above read whatever rot a fault
+  put on a disk and must still be byte-equal); a scrub of every node then
+  finds the rot, and once repair has run, every referenced chunk is back at
+  its replication factor (a last pass finds nothing missing).
 
 Clients fail over between gateways and retry through the fault: they see
 errors, never wrong answers. A CreateSnapshot whose answer was lost may have
 created a snapshot anyway; the `phase` tag ties every snapshot of a volume,
 acknowledged or not, to the one image it must hold.
 """
+import json
 import os
 import random
 import shutil
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -65,6 +77,11 @@ class Gateway:
     nbd: str  # host:port
 
 
+class VolumeLost(Exception):
+    """The volume's host lost its disk (a fault did it): the live volume is
+    gone, so its workload stops; its snapshots are still checked."""
+
+
 class Clients:
     """boto3 clients for every gateway; calls fail over between them."""
 
@@ -74,6 +91,8 @@ class Clients:
         self._local = threading.local()
         self.retries = 0
         self._lock = threading.Lock()
+        #: Volumes whose only live copy a fault destroyed.
+        self.lost_volumes = set()
 
     def client(self, i):
         cache = getattr(self._local, "clients", None)
@@ -113,6 +132,8 @@ class Clients:
             except BotoCoreError as e:  # connection refused/reset, timeouts
                 err = e
             self.count_retry()
+            if kw.get("VolumeId") in self.lost_volumes:
+                raise VolumeLost(kw["VolumeId"]) from err
             if time.monotonic() > end:
                 raise err
             i = (i + 1) % len(self.gateways)
@@ -138,6 +159,8 @@ def nbd_write(clients, volume, image, deadline=OP_DEADLINE, prefer=0):
         if r.returncode == 0:
             return
         clients.count_retry()
+        if volume in clients.lost_volumes:
+            raise VolumeLost(volume)
         if time.monotonic() > end:
             raise RuntimeError(f"qemu-img write to {volume} failed: {r.stderr.strip()}")
         i += 1
@@ -197,6 +220,7 @@ class VolumePlan:
     images: list = field(default_factory=list)  # image path per phase
     volume_id: str | None = None
     acked_snapshots: dict = field(default_factory=dict)  # snapshot id -> phase
+    deleted: set = field(default_factory=set)  # snapshot ids deleted by the workload
     written_phase: int = -1  # the last phase whose write was acknowledged
     error: str | None = None
 
@@ -259,11 +283,32 @@ def drive_volume(clients, plan, run_id, phases, started, prefer):
             plan.acked_snapshots[s["SnapshotId"]] = k
             if k == 0:
                 started.release()
+            elif plan.index % 2 == 1:
+                delete_parent(clients, plan, k - 1, prefer)
+    except VolumeLost:
+        pass  # the fault took the volume; what was acknowledged is still checked
     except Exception as e:  # reported per run; the checks still run
         plan.error = f"{type(e).__name__}: {e}"
     finally:
         if not plan.acked_snapshots:
             started.release()
+
+
+def delete_parent(clients, plan, phase, prefer):
+    """Deletes the snapshot of `phase` while its child (the next phase's,
+    just acknowledged) is most likely still pending: the child must still
+    complete and restore byte for byte (invariant 3). A retried delete whose
+    first answer was lost finds the snapshot gone, which is what it asked."""
+    for sid, p in list(plan.acked_snapshots.items()):
+        if p != phase:
+            continue
+        try:
+            clients.call("delete_snapshot", prefer=prefer, SnapshotId=sid)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") != "InvalidSnapshot.NotFound":
+                raise
+        del plan.acked_snapshots[sid]
+        plan.deleted.add(sid)
 
 
 @dataclass
@@ -276,6 +321,8 @@ class RunResult:
     failures: list = field(default_factory=list)
     #: StateMessage of each errored snapshot -> how many.
     messages: dict = field(default_factory=dict)
+    #: What the lifecycle checks saw, for the log.
+    notes: list = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -363,7 +410,7 @@ def check_run(clients, plans, run_id, result):
     lock = threading.Lock()
     jobs = []
     for plan in plans:
-        if plan.error:
+        if plan.error and plan.volume_id not in clients.lost_volumes:
             result.failures.append(f"workload {plan.volume_id or plan.index}: {plan.error}")
         if plan.volume_id is None:
             continue
@@ -378,7 +425,7 @@ def check_run(clients, plans, run_id, result):
             result.failures.append(f"inv4: acknowledged volume {plan.volume_id} is gone: {e}")
             continue
         for sid, phase in plan.acked_snapshots.items():
-            if sid in snaps:
+            if sid in snaps or sid in plan.deleted:
                 continue
             try:
                 found = clients.call("describe_snapshots", SnapshotIds=[sid])["Snapshots"]
@@ -408,7 +455,8 @@ def check_run(clients, plans, run_id, result):
             pool.submit(check_snapshot, clients, plan, s, phase, result, lock)
         # Invariant 4 for bytes: every acknowledged NBD write is on the live volume.
         for plan in plans:
-            if plan.volume_id and plan.written_phase >= 0:
+            lost = plan.volume_id in clients.lost_volumes
+            if plan.volume_id and plan.written_phase >= 0 and not lost:
                 pool.submit(check_live, clients, plan, result, lock)
 
 
@@ -433,6 +481,137 @@ def serves_again(clients):
         except Exception as e:
             problems.append(f"{g.name} does not serve: {type(e).__name__}: {e}")
     return problems
+
+
+def admin(gateway, method, path, timeout=30):
+    """(status, JSON body) of a gateway operator endpoint."""
+    req = urllib.request.Request(gateway.endpoint + path, method=method,
+                                 data=b"" if method == "POST" else None)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def admin_pass(clients, path, deadline=300):
+    """Asks a gateway for a pass of one of its workers (`/_cairn/gc`,
+    `/_cairn/repair`) and follows it there to its end; returns the status
+    then (its `last` report, its `last_error`). Worker state is per gateway,
+    so the gateway that took the request is the one asked afterwards."""
+    end = time.monotonic() + deadline
+    i = 0
+    while True:
+        g = clients.gateways[i % len(clients.gateways)]
+        try:
+            status, body = admin(g, "POST", path)
+            if status == 202:
+                break
+            err = f"{status} {body}"
+        except Exception as e:  # that gateway is not back yet
+            err = e
+        if time.monotonic() > end:
+            raise RuntimeError(f"POST {path}: {err}")
+        i += 1
+        time.sleep(1)
+    n = body["requested"]
+    while True:
+        try:
+            status, st = admin(g, "GET", path)
+            if status == 200 and st["finished"] >= n and not st["running"]:
+                return st
+        except Exception:
+            pass
+        if time.monotonic() > end:
+            raise RuntimeError(f"{path}: pass {n} on {g.name} did not end")
+        time.sleep(0.5)
+
+
+def scrub_all(clients, deadline=300):
+    """A scrub pass now, unthrottled, on every chunk node; waits for each and
+    returns every node's scrub status by node id."""
+    g = clients.gateways[0]
+    status, body = admin(g, "POST", "/_cairn/scrub?bytes_per_sec=0")
+    if status != 202 or body.get("unreachable"):
+        raise RuntimeError(f"POST /_cairn/scrub: {status} {body}")
+    passes = {n["node_id"]: n["pass"] for n in body["nodes"]}
+    end = time.monotonic() + deadline
+    while True:
+        status, st = admin(g, "GET", "/_cairn/scrub")
+        nodes = {n["node_id"]: n for n in st.get("nodes", [])} if status == 200 else {}
+        if all(i in nodes and nodes[i]["finished"] >= p and not nodes[i]["running"]
+               for i, p in passes.items()):
+            return nodes
+        if time.monotonic() > end:
+            raise RuntimeError(f"scrub passes {passes} did not end: {st}")
+        time.sleep(0.5)
+
+
+def corrupt_found(gateway, node):
+    """How many corrupt records `node` found (by reads and scrubs) since it started."""
+    status, st = admin(gateway, "GET", "/_cairn/scrub")
+    nodes = {n["node_id"]: n for n in st.get("nodes", [])} if status == 200 else {}
+    if node not in nodes:
+        raise RuntimeError(f"no scrub status for {node}: {status} {st}")
+    return nodes[node]["corrupt_total"]
+
+
+def hosted_volumes(gateway, node):
+    """The volumes `node` hosts (their only live copy)."""
+    status, body = admin(gateway, "GET", f"/_cairn/nodes/{node}/volumes")
+    if status != 200:
+        raise RuntimeError(f"volumes of {node}: {status} {body}")
+    return body["volumes"]
+
+
+def gc_loop(clients, stop):
+    """Garbage collection asked for every few seconds through the run, on
+    alternate gateways, whatever the fault (a pass that cannot reach a node
+    fails and deletes nothing there; that is the collector's business)."""
+    i = 0
+    while not stop.wait(3):
+        try:
+            admin(clients.gateways[i % len(clients.gateways)], "POST", "/_cairn/gc", timeout=5)
+        except Exception:
+            pass
+        i += 1
+
+
+def check_lifecycle(clients, fault, result):
+    """Invariants 3 and 5 once the run's snapshots are checked: a GC pass,
+    a scrub of every node, then re-replication until nothing is missing."""
+    gc = admin_pass(clients, "/_cairn/gc")
+    if gc.get("last_error"):
+        result.failures.append(f"gc pass failed: {gc['last_error']}")
+    nodes = scrub_all(clients)
+    flipped = getattr(fault, "flipped", None)
+    if flipped:
+        node, before = flipped
+        found = nodes.get(node, {}).get("corrupt_total", 0) - before
+        result.notes.append(f"rot on {node}: {found} record(s) found by reads and scrub")
+        if found < 1:
+            result.failures.append(f"inv5: bytes flipped on {node} were never found: "
+                                   f"{nodes.get(node)}")
+    first = admin_pass(clients, "/_cairn/repair")
+    report = first.get("last") or {}
+    lost = set(getattr(fault, "lost_nodes", []))
+    missing = report.get("missing_by_node", {})
+    if first.get("last_error"):
+        result.failures.append(f"re-replication failed: {first['last_error']}")
+    elif any(n not in lost for n in missing) or report.get("unreadable"):
+        result.failures.append(f"inv3: referenced replicas missing where no disk was lost: "
+                               f"{missing}, unreadable manifests {report.get('unreadable')}")
+    result.notes.append(f"re-replication copied {report.get('copied', 0)} replica(s) {missing}")
+    # Until a pass ends with no backlog (a node may still be starting), then
+    # the proof: one more pass finds every referenced chunk at its RF.
+    end = time.monotonic() + SETTLE_DEADLINE
+    last = report
+    while (last.get("backlog") or last.get("missing")) and time.monotonic() < end:
+        time.sleep(1)
+        last = admin_pass(clients, "/_cairn/repair").get("last") or {}
+    if last.get("backlog") or last.get("missing"):
+        result.failures.append(f"inv5: replicas still missing after repair: missing "
+                               f"{last.get('missing')}, backlog {last.get('backlog_by_node')}")
 
 
 def cleanup(clients, plans):
@@ -463,6 +642,9 @@ def run_once(clients, fault, *, volumes, phases, outpost_arn, workdir, seed):
                                 outpost_arn=outpost_arn if z == "outpost" else None,
                                 images=make_images(d, rng, phases)))
     started = threading.Semaphore(0)
+    stop_gc = threading.Event()
+    collector = threading.Thread(target=gc_loop, args=(clients, stop_gc), daemon=True)
+    collector.start()
     with ThreadPoolExecutor(max_workers=volumes) as pool:
         futs = [pool.submit(drive_volume, clients, p, run_id, phases, started,
                             i % len(clients.gateways))
@@ -471,6 +653,7 @@ def run_once(clients, fault, *, volumes, phases, outpost_arn, workdir, seed):
             started.acquire(timeout=OP_DEADLINE)
         try:
             detail = fault.inject(rng)
+            clients.lost_volumes.update(fault.lost_volumes)
             time.sleep(fault.hold)
         finally:
             fault.lift()
@@ -479,6 +662,9 @@ def run_once(clients, fault, *, volumes, phases, outpost_arn, workdir, seed):
     result.fault = f"{fault.name} ({detail})" if detail else fault.name
     fault.wait_healthy()
     check_run(clients, plans, run_id, result)
+    stop_gc.set()
+    collector.join()
+    check_lifecycle(clients, fault, result)
     result.failures.extend(serves_again(clients))
     cleanup(clients, plans)
     shutil.rmtree(os.path.join(workdir, run_id), ignore_errors=True)

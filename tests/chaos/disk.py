@@ -1,0 +1,54 @@
+"""What the disk faults do to a chunk node's files: rot in pack files.
+
+A pack file (chunk-node/src/store/packfile.rs) is a run of records, each
+starting on a 4 KiB boundary: magic "1CPK" (4 bytes), payload length (4,
+little-endian), chunk id (32), payload, zeros to the next boundary. Rot is
+put in the payload of whole data blocks (512 KiB records), never in a
+header or the padding, so that every flip breaks a record's hash.
+"""
+import os
+import struct
+from pathlib import Path
+
+MAGIC = 0x4B504331
+HEADER = 40
+ALIGN = 4096
+BLOCK = 524288
+
+
+def data_records(pack):
+    """(payload offset, chunk id hex) of every whole data block record in `pack`."""
+    out = []
+    size = pack.stat().st_size
+    with open(pack, "rb") as f:
+        pos = 0
+        while pos + HEADER <= size:
+            f.seek(pos)
+            h = f.read(HEADER)
+            magic, length = struct.unpack_from("<II", h)
+            if magic != MAGIC:
+                pos += ALIGN  # padding after a torn tail, or a damaged header
+                continue
+            if length == BLOCK and pos + HEADER + length <= size:
+                out.append((pos + HEADER, h[8:].hex()))
+            pos = -(-(pos + HEADER + length) // ALIGN) * ALIGN
+    return out
+
+
+def flip_records(packs_dir, rng, count):
+    """XORs 16 bytes in the middle of `count` data records chosen at random
+    among the node's packs (sealed and open); returns the chunk ids hit."""
+    packs = sorted(p for p in Path(packs_dir).glob("*") if p.suffix in (".pack", ".open"))
+    records = [(p, off, cid) for p in packs for off, cid in data_records(p)]
+    hit = []
+    for pack, off, cid in rng.sample(records, min(count, len(records))):
+        at = off + rng.randrange(BLOCK - 16)
+        fd = os.open(pack, os.O_RDWR)
+        try:
+            old = os.pread(fd, 16, at)
+            os.pwrite(fd, bytes(b ^ 0xA5 for b in old), at)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        hit.append(cid)
+    return hit
