@@ -10,11 +10,16 @@ use std::time::Duration;
 /// Asks the gateway at `addr` for a pass, waits for it to end and returns
 /// its report; an error if the pass failed.
 pub async fn run_pass(addr: SocketAddr) -> anyhow::Result<Value> {
+    run_pass_within(addr, Duration::from_secs(180)).await
+}
+
+/// [`run_pass`], for a pass that may take up to `within`.
+pub async fn run_pass_within(addr: SocketAddr, within: Duration) -> anyhow::Result<Value> {
     let (status, body) = http::post(addr, "/_cairn/gc").await?;
     anyhow::ensure!(status == 202, "POST /_cairn/gc: {status} {body}");
     let n = serde_json::from_str::<Value>(&body)?["requested"].as_u64().unwrap_or(0);
     let last = Arc::new(Mutex::new(Value::Null));
-    wait_for("the gc pass ends", Duration::from_secs(180), || {
+    wait_for("the gc pass ends", within, || {
         let last = last.clone();
         async move {
             let Ok((200, b)) = http::get(addr, "/_cairn/gc").await else { return false };

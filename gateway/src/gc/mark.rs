@@ -19,6 +19,7 @@ use cairn_core::command::NodeEntry;
 use cairn_core::gc::{LiveFilter, Partition};
 use cairn_core::manifest::{ManifestPage, ManifestRoot};
 use cairn_core::{ChunkId, OutpostId};
+use futures::{stream, StreamExt, TryStreamExt};
 use std::collections::{BTreeMap, HashSet};
 
 /// A manifest to walk, and where its chunks are stored.
@@ -93,9 +94,19 @@ impl Sources {
     }
 }
 
+/// Roots read at once, and then their pages not walked yet.
+const ROOTS_AT_ONCE: usize = 64;
+/// Manifest objects in flight at once (each page is ~150 KiB decoded).
+const READS_AT_ONCE: usize = 16;
+
 /// Marks every chunk, page and root that `roots` need, within `partition`,
 /// into a filter sized for `expected` ids and at most `filter_bytes`.
 /// `max_walked` bounds the set of pages walked already.
+///
+/// Roots are taken [`ROOTS_AT_ONCE`] at a time: their roots read
+/// concurrently, then the pages they name that no earlier root named, each
+/// once, [`READS_AT_ONCE`] in flight. A mark is round trips to chunk nodes,
+/// so this is what its time is made of.
 pub async fn mark(
     ctx: &Ctx,
     sources: &Sources,
@@ -108,28 +119,56 @@ pub async fn mark(
     let mut filter = LiveFilter::new(partition, expected, filter_bytes);
     let mut walked: HashSet<ChunkId> = HashSet::new();
     let mut stats = MarkStats::default();
-    for r in roots {
-        let root = sources.root(ctx, r).await.map_err(|e| format!("manifest of {}: {e}", r.why))?;
-        filter.insert(&r.id);
-        stats.roots += 1;
-        for (_, page_id) in &root.pages {
-            filter.insert(page_id);
-            if walked.contains(page_id) {
-                continue;
+    for batch in roots.chunks(ROOTS_AT_ONCE) {
+        let read = stream::iter(batch.iter().cloned())
+            .map(|r| read_root(ctx, sources, r))
+            .buffered(READS_AT_ONCE)
+            .try_collect::<Vec<_>>()
+            .await?;
+        let mut pages: Vec<(ChunkId, Root)> = Vec::new();
+        let mut queued: HashSet<ChunkId> = HashSet::new();
+        for (r, root) in read {
+            filter.insert(&r.id);
+            stats.roots += 1;
+            for (_, page_id) in root.pages {
+                filter.insert(&page_id);
+                if !walked.contains(&page_id) && queued.insert(page_id) {
+                    pages.push((page_id, r.clone()));
+                }
             }
-            let page = sources
-                .page(ctx, *page_id, r.outpost.as_ref())
-                .await
-                .map_err(|e| format!("manifest page of {}: {e}", r.why))?;
+        }
+        let mut read = stream::iter(pages)
+            .map(|(id, r)| read_page(ctx, sources, id, r))
+            .buffer_unordered(READS_AT_ONCE);
+        while let Some((id, page)) = read.try_next().await? {
             stats.pages_read += 1;
             for (_, chunk) in &page.entries {
                 filter.insert(chunk);
                 stats.entries += 1;
             }
             if walked.len() < max_walked {
-                walked.insert(*page_id);
+                walked.insert(id);
             }
         }
     }
     Ok((filter, stats))
+}
+
+async fn read_root(ctx: &Ctx, sources: &Sources, r: Root) -> Result<(Root, ManifestRoot), String> {
+    match sources.root(ctx, &r).await {
+        Ok(m) => Ok((r, m)),
+        Err(e) => Err(format!("manifest of {}: {e}", r.why)),
+    }
+}
+
+async fn read_page(
+    ctx: &Ctx,
+    sources: &Sources,
+    id: ChunkId,
+    r: Root,
+) -> Result<(ChunkId, ManifestPage), String> {
+    match sources.page(ctx, id, r.outpost.as_ref()).await {
+        Ok(p) => Ok((id, p)),
+        Err(e) => Err(format!("manifest page of {}: {e}", r.why)),
+    }
 }
