@@ -98,4 +98,9 @@ pub struct PassReport {
     /// Bytes of pack files given back to the file systems.
     pub bytes_freed: u64,
     pub duration_ms: u64,
+    /// Where the time went: reading manifests into the filter, the nodes'
+    /// sweeps, their compactions.
+    pub mark_ms: u64,
+    pub sweep_ms: u64,
+    pub compact_ms: u64,
 }

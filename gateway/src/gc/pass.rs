@@ -77,6 +77,7 @@ pub async fn run_pass(ctx: &Ctx) -> Result<PassReport, String> {
         .map(|n| NodeReport { node_id: n.node_id.clone(), swept: true, ..Default::default() })
         .collect();
     for p in partitions {
+        let marking = Instant::now();
         let (filter, stats) = mark(
             ctx,
             &sources,
@@ -92,16 +93,21 @@ pub async fn run_pass(ctx: &Ctx) -> Result<PassReport, String> {
         report.mark.pages_read += stats.pages_read;
         report.mark.entries += stats.entries;
         let bytes = filter.encode();
+        let sweeping = Instant::now();
+        report.mark_ms += ms(sweeping - marking);
         sweep_nodes(ctx, &nodes, report.oldest_generation, &bytes, &mut report.nodes).await;
+        report.sweep_ms += ms(sweeping.elapsed());
     }
+    let compacting = Instant::now();
     compact_nodes(ctx, &nodes, &mut report.nodes).await;
+    report.compact_ms = ms(compacting.elapsed());
     for n in &report.nodes {
         report.examined += n.examined;
         report.deleted += n.deleted;
         report.deleted_bytes += n.deleted_bytes;
         report.bytes_freed += n.bytes_freed;
     }
-    report.duration_ms = started.elapsed().as_millis() as u64;
+    report.duration_ms = ms(started.elapsed());
     tracing::info!(
         generation = g,
         oldest = report.oldest_generation,
@@ -111,6 +117,10 @@ pub async fn run_pass(ctx: &Ctx) -> Result<PassReport, String> {
         "garbage collection pass done"
     );
     Ok(report)
+}
+
+fn ms(d: std::time::Duration) -> u64 {
+    d.as_millis() as u64
 }
 
 pub(crate) async fn holders(ctx: &Ctx) -> Result<GcHolders, String> {
