@@ -96,7 +96,6 @@ impl HostError {
         }
     }
 
-    /// The gRPC code, when the node answered with one.
     /// True when the volume host refused a copy because a newer job epoch
     /// called it for the snapshot: another gateway holds the job now.
     pub fn is_superseded(&self) -> bool {
@@ -105,6 +104,16 @@ impl HostError {
                 && status.message().starts_with("superseded by epoch"))
     }
 
+    /// True when the volume host answered that it does not hold the volume
+    /// at all (`volume ... does not exist`): its disk was lost or replaced.
+    pub fn is_volume_gone(&self) -> bool {
+        matches!(self, HostError::Rpc { status, .. }
+            if status.code() == Code::NotFound
+                && status.message().starts_with("volume ")
+                && status.message().ends_with(" does not exist"))
+    }
+
+    /// The gRPC code, when the node answered with one.
     pub fn code(&self) -> Option<Code> {
         match self {
             HostError::Rpc { status, .. } => Some(status.code()),
@@ -169,6 +178,18 @@ mod tests {
             grpc_addr: format!("http://{id}:1"),
             nbd_addr: format!("{id}:2"),
         }
+    }
+
+    #[test]
+    fn a_host_without_the_volume_is_told_from_one_without_the_freeze() {
+        let gone = HostError::rpc("n1", tonic::Status::not_found("volume vol-1 does not exist"));
+        let not_frozen = HostError::rpc(
+            "n1",
+            tonic::Status::not_found("snapshot snap-1 is not frozen on this node"),
+        );
+        assert!(gone.is_volume_gone());
+        assert!(!not_frozen.is_volume_gone());
+        assert_eq!(not_frozen.code(), Some(Code::NotFound));
     }
 
     #[test]

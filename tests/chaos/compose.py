@@ -8,7 +8,8 @@ import urllib.request
 from pathlib import Path
 
 import disk
-from workload import Gateway, corrupt_found, hosted_volumes
+from lifecycle import corrupt_found, hosted_volumes
+from workload import Gateway
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "deploy" / "docker-compose.yml"

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import disk
 from compose import Fault
-from workload import Gateway, corrupt_found, hosted_volumes
+from lifecycle import corrupt_found, hosted_volumes
+from workload import Gateway
 
 BIN = os.environ.get("CAIRN_BIN") or str(
     Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/cairn-target")) / "debug/cairn")

@@ -449,7 +449,9 @@ impl VolumeHost {
         Ok(out)
     }
 
-    /// The pending freeze of `snap` on `vol`, or `NotFrozen`.
+    /// The pending freeze of `snap` on `vol`: `NotFrozen` when the volume
+    /// has none, `VolumeNotFound` when this host does not hold the volume at
+    /// all (its disk was lost or replaced: freezes are durable otherwise).
     pub(crate) fn frozen(
         &self,
         vol: &str,
@@ -457,7 +459,7 @@ impl VolumeHost {
     ) -> Result<(Arc<Volume>, Arc<Freeze>), ChunkNodeError> {
         check_name("volume id", vol)?;
         check_name("snapshot id", snap)?;
-        let volume = self.get(vol).ok_or_else(|| ChunkNodeError::NotFrozen(snap.into()))?;
+        let volume = self.get(vol).ok_or_else(|| ChunkNodeError::VolumeNotFound(vol.into()))?;
         let freeze =
             volume.freeze_of(snap).ok_or_else(|| ChunkNodeError::NotFrozen(snap.into()))?;
         Ok((volume, freeze))

@@ -346,6 +346,15 @@ async fn copy_once(
     let mut c = ctx.nodes.volume_host(&host)?;
     let idle = ctx.config.copy_idle_secs;
     let stream = match call(&host.node_id, idle, c.copy(req)).await {
+        // The host does not hold the volume any more: the frozen image went
+        // with its disk. Not "never frozen": the call may have been answered.
+        Err(e) if e.is_volume_gone() => {
+            return Err(AttemptError::Stop(Stop::Failed(format!(
+                "The volume host {} no longer holds volume {} (its disk was lost or \
+                 replaced), so the frozen image cannot be copied ({e})",
+                host.node_id, snap.volume_id
+            ))))
+        }
         // The host never froze the volume for this snapshot (freezes are
         // durable and released only after Finish): the gateway that took the
         // CreateSnapshot call stopped between recording the snapshot and
