@@ -67,7 +67,7 @@ def main():
         shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
         with tempfile.TemporaryDirectory(prefix="cairn-bench-restic-") as d, \
                 tempfile.TemporaryDirectory(prefix="cairn-bench-src-", dir=shm) as src:
-            blobs = gc["chunks"] - gc["snapshots"] * 2  # data chunks, not pages or roots
+            blobs = gc["data_chunks"]  # not pages or roots: restic's trees are its own
             made = restic_repo.make_repo(Path(d) / "repo", Path(src), blobs=blobs,
                                          real_backups=max(1, volumes // 10),
                                          snapshots=gc["snapshots"])

@@ -226,7 +226,12 @@ def _reconnect(f):
 def _data_dir(f, service):
     """The host directory of the service's /data volume."""
     fmt = '{{range .Mounts}}{{if eq .Destination "/data"}}{{.Source}}{{end}}{{end}}'
-    return Path(sh(["docker", "inspect", "-f", fmt, f.cluster.ids[service]]).stdout.strip())
+    path = Path(sh(["docker", "inspect", "-f", fmt, f.cluster.ids[service]]).stdout.strip())
+    if not os.access(path, os.W_OK):
+        raise RuntimeError(f"the disk faults change {service}'s volume at {path} on the Docker "
+                           "host, which this user cannot write: run the suite as root (as CI "
+                           "does), or leave these faults out with CHAOS_FAULTS")
+    return path
 
 
 def _lose_disk(f, rng):

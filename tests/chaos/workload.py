@@ -513,25 +513,28 @@ def run_once(clients, fault, *, volumes, phases, outpost_arn, workdir, seed):
     stop_gc = threading.Event()
     collector = threading.Thread(target=gc_loop, args=(clients, stop_gc), daemon=True)
     collector.start()
-    with ThreadPoolExecutor(max_workers=volumes) as pool:
-        futs = [pool.submit(drive_volume, clients, p, run_id, phases, started,
-                            i % len(clients.gateways))
-                for i, p in enumerate(plans)]
-        for _ in range(max(1, volumes // 2)):
-            started.acquire(timeout=OP_DEADLINE)
-        try:
-            detail = fault.inject(rng)
-            clients.lost_volumes.update(fault.lost_volumes)
-            time.sleep(fault.hold)
-        finally:
-            fault.lift()
-        for f in futs:
-            f.result()
-    result.fault = f"{fault.name} ({detail})" if detail else fault.name
-    fault.wait_healthy()
-    check_run(clients, plans, run_id, result)
-    stop_gc.set()
-    collector.join()
+    try:
+        with ThreadPoolExecutor(max_workers=volumes) as pool:
+            futs = [pool.submit(drive_volume, clients, p, run_id, phases, started,
+                                i % len(clients.gateways))
+                    for i, p in enumerate(plans)]
+            for _ in range(max(1, volumes // 2)):
+                started.acquire(timeout=OP_DEADLINE)
+            try:
+                detail = fault.inject(rng)
+                clients.lost_volumes.update(fault.lost_volumes)
+                time.sleep(fault.hold)
+            finally:
+                fault.lift()
+            for f in futs:
+                f.result()
+        result.fault = f"{fault.name} ({detail})" if detail else fault.name
+        fault.wait_healthy()
+        check_run(clients, plans, run_id, result)
+    finally:
+        # An aborted run must not leave its collector asking for passes.
+        stop_gc.set()
+        collector.join()
     check_lifecycle(clients, fault, result)
     result.failures.extend(serves_again(clients))
     cleanup(clients, plans)

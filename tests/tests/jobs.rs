@@ -274,12 +274,14 @@ async fn a_destination_node_lost_for_good_mid_copy_the_snapshot_completes_on_the
     let img = make_image(c.dir.path(), "g.img", 2 << 30, 320, 7)?;
     let vol = volume_with(&c, 0, "2", &img).await?;
     let host = host_of(&c, &vol).await?;
-    let lost = (0..c.chunks.len()).find(|i| *i != host).unwrap_or(0);
+    let lost = (host + 1) % c.chunks.len();
     let lost_name = c.chunks[lost].name.clone();
     let snap = snapshot_of(&c, 0, &vol).await?;
     let seen = wait_mid_copy(&c, 0, &snap).await?;
     c.chunks[lost].kill9();
     std::fs::remove_dir_all(c.dir.path().join(&lost_name))?;
+    let v = describe(&c, 0, &snap).await.ok_or_else(|| anyhow::anyhow!("{snap} vanished"))?;
+    anyhow::ensure!(v.status == "pending", "the copy ended before the node was lost: {v:?}");
 
     let done = wait_finished(&c, 0, &snap, Duration::from_secs(110)).await?;
     assert_eq!(done.status, "completed", "{done:?}\n{}", c.gateways[0].log_tail());

@@ -94,8 +94,11 @@ impl Sources {
     }
 }
 
-/// Roots read at once, and then their pages not walked yet.
-const ROOTS_AT_ONCE: usize = 256;
+/// Roots read at once (a root lists its pages: up to ~320 KiB decoded for a
+/// 16 TiB volume, so a batch takes up to ~20 MiB).
+const ROOTS_AT_ONCE: usize = 64;
+/// Pages named by a batch of roots queued before they are read, at most.
+const PAGES_QUEUED: usize = 1024;
 /// Manifest objects in flight at once. A page is up to ~160 KiB encoded and
 /// as much decoded, so reads in flight take up to ~20 MiB beside
 /// `gc_memory_bytes`. A mark waits on reads, not on the CPU: 16 in flight
@@ -108,7 +111,7 @@ const READS_AT_ONCE: usize = 64;
 ///
 /// Roots are taken [`ROOTS_AT_ONCE`] at a time: their roots read
 /// concurrently, then the pages they name that no earlier root named, each
-/// once, [`READS_AT_ONCE`] in flight. A mark is round trips to chunk nodes,
+/// once, [`READS_AT_ONCE`] in flight and at most [`PAGES_QUEUED`] queued. A mark is round trips to chunk nodes,
 /// so this is what its time is made of.
 pub async fn mark(
     ctx: &Ctx,
@@ -128,33 +131,62 @@ pub async fn mark(
             .buffered(READS_AT_ONCE)
             .try_collect::<Vec<_>>()
             .await?;
-        let mut pages: Vec<(ChunkId, Root)> = Vec::new();
+        // Pages to read, each with the index in `read` of a root naming it.
+        let mut pages: Vec<(ChunkId, usize)> = Vec::new();
         let mut queued: HashSet<ChunkId> = HashSet::new();
-        for (r, root) in read {
+        for (i, (r, root)) in read.iter().enumerate() {
             filter.insert(&r.id);
             stats.roots += 1;
-            for (_, page_id) in root.pages {
-                filter.insert(&page_id);
-                if !walked.contains(&page_id) && queued.insert(page_id) {
-                    pages.push((page_id, r.clone()));
+            for (_, page_id) in &root.pages {
+                filter.insert(page_id);
+                if !walked.contains(page_id) && queued.insert(*page_id) {
+                    pages.push((*page_id, i));
+                }
+                if pages.len() >= PAGES_QUEUED {
+                    let w = Walk { filter: &mut filter, walked: &mut walked, stats: &mut stats };
+                    w.pages(ctx, sources, &read, std::mem::take(&mut pages), max_walked).await?;
                 }
             }
         }
-        let mut read = stream::iter(pages)
-            .map(|(id, r)| read_page(ctx, sources, id, r))
-            .buffer_unordered(READS_AT_ONCE);
-        while let Some((id, page)) = read.try_next().await? {
-            stats.pages_read += 1;
-            for (_, chunk) in &page.entries {
-                filter.insert(chunk);
-                stats.entries += 1;
-            }
-            if walked.len() < max_walked {
-                walked.insert(id);
-            }
-        }
+        let w = Walk { filter: &mut filter, walked: &mut walked, stats: &mut stats };
+        w.pages(ctx, sources, &read, pages, max_walked).await?;
     }
     Ok((filter, stats))
+}
+
+/// What walking pages changes.
+struct Walk<'a> {
+    filter: &'a mut LiveFilter,
+    walked: &'a mut HashSet<ChunkId>,
+    stats: &'a mut MarkStats,
+}
+
+impl Walk<'_> {
+    /// Reads `pages` ([`READS_AT_ONCE`] in flight) into the filter; each
+    /// names the root in `roots` it was found under, for its destination.
+    async fn pages(
+        self,
+        ctx: &Ctx,
+        sources: &Sources,
+        roots: &[(Root, ManifestRoot)],
+        pages: Vec<(ChunkId, usize)>,
+        max_walked: usize,
+    ) -> Result<(), String> {
+        let mut read = stream::iter(pages)
+            .map(|(id, i)| read_page(ctx, sources, id, &roots[i].0))
+            .buffer_unordered(READS_AT_ONCE);
+        while let Some((id, page)) = read.try_next().await? {
+            self.stats.pages_read += 1;
+            for (_, chunk) in &page.entries {
+                self.filter.insert(chunk);
+                self.stats.entries += 1;
+            }
+            if self.walked.len() < max_walked {
+                self.walked.insert(id);
+            }
+        }
+        Ok(())
+    }
 }
 
 async fn read_root(ctx: &Ctx, sources: &Sources, r: Root) -> Result<(Root, ManifestRoot), String> {
@@ -168,7 +200,7 @@ async fn read_page(
     ctx: &Ctx,
     sources: &Sources,
     id: ChunkId,
-    r: Root,
+    r: &Root,
 ) -> Result<(ChunkId, ManifestPage), String> {
     match sources.page(ctx, id, r.outpost.as_ref()).await {
         Ok(p) => Ok((id, p)),

@@ -223,9 +223,8 @@ fn disk_usage(dir: &Path) -> u64 {
     total
 }
 
-/// Resident memory of a process now, in bytes.
-fn rss(p: &Proc) -> u64 {
-    let Some(pid) = p.pid() else { return 0 };
+/// Resident memory of process `pid` now, in bytes (0 once it is gone).
+fn rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
@@ -249,15 +248,9 @@ impl PeakRss {
         let task = tokio::spawn(async move {
             while !s.load(Ordering::Relaxed) {
                 for (pid, peak) in procs.iter().zip(&p) {
-                    let Some(pid) = pid else { continue };
-                    let status =
-                        std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-                    let kib = status
-                        .lines()
-                        .find_map(|l| l.strip_prefix("VmRSS:"))
-                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-                        .unwrap_or(0);
-                    peak.fetch_max(kib << 10, Ordering::Relaxed);
+                    if let Some(pid) = pid {
+                        peak.fetch_max(rss(*pid), Ordering::Relaxed);
+                    }
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -299,6 +292,7 @@ async fn gc_bench(s: Shape) -> anyhow::Result<Value> {
     // The chunks and manifests, volume by volume; roots in snapshot order.
     let t = Instant::now();
     let mut put = Putter::new();
+    let mut data_chunks = 0u64;
     let mut roots: Vec<ChunkId> = Vec::new();
     for v in 0..s.volumes {
         let mut full = ManifestBuilder::new(size);
@@ -306,6 +300,7 @@ async fn gc_bench(s: Shape) -> anyhow::Result<Value> {
             let data = small_chunk(v, 0, b);
             full.set(b, Some(ChunkId::of(&data)));
             put.put(&store, data).await?;
+            data_chunks += 1;
         }
         let mut m = full.finish();
         put.manifest(&store, &m).await?;
@@ -323,6 +318,7 @@ async fn gc_bench(s: Shape) -> anyhow::Result<Value> {
                 let data = small_chunk(v, g, b);
                 inc.set(b, Some(ChunkId::of(&data)));
                 put.put(&store, data).await?;
+                data_chunks += 1;
             }
             m = inc.finish(&pages)?;
             put.manifest(&store, &m).await?;
@@ -359,13 +355,14 @@ async fn gc_bench(s: Shape) -> anyhow::Result<Value> {
     let steady = watch.finish().await;
     Ok(json!({
         "snapshots": ids.len(), "deleted_snapshots": deleted, "chunks": chunks,
+        "data_chunks": data_chunks,
         "stored_bytes": bytes, "ingest_secs": ingest_secs, "records_secs": records_secs,
         "du_before": du_before, "du_after": du_after,
         "pass": first, "pass_secs": first_secs,
         "gateway_peak_rss": peaks[0], "chunk_node_peak_rss": peaks[1],
         "steady_pass": second, "steady_pass_secs": second_secs,
         "steady_gateway_peak_rss": steady[0], "steady_chunk_node_peak_rss": steady[1],
-        "gateway_rss_after": rss(&c.gateways[0]),
+        "gateway_rss_after": pid_of(&c.gateways[0]).map_or(0, rss),
     }))
 }
 
