@@ -106,6 +106,11 @@ def test_restart_brings_everything_back(tmp_path):
         snap = snap_and_wait(ec2, vol)
     finally:
         c.stop()
+    # Every member's log file is plain text: no terminal colour codes.
+    logs = list((tmp_path / "data").glob("*/log")) + [tmp_path / "data" / "up.log"]
+    assert len(logs) >= 11, logs  # 10 members and `cairn up` itself
+    for log in logs:
+        assert "\x1b[" not in log.read_text(errors="replace"), f"colour codes in {log}"
     c.start()
     try:
         ec2 = c.client()
