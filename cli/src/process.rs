@@ -34,7 +34,34 @@ pub struct BoundAddrs {
 fn read_config<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<T> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = expand_env(&text, |name| std::env::var(name).ok())
+        .with_context(|| format!("reading {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Replaces `${NAME}` and `${NAME:-default}` with the environment's values,
+/// as a shell or docker compose would: one env file then names a whole
+/// compose cluster (region, zones, account) for every process's config.
+fn expand_env(text: &str, var: impl Fn(&str) -> Option<String>) -> anyhow::Result<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("${") {
+        out.push_str(&rest[..at]);
+        let inner = &rest[at + 2..];
+        let end = inner.find('}').context("a `${` in the config is not closed by `}`")?;
+        let (name, default) = match inner[..end].split_once(":-") {
+            Some((n, d)) => (n, Some(d)),
+            None => (&inner[..end], None),
+        };
+        match (var(name).filter(|v| !v.is_empty()), default) {
+            (Some(v), _) => out.push_str(&v),
+            (None, Some(d)) => out.push_str(d),
+            (None, None) => anyhow::bail!("the config uses ${{{name}}}, which is not set"),
+        }
+        rest = &inner[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 /// Writes `content` to `path` atomically (temp file + rename).
@@ -129,4 +156,19 @@ pub async fn gateway(args: ProcessArgs) -> anyhow::Result<()> {
 /// Where a process writes the addresses it bound, once it serves requests.
 pub(crate) fn addr_file(dir: &Path) -> PathBuf {
     dir.join("addr.toml")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expand_env;
+
+    #[test]
+    fn configs_take_names_from_the_environment() {
+        let var = |n: &str| (n == "CAIRN_REGION").then(|| "us-east-1".to_string());
+        let t = "region = \"${CAIRN_REGION:-cairn-1}\"\naz = \"${CAIRN_ZONE_1:-cairn-1a}\"\n";
+        assert_eq!(expand_env(t, var).unwrap(), "region = \"us-east-1\"\naz = \"cairn-1a\"\n");
+        assert_eq!(expand_env("x = 1", var).unwrap(), "x = 1");
+        assert!(expand_env("a = \"${NOPE}\"", var).is_err());
+        assert!(expand_env("a = \"${CAIRN_REGION\"", var).is_err());
+    }
 }

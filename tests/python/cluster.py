@@ -39,8 +39,9 @@ def parse_env(path):
 
 
 class Cluster:
-    def __init__(self, data_dir):
+    def __init__(self, data_dir, args=()):
         self.data_dir = Path(data_dir)
+        self.args = list(args)
         self.proc = None
         self.env = None
         self.log = None
@@ -50,7 +51,8 @@ class Cluster:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log = open(self.data_dir / "up.log", "ab")
         self.proc = subprocess.Popen(
-            [BIN, "up", "--data-dir", str(self.data_dir), "--http-port", "0", "--nbd-port", "0"],
+            [BIN, "up", "--data-dir", str(self.data_dir), "--http-port", "0", "--nbd-port", "0",
+             *self.args],
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
@@ -92,6 +94,10 @@ class Cluster:
     @property
     def endpoint(self):
         return self.env["AWS_ENDPOINT_URL"]
+
+    @property
+    def zones(self):
+        return self.env["CAIRN_ZONES"].split(",")
 
     @property
     def nbd(self):

@@ -18,7 +18,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from cluster import Cluster, wait_for
-from util import BLOCK, GIB, http_json, make_image, nbd_compare, nbd_write
+from util import AZ_A, AZ_B, BLOCK, E2E_ACCOUNT, E2E_ARGS, GIB, http_json, make_image, nbd_compare, nbd_write
 
 FAST = {"Delay": 1, "MaxAttempts": 300}
 ZERO = bytes(BLOCK)
@@ -29,7 +29,7 @@ def ebs_cluster(tmp_path_factory):
     old = os.environ.get("CAIRN_EBS_TIMEOUT_MINUTE_MS")
     os.environ["CAIRN_EBS_TIMEOUT_MINUTE_MS"] = "1000"
     try:
-        c = Cluster(tmp_path_factory.mktemp("cairn-ebs") / "data").start()
+        c = Cluster(tmp_path_factory.mktemp("cairn-ebs") / "data", E2E_ARGS).start()
     finally:
         if old is None:
             del os.environ["CAIRN_EBS_TIMEOUT_MINUTE_MS"]
@@ -167,7 +167,7 @@ def test_start_snapshot_refusals(ebs, raw_ebs, ec2):
         (dict(VolumeSize=1, Timeout=4321), "INVALID_PARAMETER_VALUE"),
         (dict(VolumeSize=1, Encrypted=True), "INVALID_PARAMETER_VALUE"),
         (dict(VolumeSize=1, Encrypted=True,
-              KmsKeyArn="arn:aws:kms:cairn-1:123456789012:key/abc"), "INVALID_PARAMETER_VALUE"),
+              KmsKeyArn=f"arn:aws:kms:us-east-1:{E2E_ACCOUNT}:key/abc"), "INVALID_PARAMETER_VALUE"),
         (dict(VolumeSize=1, Tags=[{"Key": "aws:x", "Value": "1"}]), "INVALID_TAG"),
     ]
     before = {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
@@ -175,9 +175,13 @@ def test_start_snapshot_refusals(ebs, raw_ebs, ec2):
         with pytest.raises(ClientError) as e:
             raw_ebs.start_snapshot(**args)
         assert err(e) == ("ValidationException", reason, 400), args
-    with pytest.raises(ClientError) as e:
-        ebs.start_snapshot(VolumeSize=1, ParentSnapshotId="snap-0123456789abcdef0")
-    assert err(e) == ("ResourceNotFoundException", "SNAPSHOT_NOT_FOUND", 404)
+    for unknown in ["snap-0123456789abcdef0", "snap-0123abcd"]:  # also the short legacy form
+        with pytest.raises(ClientError) as e:
+            ebs.start_snapshot(VolumeSize=1, ParentSnapshotId=unknown)
+        assert err(e) == ("ResourceNotFoundException", "SNAPSHOT_NOT_FOUND", 404), unknown
+        with pytest.raises(ClientError) as e:
+            ebs.list_snapshot_blocks(SnapshotId=unknown)
+        assert err(e) == ("ResourceNotFoundException", "SNAPSHOT_NOT_FOUND", 404), unknown
     pending = ebs.start_snapshot(VolumeSize=1)["SnapshotId"]
     with pytest.raises(ClientError) as e:
         ebs.start_snapshot(VolumeSize=1, ParentSnapshotId=pending)
@@ -365,7 +369,7 @@ def test_incremental_and_changed_blocks(ebs, ec2, ebs_cluster, tmp_path):
     assert err(e) == ("ValidationException", "UNRELATED_SNAPSHOTS", 400)
 
     # 6. One store: the incremental EBS-direct snapshot restores with EC2.
-    v = ec2.create_volume(AvailabilityZone="cairn-1b", SnapshotId=child)["VolumeId"]
+    v = ec2.create_volume(AvailabilityZone=AZ_B, SnapshotId=child)["VolumeId"]
     ec2.get_waiter("volume_available").wait(VolumeIds=[v], WaiterConfig=FAST)
     img = tmp_path / "expect.img"
     with open(img, "wb") as f:
@@ -380,7 +384,7 @@ def test_incremental_and_changed_blocks(ebs, ec2, ebs_cluster, tmp_path):
 # 6. One store: CreateSnapshot snapshots read block by block -------------------
 
 def test_create_snapshot_readable_block_by_block(ebs, ec2, ebs_cluster, tmp_path):
-    vol = ec2.create_volume(AvailabilityZone="cairn-1a", Size=1, VolumeType="gp3")["VolumeId"]
+    vol = ec2.create_volume(AvailabilityZone=AZ_A, Size=1, VolumeType="gp3")["VolumeId"]
     ec2.get_waiter("volume_available").wait(VolumeIds=[vol], WaiterConfig=FAST)
     written = [3, 4, 100, 2000]
     img = make_image(tmp_path / "vol.img", GIB, written)
@@ -407,7 +411,7 @@ def test_create_snapshot_readable_block_by_block(ebs, ec2, ebs_cluster, tmp_path
 
 def test_outpost_local_snapshot_access_denied(ebs, ec2, ebs_cluster):
     arn = ebs_cluster.env["CAIRN_OUTPOST_ARN"]
-    v = ec2.create_volume(AvailabilityZone="cairn-1a", Size=1, OutpostArn=arn)["VolumeId"]
+    v = ec2.create_volume(AvailabilityZone=AZ_A, Size=1, OutpostArn=arn)["VolumeId"]
     ec2.get_waiter("volume_available").wait(VolumeIds=[v], WaiterConfig=FAST)
     s = ec2.create_snapshot(VolumeId=v, OutpostArn=arn)["SnapshotId"]
     ec2.get_waiter("snapshot_completed").wait(SnapshotIds=[s], WaiterConfig=FAST)
@@ -427,7 +431,7 @@ def test_error_wire_shape(ebs_cluster):
     import urllib.request
     req = urllib.request.Request(
         ebs_cluster.endpoint + "/snapshots/snap-0123456789abcdef0/blocks", method="GET",
-        headers={"Authorization": "AWS4-HMAC-SHA256 Credential=k/20260101/cairn-1/ebs/aws4_request, "
+        headers={"Authorization": "AWS4-HMAC-SHA256 Credential=k/20260101/us-east-1/ebs/aws4_request, "
                                   "SignedHeaders=host, Signature=00"})
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req, timeout=30)

@@ -7,7 +7,8 @@ import uuid
 import pytest
 from botocore.exceptions import ClientError
 
-from util import BLOCK, GIB, make_image, nbd_compare, nbd_write, raw_query, error_code
+from util import (AZ_A, AZ_B, BLOCK, E2E_ACCOUNT, GIB, error_code, make_image, nbd_compare,
+                  nbd_write, raw_query)
 
 FAST = {"Delay": 1, "MaxAttempts": 300}
 
@@ -16,7 +17,7 @@ def tags(resource, **kv):
     return [{"ResourceType": resource, "Tags": [{"Key": k, "Value": v} for k, v in kv.items()]}]
 
 
-def new_volume(ec2, az="cairn-1a", size=1, **kv):
+def new_volume(ec2, az=AZ_A, size=1, **kv):
     v = ec2.create_volume(AvailabilityZone=az, Size=size, VolumeType="gp3",
                           TagSpecifications=tags("volume", **kv) if kv else [])
     ec2.get_waiter("volume_available").wait(VolumeIds=[v["VolumeId"]], WaiterConfig=FAST)
@@ -34,10 +35,10 @@ def code_of(excinfo):
 
 
 def test_create_describe_volume(ec2):
-    v = ec2.create_volume(AvailabilityZone="cairn-1a", Size=1, VolumeType="gp3",
+    v = ec2.create_volume(AvailabilityZone=AZ_A, Size=1, VolumeType="gp3",
                           TagSpecifications=tags("volume", Name="first", team="storage"))
     assert v["VolumeId"].startswith("vol-") and len(v["VolumeId"]) == 21
-    assert v["Size"] == 1 and v["AvailabilityZone"] == "cairn-1a" and v["VolumeType"] == "gp3"
+    assert v["Size"] == 1 and v["AvailabilityZone"] == AZ_A and v["VolumeType"] == "gp3"
     assert {t["Key"]: t["Value"] for t in v["Tags"]} == {"Name": "first", "team": "storage"}
     ec2.get_waiter("volume_available").wait(VolumeIds=[v["VolumeId"]], WaiterConfig=FAST)
     d = ec2.describe_volumes(VolumeIds=[v["VolumeId"]])["Volumes"][0]
@@ -67,14 +68,14 @@ def test_snapshot_restore_byte_for_byte(ec2, cluster, tmp_path):
     ec2.get_waiter("snapshot_completed").wait(SnapshotIds=[s["SnapshotId"]], WaiterConfig=FAST)
     d = ec2.describe_snapshots(SnapshotIds=[s["SnapshotId"]])["Snapshots"][0]
     assert d["State"] == "completed" and d["Progress"] == "100%"
-    assert d["OwnerId"] == "123456789012"
+    assert d["OwnerId"] == E2E_ACCOUNT
 
     # The AWS CLI's waiter works too.
     r = subprocess.run(["aws", "ec2", "wait", "snapshot-completed", "--snapshot-ids", s["SnapshotId"]],
                        env=cluster.aws_env(), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
 
-    restored = ec2.create_volume(SnapshotId=s["SnapshotId"], AvailabilityZone="cairn-1b")
+    restored = ec2.create_volume(SnapshotId=s["SnapshotId"], AvailabilityZone=AZ_B)
     assert restored["SnapshotId"] == s["SnapshotId"] and restored["Size"] == 1
     ec2.get_waiter("volume_available").wait(VolumeIds=[restored["VolumeId"]], WaiterConfig=FAST)
     code, out = nbd_compare(img, cluster.nbd_uri(restored["VolumeId"]))
@@ -86,7 +87,7 @@ def test_snapshot_restore_byte_for_byte(ec2, cluster, tmp_path):
 def test_describe_filters_and_paging(ec2, cluster):
     marker = uuid.uuid4().hex[:8]
     vol = new_volume(ec2, Name=f"paging-{marker}")
-    other = new_volume(ec2, az="cairn-1b", Name=f"other-{marker}")
+    other = new_volume(ec2, az=AZ_B, Name=f"other-{marker}")
     ids = []
     for i in range(7):
         s = snapshot(ec2, vol, f"page {marker} {i}", batch=marker, parity=str(i % 2))
@@ -132,7 +133,7 @@ def test_describe_filters_and_paging(ec2, cluster):
     assert vol in vols and other in vols and len(vols) == len(set(vols))
     byname = ec2.describe_volumes(Filters=[{"Name": "tag:Name", "Values": [f"other-{marker}"]}])["Volumes"]
     assert [v["VolumeId"] for v in byname] == [other]
-    inb = ec2.describe_volumes(Filters=[{"Name": "availability-zone", "Values": ["cairn-1b"]},
+    inb = ec2.describe_volumes(Filters=[{"Name": "availability-zone", "Values": [AZ_B]},
                                         {"Name": "volume-id", "Values": [vol, other]}])["Volumes"]
     assert [v["VolumeId"] for v in inb] == [other]
     avail = ec2.describe_volumes(Filters=[{"Name": "status", "Values": ["available"]},
@@ -189,7 +190,7 @@ def test_dry_run_changes_nothing(ec2):
     before_v = len(ec2.describe_volumes()["Volumes"])
     before_s = len(ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"])
     calls = [
-        lambda: ec2.create_volume(AvailabilityZone="cairn-1a", Size=1, DryRun=True),
+        lambda: ec2.create_volume(AvailabilityZone=AZ_A, Size=1, DryRun=True),
         lambda: ec2.create_snapshot(VolumeId=vol, DryRun=True),
         lambda: ec2.delete_volume(VolumeId=vol, DryRun=True),
         lambda: ec2.create_tags(Resources=[vol], Tags=[{"Key": "dry", "Value": "run"}], DryRun=True),
@@ -212,11 +213,19 @@ def test_dry_run_changes_nothing(ec2):
     (lambda c: c.create_snapshot(VolumeId="vol-0123456789abcdef0"), "InvalidVolume.NotFound"),
     (lambda c: c.delete_volume(VolumeId="vol-0123456789abcdef0"), "InvalidVolume.NotFound"),
     (lambda c: c.delete_snapshot(SnapshotId="snap-0123456789abcdef0"), "InvalidSnapshot.NotFound"),
-    (lambda c: c.create_volume(SnapshotId="snap-0123456789abcdef0", AvailabilityZone="cairn-1a"), "InvalidSnapshot.NotFound"),
-    (lambda c: c.create_volume(AvailabilityZone="cairn-1z", Size=1), "InvalidParameterValue"),
-    (lambda c: c.create_volume(AvailabilityZone="cairn-1a"), "MissingParameter"),
-    (lambda c: c.create_volume(AvailabilityZone="cairn-1a", Size=0, VolumeType="gp3"), "InvalidParameterValue"),
+    (lambda c: c.create_volume(SnapshotId="snap-0123456789abcdef0", AvailabilityZone=AZ_A), "InvalidSnapshot.NotFound"),
+    (lambda c: c.create_volume(AvailabilityZone="us-east-1z", Size=1), "InvalidParameterValue"),
+    (lambda c: c.create_volume(AvailabilityZone=AZ_A), "MissingParameter"),
+    (lambda c: c.create_volume(AvailabilityZone=AZ_A, Size=0, VolumeType="gp3"), "InvalidParameterValue"),
     (lambda c: c.describe_snapshots(MaxResults=2), "InvalidParameterValue"),
+    # The short legacy id form (8 hex digits) is well formed: unknown, not malformed.
+    (lambda c: c.describe_volumes(VolumeIds=["vol-0123abcd"]), "InvalidVolume.NotFound"),
+    (lambda c: c.describe_snapshots(SnapshotIds=["snap-0123abcd"]), "InvalidSnapshot.NotFound"),
+    (lambda c: c.delete_volume(VolumeId="vol-89abcdef"), "InvalidVolume.NotFound"),
+    (lambda c: c.delete_snapshot(SnapshotId="snap-89abcdef"), "InvalidSnapshot.NotFound"),
+    (lambda c: c.create_snapshot(VolumeId="vol-0000beef"), "InvalidVolume.NotFound"),
+    (lambda c: c.create_volume(SnapshotId="snap-0000beef", AvailabilityZone=AZ_A), "InvalidSnapshot.NotFound"),
+    (lambda c: c.create_tags(Resources=["snap-0000beef"], Tags=[{"Key": "k", "Value": "v"}]), "InvalidSnapshot.NotFound"),
     (lambda c: c.delete_tags(Resources=[], Tags=[{"Key": "a"}]), "MissingParameter"),
 ])
 def test_bad_calls_get_aws_errors(ec2, call, code):
@@ -234,9 +243,9 @@ def test_bad_calls_get_aws_errors(ec2, call, code):
     ("Action=CreateSnapshot&Version=2016-11-15", "MissingParameter"),
     ("Action=NoSuchThing&Version=2016-11-15", "InvalidAction"),
     ("Version=2016-11-15", "MissingAction"),
-    ("Action=CreateVolume&Version=2016-11-15&AvailabilityZone=cairn-1a&Size=abc", "InvalidParameterValue"),
+    ("Action=CreateVolume&Version=2016-11-15&AvailabilityZone=us-east-1a&Size=abc", "InvalidParameterValue"),
     ("Action=DescribeVolumes&Version=2016-11-15&MaxResults=x", "InvalidParameterValue"),
-    ("Action=CreateVolume&Version=2016-11-15&AvailabilityZone=cairn-1a&Size=1&DryRun=maybe", "InvalidParameterValue"),
+    ("Action=CreateVolume&Version=2016-11-15&AvailabilityZone=us-east-1a&Size=1&DryRun=maybe", "InvalidParameterValue"),
     ("Action=DeleteTags&Version=2016-11-15&Tag.1.Key=a", "MissingParameter"),
     ("Action=DescribeSnapshots&Version=2016-11-15&SnapshotId.1=nonsense", "InvalidSnapshotID.Malformed"),
     ("Action=DescribeVolumes&Version=2016-11-15&NextToken=%%%", "InvalidParameterValue"),
@@ -251,7 +260,7 @@ def test_malformed_requests(cluster, body, code):
 
 
 def test_wrong_region_is_refused(cluster):
-    status, root, text = raw_query(cluster.endpoint, "Action=DescribeVolumes&Version=2016-11-15", region="us-east-1")
+    status, root, text = raw_query(cluster.endpoint, "Action=DescribeVolumes&Version=2016-11-15", region="cairn-1")
     assert error_code(root)[0] == "AuthFailure", text
     assert status in (401, 403)
 
@@ -263,7 +272,7 @@ def test_aws_cli_end_to_end(cluster):
         assert r.returncode == 0, r.stderr
         return json.loads(r.stdout) if r.stdout.strip() else {}
 
-    v = aws("create-volume", "--availability-zone", "cairn-1b", "--size", "1", "--volume-type", "gp3")
+    v = aws("create-volume", "--availability-zone", AZ_B, "--size", "1", "--volume-type", "gp3")
     aws("wait", "volume-available", "--volume-ids", v["VolumeId"])
     s = aws("create-snapshot", "--volume-id", v["VolumeId"], "--description", "from the cli")
     aws("wait", "snapshot-completed", "--snapshot-ids", s["SnapshotId"])

@@ -45,7 +45,15 @@ def nbd_read(uri, out):
     )
 
 
-def raw_query(endpoint, body, region="cairn-1", auth=True):
+# The boto3 end-to-end suites (test_ec2, test_ebs) run against a cluster named
+# as real AWS scripts expect: `cairn up --region us-east-1 --account-id ...`.
+E2E_REGION = "us-east-1"
+E2E_ACCOUNT = "210987654321"
+AZ_A, AZ_B = "us-east-1a", "us-east-1b"
+E2E_ARGS = ["--region", E2E_REGION, "--account-id", E2E_ACCOUNT]
+
+
+def raw_query(endpoint, body, region=E2E_REGION, auth=True):
     """POSTs a hand-made EC2 Query body; returns (status, parsed XML root, text)."""
     headers = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
     if auth:

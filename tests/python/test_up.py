@@ -1,0 +1,159 @@
+"""`cairn up` as people use it: a killed member comes back while the rest keep
+serving, a member that keeps failing is left down without stopping the
+cluster, and the mistakes a user can make end in one sentence and a hint."""
+import os
+import signal
+import socket
+import subprocess
+
+import pytest
+
+from cluster import BIN, Cluster, wait_for
+from util import GIB, make_image, nbd_compare, nbd_write
+
+FAST = {"Delay": 1, "MaxAttempts": 300}
+
+
+def pid_of(cluster, member):
+    for line in (cluster.data_dir / member / "addr.toml").read_text().splitlines():
+        if line.startswith("pid"):
+            return int(line.split("=")[1])
+    raise AssertionError(f"no pid for {member}")
+
+
+def up_log(cluster):
+    return (cluster.data_dir / "up.log").read_text(errors="replace")
+
+
+def admin_status(cluster):
+    r = subprocess.run([BIN, "admin", "status", "--data-dir", str(cluster.data_dir)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+@pytest.fixture
+def own_cluster(tmp_path):
+    c = Cluster(tmp_path / "data").start()
+    yield c
+    c.stop()
+
+
+def test_killed_members_are_restarted_and_the_cluster_keeps_serving(own_cluster, tmp_path):
+    c = own_cluster
+    ec2 = c.client()
+    zone = c.zones[0]
+    vol = ec2.create_volume(AvailabilityZone=zone, Size=1)["VolumeId"]
+    ec2.get_waiter("volume_available").wait(VolumeIds=[vol], WaiterConfig=FAST)
+    img = make_image(tmp_path / "a.img", GIB, [0, 7, 900])
+    nbd_write(c.nbd_uri(vol), img)
+
+    # A metadata member, a chunk node and the gateway, each SIGKILLed.
+    for member in ["meta-2", "chunk-1b", "gateway"]:
+        old = pid_of(c, member)
+        os.kill(old, signal.SIGKILL)
+        wait_for(lambda: f"{member} exited (SIGKILL); restarting in 1 s" in up_log(c),
+                 timeout=30, what=f"{member}'s exit to be reported")
+        wait_for(lambda: f"{member} is serving again" in up_log(c), timeout=90,
+                 what=f"{member} to serve again")
+        assert pid_of(c, member) != old
+        # The rest kept serving; the gateway kept its address.
+        assert ec2.describe_volumes(VolumeIds=[vol])["Volumes"][0]["State"] == "available"
+    assert c.proc.poll() is None, "cairn up stopped"
+    assert "Traceback" not in up_log(c) and "panicked" not in up_log(c)
+
+    snap = ec2.create_snapshot(VolumeId=vol)["SnapshotId"]
+    ec2.get_waiter("snapshot_completed").wait(SnapshotIds=[snap], WaiterConfig=FAST)
+    restored = ec2.create_volume(AvailabilityZone=c.zones[1], SnapshotId=snap)["VolumeId"]
+    ec2.get_waiter("volume_available").wait(VolumeIds=[restored], WaiterConfig=FAST)
+    code, out = nbd_compare(img, c.nbd_uri(restored))
+    assert code == 0, out
+    status = admin_status(c)
+    assert status.count("leader") + status.count("follower") >= 3 and "down" not in status, status
+
+
+def test_a_member_that_keeps_failing_is_left_down(own_cluster):
+    c = own_cluster
+    ec2 = c.client()
+    # meta-3 cannot start any more: every restart exits at once.
+    (c.data_dir / "meta-3" / "config.toml").write_text("node_id = \"not a number\"\n")
+    os.kill(pid_of(c, "meta-3"), signal.SIGKILL)
+    wait_for(lambda: "meta-3 exited with status 1; it exited 5 times in a row" in up_log(c),
+             timeout=120, what="cairn up to give up on meta-3")
+    assert "stays down (the rest of the cluster keeps running" in up_log(c)
+    assert c.proc.poll() is None, "cairn up stopped"
+    # Two members of three are a quorum: the cluster still writes.
+    vol = ec2.create_volume(AvailabilityZone=c.zones[0], Size=1)["VolumeId"]
+    ec2.get_waiter("volume_available").wait(VolumeIds=[vol], WaiterConfig=FAST)
+    status = admin_status(c)
+    assert "down" in status and "leader" in status, status
+    # The member's log holds the reason, not a panic.
+    log = (c.data_dir / "meta-3" / "log").read_text(errors="replace")
+    assert "cairn: parsing" in log and "panicked" not in log, log[-2000:]
+
+
+def run_up(*args, timeout=120):
+    return subprocess.run([BIN, "up", *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "RUST_BACKTRACE": "0"})
+
+
+def one_sentence_and_a_hint(r):
+    assert r.returncode != 0
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 2 and lines[0].startswith("cairn: ") and lines[1].startswith("  hint: "), r.stderr
+    assert "panicked" not in r.stderr and "backtrace" not in r.stderr.lower(), r.stderr
+    return lines[0]
+
+
+def test_user_mistakes_get_a_sentence_and_a_hint(own_cluster, tmp_path):
+    c = own_cluster
+    # The same data directory, while its cluster runs.
+    line = one_sentence_and_a_hint(run_up("--data-dir", str(c.data_dir), "--http-port", "0", "--nbd-port", "0"))
+    assert "is in use by another `cairn up`" in line
+    # A port another program holds.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        line = one_sentence_and_a_hint(
+            run_up("--data-dir", str(tmp_path / "other"), "--http-port", str(port), "--nbd-port", "0"))
+        assert f"port {port} on 127.0.0.1" in line and "in use" in line
+    # A directory that holds something else.
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    (foreign / "holiday.jpg").write_bytes(b"jpeg")
+    line = one_sentence_and_a_hint(run_up("--data-dir", str(foreign), "--http-port", "0", "--nbd-port", "0"))
+    assert "is not a Cairn data directory" in line
+    assert [p.name for p in foreign.iterdir()] == ["holiday.jpg"], "it was left as it was"
+    # Names that do not fit.
+    line = one_sentence_and_a_hint(run_up("--data-dir", str(tmp_path / "n"), "--region", "US East"))
+    assert "region name" in line
+    line = one_sentence_and_a_hint(run_up("--data-dir", str(tmp_path / "n"), "--account-id", "42"))
+    assert "12 digits" in line
+
+
+def test_an_existing_cluster_keeps_its_names(tmp_path):
+    c = Cluster(tmp_path / "data", ["--region", "eu-west-3", "--zones", "eu-west-3a,eu-west-3c",
+                                    "--account-id", "999988887777"]).start()
+    try:
+        ec2 = c.client()
+        assert c.env["AWS_REGION"] == "eu-west-3" and c.zones == ["eu-west-3a", "eu-west-3c"]
+        vol = ec2.create_volume(AvailabilityZone="eu-west-3c", Size=1)["VolumeId"]
+        ec2.get_waiter("volume_available").wait(VolumeIds=[vol], WaiterConfig=FAST)
+        arn = c.env["CAIRN_OUTPOST_ARN"]
+        assert arn.startswith("arn:aws:outposts:eu-west-3:999988887777:outpost/op-"), arn
+        s = ec2.create_snapshot(VolumeId=vol)["SnapshotId"]
+        ec2.get_waiter("snapshot_completed").wait(SnapshotIds=[s], WaiterConfig=FAST)
+        assert ec2.describe_snapshots(SnapshotIds=[s])["Snapshots"][0]["OwnerId"] == "999988887777"
+    finally:
+        c.stop()
+    line = one_sentence_and_a_hint(run_up("--data-dir", str(c.data_dir), "--region", "us-east-1"))
+    assert "created with region eu-west-3, not us-east-1" in line
+    # Without names, it comes back as it was created.
+    c.args = []
+    c.start()
+    try:
+        assert c.env["AWS_REGION"] == "eu-west-3"
+        assert c.client().describe_volumes(VolumeIds=[vol])["Volumes"][0]["AvailabilityZone"] == "eu-west-3c"
+    finally:
+        c.stop()
