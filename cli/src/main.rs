@@ -16,8 +16,20 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "cairn", version, about = "Cairn: EBS-style snapshots on machines you own")]
 struct Cli {
+    /// Log lines as plain text, or as one JSON object per line (for log
+    /// collectors). `cairn up` passes it to every member.
+    #[arg(long, global = true, env = LOG_FORMAT_ENV, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+const LOG_FORMAT_ENV: &str = "CAIRN_LOG_FORMAT";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -43,22 +55,26 @@ enum Cmd {
 
 /// Logs to stderr; colours only for a terminal (a member of `cairn up`
 /// writes to its log file, which must stay plain text) and not under
-/// `NO_COLOR`.
-fn init_tracing() {
+/// `NO_COLOR`. JSON lines carry the spans' fields (a request's id).
+fn init_tracing(format: LogFormat) {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn,h2=warn"));
     let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(colour)
-        .init();
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => fmt.with_ansi(colour).init(),
+        LogFormat::Json => fmt.json().with_current_span(false).with_span_list(true).init(),
+    }
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    init_tracing(cli.log_format);
+    if cli.log_format == LogFormat::Json {
+        // The members `cairn up` starts inherit it. No other thread runs yet.
+        std::env::set_var(LOG_FORMAT_ENV, "json");
+    }
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

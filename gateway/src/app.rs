@@ -47,6 +47,7 @@ pub fn app(ctx: Arc<Ctx>) -> Router {
             )
         }))
         .layer(PropagateRequestIdLayer::new(header))
+        .layer(middleware::from_fn(pass_request_id))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(HandleErrorLayer::new(service_error))
         .load_shed()
@@ -70,6 +71,13 @@ pub fn app(ctx: Arc<Ctx>) -> Router {
         .fallback(fallback)
         .with_state(ctx)
         .layer(layers)
+}
+
+/// Serves the request with its id in scope: the gRPC calls made for it carry
+/// the id to the metadata and chunk nodes (`cairn_proto::trace`).
+async fn pass_request_id(req: Request, next: Next) -> Response {
+    let id = request_id(req.headers());
+    cairn_proto::trace::passing(id, next.run(req)).await
 }
 
 /// Errors of the tower layers, answered as the request's front answers them.

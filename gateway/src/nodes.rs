@@ -7,9 +7,9 @@ use cairn_core::records::ChunkNodeInfo;
 use cairn_core::{ChunkId, OutpostId, VolumeId};
 use cairn_proto::pb::chunk_store_client::ChunkStoreClient;
 use cairn_proto::pb::volume_host_client::VolumeHostClient;
+use cairn_proto::Channel;
 use cairn_proto::{BadAddress, ChunkChannels, MAX_MESSAGE_BYTES};
 use std::time::Duration;
-use tonic::transport::Channel;
 use tonic::Code;
 
 /// The nodes that store snapshots of a destination: the region's nodes (no

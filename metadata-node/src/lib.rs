@@ -96,6 +96,7 @@ impl MetadataNode {
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let server = tokio::spawn(
             Server::builder()
+                .layer(cairn_proto::trace::RequestIdLayer)
                 .add_service(raft_svc)
                 .add_service(meta_svc)
                 .add_service(admin_svc)

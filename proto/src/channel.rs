@@ -5,10 +5,11 @@
 //! timeout, `TCP_NODELAY` and the large HTTP/2 windows chunks need, and
 //! shares channels through one cache).
 
+use crate::trace::{passing_request_id, Channel};
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 /// Largest gRPC message any Cairn service sends or accepts (a chunk is 512 KiB;
 /// Raft batches and snapshots stay below this).
@@ -48,7 +49,7 @@ pub fn chunk_node_channel(
         Some(t) => endpoint.timeout(t),
         None => endpoint,
     };
-    Ok(endpoint.connect_lazy())
+    Ok(passing_request_id(endpoint.connect_lazy()))
 }
 
 /// Channels to chunk nodes by address, opened on first use and shared after.

@@ -6,9 +6,11 @@ pub mod channel;
 pub mod convert;
 pub mod meta_client;
 pub mod pb;
+pub mod trace;
 
 pub use channel::{
     chunk_node_channel, BadAddress, ChunkChannels, CONNECTION_WINDOW_BYTES, MAX_MESSAGE_BYTES,
     STREAM_WINDOW_BYTES,
 };
 pub use meta_client::{MetaClientError, MetadataClient};
+pub use trace::Channel;

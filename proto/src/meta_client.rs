@@ -21,6 +21,7 @@ use crate::pb::{
     AddMemberRequest, ClientReply, ClientRequest, MemberInfo, MembershipReply, RemoveMemberRequest,
     StatusReply, StatusRequest,
 };
+use crate::trace::{passing_request_id, Channel};
 use cairn_core::command::{Command, CommandResult, Query, QueryOutput};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -28,7 +29,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 /// How often a client re-reads the group's membership from the leader.
 const REFRESH_MEMBERS_EVERY: Duration = Duration::from_secs(5);
@@ -145,11 +146,13 @@ impl MetadataClient {
         if let Some(c) = map.get(addr) {
             return Ok(c.clone());
         }
-        let ch = Endpoint::from_shared(addr.to_string())
-            .map_err(|e| MetaClientError::Unavailable(format!("bad address {addr}: {e}")))?
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .connect_lazy();
+        let ch = passing_request_id(
+            Endpoint::from_shared(addr.to_string())
+                .map_err(|e| MetaClientError::Unavailable(format!("bad address {addr}: {e}")))?
+                .connect_timeout(Duration::from_secs(2))
+                .tcp_nodelay(true)
+                .connect_lazy(),
+        );
         map.insert(addr.to_string(), ch.clone());
         Ok(ch)
     }

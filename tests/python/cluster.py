@@ -39,9 +39,10 @@ def parse_env(path):
 
 
 class Cluster:
-    def __init__(self, data_dir, args=()):
+    def __init__(self, data_dir, args=(), env=None):
         self.data_dir = Path(data_dir)
         self.args = list(args)
+        self.extra_env = dict(env or {})
         self.proc = None
         self.env = None
         self.log = None
@@ -53,6 +54,7 @@ class Cluster:
         self.proc = subprocess.Popen(
             [BIN, "up", "--data-dir", str(self.data_dir), "--http-port", "0", "--nbd-port", "0",
              *self.args],
+            env={**os.environ, **self.extra_env},
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )

@@ -1,6 +1,7 @@
 """`cairn up` as people use it: a killed member comes back while the rest keep
 serving, a member that keeps failing is left down without stopping the
 cluster, and the mistakes a user can make end in one sentence and a hint."""
+import json
 import os
 import signal
 import socket
@@ -157,3 +158,32 @@ def test_an_existing_cluster_keeps_its_names(tmp_path):
         assert c.client().describe_volumes(VolumeIds=[vol])["Volumes"][0]["AvailabilityZone"] == "eu-west-3c"
     finally:
         c.stop()
+
+
+def test_one_request_id_finds_its_path_through_every_process(tmp_path):
+    c = Cluster(tmp_path / "data", ["--log-format", "json"],
+                env={"CAIRN_LOG": "info,openraft=warn,h2=warn,tower_http=debug,cairn_proto::trace=debug"}).start()
+    try:
+        ec2 = c.client()
+        vol = ec2.create_volume(AvailabilityZone=c.zones[0], Size=1)["VolumeId"]
+        ec2.get_waiter("volume_available").wait(VolumeIds=[vol], WaiterConfig=FAST)
+        # CreateSnapshot freezes the volume on its host before it answers:
+        # the gateway, the metadata leader and a chunk node all serve it.
+        r = ec2.create_snapshot(VolumeId=vol)
+        rid = r["ResponseMetadata"]["RequestId"]
+        ec2.get_waiter("snapshot_completed").wait(SnapshotIds=[r["SnapshotId"]], WaiterConfig=FAST)
+    finally:
+        c.stop()
+    seen = {}
+    for log in sorted(c.data_dir.glob("*/log")):
+        for line in log.read_text().splitlines():
+            obj = json.loads(line)  # every line is one JSON object
+            assert {"timestamp", "level", "fields"} <= obj.keys(), line
+            if any(s.get("request_id") == rid for s in obj.get("spans", [])):
+                seen.setdefault(log.parent.name, []).append(obj)
+    members = set(seen)
+    assert "gateway" in members, members
+    assert any(m.startswith("meta-") for m in members), members
+    assert any(m.startswith("chunk-") for m in members), members
+    served = [o for m, objs in seen.items() if m != "gateway" for o in objs]
+    assert any(o["fields"].get("message") == "served" and o["fields"].get("rpc") for o in served), served

@@ -8,9 +8,9 @@ use cairn_core::placement::Candidate;
 use cairn_core::ChunkId;
 use cairn_proto::pb::chunk_store_client::ChunkStoreClient;
 use cairn_proto::pb::{GetChunkRequest, HasChunksRequest, PutChunkRequest, StoreNode};
+use cairn_proto::Channel;
 use cairn_proto::{chunk_node_channel, MAX_MESSAGE_BYTES};
 use std::time::Duration;
-use tonic::transport::Channel;
 use tonic::Code;
 
 /// Default replication factor when a request leaves it at 0.

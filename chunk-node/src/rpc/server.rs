@@ -40,6 +40,7 @@ pub async fn serve(
         .tcp_nodelay(true)
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .layer(cairn_proto::trace::RequestIdLayer)
         .add_service(limited!(ChunkStoreServer::new(services.chunks)))
         .add_service(limited!(VolumeHostServer::new(services.volumes)))
         .add_service(limited!(SnapshotStagingServer::new(services.staging)))

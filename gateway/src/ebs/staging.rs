@@ -9,11 +9,11 @@ use cairn_core::records::ChunkNodeInfo;
 use cairn_core::ChunkId;
 use cairn_proto::pb::snapshot_staging_client::SnapshotStagingClient;
 use cairn_proto::pb::{self, StagingKind};
+use cairn_proto::Channel;
 use cairn_proto::{ChunkChannels, MAX_MESSAGE_BYTES};
 use futures::future::join_all;
 use std::collections::BTreeMap;
 use std::time::Duration;
-use tonic::transport::Channel;
 
 /// The placement key of a snapshot's staging log.
 pub fn staging_key(snapshot: &str) -> ChunkId {

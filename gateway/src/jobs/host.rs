@@ -11,8 +11,8 @@ use cairn_core::records::{ChunkNodeInfo, Volume};
 use cairn_core::{SnapshotId, VolumeId};
 use cairn_proto::pb;
 use cairn_proto::pb::volume_host_client::VolumeHostClient;
+use cairn_proto::Channel;
 use std::future::Future;
-use tonic::transport::Channel;
 
 /// The registered node named `id`.
 pub fn find_node(nodes: &[ChunkNodeInfo], id: &str) -> Result<ChunkNodeInfo, HostError> {
