@@ -18,7 +18,13 @@ use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// 200 when the metadata group answers a (linearizable) read within 3 s.
+/// `/healthz`: the process is alive and serving HTTP (it does not look at
+/// anything else, so a restart is only asked for when the process hangs).
+pub async fn alive() -> &'static str {
+    "ok\n"
+}
+
+/// `/readyz` and `/_cairn/health`: 200 when the metadata group answers a (linearizable) read within 3 s.
 /// Either way the answer lists the background workers.
 pub async fn health(State(ctx): State<Arc<Ctx>>) -> Response {
     let workers = workers_json(&ctx.workers.list());

@@ -1,7 +1,8 @@
 //! The HTTP application: the routes of both AWS fronts and the operator
 //! endpoints, under the tower layers every request goes through.
 //!
-//! Cross-cutting concerns are layers, outermost first: request id
+//! Cross-cutting concerns are layers, outermost first: metrics (every
+//! answer counted, see `metrics.rs`), request id
 //! (`x-amzn-requestid`, a UUID, echoed as `requestId`/`RequestID`), tracing,
 //! panic catching, load shedding over a global concurrency limit
 //! (`RequestLimitExceeded`, 503), a request timeout (`Unavailable`, 503), the
@@ -13,7 +14,7 @@ use crate::ebs::error::EbsError;
 use crate::ec2::error::Ec2Error;
 use crate::http::error::{AwsError, LayerFailure};
 use crate::http::request_id::{request_id, REQUEST_ID_HEADER};
-use crate::{admin, ebs, ec2, node_admin, scrub};
+use crate::{admin, ebs, ec2, metrics, node_admin, scrub};
 use axum::body::Body;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{Request, State};
@@ -37,6 +38,7 @@ pub fn app(ctx: Arc<Ctx>) -> Router {
     let header = HeaderName::from_static(REQUEST_ID_HEADER);
     let max_body = ctx.config.max_body_bytes;
     let layers = ServiceBuilder::new()
+        .layer(middleware::from_fn_with_state(ctx.metrics.clone(), metrics::count))
         .layer(SetRequestIdLayer::new(header.clone(), MakeRequestUuid))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             tracing::info_span!(
@@ -59,6 +61,9 @@ pub fn app(ctx: Arc<Ctx>) -> Router {
         // The EBS direct APIs authenticate themselves (scope service `ebs`).
         .merge(ebs::routes(ctx.clone()))
         .route("/_cairn/health", get(admin::health))
+        .route("/healthz", get(admin::alive))
+        .route("/readyz", get(admin::health))
+        .route("/metrics", get(metrics::serve))
         .route("/_cairn/chunks", get(admin::chunks))
         .route("/_cairn/gc", get(admin::gc_status).post(admin::gc_request))
         .route("/_cairn/scrub", get(scrub::status).post(scrub::request))

@@ -27,6 +27,8 @@ pub struct Ctx {
     pub gc: Gc,
     /// Re-replication's requests and last outcome.
     pub repair: Repair,
+    /// What `/metrics` exports.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A metadata answer of the wrong kind: a bug or version skew.

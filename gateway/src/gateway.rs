@@ -64,6 +64,7 @@ impl Gateway {
             workers: Workers::new(),
             gc: Gc::default(),
             repair: Repair::default(),
+            metrics: Arc::default(),
         });
         let (stop, stopped) = watch::channel(false);
         let signal = move |mut rx: watch::Receiver<bool>| async move {

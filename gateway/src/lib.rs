@@ -31,6 +31,7 @@ pub mod gc;
 pub mod gc_state;
 pub mod http;
 pub mod jobs;
+pub mod metrics;
 pub mod nbd_door;
 pub mod node_admin;
 pub mod nodes;

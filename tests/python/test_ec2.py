@@ -284,3 +284,48 @@ def test_aws_cli_end_to_end(cluster):
     aws("delete-snapshot", "--snapshot-id", s["SnapshotId"])
     aws("delete-volume", "--volume-id", v["VolumeId"])
     aws("wait", "volume-deleted", "--volume-ids", v["VolumeId"])
+
+
+def scrape(cluster):
+    """The gateway's /metrics as {(name, frozenset(labels)): value}."""
+    import re
+    import urllib.request
+    with urllib.request.urlopen(cluster.endpoint + "/metrics", timeout=30) as r:
+        assert r.status == 200
+        assert r.headers["Content-Type"].startswith("application/openmetrics-text")
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r'^([a-z_]+)(?:\{(.*)\})? (\S+)$', line)
+        if m:
+            labels = frozenset(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
+            out[(m.group(1), labels)] = float(m.group(3))
+    assert text.rstrip().endswith("# EOF"), text[-200:]
+    return out
+
+
+def test_metrics_count_requests_by_action_and_error_code(ec2, cluster):
+    import urllib.request
+    for path in ["/healthz", "/readyz"]:
+        with urllib.request.urlopen(cluster.endpoint + path, timeout=30) as r:
+            assert r.status == 200, path
+
+    def count(action, status, error=""):
+        key = ("cairn_gateway_requests_total",
+               frozenset({("api", "ec2"), ("action", action), ("status", str(status)), ("error", error)}))
+        return scrape(cluster).get(key, 0)
+
+    ok_before = count("DescribeVolumes", 200)
+    bad_before = count("DescribeVolumes", 400, "InvalidVolume.NotFound")
+    ec2.describe_volumes()
+    with pytest.raises(ClientError):
+        ec2.describe_volumes(VolumeIds=["vol-0123456789abcdef0"])
+    assert count("DescribeVolumes", 200) == ok_before + 1
+    assert count("DescribeVolumes", 400, "InvalidVolume.NotFound") == bad_before + 1
+    m = scrape(cluster)
+    hist = [v for (n, l), v in m.items()
+            if n == "cairn_gateway_request_duration_seconds_count" and ("action", "DescribeVolumes") in l]
+    assert hist and hist[0] >= 2, m
+    assert any(n == "cairn_gateway_worker_state" and ("worker", "garbage collector") in l for (n, l) in m), sorted({n for n, _ in m})
+    # No ids among the labels.
+    assert not any("vol-" in v or "snap-" in v for (_, l) in m for (_, v) in l)

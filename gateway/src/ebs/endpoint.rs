@@ -7,6 +7,7 @@ use super::state::{authenticate, Ebs};
 use super::{read, start, write};
 use crate::http::error::AwsError;
 use crate::http::request_id::request_id;
+use crate::metrics::ApiCall;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, Uri};
@@ -22,9 +23,13 @@ pub async fn endpoint(
     body: Bytes,
 ) -> Response {
     let rid = request_id(&headers);
-    match serve(&ebs, &method, &uri, &headers, body).await {
-        Ok(r) => r,
-        Err(e) => e.respond(&rid),
+    let mut operation = "other";
+    match serve(&ebs, &method, &uri, &headers, body, &mut operation).await {
+        Ok(r) => ApiCall::tag(r, "ebs", operation, ""),
+        Err(e) => {
+            let code = e.code();
+            ApiCall::tag(e.respond(&rid), "ebs", operation, code)
+        }
     }
 }
 
@@ -35,9 +40,11 @@ async fn serve(
     uri: &Uri,
     headers: &HeaderMap,
     body: Bytes,
+    operation: &mut &'static str,
 ) -> Result<Response, EbsError> {
     let caller = authenticate(ebs, headers, uri)?;
     let req = route(method, uri.path(), uri.query())?;
+    *operation = req.operation();
     tracing::debug!(operation = req.operation(), "ebs request");
     match req {
         EbsRequest::StartSnapshot => start::start(ebs, &caller, &body).await,

@@ -11,6 +11,7 @@ use crate::ctx::Ctx;
 use crate::http::auth::{request_scope, Authenticator, Caller};
 use crate::http::error::AwsError;
 use crate::http::request_id::request_id;
+use crate::metrics::ApiCall;
 use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -35,7 +36,9 @@ pub async fn require_caller(
         }
         Err(e) => {
             tracing::debug!(error = %e, "authentication refused");
-            Ec2Error::from(e).respond(&request_id(req.headers()))
+            let e = Ec2Error::from(e);
+            let code = e.code();
+            ApiCall::tag(e.respond(&request_id(req.headers())), "ec2", "other", code)
         }
     }
 }
@@ -49,15 +52,17 @@ pub async fn endpoint(
     body: Bytes,
 ) -> Response {
     let rid = request_id(&headers);
-    match handle(&ctx, &caller, &rid, uri.query(), &body).await {
-        Ok(xml) => xml_response(StatusCode::OK, xml),
+    let mut action = "other";
+    match handle(&ctx, &caller, &rid, uri.query(), &body, &mut action).await {
+        Ok(xml) => ApiCall::tag(xml_response(StatusCode::OK, xml), "ec2", action, ""),
         Err(e) => {
             if e.status().is_server_error() {
                 tracing::warn!(code = e.code(), error = %e, "request failed");
             } else {
                 tracing::debug!(code = e.code(), error = %e, "request refused");
             }
-            e.respond(&rid)
+            let code = e.code();
+            ApiCall::tag(e.respond(&rid), "ec2", action, code)
         }
     }
 }
@@ -77,16 +82,19 @@ pub fn request_pairs(query: Option<&str>, body: &[u8]) -> Result<Vec<(String, St
     Ok(pairs)
 }
 
-/// Serves one EC2 request: the XML body of the success answer, or the error.
+/// Serves one EC2 request: the XML body of the success answer, or the error;
+/// `action` is set to the action's name once the request is routed.
 pub async fn handle(
     ctx: &Arc<Ctx>,
     caller: &Caller,
     rid: &str,
     query: Option<&str>,
     body: &[u8],
+    action: &mut &'static str,
 ) -> Result<String, Ec2Error> {
     let params = Params::from_pairs(request_pairs(query, body)?)?;
     let routed = route(&params, &ctx.config)?;
+    *action = routed.request.action();
     tracing::debug!(action = routed.request.action(), dry_run = routed.dry_run, "ec2 request");
     if routed.dry_run {
         return Err(Ec2Error::DryRunOperation);
