@@ -7,7 +7,7 @@
 //! queries) is in `messages`, the records and their primitives in `store`,
 //! idempotency tokens in `tokens`, garbage collection's holds and generation
 //! in `holds`, and each family of commands applies in its
-//! own module: `nodes`, `volumes`, `snapshots`, `staging` (EBS direct),
+//! own module: `nodes`, `volumes`, `modifications`, `snapshots`, `staging` (EBS direct),
 //! `copy_jobs` and `tags`. Those modules import only `messages` and `store`,
 //! never this file nor each other.
 
@@ -20,6 +20,9 @@ mod holds;
 #[cfg(test)]
 mod holds_tests;
 mod messages;
+mod modifications;
+#[cfg(test)]
+mod modifications_tests;
 mod nodes;
 #[cfg(test)]
 mod nodes_tests;
@@ -69,6 +72,10 @@ impl Records {
             Command::RemoveNode { node_id, at_ms } => self.remove_node(&node_id, at_ms),
             Command::NodeDown { node_id, at_ms } => self.node_down(&node_id, at_ms),
             Command::NodeUp { node_id, at_ms } => self.node_up(&node_id, at_ms),
+            Command::ModifyVolume { id, owner, target, at_ms } => {
+                self.modify_volume(id, &owner, target, at_ms)
+            }
+            Command::FinishModification { id, at_ms } => self.finish_modification(id, at_ms),
         }
     }
 }

@@ -126,6 +126,71 @@ pub struct Snapshot {
     pub tags: BTreeMap<String, String>,
 }
 
+/// Where a ModifyVolume stands (EC2's `modificationState`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ModificationState {
+    /// Written; the volume host has not grown the volume yet.
+    Modifying,
+    /// The new size is usable; performance settles (AWS's optimizing phase).
+    Optimizing,
+    Completed,
+    Failed,
+}
+
+impl ModificationState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModificationState::Modifying => "modifying",
+            ModificationState::Optimizing => "optimizing",
+            ModificationState::Completed => "completed",
+            ModificationState::Failed => "failed",
+        }
+    }
+
+    /// A modification in this state keeps the next one waiting.
+    pub fn in_progress(self) -> bool {
+        matches!(self, ModificationState::Modifying | ModificationState::Optimizing)
+    }
+}
+
+/// A volume's settings: size, type, IOPS and throughput.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeSettings {
+    pub size_gib: u64,
+    pub volume_type: String,
+    pub iops: Option<u32>,
+    pub throughput: Option<u32>,
+}
+
+impl Volume {
+    pub fn settings(&self) -> VolumeSettings {
+        VolumeSettings {
+            size_gib: self.size_gib,
+            volume_type: self.volume_type.clone(),
+            iops: self.iops,
+            throughput: self.throughput,
+        }
+    }
+}
+
+/// The last ModifyVolume of a volume (one per volume: a new one replaces a
+/// finished one). The volume record itself carries the target settings from
+/// the moment the modification is accepted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeModification {
+    pub version: u16,
+    pub volume_id: VolumeId,
+    pub owner: String,
+    pub state: ModificationState,
+    pub status_message: Option<String>,
+    pub original: VolumeSettings,
+    pub target: VolumeSettings,
+    /// 0..=100.
+    pub progress: u8,
+    pub start_time_ms: u64,
+    pub end_time_ms: Option<u64>,
+}
+
 /// What is stored under one key of the state machine.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum RecordKey {
@@ -143,6 +208,8 @@ pub enum RecordKey {
     /// Where a chunk node stands (up, draining, removed, down). Appended
     /// last: the variants above keep their bincode tags.
     NodeState(String),
+    /// A volume's last modification (appended after `NodeState`).
+    VolumeModification(VolumeId),
 }
 
 impl RecordKey {
@@ -158,6 +225,7 @@ impl RecordKey {
             RecordKey::Hold(Holder::Volume(v)) => format!("h/{v}"),
             RecordKey::Gc => "g".to_string(),
             RecordKey::NodeState(n) => format!("ns/{n}"),
+            RecordKey::VolumeModification(v) => format!("m/{v}"),
         }
         .into_bytes()
     }
@@ -340,6 +408,8 @@ pub enum Record {
     Gc(GcState),
     /// Appended last (see [`RecordKey::NodeState`]).
     NodeState(NodeStateRecord),
+    /// Appended after `NodeState`.
+    VolumeModification(VolumeModification),
 }
 
 /// Error decoding a persisted record: never papered over with a default.

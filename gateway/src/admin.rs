@@ -18,6 +18,12 @@ use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// `GET /metrics`: [`crate::metrics::Metrics`], workers as they are now.
+pub async fn metrics(State(ctx): State<Arc<Ctx>>) -> Response {
+    let body = ctx.metrics.render(&ctx.workers.list());
+    ([(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE_VALUE)], body).into_response()
+}
+
 /// `/healthz`: the process is alive and serving HTTP (it does not look at
 /// anything else, so a restart is only asked for when the process hangs).
 pub async fn alive() -> &'static str {

@@ -63,7 +63,7 @@ pub fn app(ctx: Arc<Ctx>) -> Router {
         .route("/_cairn/health", get(admin::health))
         .route("/healthz", get(admin::alive))
         .route("/readyz", get(admin::health))
-        .route("/metrics", get(metrics::serve))
+        .route("/metrics", get(admin::metrics))
         .route("/_cairn/chunks", get(admin::chunks))
         .route("/_cairn/gc", get(admin::gc_status).post(admin::gc_request))
         .route("/_cairn/scrub", get(scrub::status).post(scrub::request))

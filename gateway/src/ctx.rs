@@ -8,7 +8,9 @@ use crate::nodes::{HostError, NodeClients};
 use crate::repair_state::Repair;
 use crate::tasks::Jobs;
 use cairn_core::command::{NodeEntry, Query, QueryOutput};
-use cairn_core::records::{ChunkNodeInfo, CopyJob, Hold, Holder, Snapshot, Volume};
+use cairn_core::records::{
+    ChunkNodeInfo, CopyJob, Hold, Holder, Snapshot, Volume, VolumeModification,
+};
 use cairn_core::{SnapshotId, VolumeId};
 use cairn_proto::{MetaClientError, MetadataClient};
 use cairn_worker::Workers;
@@ -66,6 +68,14 @@ impl Ctx {
         match self.meta.read(&Query::Volumes).await? {
             QueryOutput::Volumes(v) => Ok(v),
             _ => Err(unexpected("Volumes")),
+        }
+    }
+
+    /// Every volume's last modification.
+    pub async fn modifications(&self) -> Result<Vec<VolumeModification>, MetaClientError> {
+        match self.meta.read(&Query::VolumeModifications).await? {
+            QueryOutput::VolumeModifications(m) => Ok(m),
+            _ => Err(unexpected("VolumeModifications")),
         }
     }
 

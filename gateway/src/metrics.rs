@@ -8,11 +8,9 @@
 //! values come only from fixed sets (action names, error codes, status
 //! codes), never from ids or other caller-chosen text.
 
-use crate::ctx::Ctx;
 use axum::extract::{Request, State};
-use axum::http::header::CONTENT_TYPE;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -216,12 +214,8 @@ fn content_length(h: &axum::http::HeaderMap) -> u64 {
         .unwrap_or(0)
 }
 
-/// `GET /metrics`.
-pub async fn serve(State(ctx): State<Arc<Ctx>>) -> Response {
-    let body = ctx.metrics.render(&ctx.workers.list());
-    ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
-        .into_response()
-}
+/// The content type of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE_VALUE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 #[cfg(test)]
 mod tests {

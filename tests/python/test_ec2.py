@@ -329,3 +329,87 @@ def test_metrics_count_requests_by_action_and_error_code(ec2, cluster):
     assert any(n == "cairn_gateway_worker_state" and ("worker", "garbage collector") in l for (n, l) in m), sorted({n for n, _ in m})
     # No ids among the labels.
     assert not any("vol-" in v or "snap-" in v for (_, l) in m for (_, v) in l)
+
+
+def nbd_size(uri):
+    r = subprocess.run(["qemu-img", "info", "--output=json", "-f", "raw", uri],
+                       capture_output=True, text=True, timeout=60, check=True)
+    return json.loads(r.stdout)["virtual-size"]
+
+
+def test_modify_volume_grows_it_and_its_next_snapshot_covers_the_new_size(ec2, cluster, tmp_path):
+    from cluster import wait_for
+    vol = new_volume(ec2, size=1)
+    img = make_image(tmp_path / "one.img", GIB, [0, 3, 2047])
+    nbd_write(cluster.nbd_uri(vol), img)
+    before = snapshot(ec2, vol)["SnapshotId"]
+    ec2.get_waiter("snapshot_completed").wait(SnapshotIds=[before], WaiterConfig=FAST)
+
+    m = ec2.modify_volume(VolumeId=vol, Size=2, Throughput=250)["VolumeModification"]
+    assert m["VolumeId"] == vol and m["ModificationState"] == "modifying", m
+    assert (m["OriginalSize"], m["TargetSize"]) == (1, 2), m
+    assert (m["OriginalIops"], m["TargetIops"]) == (3000, 3000), m
+    assert m["OriginalVolumeType"] == m["TargetVolumeType"] == "gp3"
+    assert (m["OriginalThroughput"], m["TargetThroughput"]) == (125, 250)
+
+    def state():
+        got = ec2.describe_volumes_modifications(VolumeIds=[vol])["VolumesModifications"]
+        return got[0]["ModificationState"] == "completed" and got[0]
+    done = wait_for(state, timeout=60, what="the modification to complete")
+    assert done["Progress"] == 100 and done["EndTime"] >= done["StartTime"]
+    v = ec2.describe_volumes(VolumeIds=[vol])["Volumes"][0]
+    assert (v["Size"], v["Throughput"], v["VolumeType"]) == (2, 250, "gp3")
+    filtered = ec2.describe_volumes_modifications(Filters=[
+        {"Name": "modification-state", "Values": ["completed"]},
+        {"Name": "target-size", "Values": ["2"]},
+        {"Name": "volume-id", "Values": [vol]}])["VolumesModifications"]
+    assert [f["VolumeId"] for f in filtered] == [vol]
+
+    # Over NBD: 2 GiB now, the old data as it was and the new space zeros.
+    assert nbd_size(cluster.nbd_uri(vol)) == 2 * GIB
+    grown = tmp_path / "grown.img"
+    with open(img, "rb") as src, open(grown, "wb") as dst:
+        dst.write(src.read())
+        dst.truncate(2 * GIB)
+    code, out = nbd_compare(grown, cluster.nbd_uri(vol))
+    assert code == 0, out
+
+    # The next snapshot covers the new size, the one before keeps the old.
+    two = make_image(tmp_path / "two.img", 2 * GIB, [0, 3, 2047, 3000, 4095])
+    nbd_write(cluster.nbd_uri(vol), two)
+    after = snapshot(ec2, vol)["SnapshotId"]
+    ec2.get_waiter("snapshot_completed").wait(SnapshotIds=[after], WaiterConfig=FAST)
+    assert ec2.describe_snapshots(SnapshotIds=[after])["Snapshots"][0]["VolumeSize"] == 2
+    for snap, image, size in [(after, two, 2), (before, img, 1)]:
+        r = ec2.create_volume(SnapshotId=snap, AvailabilityZone=AZ_B)
+        assert r["Size"] == size
+        ec2.get_waiter("volume_available").wait(VolumeIds=[r["VolumeId"]], WaiterConfig=FAST)
+        assert nbd_size(cluster.nbd_uri(r["VolumeId"])) == size * GIB
+        code, out = nbd_compare(image, cluster.nbd_uri(r["VolumeId"]))
+        assert code == 0, out
+
+
+@pytest.mark.parametrize("change,code", [
+    (dict(Size=1), "InvalidParameterValue"),  # shrinking
+    (dict(VolumeType="gp2", Iops=500), "InvalidParameterCombination"),
+    (dict(VolumeType="io1", Size=4), "MissingParameter"),
+    (dict(VolumeType="gp9"), "InvalidParameterValue"),
+    (dict(Size=70000), "InvalidParameterValue"),
+    (dict(Size=3, VolumeType="gp3", Iops=3000, Throughput=125), "InvalidParameterValue"),  # nothing changes
+])
+def test_modify_volume_refusals_change_nothing(ec2, change, code):
+    vol = new_volume(ec2, size=3)
+    before = ec2.describe_volumes(VolumeIds=[vol])["Volumes"][0]
+    with pytest.raises(ClientError) as e:
+        ec2.modify_volume(VolumeId=vol, **change)
+    assert code_of(e) == code, e.value.response
+    assert ec2.describe_volumes(VolumeIds=[vol])["Volumes"][0] == before
+    assert ec2.describe_volumes_modifications(VolumeIds=[vol])["VolumesModifications"] == []
+
+
+def test_modifications_of_unknown_volumes(ec2):
+    for call in [lambda: ec2.modify_volume(VolumeId="vol-0123456789abcdef0", Size=2),
+                 lambda: ec2.describe_volumes_modifications(VolumeIds=["vol-0123abcd"])]:
+        with pytest.raises(ClientError) as e:
+            call()
+        assert code_of(e) == "InvalidVolume.NotFound"

@@ -46,6 +46,15 @@ impl pb::volume_host_server::VolumeHost for VolumeHostService {
         Ok(Response::new(pb::CreateVolumeReply {}))
     }
 
+    async fn grow_volume(
+        &self,
+        request: Request<pb::GrowVolumeRequest>,
+    ) -> Result<Response<pb::GrowVolumeReply>, Status> {
+        let req = request.into_inner();
+        let size_bytes = self.host.grow(&req.volume_id, req.size_bytes).await?;
+        Ok(Response::new(pb::GrowVolumeReply { size_bytes }))
+    }
+
     async fn delete_volume(
         &self,
         request: Request<pb::DeleteVolumeRequest>,

@@ -176,7 +176,7 @@ impl VolumeHost {
         let hydration = Hydration::load(&state_dir, path, file.clone(), locks.clone(), local)?;
         Ok(Volume {
             id: id.to_string(),
-            size,
+            size: AtomicU64::new(size),
             path: path.to_path_buf(),
             state_dir,
             file,
@@ -206,7 +206,7 @@ impl VolumeHost {
     /// (id, size) of every volume, sorted by id.
     pub fn list(&self) -> Vec<(String, u64)> {
         let map = self.inner.volumes.read().unwrap_or_else(|e| e.into_inner());
-        let mut v: Vec<_> = map.values().map(|v| (v.id.clone(), v.size)).collect();
+        let mut v: Vec<_> = map.values().map(|v| (v.id.clone(), v.size())).collect();
         v.sort();
         v
     }
@@ -249,8 +249,8 @@ impl VolumeHost {
     /// `Some(())` when `id` exists with `size`; an error if with another size.
     fn existing(&self, id: &str, size: u64) -> Result<Option<()>, ChunkNodeError> {
         match self.get(id) {
-            Some(v) if v.size == size => Ok(Some(())),
-            Some(v) => Err(ChunkNodeError::VolumeExists { id: id.into(), size: v.size }),
+            Some(v) if v.size() == size => Ok(Some(())),
+            Some(v) => Err(ChunkNodeError::VolumeExists { id: id.into(), size: v.size() }),
             None => Ok(None),
         }
     }
@@ -275,10 +275,10 @@ impl VolumeHost {
         let vol = tokio::task::spawn_blocking(move || {
             let mut map_guard = host.inner.volumes.write().unwrap_or_else(|e| e.into_inner());
             if let Some(v) = map_guard.get(&id) {
-                return if v.size == size {
+                return if v.size() == size {
                     Ok(None)
                 } else {
-                    Err(ChunkNodeError::VolumeExists { id: id.clone(), size: v.size })
+                    Err(ChunkNodeError::VolumeExists { id: id.clone(), size: v.size() })
                 };
             }
             let state_dir = host.state_dir(&id);
@@ -319,7 +319,7 @@ impl VolumeHost {
             };
             let vol = Arc::new(Volume {
                 id: id.clone(),
-                size,
+                size: AtomicU64::new(size),
                 path,
                 state_dir,
                 file,
@@ -403,7 +403,7 @@ impl VolumeHost {
         let freeze = tokio::task::spawn_blocking(move || {
             let _held = guard;
             let mut tracking = v.tracking();
-            let total = blocks_in(v.size);
+            let total = blocks_in(v.size());
             let changed = parent.as_deref().and_then(|p| tracking.changed_since(p));
             let incremental = changed.is_some();
             let read_set = match changed {
@@ -412,7 +412,7 @@ impl VolumeHost {
                     // A separate descriptor: the extent walk moves its offset.
                     let walk =
                         File::open(&v.path).map_err(|e| ChunkNodeError::io("open", &v.path, e))?;
-                    let extents = sparse::data_extents(&walk, v.size)
+                    let extents = sparse::data_extents(&walk, v.size())
                         .map_err(|e| ChunkNodeError::io("walk extents of", &v.path, e))?;
                     let mut set = freeze::data_blocks(&extents, total);
                     if let Some(h) = v.hydrating() {
@@ -428,7 +428,7 @@ impl VolumeHost {
             };
             let record = FreezeRecord {
                 snapshot_id: snap.clone(),
-                volume_size: v.size,
+                volume_size: v.size(),
                 epoch: tracking.epoch(),
                 parent: if incremental { parent } else { None },
                 incremental,

@@ -33,7 +33,8 @@ pub struct VolumeStats {
 /// can map them to protocol errnos.
 pub struct Volume {
     pub(crate) id: String,
-    pub(crate) size: u64,
+    /// Bytes; only grows (ModifyVolume), under the exclusive gate.
+    pub(crate) size: AtomicU64,
     pub(crate) path: PathBuf,
     pub(crate) state_dir: PathBuf,
     pub(crate) file: Arc<File>,
@@ -64,7 +65,7 @@ impl Volume {
     }
 
     pub fn size(&self) -> u64 {
-        self.size
+        self.size.load(Ordering::Acquire)
     }
 
     fn check(&self) -> io::Result<()> {
@@ -88,11 +89,11 @@ impl Volume {
     }
 
     pub fn stats(&self) -> VolumeStats {
-        let total = blocks_in(self.size);
+        let total = blocks_in(self.size());
         let (hydrated_blocks, total_blocks) =
             self.hydration.as_ref().map(|h| h.progress()).unwrap_or((total, total));
         VolumeStats {
-            size_bytes: self.size,
+            size_bytes: self.size(),
             copy_blocks_read: self.copy_blocks_read.load(Ordering::Relaxed),
             tracking_known: self.tracking().known(),
             hydrated_blocks,
@@ -114,7 +115,7 @@ impl Volume {
                 fetched = h.ensure(&blocks).await.map_err(io_err)?;
             }
         }
-        let (file, size) = (self.file.clone(), self.size);
+        let (file, size) = (self.file.clone(), self.size());
         tokio::task::spawn_blocking(move || {
             let end = offset + len as u64;
             let mut buf = vec![0u8; len];
@@ -162,11 +163,11 @@ impl Volume {
         max_extents: Option<usize>,
     ) -> io::Result<Vec<(u64, u64, bool)>> {
         self.check()?;
-        let end = offset.saturating_add(len).min(self.size);
+        let end = offset.saturating_add(len).min(self.size());
         if end <= offset {
             return Ok(Vec::new());
         }
-        let size = self.size;
+        let size = self.size();
         let missing: Vec<(u64, u64)> = match self.hydrating() {
             Some(h) => (block_of(offset)..=block_of(end - 1))
                 .filter(|i| !h.is_hydrated(*i))
@@ -188,8 +189,8 @@ impl Volume {
     /// A client is about to read `[offset, offset + len)`: see
     /// [`crate::volume::readahead`].
     pub fn note_read(&self, offset: u64, len: u64) {
-        let end = offset.saturating_add(len).min(self.size);
-        self.readahead.note(&self.file, self.size, self.hydrating(), offset, end);
+        let end = offset.saturating_add(len).min(self.size());
+        self.readahead.note(&self.file, self.size(), self.hydrating(), offset, end);
     }
 
     /// [`Volume::read`] as pieces: data runs with their bytes, and holes
@@ -201,7 +202,7 @@ impl Volume {
     /// reply before asking again, and every hand-off between threads is a
     /// wake-up on its path.
     pub async fn read_pieces(&self, offset: u64, len: u64) -> io::Result<Vec<ReadPiece>> {
-        let end = offset.saturating_add(len).min(self.size);
+        let end = offset.saturating_add(len).min(self.size());
         let local = match self.hydrating() {
             Some(h) => {
                 end <= offset || (block_of(offset)..=block_of(end - 1)).all(|i| h.is_hydrated(i))
@@ -258,7 +259,7 @@ impl Volume {
         let freezes = self.pending();
         let end = offset + len;
         let whole = |i: u64| {
-            let (s, e) = block_range(i, self.size);
+            let (s, e) = block_range(i, self.size());
             offset <= s && e <= end
         };
         // Blocks not yet local whose old content matters: partly written, or
@@ -295,7 +296,7 @@ impl Volume {
                 if savers.is_empty() {
                     continue;
                 }
-                let (s, e) = block_range(i, me.size);
+                let (s, e) = block_range(i, me.size());
                 let mut old = vec![0u8; (e - s) as usize];
                 me.file.read_exact_at(&mut old, s)?;
                 for f in savers {

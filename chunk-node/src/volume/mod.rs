@@ -30,6 +30,7 @@ pub mod blocks;
 mod chunkcache;
 pub mod copylog;
 pub mod freeze;
+mod grow;
 pub mod host;
 pub mod hydration;
 pub mod hydrator;

@@ -98,6 +98,15 @@ impl Tracking {
         }
     }
 
+    /// The volume grew to `size` bytes: its new blocks count as changed since
+    /// every earlier freeze, so the next snapshot records them (as zeros).
+    pub fn grow(&mut self, size: u64) {
+        let blocks = blocks_in(size) as usize;
+        if blocks > self.stamps.len() {
+            self.stamps.resize(blocks, self.meta.epoch);
+        }
+    }
+
     /// Whether the changed blocks since some freeze are known exactly.
     pub fn known(&self) -> bool {
         self.meta.epoch > self.meta.known_from
@@ -157,6 +166,27 @@ mod tests {
         assert_eq!(ids(t.changed_since("s1").expect("known")), vec![5, 7]);
         assert_eq!(ids(t.changed_since("s2").expect("known")), vec![7]);
         assert!(t.changed_since("unknown").is_none());
+    }
+
+    #[test]
+    fn grown_blocks_count_as_changed_since_every_earlier_freeze() {
+        let mut t = Tracking::fresh(SIZE);
+        t.freeze("s1");
+        t.stamp(2, 2);
+        t.grow(SIZE * 2);
+        t.grow(SIZE); // never shrinks
+        let ids = |s: BlockSet| s.iter().collect::<Vec<_>>();
+        let mut want = vec![2];
+        want.extend(16..32);
+        assert_eq!(ids(t.changed_since("s1").expect("known")), want);
+        t.freeze("s2");
+        assert!(ids(t.changed_since("s2").expect("known")).is_empty());
+        // A clean stop saves every stamp; the reload at the new size keeps them.
+        let dir = tempfile::tempdir().expect("tempdir");
+        t.stamp(30, 30);
+        t.save_all(dir.path()).expect("save");
+        let back = Tracking::load(dir.path(), SIZE * 2, true, &[]).expect("load");
+        assert_eq!(ids(back.changed_since("s2").expect("known")), vec![30]);
     }
 
     #[test]

@@ -8,7 +8,8 @@
 use crate::block::ChunkId;
 use crate::ids::{SnapshotId, VolumeId};
 use crate::records::{
-    ChunkNodeInfo, CopyJob, Hold, Holder, NodeState, Snapshot, Volume, VolumeState,
+    ChunkNodeInfo, CopyJob, Hold, Holder, NodeState, Snapshot, Volume, VolumeModification,
+    VolumeSettings, VolumeState,
 };
 use serde::{Deserialize, Serialize};
 
@@ -136,6 +137,22 @@ pub enum Command {
         node_id: String,
         at_ms: u64,
     },
+    /// ModifyVolume: the volume (owned by `owner`, `available` or `in-use`,
+    /// with no modification in progress) takes the `target` settings at
+    /// once, and a `modifying` modification records the change. Refused if
+    /// the size would shrink. The volume host grows the volume afterwards.
+    ModifyVolume {
+        id: VolumeId,
+        owner: String,
+        target: VolumeSettings,
+        at_ms: u64,
+    },
+    /// The volume host holds the modified volume at its new size: the
+    /// modification is `completed` (a finished one is left as it is).
+    FinishModification {
+        id: VolumeId,
+        at_ms: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -144,6 +161,7 @@ pub enum CommandOutput {
     Volume(Volume),
     Snapshot(Snapshot),
     CopyJob(CopyJob),
+    Modification(VolumeModification),
 }
 
 /// Why a command was refused. Each maps to one AWS error code in the gateway.
@@ -166,6 +184,12 @@ pub enum MetaError {
     /// Appended last (bincode tags).
     #[error("The chunk node '{0}' is not registered.")]
     NodeNotFound(String),
+    /// A modification of the volume is still in progress.
+    #[error("{0}")]
+    IncorrectModificationState(String),
+    /// A request that would change nothing, or shrink the volume.
+    #[error("{0}")]
+    InvalidModification(String),
 }
 
 pub type CommandResult = Result<CommandOutput, MetaError>;
@@ -185,6 +209,8 @@ pub enum Query {
     Hold(Holder),
     /// Every registered node with its state (appended last).
     NodeStates,
+    /// Every volume's last modification.
+    VolumeModifications,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -198,6 +224,7 @@ pub enum QueryOutput {
     GcHolders(GcHolders),
     Hold(Option<Hold>),
     NodeStates(Vec<NodeEntry>),
+    VolumeModifications(Vec<VolumeModification>),
 }
 
 /// A registered node and where it stands.

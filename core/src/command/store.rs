@@ -15,6 +15,7 @@ use crate::ids::{SnapshotId, VolumeId};
 use crate::records::{
     decode_record, encode_record, ChunkNodeInfo, CopyJob, DecodeError, GcState, Hold, Holder,
     NodeState, NodeStateRecord, Record, RecordKey, Snapshot, SnapshotState, TokenRecord, Volume,
+    VolumeModification,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -38,6 +39,9 @@ pub struct Records {
     /// Nodes that are not simply up (absent: up).
     #[serde(default)]
     pub(super) node_states: BTreeMap<String, NodeStateRecord>,
+    /// Each volume's last modification.
+    #[serde(default)]
+    pub(super) modifications: BTreeMap<VolumeId, VolumeModification>,
     #[serde(skip)]
     pub(super) dirty: BTreeSet<RecordKey>,
     /// Derived from `snapshots`, kept in step by `index_add`/`index_remove`:
@@ -89,6 +93,9 @@ impl Records {
             Record::NodeState(n) => {
                 self.node_states.insert(n.node_id.clone(), n);
             }
+            Record::VolumeModification(m) => {
+                self.modifications.insert(m.volume_id.clone(), m);
+            }
         }
     }
 
@@ -105,6 +112,7 @@ impl Records {
             .chain(self.holds.keys().map(|k| RecordKey::Hold(k.clone())))
             .chain(std::iter::once(RecordKey::Gc))
             .chain(self.node_states.keys().map(|k| RecordKey::NodeState(k.clone())))
+            .chain(self.modifications.keys().map(|k| RecordKey::VolumeModification(k.clone())))
             .collect();
         keys.into_iter().filter_map(|k| self.encode_key(&k).map(|v| (k.encode(), v))).collect()
     }
@@ -120,6 +128,9 @@ impl Records {
             RecordKey::Hold(k) => Record::Hold(self.holds.get(k)?.clone()),
             RecordKey::Gc => Record::Gc(self.gc.clone()),
             RecordKey::NodeState(k) => Record::NodeState(self.node_states.get(k)?.clone()),
+            RecordKey::VolumeModification(k) => {
+                Record::VolumeModification(self.modifications.get(k)?.clone())
+            }
         };
         Some(encode_record(&rec))
     }
@@ -133,6 +144,9 @@ impl Records {
         match q {
             Query::Volume(id) => QueryOutput::Volume(self.volumes.get(id).cloned()),
             Query::Volumes => QueryOutput::Volumes(self.volumes.values().cloned().collect()),
+            Query::VolumeModifications => {
+                QueryOutput::VolumeModifications(self.modifications.values().cloned().collect())
+            }
             Query::Snapshot(id) => QueryOutput::Snapshot(self.snapshots.get(id).cloned()),
             Query::Snapshots => QueryOutput::Snapshots(self.snapshots.values().cloned().collect()),
             Query::Nodes => QueryOutput::Nodes(self.nodes.values().cloned().collect()),

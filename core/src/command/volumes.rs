@@ -66,6 +66,7 @@ impl Records {
             )));
         }
         self.volumes.remove(&id);
+        self.forget_modification(&id);
         self.unhold(&Holder::Volume(id.clone()));
         self.dirty.insert(RecordKey::Volume(id));
         Ok(CommandOutput::Done)

@@ -3,7 +3,7 @@
 //! form body, routes them and runs the operation, answering XML either way.
 
 use super::error::Ec2Error;
-use super::ops::{snapshots, tags, volumes};
+use super::ops::{modify, snapshots, tags, volumes};
 use super::params::Params;
 use super::router::{route, Ec2Request};
 use super::xml::xml_response;
@@ -109,6 +109,8 @@ pub async fn handle(
         Ec2Request::CreateTags(i) => tags::create(ctx, caller, rid, i).await,
         Ec2Request::DeleteTags(i) => tags::delete(ctx, caller, rid, i).await,
         Ec2Request::DescribeTags(i) => tags::describe(ctx, caller, rid, i).await,
+        Ec2Request::ModifyVolume(i) => modify::modify(ctx, caller, rid, i).await,
+        Ec2Request::DescribeVolumesModifications(i) => modify::describe(ctx, caller, rid, i).await,
     }
 }
 

@@ -71,6 +71,8 @@ pub enum Ec2Error {
     #[error("{0}")]
     SnapshotInUse(String),
     #[error("{0}")]
+    IncorrectModificationState(String),
+    #[error("{0}")]
     IncompleteSignature(String),
     #[error("The request body is larger than {0} bytes.")]
     RequestTooLarge(usize),
@@ -125,6 +127,7 @@ impl AwsError for Ec2Error {
             InsufficientVolumeCapacity(_) => "InsufficientVolumeCapacity",
             TagLimitExceeded(_) => "TagLimitExceeded",
             SnapshotInUse(_) => "InvalidSnapshot.InUse",
+            IncorrectModificationState(_) => "IncorrectModificationState",
             IncompleteSignature(_) => "IncompleteSignature",
             RequestTooLarge(_) => "RequestEntityTooLarge",
             RequestLimitExceeded => "RequestLimitExceeded",
@@ -195,6 +198,8 @@ impl From<MetaError> for Ec2Error {
             MetaError::IdempotentParameterMismatch(t) => Ec2Error::IdempotentParameterMismatch(t),
             // Only the operator endpoints name nodes; no EC2 request does.
             e @ MetaError::NodeNotFound(_) => Ec2Error::IncorrectState(e.to_string()),
+            MetaError::IncorrectModificationState(m) => Ec2Error::IncorrectModificationState(m),
+            MetaError::InvalidModification(m) => Ec2Error::InvalidParameterValue(m),
         }
     }
 }

@@ -4,7 +4,7 @@
 //! `DryRunOperation` only for a request that would have been attempted.
 
 use super::error::Ec2Error;
-use super::ops::{snapshots, tags, volumes};
+use super::ops::{modify, snapshots, tags, volumes};
 use super::params::{snapshot_id, volume_id, Params};
 use crate::config::GatewayConfig;
 use cairn_core::{SnapshotId, VolumeId};
@@ -21,6 +21,8 @@ pub enum Ec2Request {
     CreateTags(tags::CreateTagsInput),
     DeleteTags(tags::DeleteTagsInput),
     DescribeTags(tags::DescribeTagsInput),
+    ModifyVolume(modify::ModifyVolumeInput),
+    DescribeVolumesModifications(modify::DescribeModificationsInput),
 }
 
 impl Ec2Request {
@@ -36,6 +38,8 @@ impl Ec2Request {
             Ec2Request::CreateTags(_) => "CreateTags",
             Ec2Request::DeleteTags(_) => "DeleteTags",
             Ec2Request::DescribeTags(_) => "DescribeTags",
+            Ec2Request::ModifyVolume(_) => "ModifyVolume",
+            Ec2Request::DescribeVolumesModifications(_) => "DescribeVolumesModifications",
         }
     }
 }
@@ -50,8 +54,6 @@ pub struct Routed {
 /// yet, and actions on instances it never will: answered `UnsupportedOperation`
 /// rather than `InvalidAction`, so a caller can tell the difference.
 const UNSUPPORTED: &[&str] = &[
-    "ModifyVolume",
-    "DescribeVolumesModifications",
     "DescribeVolumeStatus",
     "DescribeVolumeAttribute",
     "ModifyVolumeAttribute",
@@ -88,6 +90,10 @@ pub fn route(p: &Params, config: &GatewayConfig) -> Result<Routed, Ec2Error> {
         "CreateTags" => Ec2Request::CreateTags(tags::parse_create(p)?),
         "DeleteTags" => Ec2Request::DeleteTags(tags::parse_delete(p)?),
         "DescribeTags" => Ec2Request::DescribeTags(tags::parse_describe(p)?),
+        "ModifyVolume" => Ec2Request::ModifyVolume(modify::parse_modify(p)?),
+        "DescribeVolumesModifications" => {
+            Ec2Request::DescribeVolumesModifications(modify::parse_describe(p)?)
+        }
         a if UNSUPPORTED.contains(&a) => return Err(Ec2Error::UnsupportedOperation(a.to_string())),
         a => return Err(Ec2Error::InvalidAction(a.to_string())),
     };

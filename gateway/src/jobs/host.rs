@@ -1,4 +1,4 @@
-//! The volume host calls a job makes (freeze, create, delete, release).
+//! The volume host calls a job makes (freeze, create, grow, delete, release).
 //! They share one shape ([`on_host`]): each attempt reads the registry,
 //! finds the volume's host, opens its client and makes the call with a
 //! deadline; attempts repeat while the failure is transient. Already done
@@ -114,6 +114,19 @@ pub async fn create_on_host(ctx: &Ctx, volume: &Volume, attempts: u32) -> Result
             replication_factor: ctx.config.replication_factor,
         };
         call(&h.node.node_id, 60, h.client.create_volume(req)).await.map(|_| ())
+    })
+    .await
+}
+
+/// Grows the volume on its host to the record's size (ModifyVolume). The
+/// host answers at once for a size it has already.
+pub async fn grow_on_host(ctx: &Ctx, volume: &Volume, attempts: u32) -> Result<(), HostError> {
+    on_host(ctx, volume, "grow volume", attempts, |mut h| async move {
+        let req = pb::GrowVolumeRequest {
+            volume_id: volume.id.to_string(),
+            size_bytes: volume.size_bytes(),
+        };
+        call(&h.node.node_id, 30, h.client.grow_volume(req)).await.map(|_| ())
     })
     .await
 }

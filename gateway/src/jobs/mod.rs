@@ -20,10 +20,15 @@
 //! longer than `volume_stall_ms` with no job for it here. These are not
 //! leased: two gateways sweeping one volume both call the host, which is
 //! harmless because every step is idempotent.
+//!
+//! ModifyVolume ([`modify`]): the record takes the new settings at once;
+//! the host then grows the volume and the modification completes, in the
+//! request, or, if that failed, from the volume sweep.
 
 pub mod copy;
 pub mod host;
 pub mod lease;
+pub mod modify;
 pub mod runner;
 pub mod volume_sweep;
 pub mod volumes;

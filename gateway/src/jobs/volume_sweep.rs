@@ -1,6 +1,7 @@
 //! The volume sweep: the worker that, every `job_scan_ms`, looks for volumes
 //! left `creating` or `deleting` and drives each to its end (`available` or
-//! `error`, or gone) with a job of [`super::volumes`]. Such volumes are what
+//! `error`, or gone) with a job of [`super::volumes`], and for modifications
+//! left `modifying`, which it finishes with [`super::modify`]. Such volumes are what
 //! a gateway that died mid-request left, a job that gave up (host down), or
 //! a record write that failed.
 //!
@@ -11,10 +12,11 @@
 //! on another gateway. Gateways do not coordinate beyond that; two sweeping
 //! one volume at once is harmless, as every step is idempotent.
 
+use super::modify;
 use super::volumes::{spawn_finish_delete, spawn_restore};
 use crate::ctx::Ctx;
 use crate::retry::policy;
-use cairn_core::records::{Volume, VolumeState};
+use cairn_core::records::{ModificationState, Volume, VolumeModification, VolumeState};
 use cairn_core::VolumeId;
 use cairn_proto::MetaClientError;
 use cairn_worker::{Backoff, Progress, Stop, Worker, WorkerHandle};
@@ -24,13 +26,19 @@ use std::time::{Duration, Instant};
 
 /// Starts this gateway's volume sweep among its workers.
 pub fn spawn_sweep(ctx: &Arc<Ctx>) -> WorkerHandle {
-    ctx.workers.spawn(VolumeSweep { ctx: ctx.clone(), watched: HashMap::new() })
+    ctx.workers.spawn(VolumeSweep {
+        ctx: ctx.clone(),
+        watched: HashMap::new(),
+        watched_modifications: HashMap::new(),
+    })
 }
 
 pub struct VolumeSweep {
     ctx: Arc<Ctx>,
     /// Volumes `creating` or `deleting`: the state seen and since when.
     watched: HashMap<VolumeId, (VolumeState, Instant)>,
+    /// Modifications `modifying`: since when.
+    watched_modifications: HashMap<VolumeId, Instant>,
 }
 
 /// The volumes could not be read this time.
@@ -71,6 +79,36 @@ fn stalled(
     out
 }
 
+/// The volumes among `mods` whose modification stayed `modifying` for
+/// `stall` by `now` and run no job here, updating `watched` (as [`stalled`]).
+fn stalled_modifications(
+    watched: &mut HashMap<VolumeId, Instant>,
+    mods: Vec<VolumeModification>,
+    running: impl Fn(&VolumeId) -> bool,
+    stall: Duration,
+    now: Instant,
+) -> Vec<VolumeId> {
+    let modifying: Vec<VolumeId> = mods
+        .into_iter()
+        .filter(|m| m.state == ModificationState::Modifying)
+        .map(|m| m.volume_id)
+        .collect();
+    watched.retain(|id, _| modifying.contains(id));
+    let mut out = Vec::new();
+    for id in modifying {
+        if running(&id) {
+            watched.remove(&id);
+            continue;
+        }
+        let since = *watched.entry(id.clone()).or_insert(now);
+        if now.duration_since(since) >= stall {
+            watched.remove(&id);
+            out.push(id);
+        }
+    }
+    out
+}
+
 impl Worker for VolumeSweep {
     type Error = NotYet;
 
@@ -92,6 +130,16 @@ impl Worker for VolumeSweep {
                 VolumeState::Deleting => spawn_finish_delete(c, v),
                 _ => spawn_restore(c, v),
             }
+        }
+        let mods = tokio::select! {
+            m = c.modifications() => m?,
+            _ = stop.wait() => return Ok(Progress::Idle),
+        };
+        let now = Instant::now();
+        for id in stalled_modifications(&mut self.watched_modifications, mods, running, stall, now)
+        {
+            tracing::info!(volume = %id, "finishing a stalled volume modification");
+            modify::spawn_finish(c, id);
         }
         Ok(Progress::Idle)
     }
