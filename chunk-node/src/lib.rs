@@ -17,6 +17,7 @@ pub mod config;
 pub mod copy;
 pub mod disk;
 pub mod error;
+pub mod metrics;
 pub mod nbd_server;
 pub mod peers;
 mod register;
@@ -175,6 +176,12 @@ impl ChunkNode {
 
     pub fn volumes(&self) -> &VolumeHost {
         &self.host
+    }
+
+    /// What an HTTP listener beside the node reports: its metrics and
+    /// readiness, readable after the node is moved.
+    pub fn observer(&self) -> metrics::Observer {
+        metrics::Observer::new(self.store.clone(), self.host.clone(), self.workers.clone())
     }
 
     /// The node's background workers (registration, hydrators), by name.

@@ -38,6 +38,21 @@ pub async fn request(
     }
 }
 
+/// `cairn probe URL`: Ok when `GET URL` (plain `http://host:port/path`)
+/// answers 200 within 5 s.
+pub async fn probe(url: &str) -> anyhow::Result<()> {
+    let rest = url.strip_prefix("http://").context("the probe URL must start with http://")?;
+    let (addr, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let a = request(addr, "GET", path, Duration::from_secs(5)).await?;
+    if a.status != 200 {
+        bail!("{url} answered {}: {}", a.status, a.body.trim());
+    }
+    Ok(())
+}
+
 fn parse(raw: &[u8]) -> anyhow::Result<Answer> {
     let text = String::from_utf8_lossy(raw);
     let (head, body) = text.split_once("\r\n\r\n").context("malformed HTTP answer")?;

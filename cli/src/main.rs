@@ -6,6 +6,7 @@ mod gc;
 mod hint;
 mod http;
 mod init;
+mod node_http;
 mod nodes;
 mod process;
 mod scrub;
@@ -46,6 +47,10 @@ enum Cmd {
     Gateway(process::ProcessArgs),
     /// Bootstrap a fresh metadata group (harmless when already initialized).
     InitCluster(init::InitArgs),
+    /// Exit 0 when `GET URL` answers 200 within 5 s (a container health
+    /// check that needs nothing but this binary), e.g.
+    /// `cairn probe http://127.0.0.1:9100/readyz`.
+    Probe { url: String },
     /// Inspect the cluster.
     Admin {
         #[command(subcommand)]
@@ -94,6 +99,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Cmd::Gateway(a) => process::gateway(a).await,
             Cmd::InitCluster(a) => init::run(a).await,
             Cmd::Admin { cmd } => admin::run(cmd).await,
+            Cmd::Probe { url } => http::probe(&url).await,
         }
     })
 }

@@ -2,9 +2,11 @@
 //! writes the bound addresses to a file (so a launcher using port 0 learns
 //! them). SIGINT or SIGTERM shuts it down cleanly.
 
+use crate::node_http;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokio::net::TcpListener;
 
 #[derive(clap::Args, Debug)]
@@ -18,6 +20,10 @@ pub struct ProcessArgs {
     /// Address of the NBD listener (chunk node and gateway).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub nbd_listen: String,
+    /// Address of the HTTP listener with /metrics, /healthz and /readyz
+    /// (metadata and chunk nodes; a gateway serves them on its main one).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub http_listen: String,
     /// Where to write the bound addresses (TOML) once serving.
     #[arg(long)]
     pub addr_file: Option<PathBuf>,
@@ -29,6 +35,9 @@ pub struct BoundAddrs {
     pub main: String,
     pub nbd: Option<String>,
     pub pid: u32,
+    /// The metrics and health listener (metadata and chunk nodes).
+    #[serde(default)]
+    pub http: Option<String>,
 }
 
 fn read_config<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<T> {
@@ -76,12 +85,14 @@ fn announce(
     args: &ProcessArgs,
     main: std::net::SocketAddr,
     nbd: Option<std::net::SocketAddr>,
+    http: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<()> {
     if let Some(file) = &args.addr_file {
         let a = BoundAddrs {
             main: main.to_string(),
             nbd: nbd.map(|a| a.to_string()),
             pid: std::process::id(),
+            http: http.map(|a| a.to_string()),
         };
         write_atomic(file, toml::to_string(&a)?.as_bytes())?;
     }
@@ -113,10 +124,16 @@ pub async fn metadata_node(args: ProcessArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
+    let http = bind(&args.http_listen).await?;
     let node = cairn_metadata_node::MetadataNode::start(config, listener).await?;
-    announce(&args, node.addr(), None)?;
-    tracing::info!(addr = %node.addr(), "metadata node serving");
+    let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
+    let http_addr = http.local_addr()?;
+    let http_task = node_http::serve(http, Arc::new(node.observer()), http_stopped);
+    announce(&args, node.addr(), None, Some(http_addr))?;
+    tracing::info!(addr = %node.addr(), http = %http_addr, "metadata node serving");
     stop_signal().await;
+    let _ = stop_http.send(true);
+    let _ = http_task.await;
     node.shutdown().await;
     Ok(())
 }
@@ -129,10 +146,16 @@ pub async fn chunk_node(args: ProcessArgs) -> anyhow::Result<()> {
     let nbd = TcpListener::bind(&args.nbd_listen)
         .await
         .with_context(|| format!("binding {}", args.nbd_listen))?;
+    let http = bind(&args.http_listen).await?;
     let node = cairn_chunk_node::ChunkNode::start(config, grpc, nbd).await?;
-    announce(&args, node.grpc_addr(), Some(node.nbd_addr()))?;
-    tracing::info!(grpc = %node.grpc_addr(), nbd = %node.nbd_addr(), "chunk node serving");
+    let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
+    let http_addr = http.local_addr()?;
+    let http_task = node_http::serve(http, Arc::new(node.observer()), http_stopped);
+    announce(&args, node.grpc_addr(), Some(node.nbd_addr()), Some(http_addr))?;
+    tracing::info!(grpc = %node.grpc_addr(), nbd = %node.nbd_addr(), http = %http_addr, "chunk node serving");
     stop_signal().await;
+    let _ = stop_http.send(true);
+    let _ = http_task.await;
     node.shutdown().await;
     Ok(())
 }
@@ -146,11 +169,15 @@ pub async fn gateway(args: ProcessArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.nbd_listen))?;
     let gw = cairn_gateway::Gateway::start(config, http, nbd).await?;
-    announce(&args, gw.http_addr(), Some(gw.nbd_addr()))?;
+    announce(&args, gw.http_addr(), Some(gw.nbd_addr()), None)?;
     tracing::info!(http = %gw.http_addr(), nbd = %gw.nbd_addr(), "gateway serving");
     stop_signal().await;
     gw.shutdown().await;
     Ok(())
+}
+
+async fn bind(addr: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))
 }
 
 /// Where a process writes the addresses it bound, once it serves requests.

@@ -76,6 +76,9 @@ impl Records {
                 self.modify_volume(id, &owner, target, at_ms)
             }
             Command::FinishModification { id, at_ms } => self.finish_modification(id, at_ms),
+            Command::RaiseSnapshotVolumeSize { id, size_gib } => {
+                self.raise_snapshot_volume_size(id, size_gib)
+            }
         }
     }
 }

@@ -11,10 +11,10 @@
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use cairn_worker::metrics::WorkerMetrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 use std::sync::Arc;
@@ -58,17 +58,6 @@ struct ActionLabels {
     action: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct WorkerLabels {
-    worker: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct WorkerStateLabels {
-    worker: String,
-    state: &'static str,
-}
-
 fn latency_histogram() -> Histogram {
     // 1 ms to about 65 s.
     Histogram::new(exponential_buckets(0.001, 2.0, 17))
@@ -81,9 +70,7 @@ pub struct Metrics {
     duration: Family<ActionLabels, Histogram, fn() -> Histogram>,
     received: Family<ActionLabels, Counter>,
     sent: Family<ActionLabels, Counter>,
-    worker_steps: Family<WorkerLabels, Gauge>,
-    worker_errors: Family<WorkerLabels, Gauge>,
-    worker_state: Family<WorkerStateLabels, Gauge>,
+    workers: WorkerMetrics,
 }
 
 impl Default for Metrics {
@@ -123,34 +110,8 @@ impl Metrics {
             Unit::Bytes,
             sent.clone(),
         );
-        let worker_steps = Family::<WorkerLabels, Gauge>::default();
-        registry.register(
-            "worker_steps",
-            "Steps a background worker completed since the gateway started",
-            worker_steps.clone(),
-        );
-        let worker_errors = Family::<WorkerLabels, Gauge>::default();
-        registry.register(
-            "worker_errors",
-            "Steps a background worker failed since the gateway started",
-            worker_errors.clone(),
-        );
-        let worker_state = Family::<WorkerStateLabels, Gauge>::default();
-        registry.register(
-            "worker_state",
-            "1 for the state each background worker is in (working, idle, backing off, stopped)",
-            worker_state.clone(),
-        );
-        Metrics {
-            registry,
-            requests,
-            duration,
-            received,
-            sent,
-            worker_steps,
-            worker_errors,
-            worker_state,
-        }
+        let workers = WorkerMetrics::register(&mut registry);
+        Metrics { registry, requests, duration, received, sent, workers }
     }
 
     fn observe(&self, call: ApiCall, status: u16, secs: f64, bytes_in: u64, bytes_out: u64) {
@@ -170,14 +131,7 @@ impl Metrics {
 
     /// The text exposition of every metric, workers as they are now.
     pub fn render(&self, workers: &[cairn_worker::WorkerStatus]) -> String {
-        self.worker_state.clear();
-        for w in workers {
-            let worker = WorkerLabels { worker: w.name.clone() };
-            self.worker_steps.get_or_create(&worker).set(w.steps as i64);
-            self.worker_errors.get_or_create(&worker).set(w.errors as i64);
-            let state = WorkerStateLabels { worker: w.name.clone(), state: w.state.as_str() };
-            self.worker_state.get_or_create(&state).set(1);
-        }
+        self.workers.update(workers);
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

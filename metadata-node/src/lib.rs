@@ -14,6 +14,7 @@ pub mod admin;
 pub mod config;
 mod error;
 pub mod log_store;
+pub mod metrics;
 pub mod network;
 pub mod propose;
 pub mod requests;
@@ -58,6 +59,7 @@ pub struct MetadataNode {
     db_closed: Closed,
     stop_server: oneshot::Sender<()>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
+    leader_changes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl MetadataNode {
@@ -106,7 +108,17 @@ impl MetadataNode {
                 }),
         );
         tracing::info!(node_id = config.node_id, %addr, data_dir = %config.data_dir.display(), "metadata node started");
-        Ok(MetadataNode { id: config.node_id, addr, raft, records, db_closed, stop_server, server })
+        let leader_changes = metrics::count_leader_changes(&raft);
+        Ok(MetadataNode {
+            id: config.node_id,
+            addr,
+            raft,
+            records,
+            db_closed,
+            stop_server,
+            server,
+            leader_changes,
+        })
     }
 
     pub fn id(&self) -> NodeId {
@@ -116,6 +128,12 @@ impl MetadataNode {
     /// The address the gRPC services listen on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// What an HTTP listener beside the member reports: its metrics and
+    /// readiness, readable after the node is moved.
+    pub fn observer(&self) -> metrics::Observer {
+        metrics::Observer::new(self.raft.clone(), self.leader_changes.clone())
     }
 
     /// The Raft handle: metrics, waits, triggers.

@@ -187,3 +187,64 @@ def test_one_request_id_finds_its_path_through_every_process(tmp_path):
     assert any(m.startswith("chunk-") for m in members), members
     served = [o for m, objs in seen.items() if m != "gateway" for o in objs]
     assert any(o["fields"].get("message") == "served" and o["fields"].get("rpc") for o in served), served
+
+
+def addr_of(cluster, member, key):
+    for line in (cluster.data_dir / member / "addr.toml").read_text().splitlines():
+        k, _, v = line.partition("=")
+        if k.strip() == key:
+            return v.strip().strip('"')
+    raise AssertionError(f"no {key} for {member}")
+
+
+def http_get(url):
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.status, r.headers.get("Content-Type", ""), r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("Content-Type", ""), e.read().decode()
+
+
+def samples(text):
+    import re
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r'^([a-z_]+)(\{[^}]*\})? (\S+)$', line)
+        if m:
+            out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
+    return out
+
+
+def test_every_member_serves_metrics_and_health(own_cluster, tmp_path):
+    c = own_cluster
+    ec2 = c.client()
+    vol = ec2.create_volume(AvailabilityZone=c.zones[0], Size=1)["VolumeId"]
+    ec2.get_waiter("volume_available").wait(VolumeIds=[vol], WaiterConfig=FAST)
+    nbd_write(c.nbd_uri(vol), make_image(tmp_path / "m.img", GIB, [1, 2, 3]))
+    snap = ec2.create_snapshot(VolumeId=vol)["SnapshotId"]
+    ec2.get_waiter("snapshot_completed").wait(SnapshotIds=[snap], WaiterConfig=FAST)
+
+    members = sorted(p.parent.name for p in c.data_dir.glob("*/addr.toml") if p.parent.name != "gateway")
+    assert len(members) == 9, members
+    by_member = {}
+    for m in members:
+        base = "http://" + addr_of(c, m, "http")
+        assert http_get(base + "/healthz")[0] == 200, m
+        assert http_get(base + "/readyz")[0] == 200, m
+        status, ctype, text = http_get(base + "/metrics")
+        assert status == 200 and ctype.startswith("application/openmetrics-text"), (m, ctype)
+        assert text.rstrip().endswith("# EOF"), m
+        by_member[m] = samples(text)
+    metas = [by_member[m] for m in members if m.startswith("meta-")]
+    assert sum(s["cairn_metadata_raft_is_leader"] for s in metas) == 1, metas
+    assert len({s["cairn_metadata_raft_term"] for s in metas}) == 1
+    assert all(s["cairn_metadata_raft_has_leader"] == 1 and s["cairn_metadata_raft_applied_index"] > 0 for s in metas)
+    assert all("cairn_metadata_raft_leader_changes_total" in s for s in metas)
+    chunks = [by_member[m] for m in members if m.startswith("chunk-")]
+    # 3 data blocks at RF 3 (plus manifest pages), all on the region's nodes.
+    assert sum(s["cairn_chunk_store_chunks"] for s in chunks) >= 9, chunks
+    assert sum(s["cairn_chunk_store_stored_bytes"] for s in chunks) >= 9 * 512 * 1024
+    assert sum(s["cairn_chunk_volumes_hosted"] for s in chunks) == 1
+    assert all(any(k.startswith("cairn_chunk_worker_state{") for k in s) for s in chunks)

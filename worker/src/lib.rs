@@ -15,6 +15,7 @@
 //! garbage collection, scrub, repair and re-replication are meant to be
 //! more of the same kind, listed by the same views.
 
+pub mod metrics;
 mod status;
 
 pub use cairn_core::backoff::Backoff;

@@ -73,6 +73,7 @@ impl pb::volume_host_server::VolumeHost for VolumeHostService {
         Ok(Response::new(pb::FreezeReply {
             incremental: info.incremental,
             blocks_to_read: info.blocks_to_read,
+            volume_size_bytes: info.volume_size,
         }))
     }
 

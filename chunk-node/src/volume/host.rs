@@ -30,6 +30,8 @@ use tokio::task::JoinSet;
 pub struct FreezeInfo {
     pub incremental: bool,
     pub blocks_to_read: u64,
+    /// The size of the frozen image, in bytes.
+    pub volume_size: u64,
 }
 
 /// All volumes of this node, and the background work on them.
@@ -391,6 +393,7 @@ impl VolumeHost {
         let info = |f: &Freeze| FreezeInfo {
             incremental: f.record.incremental,
             blocks_to_read: f.record.read_set.count(),
+            volume_size: f.record.volume_size,
         };
         if let Some(f) = volume.freeze_of(snap) {
             return Ok(info(&f));

@@ -25,6 +25,9 @@ struct Launch {
     kind: &'static str,
     listen: String,
     nbd_listen: Option<String>,
+    /// Metrics and health (metadata and chunk nodes; the gateway serves
+    /// them on its main listener).
+    http_listen: Option<String>,
 }
 
 /// One process of the cluster.
@@ -62,6 +65,10 @@ impl Member {
                 kind,
                 listen: listen.to_string(),
                 nbd_listen: nbd_listen.map(str::to_string),
+                http_listen: (kind != "gateway").then(|| {
+                    let host = listen.rsplit_once(':').map_or("127.0.0.1", |(h, _)| h);
+                    format!("{host}:0")
+                }),
             },
             child: None,
             started: Instant::now(),
@@ -94,6 +101,9 @@ impl Member {
         if let Some(n) = &self.launch.nbd_listen {
             cmd.arg("--nbd-listen").arg(n);
         }
+        if let Some(h) = &self.launch.http_listen {
+            cmd.arg("--http-listen").arg(h);
+        }
         // Logs go to a file: log format and filter come from the environment
         // `cairn up` itself runs in (CAIRN_LOG, CAIRN_LOG_FORMAT).
         self.child = Some(cmd.spawn().with_context(|| format!("starting {}", self.name))?);
@@ -110,6 +120,9 @@ impl Member {
                 self.launch.listen = a.main.clone();
                 if self.launch.nbd_listen.is_some() {
                     self.launch.nbd_listen = a.nbd.clone();
+                }
+                if self.launch.http_listen.is_some() {
+                    self.launch.http_listen = a.http.clone();
                 }
                 return Ok(a);
             }

@@ -153,6 +153,13 @@ pub enum Command {
         id: VolumeId,
         at_ms: u64,
     },
+    /// The freeze of a pending snapshot found its volume larger than the
+    /// snapshot recorded (grown by a ModifyVolume in between): the
+    /// snapshot's volume size is raised to the frozen image's. Never lowered.
+    RaiseSnapshotVolumeSize {
+        id: SnapshotId,
+        size_gib: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -101,3 +101,22 @@ fn a_deleted_volume_takes_its_modification_along() {
     assert!(listed(&r).is_empty());
     assert!(r.take_dirty().contains(&crate::records::RecordKey::VolumeModification(v.id.clone())));
 }
+
+#[test]
+fn a_pending_snapshot_takes_the_size_its_freeze_found_and_never_shrinks() {
+    use super::copy_job_tests::{create, snapshot, with_volume};
+    let (mut r, v) = with_volume();
+    let s = create(&mut r, snapshot(&v, 1, None), "gw", 1).unwrap();
+    let raise = |size_gib| Command::RaiseSnapshotVolumeSize { id: s.id.clone(), size_gib };
+    let size = |r: &Records| match r.query(&Query::Snapshot(s.id.clone())) {
+        QueryOutput::Snapshot(Some(s)) => s.volume_size_gib,
+        other => panic!("unexpected {other:?}"),
+    };
+    r.apply(raise(4)).unwrap();
+    assert_eq!(size(&r), 4);
+    r.apply(raise(2)).unwrap();
+    assert_eq!(size(&r), 4, "never lowered");
+    let unknown =
+        Command::RaiseSnapshotVolumeSize { id: crate::ids::SnapshotId::generate(), size_gib: 9 };
+    assert!(matches!(r.apply(unknown), Err(MetaError::SnapshotNotFound(_))));
+}

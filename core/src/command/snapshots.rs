@@ -67,6 +67,19 @@ impl Records {
         Ok(CommandOutput::Snapshot(s))
     }
 
+    pub(super) fn raise_snapshot_volume_size(
+        &mut self,
+        id: SnapshotId,
+        size_gib: u64,
+    ) -> CommandResult {
+        let mut s = self.snapshot(&id)?;
+        if s.state == SnapshotState::Pending && size_gib > s.volume_size_gib {
+            s.volume_size_gib = size_gib;
+            self.put_snapshot(s.clone());
+        }
+        Ok(CommandOutput::Snapshot(s))
+    }
+
     pub(super) fn complete_snapshot(
         &mut self,
         id: SnapshotId,

@@ -94,6 +94,12 @@ pub async fn freeze_and_copy(
                 blocks_to_read = reply.blocks_to_read,
                 "volume frozen"
             );
+            let snapshot = match size_gib_of(reply.volume_size_bytes) {
+                Some(gib) if gib > snapshot.volume_size_gib => {
+                    raise_size(ctx, snapshot, gib).await?
+                }
+                _ => snapshot,
+            };
             spawn_copy(ctx, id, Some(claim), None);
             Ok(snapshot)
         }
@@ -127,6 +133,31 @@ pub async fn freeze_and_copy(
             Err(MetaClientError::Unavailable(format!(
                 "the snapshot job was lost while freezing the volume: {stop:?}"
             )))
+        }
+    }
+}
+
+/// Whole GiB of a frozen image's size (volumes are whole GiB); `None` for 0,
+/// which a host that does not report its size answers.
+fn size_gib_of(bytes: u64) -> Option<u64> {
+    (bytes > 0).then(|| bytes.div_ceil(1 << 30))
+}
+
+/// The volume grew (ModifyVolume) between reading its record and freezing
+/// it: the snapshot records the frozen image's size, so a restore of it is
+/// as large as what it holds.
+async fn raise_size(
+    ctx: &Ctx,
+    snapshot: Snapshot,
+    size_gib: u64,
+) -> Result<Snapshot, MetaClientError> {
+    let cmd = Command::RaiseSnapshotVolumeSize { id: snapshot.id.clone(), size_gib };
+    match write_retrying(ctx, &cmd).await? {
+        Ok(CommandOutput::Snapshot(s)) => Ok(s),
+        Ok(_) => Ok(snapshot),
+        Err(e) => {
+            tracing::warn!(snapshot = %snapshot.id, error = %e, "could not record the grown size");
+            Ok(snapshot)
         }
     }
 }
