@@ -32,10 +32,19 @@ impl GroupArgs {
 
 #[derive(clap::Subcommand, Debug)]
 pub enum AdminCmd {
-    /// Members of the metadata group: id, address, state, term, leader, log positions.
+    /// The cluster at a glance: a health verdict with its reasons, the
+    /// metadata members (state, term, leader, log positions, lag), the chunk
+    /// nodes by zone (state, chunks, bytes, free disk, backlog) and the
+    /// gateway's workers.
     Status {
         #[command(flatten)]
         group: GroupArgs,
+        /// The gateway's HTTP address (host:port); by default read from --data-dir.
+        #[arg(long)]
+        gateway: Option<String>,
+        /// `text` (tables) or `json` (one object, for scripts).
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        output: String,
     },
     /// Add a member to the metadata group: it joins as a learner, catches up,
     /// then becomes a voter. Start it first (`cairn metadata-node` with a fresh
@@ -101,11 +110,20 @@ pub enum AdminCmd {
 
 pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
     match cmd {
-        AdminCmd::Status { group } => {
+        AdminCmd::Status { group, gateway, output } => {
             let client = MetadataClient::new(group.addrs()?);
             // Members the group has now, not only the ones given.
             let addrs = client.refresh_members().await.unwrap_or_else(|_| client.addrs());
-            print_status(&client, &addrs).await;
+            let gateway = gateway.or_else(|| {
+                let file = crate::process::addr_file(&group.data_dir.join("gateway"));
+                crate::process::read_addrs(&file).map(|a| a.main)
+            });
+            let overview = crate::status::gather(&client, &addrs, gateway).await;
+            if output == "json" {
+                println!("{}", serde_json::to_string_pretty(&overview.json())?);
+            } else {
+                overview.print();
+            }
             Ok(())
         }
         AdminCmd::AddMember { group, id, addr } => {
@@ -132,22 +150,6 @@ pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
         AdminCmd::Node { cmd } => crate::nodes::run(cmd).await,
         AdminCmd::SnapshotUsage { snapshot, gateway } => {
             crate::gc::snapshot_usage(gateway, &snapshot).await
-        }
-    }
-}
-
-async fn print_status(client: &MetadataClient, addrs: &[String]) {
-    println!(
-        "{:<6} {:<28} {:<10} {:>6} {:>7} {:>10} {:>10}",
-        "id", "address", "state", "term", "leader", "last_log", "applied"
-    );
-    for a in addrs {
-        match client.status(a).await {
-            Ok(s) => println!(
-                "{:<6} {:<28} {:<10} {:>6} {:>7} {:>10} {:>10}",
-                s.node_id, a, s.state, s.term, s.leader_id, s.last_log_index, s.last_applied
-            ),
-            Err(e) => println!("{:<6} {:<28} {:<10} ({e})", "?", a, "down"),
         }
     }
 }

@@ -10,6 +10,7 @@ mod node_http;
 mod nodes;
 mod process;
 mod scrub;
+mod status;
 mod up;
 
 use clap::{Parser, Subcommand};

@@ -39,6 +39,9 @@ pub struct NodeRow {
     /// `None` when the node did not answer (or, removed, was not asked).
     pub chunks: Option<u64>,
     pub bytes: Option<u64>,
+    /// The node's file system: bytes free and in all (when it answered).
+    pub disk_free_bytes: Option<u64>,
+    pub disk_total_bytes: Option<u64>,
     pub backlog: u64,
 }
 
@@ -84,6 +87,8 @@ fn row(e: &NodeEntry, stats: Option<pb::ChunkStatsReply>, backlog: u64) -> NodeR
         since_ms: e.since_ms,
         chunks: stats.as_ref().map(|s| s.chunks),
         bytes: stats.as_ref().map(|s| s.bytes),
+        disk_free_bytes: stats.as_ref().map(|s| s.disk_free_bytes),
+        disk_total_bytes: stats.as_ref().map(|s| s.disk_total_bytes),
         backlog,
     }
 }
@@ -162,6 +167,8 @@ mod tests {
             zone: "cairn-1a".into(),
             chunks: 3,
             bytes: 30,
+            disk_free_bytes: 70,
+            disk_total_bytes: 100,
         };
         let v = serde_json::to_value(row(&e, Some(stats), 2)).unwrap();
         assert_eq!(v["state"], "draining");

@@ -26,8 +26,8 @@ def up_log(cluster):
     return (cluster.data_dir / "up.log").read_text(errors="replace")
 
 
-def admin_status(cluster):
-    r = subprocess.run([BIN, "admin", "status", "--data-dir", str(cluster.data_dir)],
+def admin_status(cluster, *extra):
+    r = subprocess.run([BIN, "admin", "status", "--data-dir", str(cluster.data_dir), *extra],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     return r.stdout
@@ -88,6 +88,8 @@ def test_a_member_that_keeps_failing_is_left_down(own_cluster):
     ec2.get_waiter("volume_available").wait(VolumeIds=[vol], WaiterConfig=FAST)
     status = admin_status(c)
     assert "down" in status and "leader" in status, status
+    first = status.splitlines()[0]
+    assert first.startswith("cluster: degraded: metadata member") and "does not answer" in first, status
     # The member's log holds the reason, not a panic.
     log = (c.data_dir / "meta-3" / "log").read_text(errors="replace")
     assert "cairn: parsing" in log and "panicked" not in log, log[-2000:]
@@ -248,3 +250,17 @@ def test_every_member_serves_metrics_and_health(own_cluster, tmp_path):
     assert sum(s["cairn_chunk_store_stored_bytes"] for s in chunks) >= 9 * 512 * 1024
     assert sum(s["cairn_chunk_volumes_hosted"] for s in chunks) == 1
     assert all(any(k.startswith("cairn_chunk_worker_state{") for k in s) for s in chunks)
+
+    # The overview: a verdict, members, nodes by zone with their disks, workers.
+    text = admin_status(c)
+    assert text.splitlines()[0] == "cluster: healthy", text
+    assert "metadata group: 3 members, leader" in text and "chunk nodes: 6" in text, text
+    assert "free disk" in text and "gateway workers" in text, text
+    overview = json.loads(admin_status(c, "--output", "json"))
+    assert overview["health"] == "healthy" and overview["reasons"] == [], overview
+    assert len(overview["metadata"]) == 3 and sum(m["id"] == m["leader"] for m in overview["metadata"]) == 1
+    assert len(overview["nodes"]) == 6
+    assert all(n["disk_total_bytes"] > 0 and 0 < n["disk_free_bytes"] <= n["disk_total_bytes"]
+               for n in overview["nodes"]), overview["nodes"]
+    assert {n["zone"] for n in overview["nodes"] if not n["zone"].startswith("op-")} == set(c.zones)
+    assert any(w["name"] == "garbage collector" for w in overview["workers"])

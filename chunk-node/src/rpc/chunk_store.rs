@@ -61,11 +61,14 @@ impl pb::chunk_store_server::ChunkStore for ChunkStoreService {
         _request: Request<pb::ChunkStatsRequest>,
     ) -> Result<Response<pb::ChunkStatsReply>, Status> {
         let s = self.store.stats();
+        let (disk_free_bytes, disk_total_bytes) = self.store.disk_space();
         Ok(Response::new(pb::ChunkStatsReply {
             node_id: self.node_id.clone(),
             zone: self.zone.clone(),
             chunks: s.chunks,
             bytes: s.bytes,
+            disk_free_bytes,
+            disk_total_bytes,
         }))
     }
 

@@ -174,6 +174,18 @@ impl ChunkStore {
         write_atomic(&self.shared.dir.join(CLEAN_MARKER), b"")
     }
 
+    /// (bytes free to this process, bytes in all) of the file system that
+    /// holds the store; zeros if it cannot be asked.
+    pub fn disk_space(&self) -> (u64, u64) {
+        match nix::sys::statvfs::statvfs(&self.shared.dir) {
+            Ok(v) => {
+                let unit = v.fragment_size();
+                (v.blocks_available() * unit, v.blocks() * unit)
+            }
+            Err(_) => (0, 0),
+        }
+    }
+
     pub fn stats(&self) -> StoreStats {
         let s = &self.shared;
         StoreStats {
