@@ -161,7 +161,19 @@ fn print_members(members: &[MemberInfo]) {
     }
 }
 
+/// The members of a `cairn up` cluster: the addresses they bound (their
+/// `addr.toml`, on whatever `--host` was), else the ports `cluster.toml`
+/// keeps, on loopback.
 fn addrs_from(data_dir: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let bound: Vec<String> = (1..=3)
+        .filter_map(|i| {
+            let file = crate::process::addr_file(&data_dir.join(format!("meta-{i}")));
+            crate::process::read_addrs(&file).map(|a| format!("http://{}", a.main))
+        })
+        .collect();
+    if !bound.is_empty() {
+        return Ok(bound);
+    }
     let text = std::fs::read_to_string(data_dir.join("cluster.toml"))
         .with_context(|| format!("no cluster in {}", data_dir.display()))?;
     let v: toml::Value = toml::from_str(&text)?;

@@ -23,7 +23,7 @@ pub async fn request(
     let fut = async {
         let mut s = tokio::net::TcpStream::connect(addr)
             .await
-            .with_context(|| format!("cannot reach the gateway at {addr}"))?;
+            .with_context(|| format!("cannot reach {addr}"))?;
         let req = format!(
             "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         );
@@ -34,7 +34,7 @@ pub async fn request(
     };
     match tokio::time::timeout(timeout, fut).await {
         Ok(r) => r,
-        Err(_) => bail!("the gateway at {addr} did not answer {method} {path} within {timeout:?}"),
+        Err(_) => bail!("{addr} did not answer {method} {path} within {timeout:?}"),
     }
 }
 
