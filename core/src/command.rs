@@ -34,8 +34,8 @@ mod tokens;
 mod volumes;
 
 pub use messages::{
-    Command, CommandOutput, CommandResult, CopyOutcome, GcHolders, JobOp, MetaError, NodeEntry,
-    Query, QueryOutput, DIRECT_VOLUME_ID,
+    Command, CommandOutput, CommandResult, CopyOutcome, Counts, GcHolders, JobOp, MetaError,
+    NodeEntry, Query, QueryOutput, DIRECT_VOLUME_ID,
 };
 pub use snapshots::MAX_PENDING_SNAPSHOTS;
 pub use store::Records;

@@ -20,7 +20,10 @@ use std::time::Duration;
 
 /// `GET /metrics`: [`crate::metrics::Metrics`], workers as they are now.
 pub async fn metrics(State(ctx): State<Arc<Ctx>>) -> Response {
-    let body = ctx.metrics.render(&ctx.workers.list());
+    // Counted by the metadata group; left out of this scrape if it is slow.
+    let counts =
+        tokio::time::timeout(Duration::from_secs(2), ctx.counts()).await.ok().and_then(Result::ok);
+    let body = ctx.metrics.render(&ctx.workers.list(), counts.as_ref());
     ([(axum::http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE_VALUE)], body).into_response()
 }
 

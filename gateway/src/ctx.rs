@@ -7,7 +7,7 @@ use crate::gc_state::Gc;
 use crate::nodes::{HostError, NodeClients};
 use crate::repair_state::Repair;
 use crate::tasks::Jobs;
-use cairn_core::command::{NodeEntry, Query, QueryOutput};
+use cairn_core::command::{Counts, NodeEntry, Query, QueryOutput};
 use cairn_core::records::{
     ChunkNodeInfo, CopyJob, Hold, Holder, Snapshot, Volume, VolumeModification,
 };
@@ -68,6 +68,14 @@ impl Ctx {
         match self.meta.read(&Query::Volumes).await? {
             QueryOutput::Volumes(v) => Ok(v),
             _ => Err(unexpected("Volumes")),
+        }
+    }
+
+    /// Volumes and snapshots by state.
+    pub async fn counts(&self) -> Result<Counts, MetaClientError> {
+        match self.meta.read(&Query::Counts).await? {
+            QueryOutput::Counts(c) => Ok(c),
+            _ => Err(unexpected("Counts")),
         }
     }
 

@@ -11,10 +11,12 @@
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use cairn_core::command::Counts;
 use cairn_worker::metrics::WorkerMetrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 use std::sync::Arc;
@@ -58,6 +60,19 @@ struct ActionLabels {
     action: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: String,
+}
+
+/// What the copies this gateway finished did, for [`Metrics::copy_done`].
+#[derive(Clone, Debug, Default)]
+struct CopyCounters {
+    completed: Counter,
+    read_blocks: Counter,
+    sent_chunks: Counter,
+}
+
 fn latency_histogram() -> Histogram {
     // 1 ms to about 65 s.
     Histogram::new(exponential_buckets(0.001, 2.0, 17))
@@ -71,6 +86,9 @@ pub struct Metrics {
     received: Family<ActionLabels, Counter>,
     sent: Family<ActionLabels, Counter>,
     workers: WorkerMetrics,
+    volumes: Family<StateLabels, Gauge>,
+    snapshots: Family<StateLabels, Gauge>,
+    copies: CopyCounters,
 }
 
 impl Default for Metrics {
@@ -111,7 +129,52 @@ impl Metrics {
             sent.clone(),
         );
         let workers = WorkerMetrics::register(&mut registry);
-        Metrics { registry, requests, duration, received, sent, workers }
+        let volumes = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "cluster_volumes",
+            "Volumes in the region by state (as the metadata group counts them at the scrape)",
+            volumes.clone(),
+        );
+        let snapshots = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "cluster_snapshots",
+            "Snapshots in the region by state (as the metadata group counts them at the scrape)",
+            snapshots.clone(),
+        );
+        let copies = CopyCounters::default();
+        registry.register(
+            "copies_completed",
+            "Snapshot copies this gateway saw complete",
+            copies.completed.clone(),
+        );
+        registry.register(
+            "copy_read_blocks",
+            "Non-zero blocks the completed copies read (the last attempt of each)",
+            copies.read_blocks.clone(),
+        );
+        registry.register(
+            "copy_sent_chunks",
+            "Chunks the completed copies stored anew; read blocks minus these were deduplicated",
+            copies.sent_chunks.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            duration,
+            received,
+            sent,
+            workers,
+            volumes,
+            snapshots,
+            copies,
+        }
+    }
+
+    /// A copy completed having read `blocks` and stored `chunks` anew.
+    pub fn copy_done(&self, blocks: u64, chunks: u64) {
+        self.copies.completed.inc();
+        self.copies.read_blocks.inc_by(blocks);
+        self.copies.sent_chunks.inc_by(chunks);
     }
 
     fn observe(&self, call: ApiCall, status: u16, secs: f64, bytes_in: u64, bytes_out: u64) {
@@ -129,9 +192,23 @@ impl Metrics {
         self.sent.get_or_create(&action).inc_by(bytes_out);
     }
 
-    /// The text exposition of every metric, workers as they are now.
-    pub fn render(&self, workers: &[cairn_worker::WorkerStatus]) -> String {
+    /// The text exposition of every metric, workers and (when the metadata
+    /// group answered) the region's volumes and snapshots as they are now.
+    pub fn render(
+        &self,
+        workers: &[cairn_worker::WorkerStatus],
+        counts: Option<&Counts>,
+    ) -> String {
         self.workers.update(workers);
+        if let Some(c) = counts {
+            for (family, by_state) in [(&self.volumes, &c.volumes), (&self.snapshots, &c.snapshots)]
+            {
+                family.clear();
+                for (state, n) in by_state {
+                    family.get_or_create(&StateLabels { state: state.clone() }).set(*n as i64);
+                }
+            }
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -183,7 +260,7 @@ mod tests {
         m.observe(ok, 200, 0.003, 120, 900);
         m.observe(ok, 200, 0.004, 120, 900);
         m.observe(bad, 400, 0.001, 100, 300);
-        let text = m.render(&[]);
+        let text = m.render(&[], None);
         assert!(text.contains(
             "cairn_gateway_requests_total{api=\"ec2\",action=\"CreateVolume\",status=\"200\",error=\"\"} 2"
         ), "{text}");

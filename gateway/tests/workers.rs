@@ -44,6 +44,7 @@ impl Metadata for EmptyGroup {
             Query::Hold(_) => QueryOutput::Hold(None),
             Query::NodeStates => QueryOutput::NodeStates(Vec::new()),
             Query::VolumeModifications => QueryOutput::VolumeModifications(Vec::new()),
+            Query::Counts => QueryOutput::Counts(Default::default()),
         };
         let data = bincode::serialize(&out).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(ClientReply { data, not_leader: false, leader_addr: String::new() }))

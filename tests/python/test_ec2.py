@@ -327,6 +327,16 @@ def test_metrics_count_requests_by_action_and_error_code(ec2, cluster):
             if n == "cairn_gateway_request_duration_seconds_count" and ("action", "DescribeVolumes") in l]
     assert hist and hist[0] >= 2, m
     assert any(n == "cairn_gateway_worker_state" and ("worker", "garbage collector") in l for (n, l) in m), sorted({n for n, _ in m})
+    # The region's records by state, and the copies this gateway finished
+    # (earlier tests in this module took and completed snapshots).
+    vol = new_volume(ec2)
+    s = snapshot(ec2, vol)["SnapshotId"]
+    ec2.get_waiter("snapshot_completed").wait(SnapshotIds=[s], WaiterConfig=FAST)
+    m = scrape(cluster)
+    completed = ("cairn_gateway_cluster_snapshots", frozenset({("state", "completed")}))
+    assert m.get(completed, 0) >= 1, sorted(k for k in m if "cluster" in k[0])
+    assert m.get(("cairn_gateway_cluster_volumes", frozenset({("state", "available")})), 0) >= 1
+    assert m.get(("cairn_gateway_copies_completed_total", frozenset()), 0) >= 1
     # No ids among the labels.
     assert not any("vol-" in v or "snap-" in v for (_, l) in m for (_, v) in l)
 

@@ -218,6 +218,9 @@ pub enum Query {
     NodeStates,
     /// Every volume's last modification.
     VolumeModifications,
+    /// How many volumes and snapshots are in each state (for metrics: a
+    /// count, not a copy of every record).
+    Counts,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -232,6 +235,14 @@ pub enum QueryOutput {
     Hold(Option<Hold>),
     NodeStates(Vec<NodeEntry>),
     VolumeModifications(Vec<VolumeModification>),
+    Counts(Counts),
+}
+
+/// Volumes and snapshots by state name (`available`, `pending`, ...).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub volumes: std::collections::BTreeMap<String, u64>,
+    pub snapshots: std::collections::BTreeMap<String, u64>,
 }
 
 /// A registered node and where it stands.

@@ -10,7 +10,7 @@
 //! only loading, `put_snapshot` and `index_remove` (which whoever removes a
 //! snapshot calls with it) change it.
 
-use super::messages::{GcHolders, MetaError, NodeEntry, Query, QueryOutput};
+use super::messages::{Counts, GcHolders, MetaError, NodeEntry, Query, QueryOutput};
 use crate::ids::{SnapshotId, VolumeId};
 use crate::records::{
     decode_record, encode_record, ChunkNodeInfo, CopyJob, DecodeError, GcState, Hold, Holder,
@@ -144,6 +144,16 @@ impl Records {
         match q {
             Query::Volume(id) => QueryOutput::Volume(self.volumes.get(id).cloned()),
             Query::Volumes => QueryOutput::Volumes(self.volumes.values().cloned().collect()),
+            Query::Counts => {
+                let mut c = Counts::default();
+                for v in self.volumes.values() {
+                    *c.volumes.entry(v.state.as_str().to_string()).or_default() += 1;
+                }
+                for s in self.snapshots.values() {
+                    *c.snapshots.entry(s.state.as_str().to_string()).or_default() += 1;
+                }
+                QueryOutput::Counts(c)
+            }
             Query::VolumeModifications => {
                 QueryOutput::VolumeModifications(self.modifications.values().cloned().collect())
             }

@@ -511,6 +511,7 @@ async fn follow_progress(
                     msg.manifest_root.len()
                 ))
             })?;
+            ctx.metrics.copy_done(msg.blocks_read, msg.chunks_sent);
             return Ok(CopyDone { manifest_root, full_size_bytes: msg.full_size_bytes });
         }
         if should_commit(a.committed, msg.percent) {
