@@ -1,5 +1,6 @@
 //! A minimal HTTP/1.1 client for the gateway's operator endpoints
-//! (`/_cairn/...`, plain JSON on loopback or a private network), so the CLI
+//! (`/_cairn/...`, plain JSON on loopback or a private network) and its
+//! signed EC2 calls ([`crate::ec2`]), so the CLI
 //! needs no HTTP client crate: one request per connection, `Connection:
 //! close`, the whole answer read.
 
@@ -20,14 +21,34 @@ pub async fn request(
     path: &str,
     timeout: Duration,
 ) -> anyhow::Result<Answer> {
+    send(addr, method, path, &[], &[], timeout).await
+}
+
+/// Sends `method path` with `headers` (besides `Host`, `Content-Length`
+/// and `Connection`) and `body` to `addr` within `timeout`.
+pub async fn send(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+    timeout: Duration,
+) -> anyhow::Result<Answer> {
     let fut = async {
         let mut s = tokio::net::TcpStream::connect(addr)
             .await
             .with_context(|| format!("cannot reach {addr}"))?;
-        let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n",
+            body.len()
         );
-        s.write_all(req.as_bytes()).await?;
+        for (name, value) in headers {
+            req.push_str(&format!("{name}: {value}\r\n"));
+        }
+        req.push_str("\r\n");
+        let mut raw = req.into_bytes();
+        raw.extend_from_slice(body);
+        s.write_all(&raw).await?;
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).await?;
         parse(&buf)

@@ -2,6 +2,7 @@
 //! (`cairn metadata-node|chunk-node|gateway`), and gives admin verbs.
 
 mod admin;
+mod ec2;
 mod gc;
 mod hint;
 mod http;
@@ -10,8 +11,12 @@ mod node_http;
 mod nodes;
 mod process;
 mod scrub;
+mod snapshot;
 mod status;
+mod table;
 mod up;
+mod volume;
+mod watch;
 
 use clap::{Parser, Subcommand};
 
@@ -52,6 +57,21 @@ enum Cmd {
     /// check that needs nothing but this binary), e.g.
     /// `cairn probe http://127.0.0.1:9100/readyz`.
     Probe { url: String },
+    /// Volumes, through the gateway's EC2 API: create, list, delete, attach (NBD).
+    Volume {
+        #[command(subcommand)]
+        cmd: volume::VolumeCmd,
+        #[command(flatten)]
+        api: ec2::ApiArgs,
+    },
+    /// Snapshots, through the gateway's EC2 API: create, list, delete,
+    /// restore, wait (with progress).
+    Snapshot {
+        #[command(subcommand)]
+        cmd: snapshot::SnapshotCmd,
+        #[command(flatten)]
+        api: ec2::ApiArgs,
+    },
     /// Inspect the cluster.
     Admin {
         #[command(subcommand)]
@@ -100,6 +120,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Cmd::Gateway(a) => process::gateway(a).await,
             Cmd::InitCluster(a) => init::run(a).await,
             Cmd::Admin { cmd } => admin::run(cmd).await,
+            Cmd::Volume { cmd, api } => volume::run(cmd, api).await,
+            Cmd::Snapshot { cmd, api } => snapshot::run(cmd, api).await,
             Cmd::Probe { url } => http::probe(&url).await,
         }
     })

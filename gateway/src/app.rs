@@ -14,7 +14,7 @@ use crate::ebs::error::EbsError;
 use crate::ec2::error::Ec2Error;
 use crate::http::error::{AwsError, LayerFailure};
 use crate::http::request_id::{request_id, REQUEST_ID_HEADER};
-use crate::{admin, ebs, ec2, metrics, node_admin, scrub};
+use crate::{admin, console, ebs, ec2, metrics, node_admin, progress, scrub};
 use axum::body::Body;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{Request, State};
@@ -60,6 +60,7 @@ pub fn app(ctx: Arc<Ctx>) -> Router {
         .merge(ec2::routes(&ctx))
         // The EBS direct APIs authenticate themselves (scope service `ebs`).
         .merge(ebs::routes(ctx.clone()))
+        .merge(console::routes())
         .route("/_cairn/health", get(admin::health))
         .route("/healthz", get(admin::alive))
         .route("/readyz", get(admin::health))
@@ -68,6 +69,8 @@ pub fn app(ctx: Arc<Ctx>) -> Router {
         .route("/_cairn/gc", get(admin::gc_status).post(admin::gc_request))
         .route("/_cairn/scrub", get(scrub::status).post(scrub::request))
         .route("/_cairn/snapshots/{id}/usage", get(admin::usage))
+        .route("/_cairn/snapshots/{id}/progress", get(progress::snapshot))
+        .route("/_cairn/volumes/{id}/hydration", get(progress::hydration))
         .route("/_cairn/nodes", get(node_admin::list))
         .route("/_cairn/nodes/{id}/volumes", get(node_admin::volumes))
         .route("/_cairn/nodes/{id}/drain", post(node_admin::drain))

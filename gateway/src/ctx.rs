@@ -31,6 +31,8 @@ pub struct Ctx {
     pub repair: Repair,
     /// What `/metrics` exports.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The live progress of the copies this gateway follows.
+    pub live: crate::live::LiveCopies,
 }
 
 /// A metadata answer of the wrong kind: a bug or version skew.

@@ -65,6 +65,7 @@ impl Gateway {
             gc: Gc::default(),
             repair: Repair::default(),
             metrics: Arc::default(),
+            live: Default::default(),
         });
         let (stop, stopped) = watch::channel(false);
         let signal = move |mut rx: watch::Receiver<bool>| async move {

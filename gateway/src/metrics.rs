@@ -154,7 +154,7 @@ impl Metrics {
         );
         registry.register(
             "copy_sent_chunks",
-            "Chunks the completed copies stored anew; read blocks minus these were deduplicated",
+            "Distinct data chunks the completed copies stored anew (replicas not counted); read blocks minus these were deduplicated",
             copies.sent_chunks.clone(),
         );
         Metrics {

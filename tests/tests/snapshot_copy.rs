@@ -83,6 +83,8 @@ async fn freeze_copy_dedup_and_restore() -> anyhow::Result<()> {
     // RF 2 over two nodes: every chunk, page and root on both nodes.
     let expect = distinct.len() as u64 + 2;
     assert_eq!(last.chunks_sent, 2 * expect);
+    // The data sent after dedup: each distinct block once, whatever the RF.
+    assert_eq!(last.new_data_bytes, (distinct.len() * BLOCK_SIZE) as u64);
     let (sa, sb) = (a.stats().await?, b.stats().await?);
     assert_eq!((sa.chunks, sb.chunks), (expect, expect));
     assert_eq!((sa.node_id.as_str(), sa.zone.as_str()), ("chunk-a", "cairn-1a"));
@@ -94,7 +96,7 @@ async fn freeze_copy_dedup_and_restore() -> anyhow::Result<()> {
     let again = copy(&a, VOL2, "snap-00000000000000002", targets.clone()).await?;
     let last2 = again.last().expect("progress");
     assert_eq!(last2.manifest_root, root, "same content, same manifest");
-    assert_eq!(last2.chunks_sent, 0);
+    assert_eq!((last2.chunks_sent, last2.new_data_bytes), (0, 0));
     assert_eq!(a.stats().await?.bytes, sa.bytes);
     assert_eq!(b.stats().await?.chunks, sb.chunks);
 

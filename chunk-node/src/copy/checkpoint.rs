@@ -56,12 +56,14 @@ pub(crate) struct Tally {
     pub(crate) blocks_read: u64,
     /// `PutChunk` calls this run made.
     pub(crate) chunks_sent: u64,
+    /// Bytes of blocks this run stored that no replica held before.
+    pub(crate) new_data_bytes: u64,
 }
 
 impl Tally {
     /// A copy of `total` blocks of which `done` are durable already.
     pub(crate) fn new(total: u64, done: u64) -> Tally {
-        Tally { total, done, blocks_read: 0, chunks_sent: 0 }
+        Tally { total, done, blocks_read: 0, chunks_sent: 0, new_data_bytes: 0 }
     }
 
     /// Counts a batch made durable.
@@ -69,6 +71,7 @@ impl Tally {
         self.blocks_read += stored.entries.len() as u64;
         self.done += stored.entries.len() as u64;
         self.chunks_sent += stored.sent;
+        self.new_data_bytes += stored.new_bytes;
     }
 
     /// The progress message for `checkpoint`; 100% comes only with the
@@ -78,6 +81,7 @@ impl Tally {
             percent: (self.done * 100 / self.total.max(1)).min(99) as u32,
             blocks_read: self.blocks_read,
             chunks_sent: self.chunks_sent,
+            new_data_bytes: self.new_data_bytes,
             checkpoint_block: checkpoint,
             ..Default::default()
         }

@@ -220,6 +220,7 @@ impl CopyRun {
             full_size_bytes: full_size,
             blocks_read,
             chunks_sent,
+            new_data_bytes: tally.new_data_bytes,
             checkpoint_block: blocks_in(size),
         };
         // The caller may be gone; the copy is complete and durable either way.

@@ -65,6 +65,6 @@ pub(crate) async fn store_manifest(
     let BuiltManifest { root_id, root, mut pages, data_blocks } = built;
     let pages_written = pages.len();
     pages.push((root_id, root));
-    let sent = sender.store(pages).await?;
+    let sent = sender.store(pages).await?.puts;
     Ok(StoredManifest { root_id, data_blocks, pages_written, sent })
 }

@@ -4,7 +4,7 @@
 use crate::copy::read::Batch;
 use crate::error::ChunkNodeError;
 use crate::peers::Sender;
-use cairn_core::ChunkId;
+use cairn_core::{ChunkId, BLOCK_SIZE};
 use std::sync::Arc;
 
 /// A batch durable at RF: what its checkpoint records.
@@ -14,6 +14,9 @@ pub(crate) struct Stored {
     pub(crate) data_bytes: u64,
     /// `PutChunk` calls made.
     pub(crate) sent: u64,
+    /// Bytes of the batch's chunks no replica held yet (the rest was
+    /// deduplicated).
+    pub(crate) new_bytes: u64,
 }
 
 /// Stores the chunks of `batch` at RF.
@@ -32,5 +35,7 @@ pub(crate) async fn store_batch(
         }
     }
     let sent = sender.store(chunks).await?;
-    Ok(Stored { last: batch.last, entries, data_bytes, sent })
+    // Every chunk of a copy is one block.
+    let new_bytes = sent.new_chunks * BLOCK_SIZE as u64;
+    Ok(Stored { last: batch.last, entries, data_bytes, sent: sent.puts, new_bytes })
 }

@@ -35,6 +35,15 @@ pub(crate) struct Sender {
     local: Option<(usize, ChunkStore)>,
 }
 
+/// What one [`Sender::store`] sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Sent {
+    /// `PutChunk` calls made (a chunk counts once per replica that lacked it).
+    pub(crate) puts: u64,
+    /// Distinct chunks at least one replica lacked: new data, not deduplicated.
+    pub(crate) new_chunks: u64,
+}
+
 impl Sender {
     pub(crate) fn new(
         targets: &[StoreNode],
@@ -75,12 +84,13 @@ impl Sender {
     }
 
     /// Makes every chunk durable on its replicas. Returns how many
-    /// `PutChunk` calls were made. Calls may overlap; a chunk two of them
-    /// carry is then stored twice, which the stores take as a no-op.
+    /// `PutChunk` calls were made and how many distinct chunks some replica
+    /// lacked. Calls may overlap; a chunk two of them carry is then stored
+    /// twice, which the stores take as a no-op.
     pub(crate) async fn store(
         &self,
         chunks: Vec<(ChunkId, Vec<u8>)>,
-    ) -> Result<u64, ChunkNodeError> {
+    ) -> Result<Sent, ChunkNodeError> {
         let mut data: BTreeMap<ChunkId, Bytes> = BTreeMap::new();
         for (id, bytes) in chunks {
             data.entry(id).or_insert_with(|| Bytes::from(bytes));
@@ -141,7 +151,8 @@ impl Sender {
         });
         let done: Vec<(usize, ChunkId)> =
             stream::iter(puts).buffer_unordered(PUTS_IN_FLIGHT).try_collect().await?;
-        let sent = done.len() as u64;
+        let new: HashSet<ChunkId> = done.iter().map(|(_, id)| *id).collect();
+        let sent = Sent { puts: done.len() as u64, new_chunks: new.len() as u64 };
         self.confirmed().extend(done);
         Ok(sent)
     }

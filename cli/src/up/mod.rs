@@ -306,6 +306,7 @@ fn write_env(cx: &Start<'_>, gw_addrs: &BoundAddrs) -> anyhow::Result<()> {
         zones.join(", ")
     );
     println!("  gateway (EC2 + EBS APIs): http://{http}");
+    println!("  console:                  http://{http}/console");
     println!("  NBD:                      {nbd}   e.g. qemu-img info -f raw nbd://{nbd}/vol-...");
     println!("  credentials:              AWS_ACCESS_KEY_ID={ACCESS_KEY} AWS_SECRET_ACCESS_KEY={SECRET_KEY}");
     println!("  outpost ARN:              {outpost_arn}");

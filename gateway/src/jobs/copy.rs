@@ -497,6 +497,7 @@ async fn follow_progress(
             }
             Ok(Ok(Some(m))) => m,
         };
+        ctx.live.report(id, &msg);
         let first = *a.first_checkpoint.get_or_insert(msg.checkpoint_block);
         if !a.heard && (msg.done || msg.checkpoint_block > first) {
             a.heard = true;
@@ -511,7 +512,9 @@ async fn follow_progress(
                     msg.manifest_root.len()
                 ))
             })?;
-            ctx.metrics.copy_done(msg.blocks_read, msg.chunks_sent);
+            // Distinct new data chunks (each one block), not replica puts.
+            let new_chunks = msg.new_data_bytes / cairn_core::BLOCK_SIZE as u64;
+            ctx.metrics.copy_done(msg.blocks_read, new_chunks);
             return Ok(CopyDone { manifest_root, full_size_bytes: msg.full_size_bytes });
         }
         if should_commit(a.committed, msg.percent) {
