@@ -4,31 +4,9 @@
 //! that leave ([`crate::nodes`]).
 
 use crate::gc::GatewayArgs;
-use anyhow::Context;
+use crate::group::GroupArgs;
 use cairn_proto::pb::MemberInfo;
 use cairn_proto::MetadataClient;
-use std::path::PathBuf;
-
-/// Where the metadata group is: a `cairn up` data directory, or addresses.
-#[derive(clap::Args, Debug)]
-pub struct GroupArgs {
-    /// Data directory of a `cairn up` cluster (its metadata addresses are read from it).
-    #[arg(long, default_value = "./cairn-data")]
-    data_dir: PathBuf,
-    /// Metadata member addresses (http://host:port), instead of --data-dir.
-    #[arg(long, value_delimiter = ',')]
-    metadata: Vec<String>,
-}
-
-impl GroupArgs {
-    fn addrs(&self) -> anyhow::Result<Vec<String>> {
-        if self.metadata.is_empty() {
-            addrs_from(&self.data_dir)
-        } else {
-            Ok(self.metadata.clone())
-        }
-    }
-}
 
 #[derive(clap::Subcommand, Debug)]
 pub enum AdminCmd {
@@ -99,6 +77,16 @@ pub enum AdminCmd {
         #[command(subcommand)]
         cmd: crate::nodes::NodeCmd,
     },
+    /// Accounts: create one (prints its id), list them.
+    Account {
+        #[command(subcommand)]
+        cmd: crate::accounts::AccountCmd,
+    },
+    /// Access keys: create one (prints the pair), list, revoke.
+    Key {
+        #[command(subcommand)]
+        cmd: crate::accounts::KeyCmd,
+    },
     /// How many bytes deleting a snapshot would free now, and how many it shares.
     SnapshotUsage {
         /// The snapshot id (snap-...).
@@ -115,7 +103,7 @@ pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
             // Members the group has now, not only the ones given.
             let addrs = client.refresh_members().await.unwrap_or_else(|_| client.addrs());
             let gateway = gateway.or_else(|| {
-                let file = crate::process::addr_file(&group.data_dir.join("gateway"));
+                let file = crate::process::addr_file(&group.data_dir().join("gateway"));
                 crate::process::read_addrs(&file).map(|a| a.main)
             });
             let overview = crate::status::gather(&client, &addrs, gateway).await;
@@ -148,6 +136,8 @@ pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
             crate::scrub::scrub(gateway, wait, bytes_per_sec, timeout).await
         }
         AdminCmd::Node { cmd } => crate::nodes::run(cmd).await,
+        AdminCmd::Account { cmd } => crate::accounts::run_account(cmd).await,
+        AdminCmd::Key { cmd } => crate::accounts::run_key(cmd).await,
         AdminCmd::SnapshotUsage { snapshot, gateway } => {
             crate::gc::snapshot_usage(gateway, &snapshot).await
         }
@@ -159,31 +149,4 @@ fn print_members(members: &[MemberInfo]) {
     for m in members {
         println!("{:<6} {:<28} {}", m.node_id, m.addr, if m.voter { "voter" } else { "learner" });
     }
-}
-
-/// The members of a `cairn up` cluster: the addresses they bound (their
-/// `addr.toml`, on whatever `--host` was), else the ports `cluster.toml`
-/// keeps, on loopback.
-fn addrs_from(data_dir: &std::path::Path) -> anyhow::Result<Vec<String>> {
-    let bound: Vec<String> = (1..=3)
-        .filter_map(|i| {
-            let file = crate::process::addr_file(&data_dir.join(format!("meta-{i}")));
-            crate::process::read_addrs(&file).map(|a| format!("http://{}", a.main))
-        })
-        .collect();
-    if !bound.is_empty() {
-        return Ok(bound);
-    }
-    let text = std::fs::read_to_string(data_dir.join("cluster.toml"))
-        .with_context(|| format!("no cluster in {}", data_dir.display()))?;
-    let v: toml::Value = toml::from_str(&text)?;
-    let ports = v
-        .get("metadata_ports")
-        .and_then(|p| p.as_array())
-        .context("cluster.toml has no metadata_ports")?;
-    Ok(ports
-        .iter()
-        .filter_map(|p| p.as_integer())
-        .map(|p| format!("http://127.0.0.1:{p}"))
-        .collect())
 }

@@ -1,9 +1,11 @@
 //! `cairn`: starts a local cluster (`cairn up`), runs one Cairn process
 //! (`cairn metadata-node|chunk-node|gateway`), and gives admin verbs.
 
+mod accounts;
 mod admin;
 mod ec2;
 mod gc;
+mod group;
 mod hint;
 mod http;
 mod init;

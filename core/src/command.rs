@@ -8,9 +8,12 @@
 //! idempotency tokens in `tokens`, garbage collection's holds and generation
 //! in `holds`, and each family of commands applies in its
 //! own module: `nodes`, `volumes`, `modifications`, `snapshots`, `staging` (EBS direct),
-//! `copy_jobs` and `tags`. Those modules import only `messages` and `store`,
+//! `copy_jobs`, `tags` and `accounts`. Those modules import only `messages` and `store`,
 //! never this file nor each other.
 
+mod accounts;
+#[cfg(test)]
+mod accounts_tests;
 #[cfg(test)]
 mod copy_job_fence_tests;
 #[cfg(test)]
@@ -79,6 +82,9 @@ impl Records {
             Command::RaiseSnapshotVolumeSize { id, size_gib } => {
                 self.raise_snapshot_volume_size(id, size_gib)
             }
+            Command::CreateAccount(a) => self.create_account(a),
+            Command::CreateAccessKey(k) => self.create_access_key(k),
+            Command::RevokeAccessKey { id, at_ms } => self.revoke_access_key(&id, at_ms),
         }
     }
 }

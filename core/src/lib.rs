@@ -2,6 +2,7 @@
 //! metadata records and the commands that change them, manifests and
 //! placement. Nothing here does I/O.
 
+pub mod accounts;
 pub mod backoff;
 pub mod block;
 pub mod command;

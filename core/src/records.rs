@@ -1,6 +1,7 @@
 //! The records the metadata group owns. Each is persisted on its own, with a
 //! format version, and changed only by applying a [`crate::command::Command`].
 
+pub use crate::accounts::{AccessKey, Account, KeyState};
 use crate::block::ChunkId;
 use crate::ids::{OutpostId, SnapshotId, VolumeId};
 use serde::{Deserialize, Serialize};
@@ -210,6 +211,10 @@ pub enum RecordKey {
     NodeState(String),
     /// A volume's last modification (appended after `NodeState`).
     VolumeModification(VolumeId),
+    /// An account, by id (appended after `VolumeModification`).
+    Account(String),
+    /// An access key, by id.
+    AccessKey(String),
 }
 
 impl RecordKey {
@@ -226,6 +231,8 @@ impl RecordKey {
             RecordKey::Gc => "g".to_string(),
             RecordKey::NodeState(n) => format!("ns/{n}"),
             RecordKey::VolumeModification(v) => format!("m/{v}"),
+            RecordKey::Account(a) => format!("a/{a}"),
+            RecordKey::AccessKey(k) => format!("k/{k}"),
         }
         .into_bytes()
     }
@@ -410,6 +417,9 @@ pub enum Record {
     NodeState(NodeStateRecord),
     /// Appended after `NodeState`.
     VolumeModification(VolumeModification),
+    /// Appended after `VolumeModification`.
+    Account(Account),
+    AccessKey(AccessKey),
 }
 
 /// Error decoding a persisted record: never papered over with a default.

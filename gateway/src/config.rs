@@ -15,6 +15,9 @@ pub struct GatewayConfig {
     pub region: String,
     /// The one account that owns resources while `dev_any_key` is on.
     pub account_id: String,
+    /// With `dev_any_key` off: the file holding the cluster key (64 hex
+    /// digits) that unseals the access keys' secrets.
+    pub cluster_key_file: String,
     /// The region's availability zones, in order; zone N also has the id `<region>-az<N>`.
     pub availability_zones: Vec<String>,
     /// gRPC URLs of the metadata group's members (`http://host:port`).
@@ -22,8 +25,8 @@ pub struct GatewayConfig {
     /// Replicas per chunk of a snapshot; placement uses `min(rf, nodes)`.
     pub replication_factor: u32,
     /// Development mode: accept any access key and any signature, and map every
-    /// caller to `account_id`. Signature verification does not exist yet, so the
-    /// gateway refuses to start with this off.
+    /// caller to `account_id`. Off: every request's SigV4 signature is checked
+    /// against the access keys in the metadata group.
     pub dev_any_key: bool,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
@@ -90,6 +93,7 @@ impl Default for GatewayConfig {
         GatewayConfig {
             region: "cairn-1".into(),
             account_id: "123456789012".into(),
+            cluster_key_file: String::new(),
             availability_zones: vec!["cairn-1a".into(), "cairn-1b".into()],
             metadata: Vec::new(),
             replication_factor: 3,
@@ -159,10 +163,10 @@ impl GatewayConfig {
         if self.replication_factor == 0 {
             return err("replication_factor", "must be at least 1");
         }
-        if !self.dev_any_key {
+        if !self.dev_any_key && self.cluster_key_file.is_empty() {
             return err(
-                "dev_any_key",
-                "SigV4 signature verification is not implemented yet; only dev_any_key = true runs",
+                "cluster_key_file",
+                "must name the cluster key file when dev_any_key is off (signatures are checked)",
             );
         }
         if self.max_body_bytes == 0 || self.max_concurrent_requests == 0 {
@@ -215,7 +219,9 @@ mod tests {
         let mut c = GatewayConfig::for_test(vec!["http://m:1".into()]);
         c.validate().unwrap();
         c.dev_any_key = false;
-        assert_eq!(c.validate().unwrap_err().field, "dev_any_key");
+        assert_eq!(c.validate().unwrap_err().field, "cluster_key_file");
+        c.cluster_key_file = "/etc/cairn/cluster.key".into();
+        c.validate().unwrap();
         let c = GatewayConfig::for_test(vec![]);
         assert_eq!(c.validate().unwrap_err().field, "metadata");
         let mut c = GatewayConfig::for_test(vec!["http://m:1".into()]);

@@ -19,6 +19,8 @@ use std::sync::Arc;
 pub struct Ctx {
     pub config: GatewayConfig,
     pub meta: Arc<MetadataClient>,
+    /// How requests are authenticated (both fronts share its key cache).
+    pub auth: Arc<crate::http::auth::Authenticator>,
     pub nodes: NodeClients,
     /// One-off jobs (copies, seals, restores), each holding its claim.
     pub jobs: Jobs,

@@ -8,11 +8,14 @@ use crate::ctx::Ctx;
 use crate::ebs;
 use crate::gc;
 use crate::gc_state::Gc;
+use crate::http::auth::Authenticator;
+use crate::http::keys::KeyRing;
 use crate::jobs;
 use crate::nodes::NodeClients;
 use crate::repair;
 use crate::repair_state::Repair;
 use crate::tasks::Jobs;
+use cairn_core::accounts::ClusterKey;
 use cairn_proto::MetadataClient;
 use cairn_worker::{WorkerStatus, Workers};
 use std::net::SocketAddr;
@@ -28,6 +31,29 @@ pub enum GatewayError {
     Config(#[from] ConfigError),
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    #[error("cluster key file {path}: {reason}")]
+    ClusterKey { path: String, reason: String },
+}
+
+/// How requests are authenticated, as configured.
+fn authenticator(
+    config: &GatewayConfig,
+    meta: &Arc<MetadataClient>,
+) -> Result<Authenticator, GatewayError> {
+    if config.dev_any_key {
+        return Ok(Authenticator::DevAnyKey {
+            account_id: config.account_id.clone(),
+            region: config.region.clone(),
+        });
+    }
+    let path = &config.cluster_key_file;
+    let bad = |reason: String| GatewayError::ClusterKey { path: path.clone(), reason };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let key = ClusterKey::from_hex(&text).map_err(|e| bad(e.to_string()))?;
+    Ok(Authenticator::Verify {
+        region: config.region.clone(),
+        keys: Arc::new(KeyRing::new(meta.clone(), key)),
+    })
 }
 
 /// A running gateway. Dropping it without [`Gateway::shutdown`] leaves its
@@ -56,7 +82,9 @@ impl Gateway {
             MetadataClient::new(config.metadata.clone())
                 .with_deadline(Duration::from_millis(config.metadata_deadline_ms)),
         );
+        let auth = Arc::new(authenticator(&config, &meta)?);
         let ctx = Arc::new(Ctx {
+            auth,
             config,
             meta,
             nodes: NodeClients::default(),

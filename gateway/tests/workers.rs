@@ -45,6 +45,9 @@ impl Metadata for EmptyGroup {
             Query::NodeStates => QueryOutput::NodeStates(Vec::new()),
             Query::VolumeModifications => QueryOutput::VolumeModifications(Vec::new()),
             Query::Counts => QueryOutput::Counts(Default::default()),
+            Query::Accounts => QueryOutput::Accounts(Vec::new()),
+            Query::AccessKey(_) => QueryOutput::AccessKey(None),
+            Query::AccessKeys => QueryOutput::AccessKeys(Vec::new()),
         };
         let data = bincode::serialize(&out).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(ClientReply { data, not_leader: false, leader_addr: String::new() }))

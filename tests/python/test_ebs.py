@@ -18,7 +18,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from cluster import Cluster, wait_for
-from util import AZ_A, AZ_B, BLOCK, E2E_ACCOUNT, E2E_ARGS, GIB, http_json, make_image, nbd_compare, nbd_write
+from util import AZ_A, AZ_B, BLOCK, E2E_ACCOUNT, E2E_ARGS, GIB, http_json, make_image, nbd_compare, nbd_write, sign
 
 FAST = {"Delay": 1, "MaxAttempts": 300}
 ZERO = bytes(BLOCK)
@@ -429,10 +429,9 @@ def test_error_wire_shape(ebs_cluster):
     import json
     import urllib.error
     import urllib.request
-    req = urllib.request.Request(
-        ebs_cluster.endpoint + "/snapshots/snap-0123456789abcdef0/blocks", method="GET",
-        headers={"Authorization": "AWS4-HMAC-SHA256 Credential=k/20260101/us-east-1/ebs/aws4_request, "
-                                  "SignedHeaders=host, Signature=00"})
+    url = ebs_cluster.endpoint + "/snapshots/snap-0123456789abcdef0/blocks"
+    req = urllib.request.Request(url, method="GET",
+                                 headers=sign("GET", url, b"", ebs_cluster.env, service="ebs"))
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req, timeout=30)
     assert e.value.code == 404

@@ -252,7 +252,7 @@ def test_bad_calls_get_aws_errors(ec2, call, code):
     ("%ff%fe=\x00&&&==", "MissingAction"),
 ])
 def test_malformed_requests(cluster, body, code):
-    status, root, text = raw_query(cluster.endpoint, body)
+    status, root, text = raw_query(cluster, body)
     got, rid = error_code(root)
     assert got == code, text
     assert rid, text
@@ -260,7 +260,7 @@ def test_malformed_requests(cluster, body, code):
 
 
 def test_wrong_region_is_refused(cluster):
-    status, root, text = raw_query(cluster.endpoint, "Action=DescribeVolumes&Version=2016-11-15", region="cairn-1")
+    status, root, text = raw_query(cluster, "Action=DescribeVolumes&Version=2016-11-15", region="cairn-1")
     assert error_code(root)[0] == "AuthFailure", text
     assert status in (401, 403)
 

@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import time
 
 import pytest
 
@@ -250,6 +251,14 @@ def test_every_member_serves_metrics_and_health(own_cluster, tmp_path):
     assert sum(s["cairn_chunk_store_stored_bytes"] for s in chunks) >= 9 * 512 * 1024
     assert sum(s["cairn_chunk_volumes_hosted"] for s in chunks) == 1
     assert all(any(k.startswith("cairn_chunk_worker_state{") for k in s) for s in chunks)
+
+    gateway = samples(http_get(c.endpoint + "/metrics")[2])
+    # 3 distinct new blocks: 3 chunks sent after dedup, whatever the RF.
+    assert gateway["cairn_gateway_copies_completed_total"] == 1, gateway
+    assert gateway["cairn_gateway_copy_sent_chunks_total"] == 3, gateway
+    last_steps = [v for k, v in gateway.items()
+                  if k.startswith("cairn_gateway_worker_last_step_timestamp_seconds{")]
+    assert last_steps and all(abs(time.time() - v) < 600 for v in last_steps), last_steps
 
     # The overview: a verdict, members, nodes by zone with their disks, workers.
     text = admin_status(c)

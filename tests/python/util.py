@@ -53,16 +53,25 @@ AZ_A, AZ_B = "us-east-1a", "us-east-1b"
 E2E_ARGS = ["--region", E2E_REGION, "--account-id", E2E_ACCOUNT]
 
 
-def raw_query(endpoint, body, region=E2E_REGION, auth=True):
-    """POSTs a hand-made EC2 Query body; returns (status, parsed XML root, text)."""
+def sign(method, url, body, env, region=None, service="ec2", headers=None):
+    """Headers botocore's SigV4 signer adds for the cluster's key pair in `env`."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    req = AWSRequest(method=method, url=url, data=body, headers=dict(headers or {}))
+    creds = Credentials(env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"])
+    SigV4Auth(creds, service, region or env["AWS_REGION"]).add_auth(req)
+    return dict(req.headers.items())
+
+
+def raw_query(cluster, body, region=None, auth=True):
+    """POSTs a hand-made EC2 Query body, signed with the cluster's key pair
+    (for `region`, default the cluster's); returns (status, parsed XML root, text)."""
     headers = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
+    url = cluster.endpoint + "/"
     if auth:
-        headers["Authorization"] = (
-            "AWS4-HMAC-SHA256 Credential=cairn/20260101/%s/ec2/aws4_request, "
-            "SignedHeaders=host;x-amz-date, Signature=00" % region
-        )
-        headers["X-Amz-Date"] = "20260101T000000Z"
-    req = urllib.request.Request(endpoint + "/", data=body.encode(), headers=headers, method="POST")
+        headers = sign("POST", url, body.encode(), cluster.env, region=region, headers=headers)
+    req = urllib.request.Request(url, data=body.encode(), headers=headers, method="POST")
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
             status, text = r.status, r.read().decode()

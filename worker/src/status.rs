@@ -1,7 +1,7 @@
 //! What a worker is doing, as the admin views and metrics list it.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Where a worker is in its loop.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,6 +45,8 @@ pub struct WorkerStatus {
     pub last_error: Option<String>,
     /// How long it has been in `state`.
     pub for_how_long: Duration,
+    /// When its last step ended (done or failed); `None` before the first.
+    pub last_step_at: Option<SystemTime>,
 }
 
 /// The status a worker's task updates and handles read.
@@ -60,6 +62,7 @@ struct Inner {
     errors: u64,
     consecutive_errors: u64,
     last_error: Option<String>,
+    last_step_at: Option<SystemTime>,
 }
 
 impl Shared {
@@ -74,6 +77,7 @@ impl Shared {
                 errors: 0,
                 consecutive_errors: 0,
                 last_error: None,
+                last_step_at: None,
             }),
         }
     }
@@ -98,12 +102,14 @@ impl Shared {
         let mut i = self.lock();
         i.steps += 1;
         i.consecutive_errors = 0;
+        i.last_step_at = Some(SystemTime::now());
     }
 
     pub(crate) fn step_failed(&self, error: String) {
         let mut i = self.lock();
         i.errors += 1;
         i.consecutive_errors += 1;
+        i.last_step_at = Some(SystemTime::now());
         i.last_error = Some(error);
         if i.state != WorkerState::Failing {
             i.state = WorkerState::Failing;
@@ -121,6 +127,7 @@ impl Shared {
             consecutive_errors: i.consecutive_errors,
             last_error: i.last_error.clone(),
             for_how_long: i.since.elapsed(),
+            last_step_at: i.last_step_at,
         }
     }
 }

@@ -7,17 +7,20 @@
 //!   `config.toml`, `addr.toml` (written by the process once it serves) and `log`.
 //! - `env`: a shell file to `source`, written only once the cluster answers.
 
+mod credentials;
 mod members;
 mod names;
 mod preflight;
 
 use crate::process::{write_atomic, BoundAddrs};
 use anyhow::Context;
+use cairn_core::accounts::ClusterKey;
 use cairn_core::command::{Query, QueryOutput};
 use cairn_core::OutpostId;
 use cairn_proto::pb::metadata_client::MetadataClient as PbMetaClient;
 use cairn_proto::pb::{InitRequest, MemberInfo};
 use cairn_proto::MetadataClient;
+use credentials::Credentials;
 use members::{stop_all, supervise, wait_until, Member};
 use names::{AskedNames, ClusterFile, Names};
 use std::path::{Path, PathBuf};
@@ -52,6 +55,11 @@ pub struct UpArgs {
     /// (default 123456789012).
     #[arg(long)]
     pub account_id: Option<String>,
+    /// Development mode: accept any access key and any signature (only with
+    /// --host on loopback). By default every request's signature is checked
+    /// against the key pair written to the env file.
+    #[arg(long)]
+    pub open: bool,
 }
 
 impl UpArgs {
@@ -64,9 +72,6 @@ impl UpArgs {
     }
 }
 
-const ACCESS_KEY: &str = "cairn";
-const SECRET_KEY: &str = "cairn-dev-secret";
-
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
@@ -76,6 +81,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         preflight::check_new_dir(&data_dir)?;
     }
     let _lock = preflight::lock_data_dir(&data_dir)?;
+    let cluster_key = if args.open {
+        credentials::check_open(&args.host)?;
+        None
+    } else {
+        Some(credentials::cluster_key(&data_dir)?)
+    };
     let env_path = data_dir.join("env");
     let _ = std::fs::remove_file(&env_path);
     let asked = args.asked_names();
@@ -100,7 +111,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     preflight::check_ports(&args.host, &ports)?;
     let outpost = OutpostId::parse(&cluster.outpost_id).context("cluster.toml: bad outpost_id")?;
     let mut members: Vec<Member> = Vec::new();
-    let cx = Start { args: &args, data_dir: &data_dir, names: &names, outpost: &outpost };
+    let cx = Start {
+        args: &args,
+        data_dir: &data_dir,
+        names: &names,
+        outpost: &outpost,
+        cluster_key: cluster_key.as_ref(),
+    };
     let result = start_all(&cx, &cluster_path, &mut cluster, &mut members).await;
     match result {
         Ok(()) => {
@@ -123,6 +140,8 @@ struct Start<'a> {
     data_dir: &'a Path,
     names: &'a Names,
     outpost: &'a OutpostId,
+    /// `None` under `--open`.
+    cluster_key: Option<&'a ClusterKey>,
 }
 
 async fn start_all(
@@ -133,10 +152,14 @@ async fn start_all(
 ) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
     let (meta_addrs, meta) = start_metadata(cx, &exe, cluster_path, cluster, members).await?;
+    let creds = match cx.cluster_key {
+        Some(key) => credentials::first_key(&meta, cx.data_dir, &cx.names.account_id, key).await?,
+        None => Credentials::open(),
+    };
     let metadata_list = toml_list(&meta_addrs);
     start_chunk_nodes(cx, &exe, &metadata_list, &meta, members).await?;
     let gw_addrs = start_gateway(cx, &exe, &metadata_list, members).await?;
-    write_env(cx, &gw_addrs)
+    write_env(cx, &gw_addrs, &creds)
 }
 
 /// Starts the three metadata members (on the ports they had before, if any)
@@ -256,13 +279,18 @@ async fn start_gateway(
     let host = &cx.args.host;
     let dir = cx.data_dir.join("gateway");
     std::fs::create_dir_all(&dir)?;
-    let config = format!(
-        "region = {:?}\naccount_id = {:?}\navailability_zones = {}\nmetadata = {metadata_list}\nreplication_factor = {}\ngateway_id = \"gateway-1\"\n",
+    let mut config = format!(
+        "region = {:?}\naccount_id = {:?}\navailability_zones = {}\nmetadata = {metadata_list}\nreplication_factor = {}\ngateway_id = \"gateway-1\"\ndev_any_key = {}\n",
         cx.names.region,
         cx.names.account_id,
         toml_list(&cx.names.zones),
-        cx.args.replication_factor
+        cx.args.replication_factor,
+        cx.cluster_key.is_none(),
     );
+    if cx.cluster_key.is_some() {
+        let file = cx.data_dir.join(crate::accounts::CLUSTER_KEY_FILE);
+        config.push_str(&format!("cluster_key_file = {:?}\n", file.display().to_string()));
+    }
     let listen = format!("{host}:{}", cx.args.http_port);
     let nbd = format!("{host}:{}", cx.args.nbd_port);
     members.push(Member::start(exe, "gateway", "gateway", &dir, &config, &listen, Some(&nbd))?);
@@ -281,7 +309,8 @@ async fn start_gateway(
 
 /// Writes `data_dir/env` for AWS clients and NBD tools, and says how to use
 /// the cluster.
-fn write_env(cx: &Start<'_>, gw_addrs: &BoundAddrs) -> anyhow::Result<()> {
+fn write_env(cx: &Start<'_>, gw_addrs: &BoundAddrs, creds: &Credentials) -> anyhow::Result<()> {
+    let Credentials { access_key_id, secret_access_key } = creds;
     let http = gw_addrs.main.clone();
     let nbd = gw_addrs.nbd.clone().unwrap_or_default();
     let Names { region, zones, account_id } = cx.names;
@@ -292,8 +321,8 @@ fn write_env(cx: &Start<'_>, gw_addrs: &BoundAddrs) -> anyhow::Result<()> {
          export AWS_ENDPOINT_URL=http://{http}\n\
          export AWS_REGION={region}\n\
          export AWS_DEFAULT_REGION={region}\n\
-         export AWS_ACCESS_KEY_ID={ACCESS_KEY}\n\
-         export AWS_SECRET_ACCESS_KEY={SECRET_KEY}\n\
+         export AWS_ACCESS_KEY_ID={access_key_id}\n\
+         export AWS_SECRET_ACCESS_KEY={secret_access_key}\n\
          export CAIRN_ACCOUNT_ID={account_id}\n\
          export CAIRN_ZONES={}\n\
          export CAIRN_NBD={nbd}\n\
@@ -308,7 +337,10 @@ fn write_env(cx: &Start<'_>, gw_addrs: &BoundAddrs) -> anyhow::Result<()> {
     println!("  gateway (EC2 + EBS APIs): http://{http}");
     println!("  console:                  http://{http}/console");
     println!("  NBD:                      {nbd}   e.g. qemu-img info -f raw nbd://{nbd}/vol-...");
-    println!("  credentials:              AWS_ACCESS_KEY_ID={ACCESS_KEY} AWS_SECRET_ACCESS_KEY={SECRET_KEY}");
+    println!("  credentials:              AWS_ACCESS_KEY_ID={access_key_id} AWS_SECRET_ACCESS_KEY={secret_access_key}");
+    if cx.cluster_key.is_none() {
+        println!("  --open: any access key and signature is accepted");
+    }
     println!("  outpost ARN:              {outpost_arn}");
     println!("  source {}   # exports all of the above", cx.data_dir.join("env").display());
     println!("Ctrl-C stops the cluster.");

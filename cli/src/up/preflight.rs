@@ -41,8 +41,18 @@ pub fn lock_data_dir(dir: &Path) -> anyhow::Result<DirLock> {
 /// send its output); anything else in a directory without `cluster.toml`
 /// belongs to someone else.
 fn ours(name: &str) -> bool {
-    matches!(name, "up.lock" | "up.log" | "env" | "gateway" | "cluster.toml.tmp")
-        || name.starts_with("meta-")
+    matches!(
+        name,
+        "up.lock"
+            | "up.log"
+            | "env"
+            | "gateway"
+            | "cluster.toml.tmp"
+            | "cluster.key"
+            | "cluster.tmp"
+            | "credentials"
+            | "credentials.tmp"
+    ) || name.starts_with("meta-")
         || name.starts_with("chunk-")
 }
 

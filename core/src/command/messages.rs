@@ -8,8 +8,8 @@
 use crate::block::ChunkId;
 use crate::ids::{SnapshotId, VolumeId};
 use crate::records::{
-    ChunkNodeInfo, CopyJob, Hold, Holder, NodeState, Snapshot, Volume, VolumeModification,
-    VolumeSettings, VolumeState,
+    AccessKey, Account, ChunkNodeInfo, CopyJob, Hold, Holder, NodeState, Snapshot, Volume,
+    VolumeModification, VolumeSettings, VolumeState,
 };
 use serde::{Deserialize, Serialize};
 
@@ -160,6 +160,16 @@ pub enum Command {
         id: SnapshotId,
         size_gib: u64,
     },
+    /// Creates an account; refused when its id or name is taken.
+    CreateAccount(Account),
+    /// Adds an access key (its secret sealed) to an existing account.
+    CreateAccessKey(AccessKey),
+    /// Revokes an access key: it stays listed, and no gateway accepts it.
+    /// Revoking a revoked key changes nothing.
+    RevokeAccessKey {
+        id: String,
+        at_ms: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -169,6 +179,8 @@ pub enum CommandOutput {
     Snapshot(Snapshot),
     CopyJob(CopyJob),
     Modification(VolumeModification),
+    Account(Account),
+    AccessKey(AccessKey),
 }
 
 /// Why a command was refused. Each maps to one AWS error code in the gateway.
@@ -197,6 +209,13 @@ pub enum MetaError {
     /// A request that would change nothing, or shrink the volume.
     #[error("{0}")]
     InvalidModification(String),
+    #[error("The account '{0}' does not exist.")]
+    AccountNotFound(String),
+    /// An account of that name or id exists already.
+    #[error("{0}")]
+    AccountExists(String),
+    #[error("The access key '{0}' does not exist.")]
+    AccessKeyNotFound(String),
 }
 
 pub type CommandResult = Result<CommandOutput, MetaError>;
@@ -221,6 +240,10 @@ pub enum Query {
     /// How many volumes and snapshots are in each state (for metrics: a
     /// count, not a copy of every record).
     Counts,
+    Accounts,
+    /// One access key (its secret sealed), active or revoked.
+    AccessKey(String),
+    AccessKeys,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -236,6 +259,9 @@ pub enum QueryOutput {
     NodeStates(Vec<NodeEntry>),
     VolumeModifications(Vec<VolumeModification>),
     Counts(Counts),
+    Accounts(Vec<Account>),
+    AccessKey(Option<AccessKey>),
+    AccessKeys(Vec<AccessKey>),
 }
 
 /// Volumes and snapshots by state name (`available`, `pending`, ...).

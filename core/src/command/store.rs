@@ -13,9 +13,9 @@
 use super::messages::{Counts, GcHolders, MetaError, NodeEntry, Query, QueryOutput};
 use crate::ids::{SnapshotId, VolumeId};
 use crate::records::{
-    decode_record, encode_record, ChunkNodeInfo, CopyJob, DecodeError, GcState, Hold, Holder,
-    NodeState, NodeStateRecord, Record, RecordKey, Snapshot, SnapshotState, TokenRecord, Volume,
-    VolumeModification,
+    decode_record, encode_record, AccessKey, Account, ChunkNodeInfo, CopyJob, DecodeError, GcState,
+    Hold, Holder, NodeState, NodeStateRecord, Record, RecordKey, Snapshot, SnapshotState,
+    TokenRecord, Volume, VolumeModification,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -42,6 +42,10 @@ pub struct Records {
     /// Each volume's last modification.
     #[serde(default)]
     pub(super) modifications: BTreeMap<VolumeId, VolumeModification>,
+    #[serde(default)]
+    pub(super) accounts: BTreeMap<String, Account>,
+    #[serde(default)]
+    pub(super) access_keys: BTreeMap<String, AccessKey>,
     #[serde(skip)]
     pub(super) dirty: BTreeSet<RecordKey>,
     /// Derived from `snapshots`, kept in step by `index_add`/`index_remove`:
@@ -96,6 +100,12 @@ impl Records {
             Record::VolumeModification(m) => {
                 self.modifications.insert(m.volume_id.clone(), m);
             }
+            Record::Account(a) => {
+                self.accounts.insert(a.id.clone(), a);
+            }
+            Record::AccessKey(k) => {
+                self.access_keys.insert(k.id.clone(), k);
+            }
         }
     }
 
@@ -113,6 +123,8 @@ impl Records {
             .chain(std::iter::once(RecordKey::Gc))
             .chain(self.node_states.keys().map(|k| RecordKey::NodeState(k.clone())))
             .chain(self.modifications.keys().map(|k| RecordKey::VolumeModification(k.clone())))
+            .chain(self.accounts.keys().map(|k| RecordKey::Account(k.clone())))
+            .chain(self.access_keys.keys().map(|k| RecordKey::AccessKey(k.clone())))
             .collect();
         keys.into_iter().filter_map(|k| self.encode_key(&k).map(|v| (k.encode(), v))).collect()
     }
@@ -131,6 +143,8 @@ impl Records {
             RecordKey::VolumeModification(k) => {
                 Record::VolumeModification(self.modifications.get(k)?.clone())
             }
+            RecordKey::Account(k) => Record::Account(self.accounts.get(k)?.clone()),
+            RecordKey::AccessKey(k) => Record::AccessKey(self.access_keys.get(k)?.clone()),
         };
         Some(encode_record(&rec))
     }
@@ -166,6 +180,11 @@ impl Records {
                 holds: self.holds.values().cloned().collect(),
             }),
             Query::Hold(h) => QueryOutput::Hold(self.holds.get(h).cloned()),
+            Query::Accounts => QueryOutput::Accounts(self.accounts.values().cloned().collect()),
+            Query::AccessKey(id) => QueryOutput::AccessKey(self.access_keys.get(id).cloned()),
+            Query::AccessKeys => {
+                QueryOutput::AccessKeys(self.access_keys.values().cloned().collect())
+            }
             Query::NodeStates => QueryOutput::NodeStates(
                 self.nodes
                     .values()

@@ -5,6 +5,7 @@ use super::error::EbsError;
 use super::router::{route, EbsRequest};
 use super::state::{authenticate, Ebs};
 use super::{read, start, write};
+use crate::http::auth::Presented;
 use crate::http::error::AwsError;
 use crate::http::request_id::request_id;
 use crate::metrics::ApiCall;
@@ -42,7 +43,8 @@ async fn serve(
     body: Bytes,
     operation: &mut &'static str,
 ) -> Result<Response, EbsError> {
-    let caller = authenticate(ebs, headers, uri)?;
+    let presented = Presented { method, uri, headers, body: Some(&body) };
+    let caller = authenticate(ebs, &presented).await?;
     let req = route(method, uri.path(), uri.query())?;
     *operation = req.operation();
     tracing::debug!(operation = req.operation(), "ebs request");

@@ -7,11 +7,11 @@ use super::error::{EbsError, Invalid};
 use super::staging::StagingClients;
 use super::tokens::Tokens;
 use crate::ctx::Ctx;
-use crate::http::auth::{request_scope, Authenticator, Caller};
-use axum::http::{HeaderMap, Uri};
+use crate::http::auth::{AuthError, Caller, Presented};
 use cairn_core::command::DIRECT_VOLUME_ID;
 use cairn_core::records::{Snapshot, SnapshotState};
 use cairn_core::SnapshotId;
+use cairn_proto::MetaClientError;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +30,6 @@ pub fn timeout_minute() -> Duration {
 /// What the EBS handlers share.
 pub struct Ebs {
     pub ctx: Arc<Ctx>,
-    auth: Authenticator,
     pub tokens: Tokens,
     pub staging: StagingClients,
     pub minute: Duration,
@@ -38,18 +37,8 @@ pub struct Ebs {
 
 impl Ebs {
     pub fn new(ctx: Arc<Ctx>) -> Arc<Ebs> {
-        let auth = Authenticator::DevAnyKey {
-            account_id: ctx.config.account_id.clone(),
-            region: ctx.config.region.clone(),
-        };
         let tokens = Tokens::from_config(&ctx.config);
-        Arc::new(Ebs {
-            ctx,
-            auth,
-            tokens,
-            staging: StagingClients::default(),
-            minute: timeout_minute(),
-        })
+        Arc::new(Ebs { ctx, tokens, staging: StagingClients::default(), minute: timeout_minute() })
     }
 }
 
@@ -58,11 +47,14 @@ pub fn is_direct(s: &Snapshot) -> bool {
     s.volume_id.as_str() == DIRECT_VOLUME_ID
 }
 
-/// The caller of a request, authenticated for service `ebs`.
-pub fn authenticate(ebs: &Ebs, headers: &HeaderMap, uri: &Uri) -> Result<Caller, EbsError> {
-    request_scope(headers, uri.query())
-        .and_then(|s| ebs.auth.authenticate(&s, "ebs"))
-        .map_err(|e| EbsError::AccessDenied(e.to_string()))
+/// The caller of a request, authenticated for service `ebs`. Refused
+/// credentials are the model's `AccessDeniedException` with AWS's message;
+/// keys that cannot be read now are a retryable error.
+pub async fn authenticate(ebs: &Ebs, req: &Presented<'_>) -> Result<Caller, EbsError> {
+    ebs.ctx.auth.authenticate(req, "ebs").await.map_err(|e| match e {
+        AuthError::Unavailable(m) => EbsError::from(MetaClientError::Unavailable(m)),
+        other => EbsError::AccessDenied(other.to_string()),
+    })
 }
 
 /// Parses a snapshot id of a request: a malformed one is a

@@ -8,7 +8,7 @@ use super::params::Params;
 use super::router::{route, Ec2Request};
 use super::xml::xml_response;
 use crate::ctx::Ctx;
-use crate::http::auth::{request_scope, Authenticator, Caller};
+use crate::http::auth::{Authenticator, Caller, Presented};
 use crate::http::error::AwsError;
 use crate::http::request_id::request_id;
 use crate::metrics::ApiCall;
@@ -24,13 +24,29 @@ use std::sync::Arc;
 /// the request extensions, or answers the EC2 error.
 pub async fn require_caller(
     State(auth): State<Arc<Authenticator>>,
-    mut req: Request,
+    req: Request,
     next: Next,
 ) -> Response {
-    let scope =
-        request_scope(req.headers(), req.uri().query()).and_then(|s| auth.authenticate(&s, "ec2"));
-    match scope {
+    let (parts, body) = req.into_parts();
+    // The body-limit layer bounded it already; the signature covers it.
+    let body = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(b) => b,
+        Err(e) => {
+            let e =
+                Ec2Error::IncompleteSignature(format!("The request body could not be read: {e}"));
+            let code = e.code();
+            return ApiCall::tag(e.respond(&request_id(&parts.headers)), "ec2", "other", code);
+        }
+    };
+    let presented = Presented {
+        method: &parts.method,
+        uri: &parts.uri,
+        headers: &parts.headers,
+        body: Some(&body),
+    };
+    match auth.authenticate(&presented, "ec2").await {
         Ok(caller) => {
+            let mut req = Request::from_parts(parts, axum::body::Body::from(body));
             req.extensions_mut().insert(caller);
             next.run(req).await
         }
@@ -38,7 +54,7 @@ pub async fn require_caller(
             tracing::debug!(error = %e, "authentication refused");
             let e = Ec2Error::from(e);
             let code = e.code();
-            ApiCall::tag(e.respond(&request_id(req.headers())), "ec2", "other", code)
+            ApiCall::tag(e.respond(&request_id(&parts.headers)), "ec2", "other", code)
         }
     }
 }

@@ -46,6 +46,10 @@ pub enum Ec2Error {
     MissingAuthenticationToken,
     #[error("{0}")]
     AuthFailure(String),
+    #[error("{0}")]
+    SignatureDoesNotMatch(String),
+    #[error("{0}")]
+    RequestExpired(String),
     #[error("The volume '{0}' does not exist.")]
     VolumeNotFound(String),
     #[error("The snapshot '{0}' does not exist.")]
@@ -115,6 +119,8 @@ impl AwsError for Ec2Error {
             DryRunOperation => "DryRunOperation",
             MissingAuthenticationToken => "MissingAuthenticationToken",
             AuthFailure(_) => "AuthFailure",
+            SignatureDoesNotMatch(_) => "SignatureDoesNotMatch",
+            RequestExpired(_) => "RequestExpired",
             VolumeNotFound(_) => "InvalidVolume.NotFound",
             SnapshotNotFound(_) => "InvalidSnapshot.NotFound",
             VolumeIdMalformed(_) => "InvalidVolumeID.Malformed",
@@ -140,9 +146,13 @@ impl AwsError for Ec2Error {
         use Ec2Error::*;
         match self {
             DryRunOperation => StatusCode::PRECONDITION_FAILED,
+            // AWS: AuthFailure 401, SignatureDoesNotMatch 403, RequestExpired
+            // 400. The status of the other two is not documented: 401, as
+            // for any request without valid credentials.
             MissingAuthenticationToken | AuthFailure(_) | IncompleteSignature(_) => {
                 StatusCode::UNAUTHORIZED
             }
+            SignatureDoesNotMatch(_) => StatusCode::FORBIDDEN,
             RequestTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             RequestLimitExceeded | Unavailable(_) | Timeout => StatusCode::SERVICE_UNAVAILABLE,
             InternalError(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -180,6 +190,9 @@ impl From<AuthError> for Ec2Error {
             AuthError::MissingAuthenticationToken => Ec2Error::MissingAuthenticationToken,
             AuthError::IncompleteSignature(m) => Ec2Error::IncompleteSignature(m),
             AuthError::AuthFailure(m) => Ec2Error::AuthFailure(m),
+            AuthError::SignatureDoesNotMatch(m) => Ec2Error::SignatureDoesNotMatch(m),
+            AuthError::RequestExpired(m) => Ec2Error::RequestExpired(m),
+            AuthError::Unavailable(m) => Ec2Error::Unavailable(m),
         }
     }
 }
@@ -200,6 +213,10 @@ impl From<MetaError> for Ec2Error {
             e @ MetaError::NodeNotFound(_) => Ec2Error::IncorrectState(e.to_string()),
             MetaError::IncorrectModificationState(m) => Ec2Error::IncorrectModificationState(m),
             MetaError::InvalidModification(m) => Ec2Error::InvalidParameterValue(m),
+            // Accounts and keys change through the admin verbs, not EC2.
+            e @ (MetaError::AccountNotFound(_)
+            | MetaError::AccountExists(_)
+            | MetaError::AccessKeyNotFound(_)) => Ec2Error::InternalError(e.to_string()),
         }
     }
 }
@@ -254,16 +271,19 @@ mod tests {
     }
 
     #[test]
-    fn auth_errors_are_401_under_their_codes() {
+    fn auth_errors_keep_aws_codes_and_statuses() {
         let table = [
-            (AuthError::MissingAuthenticationToken, "MissingAuthenticationToken"),
-            (AuthError::IncompleteSignature("x".into()), "IncompleteSignature"),
-            (AuthError::AuthFailure("y".into()), "AuthFailure"),
+            (AuthError::MissingAuthenticationToken, "MissingAuthenticationToken", 401),
+            (AuthError::IncompleteSignature("x".into()), "IncompleteSignature", 401),
+            (AuthError::AuthFailure("y".into()), "AuthFailure", 401),
+            (AuthError::SignatureDoesNotMatch("z".into()), "SignatureDoesNotMatch", 403),
+            (AuthError::RequestExpired("w".into()), "RequestExpired", 400),
+            (AuthError::Unavailable("v".into()), "Unavailable", 503),
         ];
-        for (a, code) in table {
+        for (a, code, status) in table {
             let e = Ec2Error::from(a.clone());
-            assert_eq!((e.code(), e.status().as_u16()), (code, 401));
-            assert_eq!(e.to_string(), a.to_string());
+            assert_eq!((e.code(), e.status().as_u16()), (code, status));
+            assert!(e.to_string().ends_with(&a.to_string()), "{e}");
         }
     }
 

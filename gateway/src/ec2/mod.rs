@@ -13,7 +13,6 @@ pub mod router;
 pub mod xml;
 
 use crate::ctx::Ctx;
-use crate::http::auth::Authenticator;
 use axum::middleware;
 use axum::routing::get;
 use axum::Router;
@@ -21,11 +20,7 @@ use std::sync::Arc;
 
 /// The Query API's route, authenticated, to merge into the gateway's router.
 pub fn routes(ctx: &Ctx) -> Router<Arc<Ctx>> {
-    let authenticator = Arc::new(Authenticator::DevAnyKey {
-        account_id: ctx.config.account_id.clone(),
-        region: ctx.config.region.clone(),
-    });
     Router::new()
         .route("/", get(endpoint::endpoint).post(endpoint::endpoint))
-        .route_layer(middleware::from_fn_with_state(authenticator, endpoint::require_caller))
+        .route_layer(middleware::from_fn_with_state(ctx.auth.clone(), endpoint::require_caller))
 }

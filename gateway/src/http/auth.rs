@@ -1,137 +1,111 @@
 //! Authentication: who sent the request, from its SigV4 credential scope.
 //!
-//! Today only the development policy exists ([`Authenticator::DevAnyKey`]):
-//! any access key and any signature are accepted and mapped to the one
-//! configured account, but the scope must name the configured region and the
-//! `ec2` service. A signature verifier slots in as another variant: the body
-//! is already buffered by the body-limit layer (which runs before this one),
-//! so it can hash the payload, and [`SigV4Scope`] carries what it needs to
-//! look the key up.
+//! Two policies. [`Authenticator::Verify`] checks the SigV4 signature
+//! ([`super::sigv4`]) with the secret of the access key it names, read from
+//! the metadata group ([`super::keys`]), and the caller is the key's
+//! account. [`Authenticator::DevAnyKey`] (development, loopback only)
+//! accepts any key and any signature as the one configured account. Both
+//! require the scope to name this endpoint's region and the front's service.
 
-use axum::http::HeaderMap;
-
-pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
-
-/// Why a request's credentials were refused. Each front answers it in its
-/// own error shape: EC2 under the same codes, the EBS direct APIs as
-/// `AccessDeniedException`.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum AuthError {
-    #[error("The request must contain a valid SigV4 Authorization header or X-Amz-Credential.")]
-    MissingAuthenticationToken,
-    #[error("{0}")]
-    IncompleteSignature(String),
-    #[error("{0}")]
-    AuthFailure(String),
-}
-
-/// The credential scope of a SigV4 request: `AKID/20260101/<region>/<service>/aws4_request`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SigV4Scope {
-    pub access_key: String,
-    pub date: String,
-    pub region: String,
-    pub service: String,
-}
-
-/// Who a request is from, once authenticated; handlers read it from the
-/// request extensions.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Caller {
-    pub access_key: String,
-    pub account_id: String,
-    pub region: String,
-}
-
-/// Parses `Credential=` out of an `Authorization` header value.
-pub fn parse_authorization(value: &str) -> Result<SigV4Scope, AuthError> {
-    let rest = value.trim().strip_prefix(ALGORITHM).ok_or_else(|| {
-        AuthError::IncompleteSignature(format!(
-            "Unsupported authorization scheme; only {ALGORITHM} is accepted."
-        ))
-    })?;
-    let credential = rest
-        .split(',')
-        .map(str::trim)
-        .find_map(|part| part.strip_prefix("Credential="))
-        .ok_or_else(|| {
-            AuthError::IncompleteSignature(
-                "Authorization header requires 'Credential' parameter.".into(),
-            )
-        })?;
-    parse_credential(credential)
-}
-
-/// Parses a credential `AKID/date/region/service/aws4_request`.
-pub fn parse_credential(credential: &str) -> Result<SigV4Scope, AuthError> {
-    let parts: Vec<&str> = credential.trim().split('/').collect();
-    match parts.as_slice() {
-        [key, date, region, service, "aws4_request"]
-            if !key.is_empty()
-                && date.len() == 8
-                && date.bytes().all(|b| b.is_ascii_digit())
-                && !region.is_empty()
-                && !service.is_empty() =>
-        {
-            Ok(SigV4Scope {
-                access_key: key.to_string(),
-                date: date.to_string(),
-                region: region.to_string(),
-                service: service.to_string(),
-            })
-        }
-        _ => Err(AuthError::IncompleteSignature(format!(
-            "Credential is malformed: expecting \"<key>/<YYYYMMDD>/<region>/<service>/aws4_request\", got \"{credential}\"."
-        ))),
-    }
-}
-
-/// The scope of a request: from the `Authorization` header, or from the
-/// `X-Amz-Credential` query parameter of a presigned request.
-pub fn request_scope(headers: &HeaderMap, query: Option<&str>) -> Result<SigV4Scope, AuthError> {
-    if let Some(h) = headers.get(axum::http::header::AUTHORIZATION) {
-        let v = h.to_str().map_err(|_| {
-            AuthError::IncompleteSignature("Authorization header is not valid text.".into())
-        })?;
-        return parse_authorization(v);
-    }
-    if let Some(q) = query {
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(q).unwrap_or_default();
-        if let Some((_, c)) = pairs.iter().find(|(k, _)| k == "X-Amz-Credential") {
-            return parse_credential(c);
-        }
-    }
-    Err(AuthError::MissingAuthenticationToken)
-}
+use super::keys::KeyRing;
+pub use super::scope::{
+    parse_authorization, parse_credential, request_scope, AuthError, Caller, SigV4Scope, ALGORITHM,
+};
+use super::sigv4::{self, UNSIGNED_PAYLOAD};
+use axum::http::{HeaderMap, Method, Uri};
+use cairn_core::sigv4::sha256_hex;
+use std::sync::Arc;
 
 /// The authentication policy.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub enum Authenticator {
     /// Any key, any signature, one account (development only).
     DevAnyKey { account_id: String, region: String },
+    /// SigV4 checked against the access keys in the metadata group.
+    Verify { region: String, keys: Arc<KeyRing> },
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Authenticator::DevAnyKey { region, .. } => write!(f, "DevAnyKey({region})"),
+            Authenticator::Verify { region, .. } => write!(f, "Verify({region})"),
+        }
+    }
+}
+
+/// What a request presents to be authenticated.
+pub struct Presented<'a> {
+    pub method: &'a Method,
+    pub uri: &'a Uri,
+    pub headers: &'a HeaderMap,
+    /// The body, when it was read (EC2 form posts, EBS JSON and blocks).
+    pub body: Option<&'a [u8]>,
+}
+
+/// The scope must name this endpoint's region and the front's service.
+fn check_scope(scope: &SigV4Scope, region: &str, service: &str) -> Result<(), AuthError> {
+    if scope.region != region {
+        return Err(AuthError::AuthFailure(format!(
+            "Credential should be scoped to a valid region, not '{}'. This endpoint serves region '{region}'.",
+            scope.region
+        )));
+    }
+    if scope.service != service {
+        return Err(AuthError::AuthFailure(format!(
+            "Credential should be scoped to correct service: '{service}', not '{}'.",
+            scope.service
+        )));
+    }
+    Ok(())
+}
+
+fn now_secs() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 impl Authenticator {
-    /// The caller of a request scoped `scope` to `service`.
-    pub fn authenticate(&self, scope: &SigV4Scope, service: &str) -> Result<Caller, AuthError> {
+    /// The caller of a request to `service` (`ec2` or `ebs`).
+    pub async fn authenticate(
+        &self,
+        req: &Presented<'_>,
+        service: &str,
+    ) -> Result<Caller, AuthError> {
         match self {
             Authenticator::DevAnyKey { account_id, region } => {
-                if &scope.region != region {
-                    return Err(AuthError::AuthFailure(format!(
-                        "Credential should be scoped to a valid region, not '{}'. This endpoint serves region '{region}'.",
-                        scope.region
-                    )));
-                }
-                if scope.service != service {
-                    return Err(AuthError::AuthFailure(format!(
-                        "Credential should be scoped to correct service: '{service}', not '{}'.",
-                        scope.service
-                    )));
-                }
+                let scope = request_scope(req.headers, req.uri.query())?;
+                check_scope(&scope, region, service)?;
                 Ok(Caller {
                     access_key: scope.access_key.clone(),
                     account_id: account_id.clone(),
                     region: scope.region.clone(),
+                })
+            }
+            Authenticator::Verify { region, keys } => {
+                let declared =
+                    req.headers.get("x-amz-content-sha256").and_then(|v| v.to_str().ok());
+                let unsigned = declared == Some(UNSIGNED_PAYLOAD);
+                // Only EBS PutSnapshotBlock may leave its body unsigned (its
+                // model's `v4-unsigned-body`; its checksum header covers it).
+                if unsigned && !(service == "ebs" && req.method == Method::PUT) {
+                    return Err(AuthError::IncompleteSignature(
+                        "UNSIGNED-PAYLOAD is not accepted for this operation.".into(),
+                    ));
+                }
+                let body_hash = if unsigned { None } else { req.body.map(sha256_hex) };
+                let signed = sigv4::parse(req.method, req.uri, req.headers, body_hash.as_deref())?;
+                check_scope(&signed.scope, region, service)?;
+                signed.check_time(now_secs())?;
+                let key = keys.lookup(&signed.scope.access_key).await?.ok_or_else(|| {
+                    AuthError::AuthFailure(
+                        "AWS was not able to validate the provided access credentials".into(),
+                    )
+                })?;
+                signed.verify(&key.secret)?;
+                Ok(Caller {
+                    access_key: signed.scope.access_key,
+                    account_id: key.account_id,
+                    region: region.clone(),
                 })
             }
         }
@@ -144,74 +118,14 @@ mod tests {
 
     const GOOD: &str = "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20260101/cairn-1/ec2/aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature=abc";
 
-    fn dev() -> Authenticator {
-        Authenticator::DevAnyKey { account_id: "123456789012".into(), region: "cairn-1".into() }
-    }
-
     #[test]
-    fn parses_scope() {
+    fn scopes_must_name_the_region_and_service() {
         let s = parse_authorization(GOOD).unwrap();
-        assert_eq!(
-            s,
-            SigV4Scope {
-                access_key: "AKIDEXAMPLE".into(),
-                date: "20260101".into(),
-                region: "cairn-1".into(),
-                service: "ec2".into()
-            }
-        );
-        // No space after commas, as some clients send it.
-        let s = parse_authorization(
-            "AWS4-HMAC-SHA256 SignedHeaders=host,Credential=K/20260101/r/ec2/aws4_request,Signature=x",
-        )
-        .unwrap();
-        assert_eq!(s.region, "r");
-    }
-
-    #[test]
-    fn malformed_scopes() {
-        let table = [
-            "AWS AKID:sig",
-            "AWS4-HMAC-SHA256 SignedHeaders=host, Signature=x",
-            "AWS4-HMAC-SHA256 Credential=K/2026/r/ec2/aws4_request",
-            "AWS4-HMAC-SHA256 Credential=K/20260101/r/ec2/aws5_request",
-            "AWS4-HMAC-SHA256 Credential=K/20260101/r/ec2",
-            "AWS4-HMAC-SHA256 Credential=/20260101/r/ec2/aws4_request",
-            "AWS4-HMAC-SHA256 Credential=K/20260101//ec2/aws4_request",
-        ];
-        for h in table {
-            let e = parse_authorization(h).unwrap_err();
-            assert!(matches!(e, AuthError::IncompleteSignature(_)), "{h}");
-        }
-    }
-
-    #[test]
-    fn header_or_query_or_missing() {
-        let mut headers = HeaderMap::new();
-        assert_eq!(request_scope(&headers, None), Err(AuthError::MissingAuthenticationToken));
-        assert_eq!(
-            request_scope(&headers, Some("Action=DescribeVolumes")),
-            Err(AuthError::MissingAuthenticationToken)
-        );
-        let q =
-            "Action=DescribeVolumes&X-Amz-Credential=K%2F20260101%2Fcairn-1%2Fec2%2Faws4_request";
-        assert_eq!(request_scope(&headers, Some(q)).unwrap().access_key, "K");
-        headers.insert(axum::http::header::AUTHORIZATION, GOOD.parse().unwrap());
-        assert_eq!(request_scope(&headers, None).unwrap().access_key, "AKIDEXAMPLE");
-    }
-
-    #[test]
-    fn dev_policy_checks_region_and_service() {
-        let s = parse_authorization(GOOD).unwrap();
-        let c = dev().authenticate(&s, "ec2").unwrap();
-        assert_eq!(c.account_id, "123456789012");
-        assert_eq!(c.region, "cairn-1");
-        let mut other = s.clone();
-        other.region = "us-east-1".into();
-        let e = dev().authenticate(&other, "ec2").unwrap_err();
+        assert_eq!(check_scope(&s, "cairn-1", "ec2"), Ok(()));
+        let e = check_scope(&s, "us-east-1", "ec2").unwrap_err();
         assert!(matches!(e, AuthError::AuthFailure(_)), "{e:?}");
-        assert!(e.to_string().contains("'cairn-1'"), "{e}");
-        let e = dev().authenticate(&s, "ebs").unwrap_err();
+        assert!(e.to_string().contains("'us-east-1'"), "{e}");
+        let e = check_scope(&s, "cairn-1", "ebs").unwrap_err();
         assert!(matches!(e, AuthError::AuthFailure(_)), "{e:?}");
     }
 }
