@@ -89,23 +89,32 @@ impl ManifestRoot {
     pub fn encode(&self) -> Vec<u8> {
         encode(b'R', self)
     }
+    /// Decodes a root; one whose block size is not [`BLOCK_SIZE`] is corrupt
+    /// (every Cairn manifest uses it, and block arithmetic divides by it).
     pub fn decode(b: &[u8]) -> Result<Self, ManifestError> {
-        match header(b'R', b)? {
+        let root: ManifestRoot = match header(b'R', b)? {
             (1, rest) => {
                 let v1: ManifestRootV1 = body(rest)?;
-                Ok(ManifestRoot {
+                ManifestRoot {
                     volume_size_bytes: v1.volume_size_bytes,
                     block_size: v1.block_size,
                     pages: v1.pages,
                     parent: None,
                     data_blocks: None,
-                })
+                }
             }
-            (_, rest) => body(rest),
+            (_, rest) => body(rest)?,
+        };
+        if root.block_size as usize != BLOCK_SIZE {
+            return Err(ManifestError::Corrupt(format!(
+                "block size {} is not {BLOCK_SIZE}",
+                root.block_size
+            )));
         }
+        Ok(root)
     }
     pub fn blocks(&self) -> u64 {
-        self.volume_size_bytes.div_ceil(self.block_size as u64)
+        self.volume_size_bytes.div_ceil(u64::from(self.block_size.max(1)))
     }
 }
 
@@ -310,6 +319,26 @@ impl IncrementalBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the manifest fuzz target: a root with block size 0 made
+    /// `blocks()` divide by zero. It is corrupt now.
+    #[test]
+    fn a_root_with_a_zero_block_size_is_corrupt() {
+        let crash =
+            "00025200000004000000000000000001000000000000000000000000000000d3e4d45bf6726c0a\
+                     7fccb0a01b0582a95c4f4efc227672cee2724d40267d372d00010400000000000000";
+        let bytes = hex::decode(crash.replace(' ', "")).expect("hex");
+        assert!(matches!(ManifestRoot::decode(&bytes), Err(ManifestError::Corrupt(_))));
+        let zero = ManifestRoot {
+            volume_size_bytes: 1 << 20,
+            block_size: 0,
+            pages: vec![],
+            parent: None,
+            data_blocks: Some(0),
+        };
+        assert_eq!(zero.blocks(), 1 << 20);
+        assert!(matches!(ManifestRoot::decode(&zero.encode()), Err(ManifestError::Corrupt(_))));
+    }
 
     #[test]
     fn build_and_read_back() {

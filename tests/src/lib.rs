@@ -6,6 +6,7 @@
 //! on sleeps) and the one way to run a command (qemu-img, qemu-io). Single
 //! chunk nodes are in [`node`], clusters of OS processes in [`procs`].
 
+pub mod fuzz;
 pub mod gc;
 pub mod http;
 pub mod nbd;
