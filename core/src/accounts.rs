@@ -50,6 +50,16 @@ pub struct AccessKey {
     pub revoked_ms: Option<u64>,
 }
 
+/// A secret the cluster keeps in the metadata group, set once by whoever
+/// first needs it (e.g. the key of EBS direct block tokens): every gateway
+/// reads the same value, and nothing derives it from configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterSecret {
+    pub version: u16,
+    pub name: String,
+    pub value: Vec<u8>,
+}
+
 /// A fresh 12-digit account id (no leading zero).
 pub fn new_account_id() -> String {
     let mut rng = rand::thread_rng();

@@ -85,6 +85,7 @@ impl Records {
             Command::CreateAccount(a) => self.create_account(a),
             Command::CreateAccessKey(k) => self.create_access_key(k),
             Command::RevokeAccessKey { id, at_ms } => self.revoke_access_key(&id, at_ms),
+            Command::EnsureSecret(s) => self.ensure_secret(s),
         }
     }
 }

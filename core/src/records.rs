@@ -1,7 +1,7 @@
 //! The records the metadata group owns. Each is persisted on its own, with a
 //! format version, and changed only by applying a [`crate::command::Command`].
 
-pub use crate::accounts::{AccessKey, Account, KeyState};
+pub use crate::accounts::{AccessKey, Account, ClusterSecret, KeyState};
 use crate::block::ChunkId;
 use crate::ids::{OutpostId, SnapshotId, VolumeId};
 use serde::{Deserialize, Serialize};
@@ -215,6 +215,8 @@ pub enum RecordKey {
     Account(String),
     /// An access key, by id.
     AccessKey(String),
+    /// A cluster secret, by name.
+    ClusterSecret(String),
 }
 
 impl RecordKey {
@@ -233,6 +235,7 @@ impl RecordKey {
             RecordKey::VolumeModification(v) => format!("m/{v}"),
             RecordKey::Account(a) => format!("a/{a}"),
             RecordKey::AccessKey(k) => format!("k/{k}"),
+            RecordKey::ClusterSecret(n) => format!("x/{n}"),
         }
         .into_bytes()
     }
@@ -420,6 +423,7 @@ pub enum Record {
     /// Appended after `VolumeModification`.
     Account(Account),
     AccessKey(AccessKey),
+    ClusterSecret(ClusterSecret),
 }
 
 /// Error decoding a persisted record: never papered over with a default.

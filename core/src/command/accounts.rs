@@ -4,7 +4,7 @@
 
 use super::messages::{CommandOutput, CommandResult, MetaError};
 use super::store::Records;
-use crate::records::{AccessKey, Account, KeyState, RecordKey};
+use crate::records::{AccessKey, Account, ClusterSecret, KeyState, RecordKey};
 
 impl Records {
     pub(super) fn create_account(&mut self, a: Account) -> CommandResult {
@@ -29,6 +29,15 @@ impl Records {
         self.dirty.insert(RecordKey::AccessKey(k.id.clone()));
         self.access_keys.insert(k.id.clone(), k.clone());
         Ok(CommandOutput::AccessKey(k))
+    }
+
+    pub(super) fn ensure_secret(&mut self, s: ClusterSecret) -> CommandResult {
+        if let Some(existing) = self.secrets.get(&s.name) {
+            return Ok(CommandOutput::Secret(existing.clone()));
+        }
+        self.dirty.insert(RecordKey::ClusterSecret(s.name.clone()));
+        self.secrets.insert(s.name.clone(), s.clone());
+        Ok(CommandOutput::Secret(s))
     }
 
     pub(super) fn revoke_access_key(&mut self, id: &str, at_ms: u64) -> CommandResult {

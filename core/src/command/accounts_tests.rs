@@ -1,5 +1,5 @@
 use super::{Command, CommandOutput, MetaError, Query, QueryOutput, Records};
-use crate::accounts::{AccessKey, Account, ClusterKey, KeyState};
+use crate::accounts::{AccessKey, Account, ClusterKey, ClusterSecret, KeyState};
 use crate::records::{RecordKey, RECORD_VERSION};
 
 fn account(id: &str, name: &str) -> Account {
@@ -68,4 +68,22 @@ fn accounts_and_keys_are_created_revoked_and_persisted() {
     assert_eq!(reloaded.query(&Query::Accounts), QueryOutput::Accounts(vec![a]));
     // The secret never appears in clear in what is persisted.
     assert!(pairs.iter().all(|(_, v)| !v.windows(6).any(|w| w == b"secret")));
+}
+
+#[test]
+fn the_first_secret_proposed_wins() {
+    let mut r = Records::default();
+    let secret = |v: u8| ClusterSecret {
+        version: RECORD_VERSION,
+        name: "ebs-tokens".into(),
+        value: vec![v; 32],
+    };
+    assert_eq!(r.apply(Command::EnsureSecret(secret(1))), Ok(CommandOutput::Secret(secret(1))));
+    assert_eq!(r.apply(Command::EnsureSecret(secret(2))), Ok(CommandOutput::Secret(secret(1))));
+    let pairs = r.encode_all();
+    let mut reloaded = Records::load(pairs.iter().map(|(_, v)| v.as_slice())).expect("loads");
+    assert_eq!(
+        reloaded.apply(Command::EnsureSecret(secret(3))),
+        Ok(CommandOutput::Secret(secret(1)))
+    );
 }

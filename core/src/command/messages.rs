@@ -8,8 +8,8 @@
 use crate::block::ChunkId;
 use crate::ids::{SnapshotId, VolumeId};
 use crate::records::{
-    AccessKey, Account, ChunkNodeInfo, CopyJob, Hold, Holder, NodeState, Snapshot, Volume,
-    VolumeModification, VolumeSettings, VolumeState,
+    AccessKey, Account, ChunkNodeInfo, ClusterSecret, CopyJob, Hold, Holder, NodeState, Snapshot,
+    Volume, VolumeModification, VolumeSettings, VolumeState,
 };
 use serde::{Deserialize, Serialize};
 
@@ -170,6 +170,9 @@ pub enum Command {
         id: String,
         at_ms: u64,
     },
+    /// Sets the cluster secret `secret.name` unless it is set; either way
+    /// answers the stored one (the first proposer's value wins).
+    EnsureSecret(ClusterSecret),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -181,6 +184,7 @@ pub enum CommandOutput {
     Modification(VolumeModification),
     Account(Account),
     AccessKey(AccessKey),
+    Secret(ClusterSecret),
 }
 
 /// Why a command was refused. Each maps to one AWS error code in the gateway.

@@ -13,9 +13,9 @@
 use super::messages::{Counts, GcHolders, MetaError, NodeEntry, Query, QueryOutput};
 use crate::ids::{SnapshotId, VolumeId};
 use crate::records::{
-    decode_record, encode_record, AccessKey, Account, ChunkNodeInfo, CopyJob, DecodeError, GcState,
-    Hold, Holder, NodeState, NodeStateRecord, Record, RecordKey, Snapshot, SnapshotState,
-    TokenRecord, Volume, VolumeModification,
+    decode_record, encode_record, AccessKey, Account, ChunkNodeInfo, ClusterSecret, CopyJob,
+    DecodeError, GcState, Hold, Holder, NodeState, NodeStateRecord, Record, RecordKey, Snapshot,
+    SnapshotState, TokenRecord, Volume, VolumeModification,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -46,6 +46,8 @@ pub struct Records {
     pub(super) accounts: BTreeMap<String, Account>,
     #[serde(default)]
     pub(super) access_keys: BTreeMap<String, AccessKey>,
+    #[serde(default)]
+    pub(super) secrets: BTreeMap<String, ClusterSecret>,
     #[serde(skip)]
     pub(super) dirty: BTreeSet<RecordKey>,
     /// Derived from `snapshots`, kept in step by `index_add`/`index_remove`:
@@ -106,6 +108,9 @@ impl Records {
             Record::AccessKey(k) => {
                 self.access_keys.insert(k.id.clone(), k);
             }
+            Record::ClusterSecret(s) => {
+                self.secrets.insert(s.name.clone(), s);
+            }
         }
     }
 
@@ -125,6 +130,7 @@ impl Records {
             .chain(self.modifications.keys().map(|k| RecordKey::VolumeModification(k.clone())))
             .chain(self.accounts.keys().map(|k| RecordKey::Account(k.clone())))
             .chain(self.access_keys.keys().map(|k| RecordKey::AccessKey(k.clone())))
+            .chain(self.secrets.keys().map(|k| RecordKey::ClusterSecret(k.clone())))
             .collect();
         keys.into_iter().filter_map(|k| self.encode_key(&k).map(|v| (k.encode(), v))).collect()
     }
@@ -145,6 +151,7 @@ impl Records {
             }
             RecordKey::Account(k) => Record::Account(self.accounts.get(k)?.clone()),
             RecordKey::AccessKey(k) => Record::AccessKey(self.access_keys.get(k)?.clone()),
+            RecordKey::ClusterSecret(k) => Record::ClusterSecret(self.secrets.get(k)?.clone()),
         };
         Some(encode_record(&rec))
     }

@@ -8,7 +8,7 @@ use super::error::{EbsError, Invalid};
 use super::manifest::{changed_blocks, changed_pages};
 use super::router::Paging;
 use super::state::{is_direct, readable, Ebs};
-use super::tokens::{PageKind, BLOCK_TOKEN_SECS, PAGE_TOKEN_SECS};
+use super::tokens::{PageKind, Tokens, BLOCK_TOKEN_SECS, PAGE_TOKEN_SECS};
 use crate::http::auth::Caller;
 use axum::body::Body;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -28,9 +28,14 @@ fn now_secs() -> u64 {
 }
 
 /// Where a listing starts: the page token wins over StartingBlockIndex.
-fn start_index(ebs: &Ebs, paging: &Paging, kind: PageKind, ids: &str) -> Result<u64, EbsError> {
+fn start_index(
+    tokens: &Tokens,
+    paging: &Paging,
+    kind: PageKind,
+    ids: &str,
+) -> Result<u64, EbsError> {
     match &paging.page_token {
-        Some(t) => ebs.tokens.check_page(t, kind, ids, now_secs()),
+        Some(t) => tokens.check_page(t, kind, ids, now_secs()),
         None => Ok(paging.starting_block_index.unwrap_or(0)),
     }
 }
@@ -52,8 +57,9 @@ pub async fn list_blocks(
     paging: &Paging,
 ) -> Result<Response, EbsError> {
     let snap = readable(ebs, caller, id).await?;
+    let tokens = ebs.tokens().await?;
     let sid = snap.id.as_str();
-    let start = start_index(ebs, paging, PageKind::SnapshotBlocks, sid)?;
+    let start = start_index(&tokens, paging, PageKind::SnapshotBlocks, sid)?;
     let region = Region::load(&ebs.ctx).await?;
     let root = root_of(ebs, &region, &snap).await?;
     let expiry = now_secs() + BLOCK_TOKEN_SECS;
@@ -76,7 +82,7 @@ pub async fn list_blocks(
             }
             blocks.push(serde_json::json!({
                 "BlockIndex": idx,
-                "BlockToken": ebs.tokens.block(sid, *idx, chunk, expiry),
+                "BlockToken": tokens.block(sid, *idx, chunk, expiry),
             }));
         }
     }
@@ -88,7 +94,7 @@ pub async fn list_blocks(
     });
     if let Some(n) = next {
         v["NextToken"] =
-            ebs.tokens.page(PageKind::SnapshotBlocks, sid, n, now_secs() + PAGE_TOKEN_SECS).into();
+            tokens.page(PageKind::SnapshotBlocks, sid, n, now_secs() + PAGE_TOKEN_SECS).into();
     }
     Ok(json_ok(v))
 }
@@ -101,7 +107,8 @@ pub async fn get_block(
     token: &str,
 ) -> Result<Response, EbsError> {
     let snap = readable(ebs, caller, id).await?;
-    let chunk: ChunkId = ebs.tokens.check_block(token, snap.id.as_str(), index, now_secs())?;
+    let tokens = ebs.tokens().await?;
+    let chunk: ChunkId = tokens.check_block(token, snap.id.as_str(), index, now_secs())?;
     let region = Region::load(&ebs.ctx).await?;
     let mut data = get_chunk(&ebs.ctx, &region, chunk).await?;
     if data.len() > BLOCK_SIZE {
@@ -161,6 +168,7 @@ pub async fn list_changed(
     paging: &Paging,
 ) -> Result<Response, EbsError> {
     let second = readable(ebs, caller, second).await?;
+    let tokens = ebs.tokens().await?;
     let first = match first {
         Some(f) => Some(readable(ebs, caller, f).await?),
         None => None,
@@ -176,7 +184,7 @@ pub async fn list_changed(
         }
     }
     let ids = format!("{}/{}", first.as_ref().map(|f| f.id.as_str()).unwrap_or(""), second.id);
-    let start = start_index(ebs, paging, PageKind::ChangedBlocks, &ids)?;
+    let start = start_index(&tokens, paging, PageKind::ChangedBlocks, &ids)?;
     let region = Region::load(&ebs.ctx).await?;
     let root2 = root_of(ebs, &region, &second).await?;
     let root1 = match &first {
@@ -208,11 +216,10 @@ pub async fn list_changed(
             }
             let mut b = serde_json::json!({ "BlockIndex": idx });
             if let (Some(c), Some(f)) = (c1, &first) {
-                b["FirstBlockToken"] = ebs.tokens.block(f.id.as_str(), idx, &c, expiry).into();
+                b["FirstBlockToken"] = tokens.block(f.id.as_str(), idx, &c, expiry).into();
             }
             if let Some(c) = c2 {
-                b["SecondBlockToken"] =
-                    ebs.tokens.block(second.id.as_str(), idx, &c, expiry).into();
+                b["SecondBlockToken"] = tokens.block(second.id.as_str(), idx, &c, expiry).into();
             }
             out.push(b);
         }
@@ -225,7 +232,7 @@ pub async fn list_changed(
     });
     if let Some(n) = next {
         v["NextToken"] =
-            ebs.tokens.page(PageKind::ChangedBlocks, &ids, n, now_secs() + PAGE_TOKEN_SECS).into();
+            tokens.page(PageKind::ChangedBlocks, &ids, n, now_secs() + PAGE_TOKEN_SECS).into();
     }
     Ok(json_ok(v))
 }

@@ -8,12 +8,18 @@ use super::staging::StagingClients;
 use super::tokens::Tokens;
 use crate::ctx::Ctx;
 use crate::http::auth::{AuthError, Caller, Presented};
+use crate::retry::write_retrying;
+use cairn_core::accounts::ClusterSecret;
 use cairn_core::command::DIRECT_VOLUME_ID;
+use cairn_core::command::{Command, CommandOutput};
+use cairn_core::records::RECORD_VERSION;
 use cairn_core::records::{Snapshot, SnapshotState};
 use cairn_core::SnapshotId;
 use cairn_proto::MetaClientError;
+use rand::Rng;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::OnceCell;
 
 /// Length of one `Timeout` minute. Tests shorten it with
 /// `CAIRN_EBS_TIMEOUT_MINUTE_MS` so that the inactivity timeout (at least
@@ -30,15 +36,45 @@ pub fn timeout_minute() -> Duration {
 /// What the EBS handlers share.
 pub struct Ebs {
     pub ctx: Arc<Ctx>,
-    pub tokens: Tokens,
+    /// Loaded on first use ([`Ebs::tokens`]).
+    tokens: OnceCell<Tokens>,
     pub staging: StagingClients,
     pub minute: Duration,
 }
 
 impl Ebs {
     pub fn new(ctx: Arc<Ctx>) -> Arc<Ebs> {
-        let tokens = Tokens::from_config(&ctx.config);
-        Arc::new(Ebs { ctx, tokens, staging: StagingClients::default(), minute: timeout_minute() })
+        Arc::new(Ebs {
+            ctx,
+            tokens: OnceCell::new(),
+            staging: StagingClients::default(),
+            minute: timeout_minute(),
+        })
+    }
+}
+
+/// The cluster secret that keys block and page tokens.
+pub const TOKEN_SECRET: &str = "ebs-tokens";
+
+impl Ebs {
+    /// The token key: the cluster secret [`TOKEN_SECRET`] in the metadata
+    /// group, which the first gateway to need it sets to a random value
+    /// (proposing it again is harmless: the first value stays). The write
+    /// is retried while the group is briefly unavailable, as other writes are.
+    pub async fn tokens(&self) -> Result<Tokens, EbsError> {
+        let load = || async {
+            let proposed = ClusterSecret {
+                version: RECORD_VERSION,
+                name: TOKEN_SECRET.to_string(),
+                value: rand::thread_rng().gen::<[u8; 32]>().to_vec(),
+            };
+            match write_retrying(&self.ctx, &Command::EnsureSecret(proposed)).await? {
+                Ok(CommandOutput::Secret(s)) => Ok(Tokens::new(&s.value)),
+                Ok(other) => Err(EbsError::Internal(format!("unexpected answer {other:?}"))),
+                Err(e) => Err(EbsError::from(e)),
+            }
+        };
+        self.tokens.get_or_try_init(load).await.cloned()
     }
 }
 

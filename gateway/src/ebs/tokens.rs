@@ -8,13 +8,13 @@
 //! snapshot id(s) the token belongs to, so a token of another snapshot, block
 //! or operation, or an edited one, is refused.
 //!
-//! The key is derived from configuration (region, account, metadata members),
-//! so every gateway of a region issues and accepts the same tokens without
-//! sharing state; `CAIRN_EBS_TOKEN_SECRET` in the environment replaces that
-//! material with a real secret, which a production deployment should set.
+//! The key is a random secret kept in the metadata group (the cluster secret
+//! `ebs-tokens`, set by the first gateway that needs it, see
+//! [`super::state::Ebs::tokens`]), so every gateway of a region issues and
+//! accepts the same tokens, and nobody who only knows the configuration
+//! can forge one.
 
 use super::error::{EbsError, Invalid};
-use crate::config::GatewayConfig;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use cairn_core::ChunkId;
@@ -44,19 +44,6 @@ pub struct Tokens {
 impl Tokens {
     pub fn new(secret_material: &[u8]) -> Tokens {
         Tokens { key: blake3::derive_key("cairn 2026 ebs direct api tokens v1", secret_material) }
-    }
-
-    /// The key of a gateway with `config` (see the module comment).
-    pub fn from_config(config: &GatewayConfig) -> Tokens {
-        if let Ok(secret) = std::env::var("CAIRN_EBS_TOKEN_SECRET") {
-            if !secret.is_empty() {
-                return Tokens::new(secret.as_bytes());
-            }
-        }
-        let mut members = config.metadata.clone();
-        members.sort();
-        let material = format!("{}\n{}\n{}", config.region, config.account_id, members.join(","));
-        Tokens::new(material.as_bytes())
     }
 
     fn mac(&self, parts: &[&[u8]]) -> [u8; MAC_LEN] {
@@ -221,16 +208,5 @@ mod tests {
         assert!(t.check_page(&tok, PageKind::ChangedBlocks, "snap-a/snap-c", 0).is_err(), "ids");
         let e = t.check_page("bm9wZQ==", PageKind::ChangedBlocks, "x", 0).unwrap_err();
         assert_eq!(e.reason(), Some("INVALID_PAGE_TOKEN"));
-    }
-
-    #[test]
-    fn key_from_config_is_shared_by_gateways_of_a_region() {
-        let a = GatewayConfig::for_test(vec!["http://m1:1".into(), "http://m2:1".into()]);
-        let mut b = a.clone();
-        b.metadata.reverse();
-        b.max_concurrent_requests = 7;
-        let c = ChunkId::of(b"x");
-        let tok = Tokens::from_config(&a).block("snap-1", 1, &c, 10);
-        assert!(Tokens::from_config(&b).check_block(&tok, "snap-1", 1, 0).is_ok());
     }
 }
