@@ -8,7 +8,7 @@
 //! idempotency tokens in `tokens`, garbage collection's holds and generation
 //! in `holds`, and each family of commands applies in its
 //! own module: `nodes`, `volumes`, `modifications`, `snapshots`, `staging` (EBS direct),
-//! `copy_jobs`, `tags` and `accounts`. Those modules import only `messages` and `store`,
+//! `copy_jobs`, `tags`, `accounts` and `sharing`. Those modules import only `messages` and `store`,
 //! never this file nor each other.
 
 mod accounts;
@@ -29,6 +29,9 @@ mod modifications_tests;
 mod nodes;
 #[cfg(test)]
 mod nodes_tests;
+mod sharing;
+#[cfg(test)]
+mod sharing_tests;
 mod snapshots;
 mod staging;
 mod store;
@@ -38,7 +41,7 @@ mod volumes;
 
 pub use messages::{
     Command, CommandOutput, CommandResult, CopyOutcome, Counts, GcHolders, JobOp, MetaError,
-    NodeEntry, Query, QueryOutput, DIRECT_VOLUME_ID,
+    NodeEntry, Query, QueryOutput, SharingChange, DIRECT_VOLUME_ID,
 };
 pub use snapshots::MAX_PENDING_SNAPSHOTS;
 pub use store::Records;
@@ -86,6 +89,7 @@ impl Records {
             Command::CreateAccessKey(k) => self.create_access_key(k),
             Command::RevokeAccessKey { id, at_ms } => self.revoke_access_key(&id, at_ms),
             Command::EnsureSecret(s) => self.ensure_secret(s),
+            Command::ShareSnapshot { id, owner, change } => self.share_snapshot(id, &owner, change),
         }
     }
 }

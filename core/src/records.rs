@@ -5,7 +5,7 @@ pub use crate::accounts::{AccessKey, Account, ClusterSecret, KeyState};
 use crate::block::ChunkId;
 use crate::ids::{OutpostId, SnapshotId, VolumeId};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Format version of every record below. Bump it, and migrate, when a field changes.
 pub const RECORD_VERSION: u16 = 1;
@@ -217,6 +217,8 @@ pub enum RecordKey {
     AccessKey(String),
     /// A cluster secret, by name.
     ClusterSecret(String),
+    /// Who besides its owner may use a snapshot (absent: nobody).
+    Sharing(SnapshotId),
 }
 
 impl RecordKey {
@@ -236,6 +238,7 @@ impl RecordKey {
             RecordKey::Account(a) => format!("a/{a}"),
             RecordKey::AccessKey(k) => format!("k/{k}"),
             RecordKey::ClusterSecret(n) => format!("x/{n}"),
+            RecordKey::Sharing(s) => format!("c/{s}"),
         }
         .into_bytes()
     }
@@ -406,6 +409,41 @@ pub struct NodeStateRecord {
     pub since_ms: u64,
 }
 
+/// A snapshot's `createVolumePermission`: the accounts besides its owner that
+/// may create volumes from it and read it through the EBS direct APIs, and
+/// whether everyone may. Kept beside the snapshot record, not in it, so
+/// snapshot records written before sharing existed still decode; removed
+/// with the snapshot (deleting a snapshot revokes every share).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotSharing {
+    pub version: u16,
+    pub snapshot_id: SnapshotId,
+    /// 12-digit account ids.
+    pub user_ids: BTreeSet<String>,
+    /// Shared with the group `all`.
+    pub public: bool,
+}
+
+impl SnapshotSharing {
+    pub fn new(snapshot_id: SnapshotId) -> Self {
+        SnapshotSharing {
+            version: RECORD_VERSION,
+            snapshot_id,
+            user_ids: BTreeSet::new(),
+            public: false,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.user_ids.is_empty() && !self.public
+    }
+
+    /// True when `account` may use the snapshot through this share.
+    pub fn grants(&self, account: &str) -> bool {
+        self.public || self.user_ids.contains(account)
+    }
+}
+
 /// One persisted record, as stored in the state machine.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Record {
@@ -424,6 +462,8 @@ pub enum Record {
     Account(Account),
     AccessKey(AccessKey),
     ClusterSecret(ClusterSecret),
+    /// Appended after `ClusterSecret`.
+    Sharing(SnapshotSharing),
 }
 
 /// Error decoding a persisted record: never papered over with a default.

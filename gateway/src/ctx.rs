@@ -9,11 +9,12 @@ use crate::repair_state::Repair;
 use crate::tasks::Jobs;
 use cairn_core::command::{Counts, NodeEntry, Query, QueryOutput};
 use cairn_core::records::{
-    ChunkNodeInfo, CopyJob, Hold, Holder, Snapshot, Volume, VolumeModification,
+    ChunkNodeInfo, CopyJob, Hold, Holder, Snapshot, SnapshotSharing, Volume, VolumeModification,
 };
 use cairn_core::{SnapshotId, VolumeId};
 use cairn_proto::{MetaClientError, MetadataClient};
 use cairn_worker::Workers;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub struct Ctx {
@@ -109,6 +110,27 @@ impl Ctx {
         match self.meta.read(&Query::Snapshot(id.clone())).await? {
             QueryOutput::Snapshot(s) => Ok(s),
             _ => Err(unexpected("Snapshot")),
+        }
+    }
+
+    /// Who besides its owner may use snapshot `id` (`None`: nobody).
+    pub async fn sharing(
+        &self,
+        id: &SnapshotId,
+    ) -> Result<Option<SnapshotSharing>, MetaClientError> {
+        match self.meta.read(&Query::Sharing(id.clone())).await? {
+            QueryOutput::Sharing(s) => Ok(s),
+            _ => Err(unexpected("Sharing")),
+        }
+    }
+
+    /// Every shared snapshot's sharing, by snapshot id.
+    pub async fn sharings(&self) -> Result<BTreeMap<SnapshotId, SnapshotSharing>, MetaClientError> {
+        match self.meta.read(&Query::Sharings).await? {
+            QueryOutput::Sharings(s) => {
+                Ok(s.into_iter().map(|s| (s.snapshot_id.clone(), s)).collect())
+            }
+            _ => Err(unexpected("Sharings")),
         }
     }
 

@@ -48,6 +48,8 @@ impl Metadata for EmptyGroup {
             Query::Accounts => QueryOutput::Accounts(Vec::new()),
             Query::AccessKey(_) => QueryOutput::AccessKey(None),
             Query::AccessKeys => QueryOutput::AccessKeys(Vec::new()),
+            Query::Sharing(_) => QueryOutput::Sharing(None),
+            Query::Sharings => QueryOutput::Sharings(Vec::new()),
         };
         let data = bincode::serialize(&out).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(ClientReply { data, not_leader: false, leader_addr: String::new() }))

@@ -8,49 +8,14 @@ import datetime
 import hashlib
 import hmac
 import re
-import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
 
-import boto3
-import pytest
-from botocore.config import Config
-from botocore.exceptions import ClientError
 
-from cluster import BIN, wait_for
-
-
-def admin(cluster, *args, check=True):
-    r = subprocess.run([BIN, "admin", *args, "--data-dir", str(cluster.data_dir)],
-                       capture_output=True, text=True, timeout=120)
-    if check:
-        assert r.returncode == 0, r.stdout + r.stderr
-    return r
-
-
-def client(cluster, key, secret):
-    return boto3.client("ec2", endpoint_url=cluster.endpoint, region_name=cluster.env["AWS_REGION"],
-                        aws_access_key_id=key, aws_secret_access_key=secret,
-                        config=Config(retries={"max_attempts": 1}))
-
-
-def code_of(call):
-    """(Code, HTTP status) of the error `call` raises; None when it succeeds."""
-    try:
-        call()
-    except ClientError as e:
-        return e.response["Error"]["Code"], e.response["ResponseMetadata"]["HTTPStatusCode"]
-    return None
-
-
-def new_key(cluster, account):
-    out = admin(cluster, "key", "create", account).stdout
-    pairs = dict(line.split("=", 1) for line in out.split())
-    assert set(pairs) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}, out
-    assert re.fullmatch(r"AKIA[A-Z2-7]{16}", pairs["AWS_ACCESS_KEY_ID"]), out
-    return pairs["AWS_ACCESS_KEY_ID"], pairs["AWS_SECRET_ACCESS_KEY"]
+from accounts import admin, client, code_of, new_key
+from cluster import wait_for
 
 
 def test_the_env_file_key_pair_is_a_real_one(cluster, ec2):

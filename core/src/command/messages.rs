@@ -9,7 +9,7 @@ use crate::block::ChunkId;
 use crate::ids::{SnapshotId, VolumeId};
 use crate::records::{
     AccessKey, Account, ChunkNodeInfo, ClusterSecret, CopyJob, Hold, Holder, NodeState, Snapshot,
-    Volume, VolumeModification, VolumeSettings, VolumeState,
+    SnapshotSharing, Volume, VolumeModification, VolumeSettings, VolumeState,
 };
 use serde::{Deserialize, Serialize};
 
@@ -173,6 +173,24 @@ pub enum Command {
     /// Sets the cluster secret `secret.name` unless it is set; either way
     /// answers the stored one (the first proposer's value wins).
     EnsureSecret(ClusterSecret),
+    /// Changes a snapshot's `createVolumePermission`, by its `owner` (anyone
+    /// else: the snapshot does not exist). Appended after `EnsureSecret`.
+    ShareSnapshot {
+        id: SnapshotId,
+        owner: String,
+        change: SharingChange,
+    },
+}
+
+/// A change to a snapshot's `createVolumePermission`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum SharingChange {
+    /// Grants these accounts, and everyone with `public`.
+    Add { user_ids: Vec<String>, public: bool },
+    /// Takes back these accounts' grants, and the public one with `public`.
+    Remove { user_ids: Vec<String>, public: bool },
+    /// Back to the owner alone.
+    Reset,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -220,6 +238,9 @@ pub enum MetaError {
     AccountExists(String),
     #[error("The access key '{0}' does not exist.")]
     AccessKeyNotFound(String),
+    /// A change AWS does not allow (making an encrypted snapshot public).
+    #[error("{0}")]
+    OperationNotPermitted(String),
 }
 
 pub type CommandResult = Result<CommandOutput, MetaError>;
@@ -248,6 +269,10 @@ pub enum Query {
     /// One access key (its secret sealed), active or revoked.
     AccessKey(String),
     AccessKeys,
+    /// One snapshot's sharing (appended after `AccessKeys`).
+    Sharing(SnapshotId),
+    /// Every snapshot that is shared with anyone.
+    Sharings,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -266,6 +291,8 @@ pub enum QueryOutput {
     Accounts(Vec<Account>),
     AccessKey(Option<AccessKey>),
     AccessKeys(Vec<AccessKey>),
+    Sharing(Option<SnapshotSharing>),
+    Sharings(Vec<SnapshotSharing>),
 }
 
 /// Volumes and snapshots by state name (`available`, `pending`, ...).

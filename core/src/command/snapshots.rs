@@ -136,6 +136,9 @@ impl Records {
         }
         self.remove_copy_job(&id);
         self.unhold(&Holder::Snapshot(id.clone()));
+        if self.sharing.remove(&id).is_some() {
+            self.dirty.insert(RecordKey::Sharing(id.clone()));
+        }
         self.dirty.insert(RecordKey::Snapshot(id));
         Ok(CommandOutput::Done)
     }

@@ -15,7 +15,7 @@ use crate::ids::{SnapshotId, VolumeId};
 use crate::records::{
     decode_record, encode_record, AccessKey, Account, ChunkNodeInfo, ClusterSecret, CopyJob,
     DecodeError, GcState, Hold, Holder, NodeState, NodeStateRecord, Record, RecordKey, Snapshot,
-    SnapshotState, TokenRecord, Volume, VolumeModification,
+    SnapshotSharing, SnapshotState, TokenRecord, Volume, VolumeModification,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -48,6 +48,9 @@ pub struct Records {
     pub(super) access_keys: BTreeMap<String, AccessKey>,
     #[serde(default)]
     pub(super) secrets: BTreeMap<String, ClusterSecret>,
+    /// Snapshots shared with anyone (absent: the owner alone).
+    #[serde(default)]
+    pub(super) sharing: BTreeMap<SnapshotId, SnapshotSharing>,
     #[serde(skip)]
     pub(super) dirty: BTreeSet<RecordKey>,
     /// Derived from `snapshots`, kept in step by `index_add`/`index_remove`:
@@ -111,6 +114,9 @@ impl Records {
             Record::ClusterSecret(s) => {
                 self.secrets.insert(s.name.clone(), s);
             }
+            Record::Sharing(s) => {
+                self.sharing.insert(s.snapshot_id.clone(), s);
+            }
         }
     }
 
@@ -131,6 +137,7 @@ impl Records {
             .chain(self.accounts.keys().map(|k| RecordKey::Account(k.clone())))
             .chain(self.access_keys.keys().map(|k| RecordKey::AccessKey(k.clone())))
             .chain(self.secrets.keys().map(|k| RecordKey::ClusterSecret(k.clone())))
+            .chain(self.sharing.keys().map(|k| RecordKey::Sharing(k.clone())))
             .collect();
         keys.into_iter().filter_map(|k| self.encode_key(&k).map(|v| (k.encode(), v))).collect()
     }
@@ -152,6 +159,7 @@ impl Records {
             RecordKey::Account(k) => Record::Account(self.accounts.get(k)?.clone()),
             RecordKey::AccessKey(k) => Record::AccessKey(self.access_keys.get(k)?.clone()),
             RecordKey::ClusterSecret(k) => Record::ClusterSecret(self.secrets.get(k)?.clone()),
+            RecordKey::Sharing(k) => Record::Sharing(self.sharing.get(k)?.clone()),
         };
         Some(encode_record(&rec))
     }
@@ -192,6 +200,8 @@ impl Records {
             Query::AccessKeys => {
                 QueryOutput::AccessKeys(self.access_keys.values().cloned().collect())
             }
+            Query::Sharing(id) => QueryOutput::Sharing(self.sharing.get(id).cloned()),
+            Query::Sharings => QueryOutput::Sharings(self.sharing.values().cloned().collect()),
             Query::NodeStates => QueryOutput::NodeStates(
                 self.nodes
                     .values()

@@ -110,17 +110,24 @@ pub fn snapshot_id(s: &str) -> Result<SnapshotId, EbsError> {
     }
 }
 
-/// The caller's snapshot `id`: another account's is AccessDenied, an Outpost
+/// The caller's snapshot `id`, to write: another account's is AccessDenied
+/// (`UNAUTHORIZED_ACCOUNT`, even when shared with the caller), an Outpost
 /// local snapshot too (the EBS direct APIs serve regional snapshots only).
 pub async fn own_snapshot(ebs: &Ebs, caller: &Caller, id: &str) -> Result<Snapshot, EbsError> {
+    let s = regional_snapshot(ebs, id).await?;
+    if s.owner != caller.account_id {
+        return Err(EbsError::AccessDenied(format!(
+            "The snapshot '{}' belongs to another account.",
+            s.id
+        )));
+    }
+    Ok(s)
+}
+
+async fn regional_snapshot(ebs: &Ebs, id: &str) -> Result<Snapshot, EbsError> {
     let id = snapshot_id(id)?;
     let s =
         ebs.ctx.snapshot(&id).await?.ok_or_else(|| EbsError::SnapshotNotFound(id.to_string()))?;
-    if s.owner != caller.account_id {
-        return Err(EbsError::AccessDenied(format!(
-            "The snapshot '{id}' belongs to another account."
-        )));
-    }
     if s.outpost.is_some() {
         return Err(EbsError::AccessDenied(format!(
             "The snapshot '{id}' is an Outpost local snapshot; the EBS direct APIs do not serve those."
@@ -129,9 +136,19 @@ pub async fn own_snapshot(ebs: &Ebs, caller: &Caller, id: &str) -> Result<Snapsh
     Ok(s)
 }
 
-/// The caller's completed snapshot `id`, for reading.
+/// A completed snapshot `id` the caller owns or that is shared with it (with
+/// its account or with everyone), for reading.
 pub async fn readable(ebs: &Ebs, caller: &Caller, id: &str) -> Result<Snapshot, EbsError> {
-    let s = own_snapshot(ebs, caller, id).await?;
+    let s = regional_snapshot(ebs, id).await?;
+    if s.owner != caller.account_id {
+        let shared = ebs.ctx.sharing(&s.id).await?;
+        if !shared.is_some_and(|sh| sh.grants(&caller.account_id)) {
+            return Err(EbsError::AccessDenied(format!(
+                "The snapshot '{}' belongs to another account and is not shared with yours.",
+                s.id
+            )));
+        }
+    }
     match (s.state, s.manifest_root) {
         (SnapshotState::Completed, Some(_)) => Ok(s),
         _ => Err(EbsError::invalid(

@@ -78,6 +78,16 @@ pub enum Ec2Error {
     IncorrectModificationState(String),
     #[error("{0}")]
     IncompleteSignature(String),
+    /// A snapshot shared with the caller, which only its owner may change.
+    #[error("You are not authorized to perform this operation. {0}")]
+    UnauthorizedOperation(String),
+    #[error("{0}")]
+    OperationNotPermitted(String),
+    #[error("Invalid user id: '{0}'")]
+    UserIdMalformed(String),
+    /// A sharing group other than `all` (the code moto answers, after EC2's AMIs).
+    #[error("{0}")]
+    InvalidAttributeItemValue(String),
     #[error("The request body is larger than {0} bytes.")]
     RequestTooLarge(usize),
     #[error("Request limit exceeded.")]
@@ -135,6 +145,10 @@ impl AwsError for Ec2Error {
             SnapshotInUse(_) => "InvalidSnapshot.InUse",
             IncorrectModificationState(_) => "IncorrectModificationState",
             IncompleteSignature(_) => "IncompleteSignature",
+            UnauthorizedOperation(_) => "UnauthorizedOperation",
+            OperationNotPermitted(_) => "OperationNotPermitted",
+            UserIdMalformed(_) => "InvalidUserID.Malformed",
+            InvalidAttributeItemValue(_) => "InvalidAMIAttributeItemValue",
             RequestTooLarge(_) => "RequestEntityTooLarge",
             RequestLimitExceeded => "RequestLimitExceeded",
             Unavailable(_) | Timeout => "Unavailable",
@@ -152,7 +166,7 @@ impl AwsError for Ec2Error {
             MissingAuthenticationToken | AuthFailure(_) | IncompleteSignature(_) => {
                 StatusCode::UNAUTHORIZED
             }
-            SignatureDoesNotMatch(_) => StatusCode::FORBIDDEN,
+            SignatureDoesNotMatch(_) | UnauthorizedOperation(_) => StatusCode::FORBIDDEN,
             RequestTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             RequestLimitExceeded | Unavailable(_) | Timeout => StatusCode::SERVICE_UNAVAILABLE,
             InternalError(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -213,6 +227,7 @@ impl From<MetaError> for Ec2Error {
             e @ MetaError::NodeNotFound(_) => Ec2Error::IncorrectState(e.to_string()),
             MetaError::IncorrectModificationState(m) => Ec2Error::IncorrectModificationState(m),
             MetaError::InvalidModification(m) => Ec2Error::InvalidParameterValue(m),
+            MetaError::OperationNotPermitted(m) => Ec2Error::OperationNotPermitted(m),
             // Accounts and keys change through the admin verbs, not EC2.
             e @ (MetaError::AccountNotFound(_)
             | MetaError::AccountExists(_)

@@ -129,6 +129,14 @@ impl Params {
             .collect()
     }
 
+    /// `prefix.N.field` for every N.
+    pub fn list_field(&self, prefix: &str, field: &str) -> Vec<String> {
+        self.indexes(prefix)
+            .into_iter()
+            .filter_map(|i| self.get(&format!("{prefix}.{i}.{field}")).map(str::to_string))
+            .collect()
+    }
+
     /// `Filter.N.Name` with `Filter.N.Value.M`.
     pub fn filters(&self) -> Result<Vec<Filter>, Ec2Error> {
         let mut out = Vec::new();

@@ -4,7 +4,7 @@
 //! `DryRunOperation` only for a request that would have been attempted.
 
 use super::error::Ec2Error;
-use super::ops::{modify, snapshots, tags, volumes};
+use super::ops::{modify, sharing, snapshots, tags, volumes};
 use super::params::{snapshot_id, volume_id, Params};
 use crate::config::GatewayConfig;
 use cairn_core::{SnapshotId, VolumeId};
@@ -23,6 +23,9 @@ pub enum Ec2Request {
     DescribeTags(tags::DescribeTagsInput),
     ModifyVolume(modify::ModifyVolumeInput),
     DescribeVolumesModifications(modify::DescribeModificationsInput),
+    ModifySnapshotAttribute(sharing::ModifyAttributeInput),
+    DescribeSnapshotAttribute(sharing::DescribeAttributeInput),
+    ResetSnapshotAttribute(SnapshotId),
 }
 
 impl Ec2Request {
@@ -40,6 +43,9 @@ impl Ec2Request {
             Ec2Request::DescribeTags(_) => "DescribeTags",
             Ec2Request::ModifyVolume(_) => "ModifyVolume",
             Ec2Request::DescribeVolumesModifications(_) => "DescribeVolumesModifications",
+            Ec2Request::ModifySnapshotAttribute(_) => "ModifySnapshotAttribute",
+            Ec2Request::DescribeSnapshotAttribute(_) => "DescribeSnapshotAttribute",
+            Ec2Request::ResetSnapshotAttribute(_) => "ResetSnapshotAttribute",
         }
     }
 }
@@ -62,9 +68,6 @@ const UNSUPPORTED: &[&str] = &[
     "EnableVolumeIO",
     "CopySnapshot",
     "CreateSnapshots",
-    "ModifySnapshotAttribute",
-    "DescribeSnapshotAttribute",
-    "ResetSnapshotAttribute",
     "ModifySnapshotTier",
     "RestoreSnapshotTier",
     "DescribeSnapshotTierStatus",
@@ -94,6 +97,11 @@ pub fn route(p: &Params, config: &GatewayConfig) -> Result<Routed, Ec2Error> {
         "DescribeVolumesModifications" => {
             Ec2Request::DescribeVolumesModifications(modify::parse_describe(p)?)
         }
+        "ModifySnapshotAttribute" => Ec2Request::ModifySnapshotAttribute(sharing::parse_modify(p)?),
+        "DescribeSnapshotAttribute" => {
+            Ec2Request::DescribeSnapshotAttribute(sharing::parse_describe(p)?)
+        }
+        "ResetSnapshotAttribute" => Ec2Request::ResetSnapshotAttribute(sharing::parse_reset(p)?),
         a if UNSUPPORTED.contains(&a) => return Err(Ec2Error::UnsupportedOperation(a.to_string())),
         a => return Err(Ec2Error::InvalidAction(a.to_string())),
     };

@@ -2,6 +2,7 @@
 //! router) and the execution of its operations.
 
 pub mod modify;
+pub mod sharing;
 pub mod snapshots;
 pub mod tags;
 pub mod volumes;

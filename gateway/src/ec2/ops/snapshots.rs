@@ -10,7 +10,7 @@ use crate::ec2::xml::{snapshot_members, success_body, RenderCtx};
 use crate::http::auth::Caller;
 use crate::jobs;
 use cairn_core::command::{Command, CommandOutput};
-use cairn_core::records::{Snapshot, SnapshotState, VolumeState, RECORD_VERSION};
+use cairn_core::records::{Snapshot, SnapshotSharing, SnapshotState, VolumeState, RECORD_VERSION};
 use cairn_core::time::now_ms;
 use cairn_core::{OutpostId, SnapshotId, VolumeId};
 use std::collections::BTreeMap;
@@ -151,19 +151,37 @@ pub fn parse_describe(p: &Params) -> Result<DescribeSnapshotsInput, Ec2Error> {
     })
 }
 
-/// Which of the caller's snapshots `Owner.N` and `RestorableBy.N` keep. There
-/// is no sharing yet: a caller sees only its own snapshots, which it can
-/// restore; `all` (public) and other accounts match none of them.
+/// Whether the caller sees snapshot `s` (shared as `sharing` says) in
+/// DescribeSnapshots with these `Owner.N` and `RestorableBy.N`.
+///
+/// Without either: its own snapshots, those shared with it and public ones.
+/// `Owner.N` keeps those of the named owners (`self`: the caller; `amazon`
+/// and `aws-marketplace` own nothing here). `RestorableBy.N` keeps those the
+/// named users may restore: `self` the caller's own and those shared with it
+/// by account, `all` public ones, an account id the caller's own snapshots
+/// that account may restore.
 pub fn visible(
     s: &Snapshot,
+    sharing: Option<&SnapshotSharing>,
     caller_account: &str,
     owners: &[String],
     restorable_by: &[String],
 ) -> bool {
-    let me = |v: &String| v == "self" || v == caller_account;
-    s.owner == caller_account
-        && (owners.is_empty() || owners.iter().any(|o| me(o) || o == &s.owner))
-        && (restorable_by.is_empty() || restorable_by.iter().any(me))
+    let mine = s.owner == caller_account;
+    let public = sharing.is_some_and(|sh| sh.public);
+    let named = |account: &str| sharing.is_some_and(|sh| sh.user_ids.contains(account));
+    if !(mine || public || named(caller_account)) {
+        return false;
+    }
+    let owner_ok =
+        owners.is_empty() || owners.iter().any(|o| if o == "self" { mine } else { o == &s.owner });
+    let restorable_ok = restorable_by.is_empty()
+        || restorable_by.iter().any(|r| match r.as_str() {
+            "self" => mine || named(caller_account),
+            "all" => public,
+            account => mine && (account == caller_account || public || named(account)),
+        });
+    owner_ok && restorable_ok
 }
 
 pub async fn describe(
@@ -172,16 +190,29 @@ pub async fn describe(
     rid: &str,
     input: DescribeSnapshotsInput,
 ) -> Result<String, Ec2Error> {
-    let all = ctx.snapshots().await?;
-    if let Some(missing) = input.snapshot_ids.iter().find(|id| !all.iter().any(|s| &s.id == *id)) {
+    let me = caller.account_id.as_str();
+    let sharings = ctx.sharings().await?;
+    let sharing_of = |s: &Snapshot| sharings.get(&s.id);
+    // What the caller may see at all: a named snapshot outside it does not exist.
+    let mut snaps: Vec<Snapshot> = ctx
+        .snapshots()
+        .await?
+        .into_iter()
+        .filter(|s| visible(s, sharing_of(s), me, &[], &[]))
+        .collect();
+    if let Some(missing) = input.snapshot_ids.iter().find(|id| !snaps.iter().any(|s| &s.id == *id))
+    {
         return Err(Ec2Error::SnapshotNotFound(missing.to_string()));
     }
-    let mut snaps: Vec<Snapshot> = all
-        .into_iter()
-        .filter(|s| visible(s, &caller.account_id, &input.owners, &input.restorable_by))
-        .filter(|s| input.snapshot_ids.is_empty() || input.snapshot_ids.contains(&s.id))
-        .filter(|s| filters::matches(s, &input.filters, filters::snapshot_values))
-        .collect();
+    snaps.retain(|s| {
+        visible(s, sharing_of(s), me, &input.owners, &input.restorable_by)
+            && (input.snapshot_ids.is_empty() || input.snapshot_ids.contains(&s.id))
+    });
+    for s in snaps.iter_mut().filter(|s| s.owner != me) {
+        // Tags belong to the account that set them: a grantee sees none of the owner's.
+        s.tags.clear();
+    }
+    snaps.retain(|s| filters::matches(s, &input.filters, filters::snapshot_values));
     snaps.sort_by(|a, b| a.id.cmp(&b.id));
     let (page, next) = filters::page(
         snaps,
@@ -231,19 +262,42 @@ mod tests {
     fn visibility() {
         let s = snapshot();
         let me = "123456789012";
-        let v = |o: &[&str], r: &[&str]| {
-            let o: Vec<String> = o.iter().map(|x| x.to_string()).collect();
-            let r: Vec<String> = r.iter().map(|x| x.to_string()).collect();
-            visible(&s, me, &o, &r)
+        let (friend, stranger) = ("111122223333", "999999999999");
+        let strs = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<String>>();
+        let v = |sh: Option<&SnapshotSharing>, who: &str, o: &[&str], r: &[&str]| {
+            visible(&s, sh, who, &strs(o), &strs(r))
         };
-        assert!(v(&[], &[]));
-        assert!(v(&["self"], &[]));
-        assert!(v(&[me], &["self"]));
-        assert!(v(&["amazon", "self"], &[]));
-        assert!(!v(&["amazon"], &[]));
-        assert!(!v(&["999999999999"], &[]));
-        assert!(!v(&[], &["all"]));
-        assert!(!v(&[], &["999999999999"]));
-        assert!(!visible(&s, "999999999999", &[], &[]));
+        // Not shared: the owner alone, under the owner's names.
+        assert!(v(None, me, &[], &[]));
+        assert!(v(None, me, &["self"], &[]));
+        assert!(v(None, me, &[me], &["self"]));
+        assert!(v(None, me, &["amazon", "self"], &[]));
+        assert!(!v(None, me, &["amazon"], &[]));
+        assert!(!v(None, me, &[stranger], &[]));
+        assert!(!v(None, me, &[], &["all"]));
+        assert!(!v(None, me, &[], &[friend]));
+        assert!(!v(None, stranger, &[], &[]));
+
+        let mut sh = SnapshotSharing::new(s.id.clone());
+        sh.user_ids.insert(friend.to_string());
+        let sh = Some(&sh);
+        assert!(v(sh, me, &[], &[friend]));
+        assert!(!v(sh, me, &[], &[stranger]));
+        assert!(v(sh, friend, &[], &[]));
+        assert!(v(sh, friend, &[me], &["self"]));
+        assert!(!v(sh, friend, &["self"], &[]));
+        assert!(!v(sh, friend, &[], &["all"]));
+        assert!(!v(sh, stranger, &[], &[]));
+
+        let mut public = SnapshotSharing::new(s.id.clone());
+        public.public = true;
+        let public = Some(&public);
+        assert!(v(public, stranger, &[], &[]));
+        assert!(v(public, stranger, &[], &["all"]));
+        // Public is not "explicitly shared with me".
+        assert!(!v(public, stranger, &[], &["self"]));
+        assert!(v(public, me, &[], &[stranger]));
+        // An account id in RestorableBy counts only for the caller's own snapshots.
+        assert!(!v(public, stranger, &[], &[stranger]));
     }
 }

@@ -196,7 +196,7 @@ pub async fn create(
 ) -> Result<String, Ec2Error> {
     let mut size = input.size_gib;
     if let Some(sid) = &input.snapshot_id {
-        let snap = records::own_snapshot(ctx, caller, sid).await?;
+        let snap = records::usable_snapshot(ctx, caller, sid).await?;
         if snap.state != SnapshotState::Completed {
             return Err(Ec2Error::IncorrectState(format!(
                 "Snapshot '{sid}' is in state '{}', not 'completed'.",
