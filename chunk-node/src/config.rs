@@ -25,6 +25,10 @@ pub struct ChunkNodeConfig {
     /// Seconds from the end of one periodic scrub pass to the start of the
     /// next (0: only passes asked for, `cairn admin scrub`).
     pub scrub_interval_secs: u64,
+    /// Directory with the cluster CA and this node's certificate (`ca.pem`,
+    /// `node.pem`, `node.key`): gRPC in and out, and NBD between the gateway's
+    /// door and this node, then use mutual TLS. Absent: clear text.
+    pub tls_dir: Option<PathBuf>,
 }
 
 impl Default for ChunkNodeConfig {
@@ -38,6 +42,7 @@ impl Default for ChunkNodeConfig {
             advertise_host: "127.0.0.1".into(),
             scrub_bytes_per_sec: 8 << 20,
             scrub_interval_secs: 24 * 3600,
+            tls_dir: None,
         }
     }
 }

@@ -11,6 +11,8 @@ use tonic::{Code, Status};
 pub enum ChunkNodeError {
     #[error("invalid configuration: {0}")]
     Config(&'static str),
+    #[error("{0}")]
+    Tls(String),
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,
@@ -85,9 +87,12 @@ impl From<ChunkNodeError> for Status {
             E::CorruptState { .. } => Code::DataLoss,
             E::ChunkUnavailable(_) | E::Remote { .. } | E::StoreStopped => Code::Unavailable,
             E::Manifest(_) => Code::DataLoss,
-            E::Config(_) | E::Io { .. } | E::Task(_) | E::Transport(_) | E::Encode(_) => {
-                Code::Internal
-            }
+            E::Config(_)
+            | E::Tls(_)
+            | E::Io { .. }
+            | E::Task(_)
+            | E::Transport(_)
+            | E::Encode(_) => Code::Internal,
         };
         Status::new(code, e.to_string())
     }

@@ -37,6 +37,7 @@ pub use volume::{FreezeInfo, VolumeHost, VolumeStats};
 use crate::staging::StagingStore;
 use cairn_core::records::ChunkNodeInfo;
 use cairn_core::OutpostId;
+use cairn_proto::tls::ClusterTls;
 use cairn_worker::{WorkerStatus, Workers};
 use std::net::SocketAddr;
 use tokio::net::TcpListener;
@@ -79,11 +80,20 @@ impl ChunkNode {
             grpc.local_addr().map_err(|e| ChunkNodeError::io("address of", "grpc listener", e))?;
         let nbd_addr =
             nbd.local_addr().map_err(|e| ChunkNodeError::io("address of", "nbd listener", e))?;
+        let tls = match &config.tls_dir {
+            Some(dir) => {
+                Some(ClusterTls::load(dir).map_err(|e| ChunkNodeError::Tls(e.to_string()))?)
+            }
+            None => None,
+        };
+        peers::use_tls(tls.clone());
         let store = ChunkStore::open(&config.data_dir).await?;
         let local = store::LocalStore { node_id: config.node_id.clone(), store: store.clone() };
         let workers = Workers::new();
         let sources = scrub::Sources::Metadata {
-            client: cairn_proto::MetadataClient::new(config.metadata.clone()),
+            client: Box::new(
+                cairn_proto::MetadataClient::new(config.metadata.clone()).with_tls(tls.clone()),
+            ),
             node_id: config.node_id.clone(),
             outpost: outpost.clone(),
         };
@@ -95,6 +105,7 @@ impl ChunkNode {
         let host = VolumeHost::open_with(
             &config.data_dir,
             config.metadata.clone(),
+            tls.clone(),
             Some(local.clone()),
             workers.clone(),
         )
@@ -122,10 +133,24 @@ impl ChunkNode {
             },
             staging: rpc::StagingService { store: StagingStore::new(&config.data_dir) },
         };
-        let grpc_task = tokio::spawn(rpc::serve(grpc, services, rx.clone()));
-        let nbd_task = tokio::spawn(nbd_server::serve(nbd, host.clone(), rx.clone()));
+        let grpc_task = tokio::spawn(rpc::serve(grpc, services, tls.clone(), rx.clone()));
+        let nbd_tls = match &tls {
+            Some(t) => Some(cairn_nbd::TlsOffer {
+                acceptor: tokio_rustls::TlsAcceptor::from(
+                    t.rustls_server(true).map_err(|e| ChunkNodeError::Tls(e.to_string()))?,
+                ),
+                required: true,
+            }),
+            None => None,
+        };
+        let nbd_task = tokio::spawn(nbd_server::serve(nbd, host.clone(), nbd_tls, rx.clone()));
         if !config.metadata.is_empty() {
-            workers.spawn(register::Registration::new(config.metadata.clone(), info.clone(), rx));
+            workers.spawn(register::Registration::new(
+                config.metadata.clone(),
+                tls.clone(),
+                info.clone(),
+                rx,
+            ));
         }
         tracing::info!(
             node = %info.node_id, zone = %info.zone(), grpc = %info.grpc_addr, nbd = %info.nbd_addr,

@@ -14,7 +14,7 @@
 
 use crate::volume::{Volume, VolumeHost};
 use cairn_nbd::structured::{self, ReadPiece, CMD_BLOCK_STATUS, CMD_FLAG_REQ_ONE};
-use cairn_nbd::{self as nbd, Export, ExportResolver, NbdError, Request, Session};
+use cairn_nbd::{self as nbd, Conn, Export, ExportResolver, NbdError, Request, Session, TlsOffer};
 use std::io;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
@@ -49,15 +49,25 @@ impl ExportResolver for HostResolver {
 
 /// Accepts NBD connections until `shutdown` flips to true; then drops every
 /// open connection.
-pub async fn serve(listener: TcpListener, host: VolumeHost, mut shutdown: watch::Receiver<bool>) {
+///
+/// With `tls`, a client must start TLS (NBD_OPT_STARTTLS) with a certificate
+/// the cluster CA signed before it can open a volume: only the gateway's NBD
+/// door (or another cluster process) reaches a volume host.
+pub async fn serve(
+    listener: TcpListener,
+    host: VolumeHost,
+    tls: Option<TlsOffer>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let stop = async move {
         // A dropped sender also means shut down.
         let _ = shutdown.wait_for(|s| *s).await;
     };
     nbd::serve_connections(listener, "volume host", stop, |stream, peer| {
         let host = host.clone();
+        let tls = tls.clone();
         async move {
-            if let Err(e) = handle(stream, host).await {
+            if let Err(e) = handle(stream, host, tls).await {
                 tracing::debug!(%peer, error = %e, "nbd connection ended with an error");
             }
         }
@@ -65,16 +75,29 @@ pub async fn serve(listener: TcpListener, host: VolumeHost, mut shutdown: watch:
     .await
 }
 
-async fn handle(mut stream: TcpStream, host: VolumeHost) -> Result<(), NbdError> {
+async fn handle(
+    stream: TcpStream,
+    host: VolumeHost,
+    tls: Option<TlsOffer>,
+) -> Result<(), NbdError> {
     stream.set_nodelay(true)?;
-    let Some((name, _, volume, session)) =
-        nbd::server_negotiate(&mut stream, &mut HostResolver(host)).await?
-    else {
+    let negotiated =
+        nbd::server_negotiate_tls(stream, &mut HostResolver(host), tls.as_ref()).await?;
+    let Some(((name, _, volume, session), conn)) = negotiated else {
         return Ok(());
     };
-    tracing::debug!(volume = %name, ?session, "nbd transmission started");
-    let (rd, wr) = stream.into_split();
-    transmit(BufReader::new(rd), wr, volume, session).await
+    tracing::debug!(volume = %name, ?session, tls = conn.is_tls(), "nbd transmission started");
+    match conn {
+        // A plain socket splits without a lock between its halves.
+        Conn::Plain(stream) => {
+            let (rd, wr) = stream.into_split();
+            transmit(BufReader::new(rd), wr, volume, session).await
+        }
+        tls => {
+            let (rd, wr) = tokio::io::split(tls);
+            transmit(BufReader::new(rd), wr, volume, session).await
+        }
+    }
 }
 
 enum Reply {

@@ -4,6 +4,7 @@
 
 use cairn_core::command::Command;
 use cairn_core::records::ChunkNodeInfo;
+use cairn_proto::tls::ClusterTls;
 use cairn_proto::MetadataClient;
 use cairn_worker::{Backoff, Progress, Stop, Worker};
 use std::time::Duration;
@@ -23,11 +24,12 @@ impl Registration {
     /// shuts down.
     pub fn new(
         members: Vec<String>,
+        tls: Option<ClusterTls>,
         info: ChunkNodeInfo,
         shutdown: watch::Receiver<bool>,
     ) -> Registration {
         Registration {
-            client: MetadataClient::new(members),
+            client: MetadataClient::new(members).with_tls(tls),
             node_id: info.node_id.clone(),
             cmd: Command::RegisterNode(info),
             shutdown,

@@ -6,7 +6,6 @@
 use crate::gc::GatewayArgs;
 use crate::group::GroupArgs;
 use cairn_proto::pb::MemberInfo;
-use cairn_proto::MetadataClient;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum AdminCmd {
@@ -87,6 +86,10 @@ pub enum AdminCmd {
         #[command(subcommand)]
         cmd: crate::accounts::KeyCmd,
     },
+    /// Create a cluster CA (if the directory has none) and certificates
+    /// signed by it for the named processes, for deployments `cairn up` does
+    /// not manage.
+    Tls(crate::tls::TlsArgs),
     /// How many bytes deleting a snapshot would free now, and how many it shares.
     SnapshotUsage {
         /// The snapshot id (snap-...).
@@ -99,7 +102,7 @@ pub enum AdminCmd {
 pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
     match cmd {
         AdminCmd::Status { group, gateway, output } => {
-            let client = MetadataClient::new(group.addrs()?);
+            let client = group.client()?;
             // Members the group has now, not only the ones given.
             let addrs = client.refresh_members().await.unwrap_or_else(|_| client.addrs());
             let gateway = gateway.or_else(|| {
@@ -115,14 +118,14 @@ pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
             Ok(())
         }
         AdminCmd::AddMember { group, id, addr } => {
-            let client = MetadataClient::new(group.addrs()?);
+            let client = group.client()?;
             let members = client.add_member(id, &addr).await?;
             eprintln!("cairn: member {id} ({addr}) added");
             print_members(&members);
             Ok(())
         }
         AdminCmd::RemoveMember { group, id } => {
-            let client = MetadataClient::new(group.addrs()?);
+            let client = group.client()?;
             let members = client.remove_member(id).await?;
             eprintln!("cairn: member {id} removed; its process can be stopped");
             print_members(&members);
@@ -138,6 +141,7 @@ pub async fn run(cmd: AdminCmd) -> anyhow::Result<()> {
         AdminCmd::Node { cmd } => crate::nodes::run(cmd).await,
         AdminCmd::Account { cmd } => crate::accounts::run_account(cmd).await,
         AdminCmd::Key { cmd } => crate::accounts::run_key(cmd).await,
+        AdminCmd::Tls(args) => crate::tls::run(args),
         AdminCmd::SnapshotUsage { snapshot, gateway } => {
             crate::gc::snapshot_usage(gateway, &snapshot).await
         }

@@ -3,6 +3,7 @@
 //! addresses given.
 
 use anyhow::Context;
+use cairn_proto::tls::ClusterTls;
 use cairn_proto::MetadataClient;
 use std::path::{Path, PathBuf};
 
@@ -15,6 +16,11 @@ pub struct GroupArgs {
     /// Metadata member addresses (http://host:port), instead of --data-dir.
     #[arg(long, value_delimiter = ',')]
     metadata: Vec<String>,
+    /// TLS directory (`ca.pem`, `node.pem`, `node.key`) of a certificate the
+    /// cluster CA signed. Default: `<data-dir>/tls/admin` when it exists
+    /// (clear text otherwise).
+    #[arg(long)]
+    tls_dir: Option<PathBuf>,
 }
 
 impl GroupArgs {
@@ -24,7 +30,22 @@ impl GroupArgs {
 
     /// A client of the group.
     pub fn client(&self) -> anyhow::Result<MetadataClient> {
-        Ok(MetadataClient::new(self.addrs()?))
+        Ok(MetadataClient::new(self.addrs()?).with_tls(self.tls()?))
+    }
+
+    /// The TLS identity the verbs present, if the cluster uses TLS.
+    pub fn tls(&self) -> anyhow::Result<Option<ClusterTls>> {
+        let dir = match &self.tls_dir {
+            Some(d) => d.clone(),
+            None => {
+                let d = self.data_dir.join("tls").join(crate::tls::ADMIN);
+                if !d.exists() {
+                    return Ok(None);
+                }
+                d
+            }
+        };
+        Ok(Some(ClusterTls::load(&dir)?))
     }
 
     pub fn addrs(&self) -> anyhow::Result<Vec<String>> {

@@ -12,6 +12,7 @@ use anyhow::{bail, Context};
 use cairn_core::command::{Query, QueryOutput};
 use cairn_proto::pb::metadata_client::MetadataClient as PbMetaClient;
 use cairn_proto::pb::{InitRequest, MemberInfo, StatusReply};
+use cairn_proto::tls::{self, ClusterTls};
 use cairn_proto::MetadataClient;
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,10 @@ pub struct InitArgs {
     /// How long to wait for the members to answer and elect a leader, in seconds.
     #[arg(long, default_value_t = 120)]
     pub timeout_secs: u64,
+    /// TLS directory (`ca.pem`, `node.pem`, `node.key`) when the members use
+    /// mutual TLS.
+    #[arg(long)]
+    pub tls_dir: Option<std::path::PathBuf>,
 }
 
 /// How often unanswered members are asked again while waiting.
@@ -32,7 +37,10 @@ const POLL: Duration = Duration::from_millis(250);
 pub async fn run(args: InitArgs) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
     let addrs = args.metadata;
-    let client = MetadataClient::new(addrs.clone()).with_deadline(Duration::from_secs(5));
+    let tls = args.tls_dir.as_deref().map(ClusterTls::load).transpose()?;
+    let client = MetadataClient::new(addrs.clone())
+        .with_deadline(Duration::from_secs(5))
+        .with_tls(tls.clone());
 
     let statuses = wait_all_answer(&client, &addrs, deadline).await?;
     for (i, (addr, s)) in addrs.iter().zip(&statuses).enumerate() {
@@ -56,9 +64,11 @@ pub async fn run(args: InitArgs) -> anyhow::Result<()> {
             .enumerate()
             .map(|(i, a)| MemberInfo { node_id: i as u64 + 1, addr: a.clone(), voter: true })
             .collect();
-        let mut c = PbMetaClient::connect(addrs[0].clone())
+        let channel = tls::endpoint(&addrs[0], tls.as_ref())?
+            .connect()
             .await
             .with_context(|| format!("connecting to {}", addrs[0]))?;
+        let mut c = PbMetaClient::new(channel);
         // The member answers success if another run initialized it meanwhile.
         c.initialize(InitRequest { members })
             .await

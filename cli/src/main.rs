@@ -16,6 +16,7 @@ mod scrub;
 mod snapshot;
 mod status;
 mod table;
+mod tls;
 mod up;
 mod volume;
 mod watch;

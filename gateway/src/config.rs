@@ -18,6 +18,13 @@ pub struct GatewayConfig {
     /// With `dev_any_key` off: the file holding the cluster key (64 hex
     /// digits) that unseals the access keys' secrets.
     pub cluster_key_file: String,
+    /// Directory with the cluster CA and this gateway's certificate
+    /// (`ca.pem`, `node.pem`, `node.key`): its calls to the metadata group
+    /// and the chunk nodes then use mutual TLS. Empty: clear text.
+    pub tls_dir: String,
+    /// With `tls_dir`: the NBD door opens volumes only for clients that
+    /// started TLS (NBD_OPT_STARTTLS); without, TLS is offered, not required.
+    pub nbd_tls_required: bool,
     /// The region's availability zones, in order; zone N also has the id `<region>-az<N>`.
     pub availability_zones: Vec<String>,
     /// gRPC URLs of the metadata group's members (`http://host:port`).
@@ -94,6 +101,8 @@ impl Default for GatewayConfig {
             region: "cairn-1".into(),
             account_id: "123456789012".into(),
             cluster_key_file: String::new(),
+            tls_dir: String::new(),
+            nbd_tls_required: false,
             availability_zones: vec!["cairn-1a".into(), "cairn-1b".into()],
             metadata: Vec::new(),
             replication_factor: 3,
@@ -168,6 +177,9 @@ impl GatewayConfig {
                 "cluster_key_file",
                 "must name the cluster key file when dev_any_key is off (signatures are checked)",
             );
+        }
+        if self.nbd_tls_required && self.tls_dir.is_empty() {
+            return err("nbd_tls_required", "needs tls_dir (the certificate the door offers)");
         }
         if self.max_body_bytes == 0 || self.max_concurrent_requests == 0 {
             return err("max_body_bytes/max_concurrent_requests", "must be positive");

@@ -11,14 +11,17 @@ use crate::gc_state::Gc;
 use crate::http::auth::Authenticator;
 use crate::http::keys::KeyRing;
 use crate::jobs;
+use crate::nbd_door::DoorTls;
 use crate::nodes::NodeClients;
 use crate::repair;
 use crate::repair_state::Repair;
 use crate::tasks::Jobs;
 use cairn_core::accounts::ClusterKey;
+use cairn_proto::tls::ClusterTls;
 use cairn_proto::MetadataClient;
 use cairn_worker::{WorkerStatus, Workers};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -33,6 +36,8 @@ pub enum GatewayError {
     Io(#[from] std::io::Error),
     #[error("cluster key file {path}: {reason}")]
     ClusterKey { path: String, reason: String },
+    #[error("{0}")]
+    Tls(#[from] cairn_proto::tls::TlsError),
 }
 
 /// How requests are authenticated, as configured.
@@ -78,16 +83,21 @@ impl Gateway {
         config.validate()?;
         let http_addr = http.local_addr()?;
         let nbd_addr = nbd.local_addr()?;
+        let tls = match config.tls_dir.as_str() {
+            "" => None,
+            dir => Some(ClusterTls::load(Path::new(dir))?),
+        };
         let meta = Arc::new(
             MetadataClient::new(config.metadata.clone())
-                .with_deadline(Duration::from_millis(config.metadata_deadline_ms)),
+                .with_deadline(Duration::from_millis(config.metadata_deadline_ms))
+                .with_tls(tls.clone()),
         );
         let auth = Arc::new(authenticator(&config, &meta)?);
         let ctx = Arc::new(Ctx {
             auth,
             config,
             meta,
-            nodes: NodeClients::default(),
+            nodes: NodeClients::new(tls.clone()),
             jobs: Jobs::default(),
             workers: Workers::new(),
             gc: Gc::default(),
@@ -106,7 +116,8 @@ impl Gateway {
         let http = tokio::spawn(async move {
             axum::serve(http, app.into_make_service()).with_graceful_shutdown(http_signal).await
         });
-        let nbd = spawn_nbd(nbd, ctx.meta.clone(), signal(stopped));
+        let door_tls = DoorTls::from_cluster(tls.as_ref(), ctx.config.nbd_tls_required)?;
+        let nbd = spawn_nbd(nbd, ctx.meta.clone(), door_tls, signal(stopped));
         ebs::spawn_background(&ctx);
         jobs::spawn_workers(&ctx);
         gc::spawn(&ctx);
@@ -157,7 +168,8 @@ impl Gateway {
 fn spawn_nbd(
     listener: TcpListener,
     meta: Arc<MetadataClient>,
+    tls: DoorTls,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> JoinHandle<std::io::Result<()>> {
-    tokio::spawn(crate::nbd_door::serve(listener, meta, shutdown))
+    tokio::spawn(crate::nbd_door::serve(listener, meta, tls, shutdown))
 }

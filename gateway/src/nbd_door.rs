@@ -14,6 +14,12 @@
 //! (structured replies, `base:allocation` under the id every Cairn server
 //! gives it), so the two transmission phases match byte for byte.
 //!
+//! TLS: the door offers NBD_OPT_STARTTLS to clients with its cluster
+//! certificate (qemu's `tls-creds-x509` with the cluster CA as `ca-cert.pem`),
+//! and with `nbd_tls_required` refuses to open a volume in clear text. The
+//! upstream leg to the volume host is mutual TLS whenever the gateway has a
+//! cluster certificate: hosts then accept nothing else.
+//!
 //! NBD_OPT_LIST is refused with ERR_UNSUP: NBD carries no credentials, and a
 //! listing would reveal every account's volume ids. Clients that need a
 //! volume know its id. A failure to reach the metadata group or the host
@@ -22,12 +28,14 @@
 use cairn_core::command::{Query, QueryOutput};
 use cairn_core::records::VolumeState;
 use cairn_core::VolumeId;
-use cairn_nbd::{self as nbd, Export, ExportResolver, Session};
+use cairn_nbd::{self as nbd, Conn, Export, ExportResolver, Session, TlsOffer};
+use cairn_proto::tls::{ClusterTls, TlsError};
 use cairn_proto::{MetaClientError, MetadataClient};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 /// How long connecting to a volume host may take.
 const UPSTREAM_CONNECT: Duration = Duration::from_secs(5);
@@ -85,36 +93,72 @@ impl Locate for MetaLocator {
     }
 }
 
+/// How the door speaks TLS, each way.
+#[derive(Clone, Default)]
+pub struct DoorTls {
+    /// Offered to clients (NBD_OPT_STARTTLS), maybe required.
+    pub front: Option<TlsOffer>,
+    /// Used towards volume hosts: the gateway's cluster certificate.
+    pub upstream: Option<TlsConnector>,
+}
+
+impl DoorTls {
+    /// From the gateway's cluster certificate: clients get TLS offered (and
+    /// required with `required`), hosts are reached over mutual TLS.
+    pub fn from_cluster(tls: Option<&ClusterTls>, required: bool) -> Result<Self, TlsError> {
+        let Some(tls) = tls else { return Ok(DoorTls::default()) };
+        Ok(DoorTls {
+            front: Some(TlsOffer {
+                acceptor: TlsAcceptor::from(tls.rustls_server(false)?),
+                required,
+            }),
+            upstream: Some(TlsConnector::from(tls.rustls_client()?)),
+        })
+    }
+}
+
 /// Opens and negotiates the upstream connection for `volume`.
 async fn open_upstream(
     addr: &str,
     volume: &str,
     session: Session,
-) -> Result<(Export, TcpStream), DoorError> {
+    tls: Option<&TlsConnector>,
+) -> Result<(Export, Conn<TcpStream>), DoorError> {
     let timeout = || DoorError::Timeout { addr: addr.to_string() };
     let mut up = tokio::time::timeout(UPSTREAM_CONNECT, TcpStream::connect(addr))
         .await
         .map_err(|_| timeout())?
         .map_err(|source| DoorError::Connect { addr: addr.to_string(), source })?;
     up.set_nodelay(true).map_err(|source| DoorError::Connect { addr: addr.to_string(), source })?;
-    let handshake = nbd::client_negotiate_with(&mut up, volume, session);
-    let export = tokio::time::timeout(UPSTREAM_HANDSHAKE, handshake)
+    let handshake = async move {
+        match tls {
+            Some(tls) => {
+                nbd::client_negotiate_tls(up, volume, session, tls, cairn_proto::tls::server_name())
+                    .await
+            }
+            None => {
+                let export = nbd::client_negotiate_with(&mut up, volume, session).await?;
+                Ok((export, Conn::Plain(up)))
+            }
+        }
+    };
+    tokio::time::timeout(UPSTREAM_HANDSHAKE, handshake)
         .await
         .map_err(|_| timeout())?
-        .map_err(|source| DoorError::Upstream { addr: addr.to_string(), source })?;
-    Ok((export, up))
+        .map_err(|source| DoorError::Upstream { addr: addr.to_string(), source })
 }
 
 /// The door's export resolver: an export is a volume, and its handle is the
 /// negotiated upstream connection.
 struct DoorResolver<L> {
     locator: Arc<L>,
+    upstream_tls: Option<TlsConnector>,
 }
 
 impl<L: Locate> ExportResolver for DoorResolver<L> {
-    type Handle = TcpStream;
+    type Handle = Conn<TcpStream>;
 
-    async fn resolve(&mut self, name: &str, session: Session) -> Option<(Export, TcpStream)> {
+    async fn resolve(&mut self, name: &str, session: Session) -> Option<(Export, Conn<TcpStream>)> {
         let addr = match self.locator.locate(name).await {
             Ok(Some(addr)) => addr,
             Ok(None) => return None,
@@ -123,7 +167,7 @@ impl<L: Locate> ExportResolver for DoorResolver<L> {
                 return None;
             }
         };
-        match open_upstream(&addr, name, session).await {
+        match open_upstream(&addr, name, session, self.upstream_tls.as_ref()).await {
             Ok(v) => Some(v),
             Err(e) => {
                 tracing::warn!(volume = name, error = %e, "nbd door cannot reach volume host");
@@ -142,21 +186,24 @@ impl<L: Locate> ExportResolver for DoorResolver<L> {
 pub async fn serve(
     listener: TcpListener,
     meta: Arc<MetadataClient>,
+    tls: DoorTls,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_with(listener, Arc::new(MetaLocator(meta)), shutdown).await
+    serve_with(listener, Arc::new(MetaLocator(meta)), tls, shutdown).await
 }
 
 /// [`serve`] with any way of locating volumes.
 pub async fn serve_with<L: Locate>(
     listener: TcpListener,
     locator: Arc<L>,
+    tls: DoorTls,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     nbd::serve_connections(listener, "nbd door", shutdown, |client, peer| {
         let locator = locator.clone();
+        let tls = tls.clone();
         async move {
-            if let Err(e) = handle(client, locator).await {
+            if let Err(e) = handle(client, locator, tls).await {
                 tracing::debug!(%peer, error = %e, "nbd door connection ended with an error");
             }
         }
@@ -175,14 +222,20 @@ enum ConnError {
     HandshakeTimeout,
 }
 
-async fn handle<L: Locate>(mut client: TcpStream, locator: Arc<L>) -> Result<(), ConnError> {
+async fn handle<L: Locate>(
+    client: TcpStream,
+    locator: Arc<L>,
+    tls: DoorTls,
+) -> Result<(), ConnError> {
     client.set_nodelay(true)?;
-    let mut resolver = DoorResolver { locator };
-    let chosen =
-        tokio::time::timeout(CLIENT_HANDSHAKE, nbd::server_negotiate(&mut client, &mut resolver))
-            .await
-            .map_err(|_| ConnError::HandshakeTimeout)??;
-    let Some((name, _export, mut upstream, _session)) = chosen else { return Ok(()) };
+    let mut resolver = DoorResolver { locator, upstream_tls: tls.upstream };
+    let handshake = nbd::server_negotiate_tls(client, &mut resolver, tls.front.as_ref());
+    let chosen = tokio::time::timeout(CLIENT_HANDSHAKE, handshake)
+        .await
+        .map_err(|_| ConnError::HandshakeTimeout)??;
+    let Some(((name, _export, mut upstream, _session), mut client)) = chosen else {
+        return Ok(());
+    };
     let (to_host, to_client) = tokio::io::copy_bidirectional_with_sizes(
         &mut client,
         &mut upstream,
@@ -270,9 +323,10 @@ mod tests {
         let door = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let door_addr = door.local_addr().expect("addr");
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve_with(door, Arc::new(locator), async move {
-            let _ = stop_rx.await;
-        }));
+        let server =
+            tokio::spawn(serve_with(door, Arc::new(locator), DoorTls::default(), async move {
+                let _ = stop_rx.await;
+            }));
 
         // Unknown and unreachable volumes are refused; the door keeps serving.
         for name in ["vol-fffffffffffffffff", "vol-dead0000000000000"] {

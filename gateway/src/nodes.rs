@@ -7,6 +7,7 @@ use cairn_core::records::ChunkNodeInfo;
 use cairn_core::{ChunkId, OutpostId, VolumeId};
 use cairn_proto::pb::chunk_store_client::ChunkStoreClient;
 use cairn_proto::pb::volume_host_client::VolumeHostClient;
+use cairn_proto::tls::ClusterTls;
 use cairn_proto::Channel;
 use cairn_proto::{BadAddress, ChunkChannels, MAX_MESSAGE_BYTES};
 use std::time::Duration;
@@ -129,6 +130,16 @@ pub struct NodeClients {
 }
 
 impl NodeClients {
+    /// Channels over mutual TLS with `tls` (`None`: clear text).
+    pub fn new(tls: Option<ClusterTls>) -> Self {
+        NodeClients { channels: ChunkChannels::new(tls) }
+    }
+
+    /// The TLS these channels use.
+    pub fn tls(&self) -> Option<&ClusterTls> {
+        self.channels.tls()
+    }
+
     fn channel(&self, addr: &str) -> Result<Channel, HostError> {
         Ok(self.channels.get(addr)?)
     }

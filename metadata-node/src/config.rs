@@ -31,6 +31,11 @@ pub struct MetadataConfig {
     /// catches up from the log instead of receiving a whole snapshot.
     #[serde(default = "default_keep_logs_after_snapshot")]
     pub keep_logs_after_snapshot: u64,
+    /// Directory with the cluster CA and this member's certificate
+    /// (`ca.pem`, `node.pem`, `node.key`): Raft and client traffic then use
+    /// mutual TLS. Absent: clear text (in-process test clusters).
+    #[serde(default)]
+    pub tls_dir: Option<PathBuf>,
 }
 
 fn default_heartbeat_ms() -> u64 {
@@ -64,6 +69,7 @@ impl MetadataConfig {
             snapshot_logs: default_snapshot_logs(),
             install_snapshot_timeout_ms: default_install_snapshot_timeout_ms(),
             keep_logs_after_snapshot: default_keep_logs_after_snapshot(),
+            tls_dir: None,
         }
     }
 

@@ -18,4 +18,8 @@ pub enum MetadataError {
     InvalidMembers(String),
     #[error("cannot initialize: {0}")]
     Initialize(#[from] InitializeError),
+    #[error("{0}")]
+    Tls(#[from] cairn_proto::tls::TlsError),
+    #[error("TLS: {0}")]
+    Transport(#[from] tonic::transport::Error),
 }

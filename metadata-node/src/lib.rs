@@ -31,6 +31,7 @@ use admin::AdminService;
 use cairn_proto::pb::metadata_admin_server::MetadataAdminServer;
 use cairn_proto::pb::metadata_server::MetadataServer;
 use cairn_proto::pb::raft_server::RaftServer;
+use cairn_proto::tls::ClusterTls;
 use cairn_proto::MAX_MESSAGE_BYTES;
 use log_store::LogStore;
 use network::Network;
@@ -85,7 +86,9 @@ impl MetadataNode {
         let records = sm.records();
         let log_store = LogStore::new(db);
 
-        let raft = Raft::new(config.node_id, raft_config, Network::new(), log_store, sm).await?;
+        let tls = config.tls_dir.as_deref().map(ClusterTls::load).transpose()?;
+        let network = Network::new(tls.clone());
+        let raft = Raft::new(config.node_id, raft_config, network, log_store, sm).await?;
 
         let raft_svc = RaftServer::new(RaftService::new(raft.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -96,8 +99,12 @@ impl MetadataNode {
         let admin_svc = MetadataAdminServer::new(AdminService::new(raft.clone()));
         let (stop_server, stopped) = oneshot::channel::<()>();
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let mut builder = Server::builder();
+        if let Some(tls) = &tls {
+            builder = builder.tls_config(tls.server())?;
+        }
         let server = tokio::spawn(
-            Server::builder()
+            builder
                 .layer(cairn_proto::trace::RequestIdLayer)
                 .add_service(raft_svc)
                 .add_service(meta_svc)

@@ -13,6 +13,7 @@ use crate::typ::{
 };
 use cairn_proto::pb::raft_client::RaftClient;
 use cairn_proto::pb::{RaftReply, RaftRequest};
+use cairn_proto::tls::{self, ClusterTls};
 use cairn_proto::MAX_MESSAGE_BYTES;
 use openraft::error::{NetworkError, PayloadTooLarge, RemoteError, Unreachable};
 use openraft::network::RPCOption;
@@ -22,7 +23,7 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// How long establishing a TCP connection to a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -42,11 +43,13 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::Er
 #[derive(Clone, Default)]
 pub struct Network {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    tls: Option<ClusterTls>,
 }
 
 impl Network {
-    pub fn new() -> Self {
-        Self::default()
+    /// Peers reached over mutual TLS with `tls` (`None`: clear text).
+    pub fn new(tls: Option<ClusterTls>) -> Self {
+        Network { channels: Arc::default(), tls }
     }
 
     /// The cached lazy channel to `addr`, created on first use.
@@ -55,7 +58,7 @@ impl Network {
         if let Some(ch) = map.get(addr) {
             return Ok(ch.clone());
         }
-        let ch = Endpoint::from_shared(addr.to_string())?
+        let ch = tls::endpoint(addr, self.tls.as_ref())?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .connect_lazy();

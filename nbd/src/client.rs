@@ -3,12 +3,15 @@
 
 use crate::error::NbdError;
 use crate::structured::{self, Session};
+use crate::tls::Conn;
 use crate::wire::{
     read_u16, read_u32, read_u64, Export, FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES, IHAVEOPT,
-    INFO_EXPORT, MAX_OPTION_LEN, NBD_MAGIC, OPT_ABORT, OPT_GO, OPT_STRUCTURED_REPLY, REPLY_MAGIC,
-    REP_ACK, REP_INFO,
+    INFO_EXPORT, MAX_OPTION_LEN, NBD_MAGIC, OPT_ABORT, OPT_GO, OPT_STARTTLS, OPT_STRUCTURED_REPLY,
+    REPLY_MAGIC, REP_ACK, REP_INFO,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::TlsConnector;
 
 /// Runs the client side of the handshake: fixed newstyle, NBD_OPT_GO for
 /// `name`, simple replies only. On success the stream is in the transmission
@@ -32,6 +35,39 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     greet(stream).await?;
+    haggle(stream, name, session).await
+}
+
+/// [`client_negotiate_with`] over TLS: greets in clear text, sends
+/// NBD_OPT_STARTTLS, runs the TLS handshake with `connector` for
+/// `server_name`, then haggles inside TLS. Hands the socket back as a
+/// [`Conn`] in the transmission phase.
+pub async fn client_negotiate_tls<S>(
+    mut stream: S,
+    name: &str,
+    session: Session,
+    connector: &TlsConnector,
+    server_name: ServerName<'static>,
+) -> Result<(Export, Conn<S>), NbdError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    greet(&mut stream).await?;
+    send_option(&mut stream, OPT_STARTTLS, &[]).await?;
+    if read_option_reply(&mut stream, OPT_STARTTLS).await?.0 != REP_ACK {
+        return Err(NbdError::Malformed("STARTTLS not acknowledged"));
+    }
+    let tls = connector.connect(server_name, stream).await.map_err(NbdError::Tls)?;
+    let mut conn = Conn::Client(Box::new(tls));
+    let export = haggle(&mut conn, name, session).await?;
+    Ok((export, conn))
+}
+
+/// Everything after the greeting: what `session` asks for, then GO.
+async fn haggle<S>(stream: &mut S, name: &str, session: Session) -> Result<Export, NbdError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     if session.structured {
         send_option(stream, OPT_STRUCTURED_REPLY, &[]).await?;
         if read_option_reply(stream, OPT_STRUCTURED_REPLY).await?.0 != REP_ACK {

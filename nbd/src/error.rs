@@ -24,4 +24,8 @@ pub enum NbdError {
     WrongOptionEcho { expected: u32, found: u32 },
     #[error("server acknowledged NBD_OPT_GO without sending NBD_INFO_EXPORT")]
     MissingExportInfo,
+    #[error("this server requires TLS (NBD_OPT_STARTTLS) before an export is chosen")]
+    TlsRequired,
+    #[error("TLS handshake: {0}")]
+    Tls(std::io::Error),
 }

@@ -17,14 +17,16 @@ pub mod client;
 mod error;
 pub mod server;
 pub mod structured;
+pub mod tls;
 pub mod transmission;
 pub mod wire;
 
 pub use accept::serve_connections;
-pub use client::{client_negotiate, client_negotiate_with};
+pub use client::{client_negotiate, client_negotiate_tls, client_negotiate_with};
 pub use error::NbdError;
-pub use server::{server_negotiate, ExportResolver, Negotiated};
+pub use server::{server_negotiate, server_negotiate_tls, ExportResolver, Negotiated, TlsOffer};
 pub use structured::Session;
+pub use tls::Conn;
 pub use transmission::{
     encode_simple_reply, read_request, read_simple_reply, send_simple_reply, write_all_slices,
     write_request, write_simple_reply,

@@ -5,11 +5,11 @@
 //! timeout, `TCP_NODELAY` and the large HTTP/2 windows chunks need, and
 //! shares channels through one cache).
 
+use crate::tls::{self, ClusterTls};
 use crate::trace::{passing_request_id, Channel};
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
-use tonic::transport::Endpoint;
 
 /// Largest gRPC message any Cairn service sends or accepts (a chunk is 512 KiB;
 /// Raft batches and snapshots stay below this).
@@ -33,13 +33,14 @@ pub struct BadAddress {
 }
 
 /// A lazily connected channel to the chunk node at `addr`
-/// (`http://host:port`); with `request_timeout`, every call on it fails
-/// after that long.
+/// (`http://host:port`), over mutual TLS with `tls`; with `request_timeout`,
+/// every call on it fails after that long.
 pub fn chunk_node_channel(
     addr: &str,
     request_timeout: Option<Duration>,
+    tls: Option<&ClusterTls>,
 ) -> Result<Channel, BadAddress> {
-    let endpoint = Endpoint::from_shared(addr.to_string())
+    let endpoint = tls::endpoint(addr, tls)
         .map_err(|e| BadAddress { addr: addr.to_string(), reason: e.to_string() })?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
@@ -56,16 +57,27 @@ pub fn chunk_node_channel(
 #[derive(Default)]
 pub struct ChunkChannels {
     channels: Mutex<HashMap<String, Channel>>,
+    tls: Option<ClusterTls>,
 }
 
 impl ChunkChannels {
+    /// Channels over mutual TLS with `tls` (`None`: clear text).
+    pub fn new(tls: Option<ClusterTls>) -> Self {
+        ChunkChannels { channels: Mutex::default(), tls }
+    }
+
+    /// The TLS these channels use, for whoever opens more of their kind.
+    pub fn tls(&self) -> Option<&ClusterTls> {
+        self.tls.as_ref()
+    }
+
     /// The channel to `addr`, opened (lazily) on first use.
     pub fn get(&self, addr: &str) -> Result<Channel, BadAddress> {
         let mut map = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(c) = map.get(addr) {
             return Ok(c.clone());
         }
-        let ch = chunk_node_channel(addr, None)?;
+        let ch = chunk_node_channel(addr, None, self.tls.as_ref())?;
         map.insert(addr.to_string(), ch.clone());
         Ok(ch)
     }

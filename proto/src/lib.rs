@@ -6,6 +6,7 @@ pub mod channel;
 pub mod convert;
 pub mod meta_client;
 pub mod pb;
+pub mod tls;
 pub mod trace;
 
 pub use channel::{

@@ -21,6 +21,7 @@ use crate::pb::{
     AddMemberRequest, ClientReply, ClientRequest, MemberInfo, MembershipReply, RemoveMemberRequest,
     StatusReply, StatusRequest,
 };
+use crate::tls::{self, ClusterTls};
 use crate::trace::{passing_request_id, Channel};
 use cairn_core::command::{Command, CommandResult, Query, QueryOutput};
 use serde::{Deserialize, Serialize};
@@ -29,7 +30,6 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
-use tonic::transport::Endpoint;
 
 /// How often a client re-reads the group's membership from the leader.
 const REFRESH_MEMBERS_EVERY: Duration = Duration::from_secs(5);
@@ -101,6 +101,7 @@ pub struct MetadataClient {
     client_id: u64,
     next_seq: AtomicU64,
     last_refresh: Mutex<Instant>,
+    tls: Option<ClusterTls>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -127,7 +128,14 @@ impl MetadataClient {
             client_id: rand::random(),
             next_seq: AtomicU64::new(1),
             last_refresh: Mutex::new(Instant::now()),
+            tls: None,
         }
+    }
+
+    /// Talks to the members over mutual TLS with `tls` (`None`: clear text).
+    pub fn with_tls(mut self, tls: Option<ClusterTls>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// How long one call keeps retrying before it gives up as unavailable.
@@ -147,7 +155,7 @@ impl MetadataClient {
             return Ok(c.clone());
         }
         let ch = passing_request_id(
-            Endpoint::from_shared(addr.to_string())
+            tls::endpoint(addr, self.tls.as_ref())
                 .map_err(|e| MetaClientError::Unavailable(format!("bad address {addr}: {e}")))?
                 .connect_timeout(Duration::from_secs(2))
                 .tcp_nodelay(true)

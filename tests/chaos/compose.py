@@ -132,7 +132,7 @@ class ComposeCluster:
             if self.running(m) != "running":
                 continue
             r = sh(["docker", "exec", self.ids[m], "cairn", "admin", "status",
-                    "--metadata", META_ADDRS], check=False, timeout=30)
+                    "--metadata", META_ADDRS, "--tls-dir", "/tls/admin"], check=False, timeout=30)
             for line in r.stdout.splitlines()[1:]:
                 cols = line.split()
                 if len(cols) >= 5 and cols[2].lower() == "leader" and cols[0] == cols[4]:

@@ -8,8 +8,10 @@ use cairn_core::placement::Candidate;
 use cairn_core::ChunkId;
 use cairn_proto::pb::chunk_store_client::ChunkStoreClient;
 use cairn_proto::pb::{GetChunkRequest, HasChunksRequest, PutChunkRequest, StoreNode};
+use cairn_proto::tls::ClusterTls;
 use cairn_proto::Channel;
 use cairn_proto::{chunk_node_channel, MAX_MESSAGE_BYTES};
+use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 use tonic::Code;
 
@@ -34,12 +36,24 @@ pub fn replication_factor(rf: u32) -> usize {
     }
 }
 
+/// The TLS this process's chunk node talks to its peers with. A process runs
+/// one chunk node with one certificate (in-process test clusters run none),
+/// so it is set once at start rather than carried through every copy,
+/// restore, hydration and repair that opens peer channels.
+static PEER_TLS: RwLock<Option<ClusterTls>> = RwLock::new(None);
+
+/// Peers are reached over mutual TLS with `tls` from now on.
+pub fn use_tls(tls: Option<ClusterTls>) {
+    *PEER_TLS.write().unwrap_or_else(PoisonError::into_inner) = tls;
+}
+
 /// Lazily connected clients for `nodes`, in the same order.
 pub fn connect(nodes: &[StoreNode]) -> Result<Vec<Peer>, ChunkNodeError> {
+    let tls = PEER_TLS.read().unwrap_or_else(PoisonError::into_inner).clone();
     nodes
         .iter()
         .map(|n| {
-            let ch = chunk_node_channel(&n.grpc_addr, Some(CALL_TIMEOUT))
+            let ch = chunk_node_channel(&n.grpc_addr, Some(CALL_TIMEOUT), tls.as_ref())
                 .map_err(|e| ChunkNodeError::BadAddress { addr: e.addr, reason: e.reason })?;
             let client = ChunkStoreClient::new(ch)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)

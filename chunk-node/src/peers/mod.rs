@@ -7,6 +7,6 @@ pub mod client;
 pub mod fetch;
 pub mod put;
 
-pub use client::{candidates, connect, replication_factor, Peer, DEFAULT_RF};
+pub use client::{candidates, connect, replication_factor, use_tls, Peer, DEFAULT_RF};
 pub use fetch::{fetch, fetch_near};
 pub(crate) use put::Sender;

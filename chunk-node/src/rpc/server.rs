@@ -7,6 +7,7 @@ use crate::rpc::volume_host::VolumeHostService;
 use cairn_proto::pb::chunk_store_server::ChunkStoreServer;
 use cairn_proto::pb::snapshot_staging_server::SnapshotStagingServer;
 use cairn_proto::pb::volume_host_server::VolumeHostServer;
+use cairn_proto::tls::ClusterTls;
 use cairn_proto::{CONNECTION_WINDOW_BYTES, MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTES};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -34,9 +35,14 @@ macro_rules! limited {
 pub async fn serve(
     listener: TcpListener,
     services: Services,
+    tls: Option<ClusterTls>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &tls {
+        builder = builder.tls_config(tls.server())?;
+    }
+    builder
         .tcp_nodelay(true)
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)

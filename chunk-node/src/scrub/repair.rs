@@ -34,7 +34,7 @@ const PEERS_TTL: Duration = Duration::from_secs(30);
 /// Where the good copies are.
 pub enum Sources {
     /// The other registered nodes of this node's destination.
-    Metadata { client: MetadataClient, node_id: String, outpost: Option<OutpostId> },
+    Metadata { client: Box<MetadataClient>, node_id: String, outpost: Option<OutpostId> },
     /// These nodes (tests, and nodes that register nowhere).
     Fixed(Vec<StoreNode>),
 }

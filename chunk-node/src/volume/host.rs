@@ -15,6 +15,7 @@ use crate::volume::hydration::{Hydration, HydrationMap};
 use crate::volume::hydrator::Hydrator;
 use crate::volume::io::Volume;
 use crate::volume::tracking::Tracking;
+use cairn_proto::tls::ClusterTls;
 use cairn_proto::MetadataClient;
 use cairn_worker::{WorkerStatus, Workers};
 use std::collections::HashMap;
@@ -68,7 +69,7 @@ impl VolumeHost {
     /// Opens the volumes under `data_dir` with their freezes, tracking and
     /// hydration, drops what unfinished creates left, and restarts hydration.
     pub async fn open(data_dir: &Path) -> Result<VolumeHost, ChunkNodeError> {
-        Self::open_with(data_dir, Vec::new(), None, Workers::new()).await
+        Self::open_with(data_dir, Vec::new(), None, None, Workers::new()).await
     }
 
     /// [`VolumeHost::open`], with the metadata group's members (gRPC URLs)
@@ -78,11 +79,13 @@ impl VolumeHost {
     pub async fn open_with(
         data_dir: &Path,
         metadata: Vec<String>,
+        tls: Option<ClusterTls>,
         local: Option<LocalStore>,
         workers: Workers,
     ) -> Result<VolumeHost, ChunkNodeError> {
         let data_dir = data_dir.to_path_buf();
-        let metadata = (!metadata.is_empty()).then(|| Arc::new(MetadataClient::new(metadata)));
+        let metadata =
+            (!metadata.is_empty()).then(|| Arc::new(MetadataClient::new(metadata).with_tls(tls)));
         let host = tokio::task::spawn_blocking(move || {
             Self::open_blocking(&data_dir, metadata, local, workers)
         })

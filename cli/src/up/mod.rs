@@ -6,6 +6,9 @@
 //! - `meta-N/`, `chunk-*/`, `gateway/`: one directory per process, with its
 //!   `config.toml`, `addr.toml` (written by the process once it serves) and `log`.
 //! - `env`: a shell file to `source`, written only once the cluster answers.
+//! - `tls/`: the cluster CA (`ca.pem`, `ca.key`) and one directory of TLS
+//!   files per process (`tls/meta-1`, ..., `tls/gateway`, `tls/admin` for
+//!   `cairn admin`): every call between the processes is mutual TLS.
 
 mod credentials;
 mod members;
@@ -19,6 +22,7 @@ use cairn_core::command::{Query, QueryOutput};
 use cairn_core::OutpostId;
 use cairn_proto::pb::metadata_client::MetadataClient as PbMetaClient;
 use cairn_proto::pb::{InitRequest, MemberInfo};
+use cairn_proto::tls::{self, ClusterTls};
 use cairn_proto::MetadataClient;
 use credentials::Credentials;
 use members::{stop_all, supervise, wait_until, Member};
@@ -60,6 +64,11 @@ pub struct UpArgs {
     /// against the key pair written to the env file.
     #[arg(long)]
     pub open: bool,
+    /// The NBD door opens volumes only for clients that start TLS (qemu:
+    /// `--object tls-creds-x509,dir=$CAIRN_NBD_TLS_DIR,endpoint=client`).
+    /// Without it TLS is offered and clear text accepted.
+    #[arg(long)]
+    pub nbd_tls_required: bool,
 }
 
 impl UpArgs {
@@ -110,8 +119,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     preflight::check_ports(&args.host, &ports)?;
     let outpost = OutpostId::parse(&cluster.outpost_id).context("cluster.toml: bad outpost_id")?;
+    let ca = crate::tls::Ca::ensure(&data_dir.join("tls")).context("the cluster CA")?;
+    let admin_tls = ClusterTls::load(&ca.member(crate::tls::ADMIN)?)?;
     let mut members: Vec<Member> = Vec::new();
     let cx = Start {
+        ca: &ca,
+        admin_tls: &admin_tls,
         args: &args,
         data_dir: &data_dir,
         names: &names,
@@ -142,6 +155,18 @@ struct Start<'a> {
     outpost: &'a OutpostId,
     /// `None` under `--open`.
     cluster_key: Option<&'a ClusterKey>,
+    /// The cluster CA, which issues each process its certificate.
+    ca: &'a crate::tls::Ca,
+    /// What `cairn up` itself presents to the metadata group.
+    admin_tls: &'a ClusterTls,
+}
+
+impl Start<'_> {
+    /// The `tls_dir = ...` line of process `name`'s configuration.
+    fn tls_line(&self, name: &str) -> anyhow::Result<String> {
+        let dir = self.ca.member(name)?;
+        Ok(format!("tls_dir = {:?}\n", dir.display().to_string()))
+    }
 }
 
 async fn start_all(
@@ -176,10 +201,13 @@ async fn start_metadata(
     for id in 1..=3u64 {
         let dir = cx.data_dir.join(format!("meta-{id}"));
         std::fs::create_dir_all(&dir)?;
-        let config =
-            format!("node_id = {id}\ndata_dir = {:?}\n", dir.join("raft").display().to_string());
-        let port = cluster.metadata_ports.get(id as usize - 1).copied().unwrap_or(0);
         let name = format!("meta-{id}");
+        let config = format!(
+            "node_id = {id}\ndata_dir = {:?}\n{}",
+            dir.join("raft").display().to_string(),
+            cx.tls_line(&name)?
+        );
+        let port = cluster.metadata_ports.get(id as usize - 1).copied().unwrap_or(0);
         let listen = format!("{host}:{port}");
         members.push(Member::start(exe, "metadata-node", &name, &dir, &config, &listen, None)?);
     }
@@ -195,7 +223,8 @@ async fn start_metadata(
     write_atomic(cluster_path, toml::to_string(&cluster)?.as_bytes())?;
 
     if !cluster.initialized {
-        let mut c = PbMetaClient::connect(meta_addrs[0].clone()).await?;
+        let channel = tls::endpoint(&meta_addrs[0], Some(cx.admin_tls))?.connect().await?;
+        let mut c = PbMetaClient::new(channel);
         let members = meta_addrs
             .iter()
             .enumerate()
@@ -205,7 +234,9 @@ async fn start_metadata(
         cluster.initialized = true;
         write_atomic(cluster_path, toml::to_string(&cluster)?.as_bytes())?;
     }
-    let meta = MetadataClient::new(meta_addrs.clone()).with_deadline(Duration::from_secs(5));
+    let meta = MetadataClient::new(meta_addrs.clone())
+        .with_deadline(Duration::from_secs(5))
+        .with_tls(Some(cx.admin_tls.clone()));
     wait_until("the metadata group elects a leader", members, || async {
         matches!(meta.read(&Query::Nodes).await, Ok(QueryOutput::Nodes(_)))
     })
@@ -236,6 +267,7 @@ async fn start_chunk_nodes(
         if on_outpost {
             config.push_str(&format!("outpost = {:?}\n", cx.outpost.to_string()));
         }
+        config.push_str(&cx.tls_line(&name)?);
         let listen = format!("{host}:0");
         members.push(Member::start(
             exe,
@@ -287,6 +319,12 @@ async fn start_gateway(
         cx.args.replication_factor,
         cx.cluster_key.is_none(),
     );
+    let door_names = vec![host.clone(), "localhost".to_string()];
+    let gateway_tls = cx.ca.member_also_named("gateway", &door_names)?;
+    config.push_str(&format!("tls_dir = {:?}\n", gateway_tls.display().to_string()));
+    if cx.args.nbd_tls_required {
+        config.push_str("nbd_tls_required = true\n");
+    }
     if cx.cluster_key.is_some() {
         let file = cx.data_dir.join(crate::accounts::CLUSTER_KEY_FILE);
         config.push_str(&format!("cluster_key_file = {:?}\n", file.display().to_string()));
@@ -316,6 +354,7 @@ fn write_env(cx: &Start<'_>, gw_addrs: &BoundAddrs, creds: &Credentials) -> anyh
     let Names { region, zones, account_id } = cx.names;
     let outpost = cx.outpost;
     let outpost_arn = outpost.arn(region, account_id);
+    let nbd_tls_dir = cx.ca.qemu_client_dir()?.display().to_string();
     let env = format!(
         "# Written by `cairn up`; source it to point AWS clients and NBD tools at the cluster.\n\
          export AWS_ENDPOINT_URL=http://{http}\n\
@@ -326,6 +365,7 @@ fn write_env(cx: &Start<'_>, gw_addrs: &BoundAddrs, creds: &Credentials) -> anyh
          export CAIRN_ACCOUNT_ID={account_id}\n\
          export CAIRN_ZONES={}\n\
          export CAIRN_NBD={nbd}\n\
+         export CAIRN_NBD_TLS_DIR={nbd_tls_dir}\n\
          export CAIRN_OUTPOST_ARN={outpost_arn}\n",
         zones.join(",")
     );

@@ -9,6 +9,7 @@ use cairn_core::records::ChunkNodeInfo;
 use cairn_core::ChunkId;
 use cairn_proto::pb::snapshot_staging_client::SnapshotStagingClient;
 use cairn_proto::pb::{self, StagingKind};
+use cairn_proto::tls::ClusterTls;
 use cairn_proto::Channel;
 use cairn_proto::{ChunkChannels, MAX_MESSAGE_BYTES};
 use futures::future::join_all;
@@ -28,6 +29,11 @@ pub struct StagingClients {
 }
 
 impl StagingClients {
+    /// Channels over mutual TLS with `tls` (`None`: clear text).
+    pub fn new(tls: Option<ClusterTls>) -> Self {
+        StagingClients { channels: ChunkChannels::new(tls) }
+    }
+
     fn client(&self, node: &ChunkNodeInfo) -> Result<SnapshotStagingClient<Channel>, HostError> {
         let ch = self.channels.get(&node.grpc_addr)?;
         Ok(SnapshotStagingClient::new(ch)

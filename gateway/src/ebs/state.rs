@@ -45,9 +45,9 @@ pub struct Ebs {
 impl Ebs {
     pub fn new(ctx: Arc<Ctx>) -> Arc<Ebs> {
         Arc::new(Ebs {
+            staging: StagingClients::new(ctx.nodes.tls().cloned()),
             ctx,
             tokens: OnceCell::new(),
-            staging: StagingClients::default(),
             minute: timeout_minute(),
         })
     }

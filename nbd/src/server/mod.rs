@@ -4,8 +4,11 @@
 //!
 //! What a server built on [`server_negotiate`] offers: NBD_OPT_GO, INFO,
 //! EXPORT_NAME, LIST, ABORT, STRUCTURED_REPLY and LIST/SET_META_CONTEXT
-//! (`base:allocation` only); STARTTLS, extended headers and unknown options
-//! are refused with ERR_UNSUP, which every client tested falls back from.
+//! (`base:allocation` only); extended headers and unknown options are
+//! refused with ERR_UNSUP, which every client tested falls back from.
+//! STARTTLS is offered by [`server_negotiate_tls`] (and refused with
+//! ERR_UNSUP by [`server_negotiate`]); with TLS required, every option but
+//! STARTTLS and ABORT is refused with ERR_TLS_REQD until TLS is on.
 
 mod options;
 mod resolver;
@@ -14,12 +17,15 @@ pub use resolver::{ExportResolver, Negotiated};
 
 use crate::error::NbdError;
 use crate::structured::{OPT_LIST_META_CONTEXT, OPT_SET_META_CONTEXT};
+use crate::tls::Conn;
 use crate::wire::{
     read_u32, FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES, IHAVEOPT, MAX_OPTION_LEN, NBD_MAGIC, OPT_ABORT,
-    OPT_EXPORT_NAME, OPT_GO, OPT_INFO, OPT_LIST, OPT_STRUCTURED_REPLY,
+    OPT_EXPORT_NAME, OPT_GO, OPT_INFO, OPT_LIST, OPT_STARTTLS, OPT_STRUCTURED_REPLY,
+    REP_ERR_INVALID, REP_ERR_TLS_REQD,
 };
 use options::{Haggle, Step};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_rustls::TlsAcceptor;
 
 /// Runs the server side of the fixed newstyle handshake.
 ///
@@ -37,25 +43,121 @@ where
     R: ExportResolver,
 {
     let mut haggle = greet(stream).await?;
+    haggle_options(stream, resolver, &mut haggle).await
+}
+
+/// TLS a server offers: how it accepts, and whether clear text is refused.
+#[derive(Clone)]
+pub struct TlsOffer {
+    pub acceptor: TlsAcceptor,
+    /// Refuse to choose an export before NBD_OPT_STARTTLS.
+    pub required: bool,
+}
+
+/// [`server_negotiate`] offering NBD_OPT_STARTTLS with `tls`: takes the
+/// socket, and hands it back as a [`Conn`], TLS if the client started it.
+/// Without `tls` it is [`server_negotiate`] on an owned socket.
+pub async fn server_negotiate_tls<S, R>(
+    mut stream: S,
+    resolver: &mut R,
+    tls: Option<&TlsOffer>,
+) -> Result<Option<(Negotiated<R::Handle>, Conn<S>)>, NbdError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+    R: ExportResolver,
+{
+    let mut haggle = greet(&mut stream).await?;
+    let Some(offer) = tls else {
+        let chosen = haggle_options(&mut stream, resolver, &mut haggle).await?;
+        return Ok(chosen.map(|c| (c, Conn::Plain(stream))));
+    };
+    // Clear text until STARTTLS: options are answered here as usual unless
+    // TLS is required.
     loop {
-        let Some((option, data)) = read_option(stream).await? else { return Ok(None) };
-        let step = match option {
-            OPT_EXPORT_NAME => haggle.export_name(stream, resolver, data).await?,
-            OPT_ABORT => options::abort(stream).await,
-            OPT_LIST => haggle.list(stream, resolver, &data).await?,
-            OPT_INFO | OPT_GO => haggle.info_or_go(stream, resolver, option, &data).await?,
-            OPT_STRUCTURED_REPLY => haggle.structured_reply(stream, &data).await?,
-            OPT_LIST_META_CONTEXT | OPT_SET_META_CONTEXT => {
-                haggle.meta_context(stream, option, &data).await?
+        let Some((option, data)) = read_option(&mut stream).await? else { return Ok(None) };
+        if option == OPT_STARTTLS {
+            if !data.is_empty() {
+                options::refuse::<_, ()>(
+                    &mut stream,
+                    option,
+                    REP_ERR_INVALID,
+                    "STARTTLS takes no data",
+                )
+                .await?;
+                continue;
             }
-            // STARTTLS, extended headers and anything unknown: the data was
-            // consumed by read_option.
-            _ => options::unsupported(stream, option).await?,
+            options::ack(&mut stream, option).await?;
+            let tls = offer.acceptor.accept(stream).await.map_err(NbdError::Tls)?;
+            let mut conn = Conn::Server(Box::new(tls));
+            // What was negotiated in clear text does not carry over.
+            let mut haggle = Haggle::new(haggle.no_zeroes());
+            let chosen = haggle_options(&mut conn, resolver, &mut haggle).await?;
+            return Ok(chosen.map(|c| (c, conn)));
+        }
+        let step = if offer.required && option != OPT_ABORT {
+            if option == OPT_EXPORT_NAME {
+                // EXPORT_NAME cannot be refused but by closing.
+                return Err(NbdError::TlsRequired);
+            }
+            options::refuse(
+                &mut stream,
+                option,
+                REP_ERR_TLS_REQD,
+                "TLS is required: send NBD_OPT_STARTTLS first",
+            )
+            .await?
+        } else {
+            answer(&mut stream, resolver, &mut haggle, option, data).await?
         };
         if let Step::Done(chosen) = step {
+            return Ok(chosen.map(|c| (c, Conn::Plain(stream))));
+        }
+    }
+}
+
+/// Answers options until the client picks an export or leaves.
+async fn haggle_options<S, R>(
+    stream: &mut S,
+    resolver: &mut R,
+    haggle: &mut Haggle,
+) -> Result<Option<Negotiated<R::Handle>>, NbdError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+    R: ExportResolver,
+{
+    loop {
+        let Some((option, data)) = read_option(stream).await? else { return Ok(None) };
+        if let Step::Done(chosen) = answer(stream, resolver, haggle, option, data).await? {
             return Ok(chosen);
         }
     }
+}
+
+/// Answers one option.
+async fn answer<S, R>(
+    stream: &mut S,
+    resolver: &mut R,
+    haggle: &mut Haggle,
+    option: u32,
+    data: Vec<u8>,
+) -> Result<Step<R::Handle>, NbdError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+    R: ExportResolver,
+{
+    Ok(match option {
+        OPT_EXPORT_NAME => haggle.export_name(stream, resolver, data).await?,
+        OPT_ABORT => options::abort(stream).await,
+        OPT_LIST => haggle.list(stream, resolver, &data).await?,
+        OPT_INFO | OPT_GO => haggle.info_or_go(stream, resolver, option, &data).await?,
+        OPT_STRUCTURED_REPLY => haggle.structured_reply(stream, &data).await?,
+        OPT_LIST_META_CONTEXT | OPT_SET_META_CONTEXT => {
+            haggle.meta_context(stream, option, &data).await?
+        }
+        // STARTTLS here (no TLS offered, or TLS already on), extended
+        // headers and anything unknown: the data was consumed by read_option.
+        _ => options::unsupported(stream, option).await?,
+    })
 }
 
 /// Sends the greeting and reads the client's flags.

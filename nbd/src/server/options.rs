@@ -35,6 +35,10 @@ impl Haggle {
         Haggle { no_zeroes, session: Session::default(), meta_export: None }
     }
 
+    pub(super) fn no_zeroes(&self) -> bool {
+        self.no_zeroes
+    }
+
     /// What the client chose for `name`: `base:allocation` holds only if it
     /// was selected for that same export.
     fn session_for(&self, name: &str) -> Session {
@@ -206,6 +210,28 @@ where
         tracing::debug!(error = %e, "client closed before the abort was acknowledged");
     }
     Step::Done(None)
+}
+
+/// An option refused with `code` and `text`; haggling goes on.
+pub(super) async fn refuse<S, H>(
+    stream: &mut S,
+    option: u32,
+    code: u32,
+    text: &str,
+) -> Result<Step<H>, NbdError>
+where
+    S: AsyncWrite + Unpin,
+{
+    send_error(stream, option, code, text).await?;
+    Ok(Step::Continue)
+}
+
+/// NBD_OPT_STARTTLS accepted: the TLS handshake starts right after this.
+pub(super) async fn ack<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    option: u32,
+) -> Result<(), NbdError> {
+    send_option_reply(stream, option, REP_ACK, &[]).await
 }
 
 /// Any option this server does not offer.
