@@ -8,6 +8,7 @@
 //! run on every start of a deployment: on an initialized group it only waits
 //! for a leader and says so.
 
+use crate::up::credentials;
 use anyhow::{bail, Context};
 use cairn_core::command::{Query, QueryOutput};
 use cairn_proto::pb::metadata_client::MetadataClient as PbMetaClient;
@@ -29,6 +30,15 @@ pub struct InitArgs {
     /// mutual TLS.
     #[arg(long)]
     pub tls_dir: Option<std::path::PathBuf>,
+    /// Where the gateways' cluster key and the first account's key pair
+    /// live: created there on the first run (`cluster.key`, `credentials`,
+    /// and `env` to source), kept after. The gateways then check signatures
+    /// with `cluster_key_file = "<dir>/cluster.key"`.
+    #[arg(long)]
+    pub secrets_dir: Option<std::path::PathBuf>,
+    /// The first account's 12-digit id (with --secrets-dir).
+    #[arg(long, env = "CAIRN_ACCOUNT_ID", default_value = "123456789012")]
+    pub account_id: String,
 }
 
 /// How often unanswered members are asked again while waiting.
@@ -86,6 +96,20 @@ pub async fn run(args: InitArgs) -> anyhow::Result<()> {
         tokio::time::sleep(POLL).await;
     }
     println!("metadata group ready: {} members, leader elected", addrs.len());
+    if let Some(dir) = &args.secrets_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let key = credentials::cluster_key(dir)?;
+        let c = credentials::first_key(&client, dir, &args.account_id, &key).await?;
+        credentials::write_private(
+            &dir.join("env"),
+            format!(
+                "export AWS_ACCESS_KEY_ID={}\nexport AWS_SECRET_ACCESS_KEY={}\n",
+                c.access_key_id, c.secret_access_key
+            )
+            .as_bytes(),
+        )?;
+        println!("account {}: key pair in {}", args.account_id, dir.join("env").display());
+    }
     Ok(())
 }
 

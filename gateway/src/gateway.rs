@@ -38,6 +38,8 @@ pub enum GatewayError {
     ClusterKey { path: String, reason: String },
     #[error("{0}")]
     Tls(#[from] cairn_proto::tls::TlsError),
+    #[error("dev_any_key accepts any access key, so every listener must be on loopback, not {0}")]
+    OpenOffLoopback(SocketAddr),
 }
 
 /// How requests are authenticated, as configured.
@@ -83,6 +85,11 @@ impl Gateway {
         config.validate()?;
         let http_addr = http.local_addr()?;
         let nbd_addr = nbd.local_addr()?;
+        if config.dev_any_key {
+            if let Some(open) = [http_addr, nbd_addr].into_iter().find(|a| !a.ip().is_loopback()) {
+                return Err(GatewayError::OpenOffLoopback(open));
+            }
+        }
         let tls = match config.tls_dir.as_str() {
             "" => None,
             dir => Some(ClusterTls::load(Path::new(dir))?),

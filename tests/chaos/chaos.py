@@ -69,7 +69,8 @@ def main():
     with tempfile.TemporaryDirectory(prefix="cairn-chaos-") as workdir:
         try:
             cluster.up()
-            clients = workload.Clients(cluster.gateways)
+            clients = workload.Clients(cluster.gateways,
+                                       credentials=getattr(cluster, "credentials", None))
             n = 0
             for cycle in range(runs):
                 for fault in kinds:

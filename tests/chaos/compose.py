@@ -3,7 +3,9 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
+import tomllib
 import urllib.request
 from pathlib import Path
 
@@ -71,6 +73,8 @@ class ComposeCluster:
                     f"127.0.0.1:{PORTS['CAIRN_NBD_PORT_2']}"),
         ]
         self.outpost_arn = OUTPOST_ARN
+        #: The first account's key pair, made by the init service.
+        self.credentials = None
 
     def dc(self, *args, check=True, timeout=600):
         r = subprocess.run(self.compose + list(args), capture_output=True, text=True,
@@ -93,7 +97,16 @@ class ComposeCluster:
         code = sh(["docker", "wait", self.ids["init"]], timeout=180).stdout.strip()
         if code != "0":
             raise RuntimeError(f"init-cluster exited with {code}:\n{self.logs('init')}")
+        self.credentials = self.read_credentials()
         self.wait_healthy()
+
+    def read_credentials(self):
+        """The key pair init wrote to the secrets volume (copied out of its
+        stopped container)."""
+        with tempfile.TemporaryDirectory() as d:
+            sh(["docker", "cp", f"{self.ids['init']}:/secrets/credentials", d + "/credentials"])
+            c = tomllib.loads(Path(d, "credentials").read_text())
+        return c["access_key_id"], c["secret_access_key"]
 
     def down(self):
         self.dc("down", "-v", "--remove-orphans", check=False)

@@ -84,9 +84,12 @@ class VolumeLost(Exception):
 class Clients:
     """boto3 clients for every gateway; calls fail over between them."""
 
-    def __init__(self, gateways, region="cairn-1"):
+    def __init__(self, gateways, region="cairn-1", credentials=None):
         self.gateways = gateways
         self.region = region
+        #: (access key id, secret): the cluster's real pair, or any pair for a
+        #: gateway in development mode.
+        self.credentials = credentials or ("cairn", "cairn-dev-secret")
         self._local = threading.local()
         self.retries = 0
         self._lock = threading.Lock()
@@ -103,8 +106,8 @@ class Clients:
                 "ec2",
                 endpoint_url=self.gateways[i].endpoint,
                 region_name=self.region,
-                aws_access_key_id="cairn",
-                aws_secret_access_key="cairn-dev-secret",
+                aws_access_key_id=self.credentials[0],
+                aws_secret_access_key=self.credentials[1],
                 config=Config(retries={"max_attempts": 2, "mode": "standard"},
                               connect_timeout=3, read_timeout=30),
             )

@@ -33,7 +33,7 @@ impl Credentials {
 
 const CREDENTIALS_FILE: &str = "credentials";
 
-fn write_private(path: &Path, content: &[u8]) -> anyhow::Result<()> {
+pub fn write_private(path: &Path, content: &[u8]) -> anyhow::Result<()> {
     write_atomic(path, content)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("making {} private", path.display()))

@@ -10,7 +10,7 @@
 //!   files per process (`tls/meta-1`, ..., `tls/gateway`, `tls/admin` for
 //!   `cairn admin`): every call between the processes is mutual TLS.
 
-mod credentials;
+pub(crate) mod credentials;
 mod members;
 mod names;
 mod preflight;
