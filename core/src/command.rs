@@ -90,6 +90,7 @@ impl Records {
             Command::RevokeAccessKey { id, at_ms } => self.revoke_access_key(&id, at_ms),
             Command::EnsureSecret(s) => self.ensure_secret(s),
             Command::ShareSnapshot { id, owner, change } => self.share_snapshot(id, &owner, change),
+            Command::CopySnapshot { copy, source } => self.copy_snapshot(copy, &source),
         }
     }
 }

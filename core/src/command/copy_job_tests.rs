@@ -103,7 +103,7 @@ fn snap(r: &Records, id: &SnapshotId) -> Snapshot {
     }
 }
 
-fn complete(r: &mut Records, id: &SnapshotId, gw: &str, now: u64) -> CommandResult {
+pub(super) fn complete(r: &mut Records, id: &SnapshotId, gw: &str, now: u64) -> CommandResult {
     let outcome =
         CopyOutcome::Completed { manifest_root: ChunkId::of(b"root"), full_size_bytes: 7 };
     op(r, id, gw, now, JobOp::Finish { outcome })

@@ -180,6 +180,15 @@ pub enum Command {
         owner: String,
         change: SharingChange,
     },
+    /// CopySnapshot within one placement domain: `copy` (id, owner,
+    /// description, tags and times chosen by the proposer) becomes a
+    /// completed snapshot sharing `source`'s manifest, so no data moves. The
+    /// source must be completed, regional, and `copy.owner`'s or shared with
+    /// it. Appended after `ShareSnapshot`.
+    CopySnapshot {
+        copy: Snapshot,
+        source: SnapshotId,
+    },
 }
 
 /// A change to a snapshot's `createVolumePermission`.

@@ -3,7 +3,7 @@
 //! form body, routes them and runs the operation, answering XML either way.
 
 use super::error::Ec2Error;
-use super::ops::{modify, sharing, snapshots, tags, volumes};
+use super::ops::{copy, modify, sharing, snapshots, tags, volumes};
 use super::params::Params;
 use super::router::{route, Ec2Request};
 use super::xml::xml_response;
@@ -130,6 +130,7 @@ pub async fn handle(
         Ec2Request::ModifySnapshotAttribute(i) => sharing::modify(ctx, caller, rid, i).await,
         Ec2Request::DescribeSnapshotAttribute(i) => sharing::describe(ctx, caller, rid, i).await,
         Ec2Request::ResetSnapshotAttribute(id) => sharing::reset(ctx, caller, rid, id).await,
+        Ec2Request::CopySnapshot(i) => copy::copy(ctx, caller, rid, i).await,
     }
 }
 

@@ -4,7 +4,7 @@
 //! `DryRunOperation` only for a request that would have been attempted.
 
 use super::error::Ec2Error;
-use super::ops::{modify, sharing, snapshots, tags, volumes};
+use super::ops::{copy, modify, sharing, snapshots, tags, volumes};
 use super::params::{snapshot_id, volume_id, Params};
 use crate::config::GatewayConfig;
 use cairn_core::{SnapshotId, VolumeId};
@@ -26,6 +26,7 @@ pub enum Ec2Request {
     ModifySnapshotAttribute(sharing::ModifyAttributeInput),
     DescribeSnapshotAttribute(sharing::DescribeAttributeInput),
     ResetSnapshotAttribute(SnapshotId),
+    CopySnapshot(copy::CopySnapshotInput),
 }
 
 impl Ec2Request {
@@ -46,6 +47,7 @@ impl Ec2Request {
             Ec2Request::ModifySnapshotAttribute(_) => "ModifySnapshotAttribute",
             Ec2Request::DescribeSnapshotAttribute(_) => "DescribeSnapshotAttribute",
             Ec2Request::ResetSnapshotAttribute(_) => "ResetSnapshotAttribute",
+            Ec2Request::CopySnapshot(_) => "CopySnapshot",
         }
     }
 }
@@ -66,7 +68,6 @@ const UNSUPPORTED: &[&str] = &[
     "AttachVolume",
     "DetachVolume",
     "EnableVolumeIO",
-    "CopySnapshot",
     "CreateSnapshots",
     "ModifySnapshotTier",
     "RestoreSnapshotTier",
@@ -102,6 +103,7 @@ pub fn route(p: &Params, config: &GatewayConfig) -> Result<Routed, Ec2Error> {
             Ec2Request::DescribeSnapshotAttribute(sharing::parse_describe(p)?)
         }
         "ResetSnapshotAttribute" => Ec2Request::ResetSnapshotAttribute(sharing::parse_reset(p)?),
+        "CopySnapshot" => Ec2Request::CopySnapshot(copy::parse_copy(p, config)?),
         a if UNSUPPORTED.contains(&a) => return Err(Ec2Error::UnsupportedOperation(a.to_string())),
         a => return Err(Ec2Error::InvalidAction(a.to_string())),
     };
@@ -134,7 +136,21 @@ mod tests {
             ("Version=2016-11-15", Err("MissingAction")),
             ("Action=&Version=2016-11-15", Err("MissingAction")),
             ("Action=RunInstances", Err("InvalidAction")),
-            ("Action=CopySnapshot&SourceSnapshotId=x", Err("UnsupportedOperation")),
+            ("Action=CopySnapshot&SourceSnapshotId=x", Err("InvalidSnapshotID.Malformed")),
+            ("Action=CopySnapshot&SourceSnapshotId=snap-0123456789abcdef0", Err("MissingParameter")),
+            (
+                "Action=CopySnapshot&SourceSnapshotId=snap-0123456789abcdef0&SourceRegion=cairn-1",
+                Ok("CopySnapshot"),
+            ),
+            (
+                "Action=CopySnapshot&SourceSnapshotId=snap-0123456789abcdef0&SourceRegion=us-west-2",
+                Err("InvalidParameterValue"),
+            ),
+            (
+                "Action=CopySnapshot&SourceSnapshotId=snap-0123456789abcdef0&SourceRegion=cairn-1&CompletionDurationMinutes=0",
+                Err("InvalidParameterValue"),
+            ),
+            ("Action=EnableFastSnapshotRestores&SourceSnapshotId.1=x", Err("UnsupportedOperation")),
             ("Action=DescribeVolumes&Version=2016-11-15", Ok("DescribeVolumes")),
             ("Action=DescribeVolumes&Bogus=1", Err("UnknownParameter")),
             ("Action=DeleteVolume", Err("MissingParameter")),

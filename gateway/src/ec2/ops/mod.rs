@@ -1,6 +1,7 @@
 //! One module per resource, each with the parsing (pure, called by the
 //! router) and the execution of its operations.
 
+pub mod copy;
 pub mod modify;
 pub mod sharing;
 pub mod snapshots;
