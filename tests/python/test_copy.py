@@ -59,7 +59,9 @@ def test_copy_within_the_region(cluster, ec2, tmp_path):
         (dict(SourceSnapshotId="snap-nope", SourceRegion=region), "InvalidSnapshotID.Malformed"),
         (dict(SourceSnapshotId=copy, SourceRegion=region,
               DestinationOutpostArn="arn:aws:outposts:%s:%s:outpost/op-0123456789abcdef0"
-              % (region, E2E_ACCOUNT)), "UnsupportedOperation"),
+              % (region, E2E_ACCOUNT)), "InvalidParameterValue"),
+        (dict(SourceSnapshotId=copy, SourceRegion=region,
+              DestinationOutpostArn=cluster.env["CAIRN_OUTPOST_ARN"]), "UnsupportedOperation"),
         (dict(SourceSnapshotId=copy, SourceRegion=region,
               DestinationOutpostArn="arn:aws:outposts:nowhere"), "InvalidParameterValue"),
     ]

@@ -51,6 +51,7 @@ def described(ec2, snap, **kw):
 
 def test_tenant_matrix(cluster, tenants, tmp_path):
     owner, grantee, stranger = tenants
+    region = cluster.env["AWS_REGION"]
     img = make_image(tmp_path / "disk.img", 1 << 30, [0, 1, 7, 300])
     vol = owner.ec2.create_volume(AvailabilityZone=AZ_A, Size=1)["VolumeId"]
     owner.ec2.get_waiter("volume_available").wait(VolumeIds=[vol], WaiterConfig=FAST)
@@ -121,6 +122,8 @@ def test_tenant_matrix(cluster, tenants, tmp_path):
         "DeleteSnapshot": (lambda t: t.ec2.delete_snapshot(SnapshotId=snap),
                            skip, UNAUTHORIZED, NOT_FOUND),
         "CreateVolume": (create_volume, ok, ok, NOT_FOUND),
+        "CopySnapshot": (lambda t: t.ec2.copy_snapshot(SourceSnapshotId=snap, SourceRegion=region),
+                         ok, ok, NOT_FOUND),
         "ListSnapshotBlocks": (list_blocks, ok, ok, "AccessDeniedException"),
         "ListChangedBlocks": (changed_blocks, ok, ok, "AccessDeniedException"),
         "GetSnapshotBlock": (get_block, ok, ok, "AccessDeniedException"),

@@ -184,6 +184,59 @@ fn fuzz_nbd_handshake_and_requests() {
     });
 }
 
+/// A TLS acceptor with a throwaway self-signed certificate.
+fn acceptor() -> tokio_rustls::TlsAcceptor {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec![cairn_proto::tls::SERVER_NAME.to_string()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("cert");
+    let tls = cairn_proto::tls::ClusterTls::from_pem(cert.pem(), cert.pem(), key.serialize_pem());
+    tokio_rustls::TlsAcceptor::from(tls.rustls_server(true).expect("server config"))
+}
+
+#[test]
+fn fuzz_nbd_starttls() {
+    let offer = cairn_nbd::TlsOffer { acceptor: acceptor(), required: true };
+    let hello = 3u32.to_be_bytes().to_vec();
+    let mut go = (5u32).to_be_bytes().to_vec();
+    go.extend_from_slice(b"vol-a");
+    go.extend_from_slice(&0u16.to_be_bytes());
+    // STARTTLS then a ClientHello's first bytes; options refused for lack of
+    // TLS; EXPORT_NAME in clear text (closed); STARTTLS with data (invalid).
+    let hello_record = [0x16u8, 0x03, 0x01, 0x00, 0x30, 0x01, 0x00, 0x00, 0x2c, 0x03, 0x03];
+    let seed_a: Vec<u8> = [hello.clone(), option(5, &[]), hello_record.to_vec()].concat();
+    let seed_b: Vec<u8> = [hello.clone(), option(7, &go), option(3, &[]), option(2, &[])].concat();
+    let seed_c: Vec<u8> = [hello.clone(), option(1, b"vol-a")].concat();
+    let seed_d: Vec<u8> = [hello, option(5, b"x"), option(5, &[])].concat();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let seeds: &[&[u8]] = &[&seed_a, &seed_b, &seed_c, &seed_d];
+    fuzz::run("nbd-starttls", seeds, 4096, |input| {
+        rt.block_on(async {
+            let (mut client, server) = tokio::io::duplex(1 << 20);
+            let serve = async {
+                let mut r = One;
+                let chosen = cairn_nbd::server_negotiate_tls(server, &mut r, Some(&offer)).await;
+                // Required TLS: nothing is ever chosen in clear text.
+                if let Ok(Some((_, conn))) = &chosen {
+                    assert!(conn.is_tls(), "an export was opened in clear text");
+                }
+            };
+            let talk = async {
+                let _ = client.write_all(input).await;
+                let _ = client.shutdown().await;
+                let mut sink = Vec::new();
+                let _ = client.read_to_end(&mut sink).await;
+            };
+            let both = async { tokio::join!(serve, talk) };
+            assert!(
+                tokio::time::timeout(Duration::from_secs(5), both).await.is_ok(),
+                "the handshake hung"
+            );
+        })
+    });
+}
+
 #[test]
 fn fuzz_manifest_pages_and_roots() {
     let mut b = ManifestBuilder::new(64 << 20);

@@ -21,7 +21,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, Uri};
 use cairn_core::command::{Command, CommandOutput};
 use cairn_core::records::{Snapshot, SnapshotState, RECORD_VERSION};
 use cairn_core::time::now_ms;
-use cairn_core::SnapshotId;
+use cairn_core::{OutpostId, SnapshotId};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -31,6 +31,8 @@ pub struct CopySnapshotInput {
     pub description: String,
     pub tags: BTreeMap<String, String>,
     pub presigned_url: Option<String>,
+    /// `DestinationOutpostArn`: well formed and in this region and account.
+    pub destination_outpost: Option<OutpostId>,
 }
 
 pub fn parse_copy(p: &Params, config: &GatewayConfig) -> Result<CopySnapshotInput, Ec2Error> {
@@ -52,12 +54,8 @@ pub fn parse_copy(p: &Params, config: &GatewayConfig) -> Result<CopySnapshotInpu
             "The description must be at most 255 characters long.".into(),
         ));
     }
-    if let Some(arn) = p.get("DestinationOutpostArn") {
-        outpost_from_arn(arn, config)?;
-        return Err(Ec2Error::UnsupportedOperation(
-            "CopySnapshot to an Outpost (it moves data)".into(),
-        ));
-    }
+    let destination_outpost =
+        p.get("DestinationOutpostArn").map(|arn| outpost_from_arn(arn, config)).transpose()?;
     if let Some(az) = p.get("DestinationAvailabilityZone") {
         return Err(Ec2Error::InvalidParameterValue(format!(
             "'{az}' is not a Local Zone: Cairn has none."
@@ -77,7 +75,7 @@ pub fn parse_copy(p: &Params, config: &GatewayConfig) -> Result<CopySnapshotInpu
     }
     let tags = p.tag_specifications("snapshot")?;
     let presigned_url = p.get("PresignedUrl").filter(|u| !u.is_empty()).map(str::to_string);
-    Ok(CopySnapshotInput { source, description, tags, presigned_url })
+    Ok(CopySnapshotInput { source, description, tags, presigned_url, destination_outpost })
 }
 
 /// Why `url` does not authorize this copy, if it does not: it must be a
@@ -120,6 +118,17 @@ pub async fn copy(
     rid: &str,
     input: CopySnapshotInput,
 ) -> Result<String, Ec2Error> {
+    if let Some(op) = &input.destination_outpost {
+        let known = ctx.node_list().await?.iter().any(|n| n.outpost.as_ref() == Some(op));
+        if !known {
+            return Err(Ec2Error::InvalidParameterValue(format!(
+                "The Outpost {op} is unknown: no chunk node of this cluster is on it."
+            )));
+        }
+        return Err(Ec2Error::UnsupportedOperation(
+            "CopySnapshot to an Outpost (it moves data)".into(),
+        ));
+    }
     let source = records::usable_snapshot(ctx, caller, &input.source).await?;
     if source.outpost.is_some() {
         return Err(Ec2Error::UnsupportedOperation(
