@@ -23,6 +23,8 @@ use tokio::sync::{mpsc, watch, Semaphore};
 
 /// In-flight request budget per connection, in MiB of payload.
 const INFLIGHT_MIB: u32 = 64;
+/// How long a client may take over its handshake (TLS included).
+const HANDSHAKE: std::time::Duration = std::time::Duration::from_secs(60);
 /// Most bytes one BLOCK_STATUS reply describes (a server may describe less
 /// than asked). Clients ask from an offset to the end of the volume, once
 /// per extent they walk: walking all of it each time made a full scan
@@ -81,8 +83,13 @@ async fn handle(
     tls: Option<TlsOffer>,
 ) -> Result<(), NbdError> {
     stream.set_nodelay(true)?;
-    let negotiated =
-        nbd::server_negotiate_tls(stream, &mut HostResolver(host), tls.as_ref()).await?;
+    // The handshake (TLS included) is bounded: a client that connects and
+    // stalls does not hold a connection task for ever.
+    let mut resolver = HostResolver(host);
+    let handshake = nbd::server_negotiate_tls(stream, &mut resolver, tls.as_ref());
+    let negotiated = tokio::time::timeout(HANDSHAKE, handshake).await.map_err(|_| {
+        NbdError::Io(io::Error::new(io::ErrorKind::TimedOut, "nbd handshake timed out"))
+    })??;
     let Some(((name, _, volume, session), conn)) = negotiated else {
         return Ok(());
     };

@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 
 /// The CA key, next to `ca.pem` in a CA directory.
 pub const CA_KEY_FILE: &str = "ca.key";
+/// The extra names a member's certificate was issued for.
+const NAMES_FILE: &str = "names";
 /// The directory `cairn admin` verbs take their client certificate from.
 pub const ADMIN: &str = "admin";
 
@@ -41,15 +43,19 @@ fn ca_params() -> anyhow::Result<CertificateParams> {
 fn write_file(path: &Path, text: &str, secret: bool) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
+    use std::os::unix::fs::PermissionsExt;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!("{name}.tmp"));
     let mode = if secret { 0o600 } else { 0o644 };
+    // A file left by an interrupted run may have other permissions: start afresh.
+    let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(mode)
         .open(&tmp)
         .with_context(|| format!("writing {}", tmp.display()))?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
     f.write_all(text.as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
@@ -100,10 +106,15 @@ impl Ca {
     /// [`Ca::member_also_named`] with the member's directory under `out`.
     pub fn member_in(&self, out: &Path, name: &str, hosts: &[String]) -> anyhow::Result<PathBuf> {
         let dir = out.join(name);
-        if dir.join(CERT_FILE).exists() && dir.join(KEY_FILE).exists() {
+        // The names a certificate was issued for: one issued for other hosts
+        // (`cairn up --host` changed) is issued again.
+        let names = hosts.join(",");
+        let issued_for = std::fs::read_to_string(dir.join(NAMES_FILE)).unwrap_or_default();
+        if dir.join(CERT_FILE).exists() && dir.join(KEY_FILE).exists() && issued_for == names {
             return Ok(dir);
         }
         self.issue(name, hosts, &dir)?;
+        write_file(&dir.join(NAMES_FILE), &names, false)?;
         Ok(dir)
     }
 
@@ -191,5 +202,8 @@ mod tests {
         assert_eq!(again.cert_pem, ca.cert_pem);
         again.member("meta-1").unwrap();
         assert_eq!(ClusterTls::load(&m).unwrap().cert_pem(), tls.cert_pem());
+        // Other hosts to name: issued again.
+        again.member_also_named("meta-1", &["10.0.0.7".to_string()]).unwrap();
+        assert_ne!(ClusterTls::load(&m).unwrap().cert_pem(), tls.cert_pem());
     }
 }

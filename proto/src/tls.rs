@@ -15,6 +15,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_rustls::rustls::crypto::ring;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -30,6 +31,8 @@ pub const CA_FILE: &str = "ca.pem";
 pub const CERT_FILE: &str = "node.pem";
 /// The process's private key (mode 0600).
 pub const KEY_FILE: &str = "node.key";
+/// How long a TLS handshake may take on a server.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 #[error("TLS file {path}: {reason}")]
@@ -86,11 +89,14 @@ impl ClusterTls {
         Identity::from_pem(&self.0.cert_pem, &self.0.key_pem)
     }
 
-    /// A server that requires a client certificate signed by the CA.
+    /// A server that requires a client certificate signed by the CA. A
+    /// handshake gets [`HANDSHAKE_TIMEOUT`]: a peer that connects and says
+    /// nothing does not hold a socket and a task for ever.
     pub fn server(&self) -> ServerTlsConfig {
         ServerTlsConfig::new()
             .identity(self.identity())
             .client_ca_root(Certificate::from_pem(&self.0.ca_pem))
+            .timeout(HANDSHAKE_TIMEOUT)
     }
 
     fn rustls_parts(

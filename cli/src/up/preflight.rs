@@ -52,6 +52,7 @@ fn ours(name: &str) -> bool {
             | "cluster.tmp"
             | "credentials"
             | "credentials.tmp"
+            | "tls"
     ) || name.starts_with("meta-")
         || name.starts_with("chunk-")
 }

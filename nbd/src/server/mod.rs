@@ -91,7 +91,7 @@ where
             let mut conn = Conn::Server(Box::new(tls));
             // What was negotiated in clear text does not carry over.
             let mut haggle = Haggle::new(haggle.no_zeroes());
-            let chosen = haggle_options(&mut conn, resolver, &mut haggle).await?;
+            let chosen = haggle_tls_options(&mut conn, resolver, &mut haggle).await?;
             return Ok(chosen.map(|c| (c, conn)));
         }
         let step = if offer.required && option != OPT_ABORT {
@@ -111,6 +111,29 @@ where
         };
         if let Step::Done(chosen) = step {
             return Ok(chosen.map(|c| (c, Conn::Plain(stream))));
+        }
+    }
+}
+
+/// [`haggle_options`] once TLS is on: a second STARTTLS is invalid.
+async fn haggle_tls_options<S, R>(
+    stream: &mut S,
+    resolver: &mut R,
+    haggle: &mut Haggle,
+) -> Result<Option<Negotiated<R::Handle>>, NbdError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+    R: ExportResolver,
+{
+    loop {
+        let Some((option, data)) = read_option(stream).await? else { return Ok(None) };
+        let step = if option == OPT_STARTTLS {
+            options::refuse(stream, option, REP_ERR_INVALID, "TLS is already on").await?
+        } else {
+            answer(stream, resolver, haggle, option, data).await?
+        };
+        if let Step::Done(chosen) = step {
+            return Ok(chosen);
         }
     }
 }

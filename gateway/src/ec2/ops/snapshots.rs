@@ -179,7 +179,10 @@ pub fn visible(
         || restorable_by.iter().any(|r| match r.as_str() {
             "self" => mine || named(caller_account),
             "all" => public,
-            account => mine && (account == caller_account || public || named(account)),
+            // The caller's own id is `self`; another account's counts only
+            // for the caller's own snapshots.
+            account if account == caller_account => mine || named(account),
+            account => mine && (public || named(account)),
         });
     owner_ok && restorable_ok
 }
@@ -285,6 +288,8 @@ mod tests {
         assert!(!v(sh, me, &[], &[stranger]));
         assert!(v(sh, friend, &[], &[]));
         assert!(v(sh, friend, &[me], &["self"]));
+        // The grantee naming its own account id is the same as `self`.
+        assert!(v(sh, friend, &[], &[friend]));
         assert!(!v(sh, friend, &["self"], &[]));
         assert!(!v(sh, friend, &[], &["all"]));
         assert!(!v(sh, stranger, &[], &[]));
