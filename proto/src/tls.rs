@@ -73,16 +73,8 @@ impl ClusterTls {
         ClusterTls(Arc::new(Pems { ca_pem, cert_pem, key_pem }))
     }
 
-    pub fn ca_pem(&self) -> &str {
-        &self.0.ca_pem
-    }
-
     pub fn cert_pem(&self) -> &str {
         &self.0.cert_pem
-    }
-
-    pub fn key_pem(&self) -> &str {
-        &self.0.key_pem
     }
 
     fn identity(&self) -> Identity {
