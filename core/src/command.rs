@@ -14,6 +14,9 @@
 mod accounts;
 #[cfg(test)]
 mod accounts_tests;
+mod copies;
+#[cfg(test)]
+mod copies_tests;
 #[cfg(test)]
 mod copy_job_fence_tests;
 #[cfg(test)]
@@ -41,7 +44,7 @@ mod volumes;
 
 pub use messages::{
     Command, CommandOutput, CommandResult, CopyOutcome, Counts, GcHolders, JobOp, MetaError,
-    NodeEntry, Query, QueryOutput, SharingChange, DIRECT_VOLUME_ID,
+    NodeEntry, Query, QueryOutput, SharingChange, DIRECT_VOLUME_ID, MAX_CONCURRENT_COPIES,
 };
 pub use snapshots::MAX_PENDING_SNAPSHOTS;
 pub use store::Records;
@@ -91,6 +94,9 @@ impl Records {
             Command::EnsureSecret(s) => self.ensure_secret(s),
             Command::ShareSnapshot { id, owner, change } => self.share_snapshot(id, &owner, change),
             Command::CopySnapshot { copy, source } => self.copy_snapshot(copy, &source),
+            Command::TransferSnapshot { copy, source, job_owner, lease_expires_ms } => {
+                self.transfer_snapshot(copy, &source, job_owner, lease_expires_ms)
+            }
         }
     }
 }

@@ -245,10 +245,17 @@ impl RecordKey {
 }
 
 /// What a copy job moves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CopyJobKind {
     /// CreateSnapshot: a frozen volume image into its destination's chunk stores.
     Snapshot,
+    /// CopySnapshot between placement domains (the region and an Outpost, or
+    /// two Outposts): the chunks of `source`'s manifest `root`, stored on
+    /// the nodes of `from` (`None`: the region), that the copy's destination
+    /// lacks. Chunk ids and manifests are content-addressed, so the copy's
+    /// manifest root is `root` itself once its destination holds it all.
+    /// Appended after `Snapshot` (bincode tags).
+    Transfer { source: SnapshotId, root: ChunkId, from: Option<OutpostId> },
 }
 
 /// The work behind one `pending` snapshot, leased by one gateway at a time.

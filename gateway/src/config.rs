@@ -61,10 +61,12 @@ pub struct GatewayConfig {
     pub job_scan_ms: u64,
     /// A copy whose volume host stays unreachable this long ends in `error`
     /// with a StateMessage, in seconds (counted from the first failure, across
-    /// gateways).
+    /// gateways). The same limit ends a CopySnapshot whose source (an
+    /// unreachable Outpost) or destination cannot be reached.
     pub copy_host_timeout_secs: u64,
     /// A copy stream silent this long (no progress from the host) counts as
-    /// a host failure and is retried, in seconds.
+    /// a host failure and is retried, in seconds; also the deadline of each
+    /// chunk call of a CopySnapshot between the region and an Outpost.
     pub copy_idle_secs: u64,
     /// A garbage collection pass runs this often, in seconds (0: only on
     /// demand, `cairn admin gc`).

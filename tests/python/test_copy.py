@@ -1,7 +1,9 @@
-"""CopySnapshot within the region, with boto3 as it is (it adds a presigned
-URL to every CopySnapshot): the copy is a new snapshot with its own id,
+"""CopySnapshot with boto3 as it is (it adds a presigned URL to every
+CopySnapshot): within the region the copy is a new snapshot with its own id,
 description and tags, completed without moving data; it restores the same
-bytes after its source is deleted and garbage collected; a grantee copies a
+bytes after its source is deleted and garbage collected; to an Outpost and
+back the copy is pending at once, completes, names its Outpost and restores
+there (the source deleted and collected mid-way changes nothing); a grantee copies a
 snapshot shared with it into one of its own; a bad presigned URL fails the
 copy as EC2 does (status error with a message); bad input gets EC2's codes
 and creates nothing."""
@@ -61,14 +63,49 @@ def test_copy_within_the_region(cluster, ec2, tmp_path):
               DestinationOutpostArn="arn:aws:outposts:%s:%s:outpost/op-0123456789abcdef0"
               % (region, E2E_ACCOUNT)), "InvalidParameterValue"),
         (dict(SourceSnapshotId=copy, SourceRegion=region,
-              DestinationOutpostArn=cluster.env["CAIRN_OUTPOST_ARN"]), "UnsupportedOperation"),
-        (dict(SourceSnapshotId=copy, SourceRegion=region,
               DestinationOutpostArn="arn:aws:outposts:nowhere"), "InvalidParameterValue"),
     ]
     for kw, want in bad:
         got = code_of(lambda: ec2.copy_snapshot(**kw))
         assert got and got[0] == want, (kw, got)
     assert snapshot_ids(ec2) == before
+
+
+def test_copy_to_the_outpost_and_back(cluster, ec2, tmp_path):
+    region, arn = cluster.env["AWS_REGION"], cluster.env["CAIRN_OUTPOST_ARN"]
+    vol = ec2.create_volume(AvailabilityZone=AZ_A, Size=1)["VolumeId"]
+    ec2.get_waiter("volume_available").wait(VolumeIds=[vol], WaiterConfig=FAST)
+    img = make_image(tmp_path / "disk.img", GIB, list(range(0, 2048, 16)))
+    nbd_write(cluster.nbd_uri(vol), img)
+    src = ec2.create_snapshot(VolumeId=vol)["SnapshotId"]
+    ec2.get_waiter("snapshot_completed").wait(SnapshotIds=[src], WaiterConfig=FAST)
+
+    r = ec2.copy_snapshot(SourceSnapshotId=src, SourceRegion=region, DestinationOutpostArn=arn,
+                          Description="to the edge")
+    there = r["SnapshotId"]
+    d = ec2.describe_snapshots(SnapshotIds=[there])["Snapshots"][0]
+    assert d["State"] in ("pending", "completed") and d["OutpostArn"] == arn, d
+    # The source may go while the copy runs: the copy holds what it reads.
+    ec2.delete_snapshot(SnapshotId=src)
+    gc = subprocess.run([BIN, "admin", "gc", "--wait", "--data-dir", str(cluster.data_dir)],
+                        capture_output=True, text=True, timeout=300)
+    assert gc.returncode == 0, gc.stdout + gc.stderr
+    ec2.get_waiter("snapshot_completed").wait(SnapshotIds=[there], WaiterConfig=FAST)
+    d = ec2.describe_snapshots(SnapshotIds=[there])["Snapshots"][0]
+    assert (d["Progress"], d["Description"], d["OutpostArn"]) == ("100%", "to the edge", arn)
+    edge = ec2.create_volume(SnapshotId=there, AvailabilityZone=AZ_A, OutpostArn=arn)["VolumeId"]
+    ec2.get_waiter("volume_available").wait(VolumeIds=[edge], WaiterConfig=FAST)
+    code, out = nbd_compare(img, cluster.nbd_uri(edge))
+    assert code == 0, out
+
+    # Back to the region: a copy without DestinationOutpostArn.
+    back = ec2.copy_snapshot(SourceSnapshotId=there, SourceRegion=region)["SnapshotId"]
+    ec2.get_waiter("snapshot_completed").wait(SnapshotIds=[back], WaiterConfig=FAST)
+    assert "OutpostArn" not in ec2.describe_snapshots(SnapshotIds=[back])["Snapshots"][0]
+    home = ec2.create_volume(SnapshotId=back, AvailabilityZone=AZ_B)["VolumeId"]
+    ec2.get_waiter("volume_available").wait(VolumeIds=[home], WaiterConfig=FAST)
+    code, out = nbd_compare(img, cluster.nbd_uri(home))
+    assert code == 0, out
 
 
 def test_a_grantee_copies_and_a_bad_presigned_url_fails_the_copy(cluster, ec2):

@@ -15,6 +15,7 @@ pub mod nodes;
 pub mod procs;
 pub mod scrub;
 pub mod shape;
+pub mod snapshots;
 pub mod workload;
 
 use anyhow::{bail, Context};

@@ -18,13 +18,13 @@ use cairn_core::{SnapshotId, VolumeId};
 use cairn_proto::pb;
 use cairn_tests::nbd::NbdConn;
 use cairn_tests::procs::{ProcCluster, ProcOptions};
-use cairn_tests::{run, wait_for, xml_text};
-use rand::{RngCore, SeedableRng};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-
-const LONG: Duration = Duration::from_secs(60);
-const MIB: u64 = 1 << 20;
+use cairn_tests::snapshots::{
+    create_volume, describe, make_image, path_str, qemu_img, wait_finished, wait_mid_copy, LONG,
+    MIB,
+};
+use cairn_tests::{wait_for, xml_text};
+use std::path::Path;
+use std::time::Duration;
 
 /// Four region nodes, two per AZ; no Outpost.
 fn region_nodes() -> Vec<(String, String, bool)> {
@@ -41,57 +41,6 @@ fn options(gateways: usize, gateway_extra: &str) -> ProcOptions {
         gateway_extra: gateway_extra.to_string(),
         ..ProcOptions::default()
     }
-}
-
-/// A sparse raw image of `size` bytes with `random_mib` MiB of random data in
-/// 1 MiB pieces spread evenly over it.
-fn make_image(
-    dir: &Path,
-    name: &str,
-    size: u64,
-    random_mib: u64,
-    seed: u64,
-) -> anyhow::Result<PathBuf> {
-    use std::os::unix::fs::FileExt;
-    let path = dir.join(name);
-    let f = std::fs::File::create(&path)?;
-    f.set_len(size)?;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut buf = vec![0u8; MIB as usize];
-    let stride = (size / MIB / random_mib.max(1)).max(1) * MIB;
-    for i in 0..random_mib {
-        rng.fill_bytes(&mut buf);
-        f.write_all_at(&buf, (i * stride).min(size - MIB))?;
-    }
-    f.sync_all()?;
-    Ok(path)
-}
-
-async fn qemu_img(args: &[&str]) -> anyhow::Result<()> {
-    let (code, out) = run("qemu-img", args).await?;
-    anyhow::ensure!(code == 0, "qemu-img {args:?}: {out}");
-    Ok(())
-}
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().unwrap_or_default()
-}
-
-/// Creates a volume through gateway `g` and waits until it is available.
-async fn create_volume(
-    c: &ProcCluster,
-    g: usize,
-    params: &[(&str, &str)],
-) -> anyhow::Result<String> {
-    let (status, body) = c.ec2(g, "CreateVolume", params).await?;
-    anyhow::ensure!(status == 200, "CreateVolume: {status} {body}");
-    let id = xml_text(&body, "volumeId").ok_or_else(|| anyhow::anyhow!("no volumeId: {body}"))?;
-    wait_for("the volume is available", LONG, || async {
-        matches!(c.ec2(g, "DescribeVolumes", &[("VolumeId.1", &id)]).await,
-            Ok((200, b)) if xml_text(&b, "status").as_deref() == Some("available"))
-    })
-    .await?;
-    Ok(id)
 }
 
 /// A volume of `gib` GiB in cairn-1a holding `img`, written over NBD.
@@ -111,77 +60,6 @@ async fn snapshot_of(c: &ProcCluster, g: usize, vol: &str) -> anyhow::Result<Str
     anyhow::ensure!(status == 200, "CreateSnapshot: {status} {body}");
     anyhow::ensure!(xml_text(&body, "status").as_deref() == Some("pending"), "{body}");
     xml_text(&body, "snapshotId").ok_or_else(|| anyhow::anyhow!("no snapshotId: {body}"))
-}
-
-/// What DescribeSnapshots says: status, progress and StateMessage.
-#[derive(Clone, Debug, Default)]
-struct SnapView {
-    status: String,
-    progress: u32,
-    message: Option<String>,
-}
-
-async fn describe(c: &ProcCluster, g: usize, snap: &str) -> Option<SnapView> {
-    let (status, body) = c.ec2(g, "DescribeSnapshots", &[("SnapshotId.1", snap)]).await.ok()?;
-    if status != 200 {
-        return None;
-    }
-    Some(SnapView {
-        status: xml_text(&body, "status")?,
-        progress: xml_text(&body, "progress")?.trim_end_matches('%').parse().ok()?,
-        message: xml_text(&body, "statusMessage"),
-    })
-}
-
-/// Polls DescribeSnapshots every 50 ms until `done` accepts a view; answers
-/// that view, or fails after `within` with the last view seen.
-async fn poll_snapshot(
-    c: &ProcCluster,
-    g: usize,
-    snap: &str,
-    what: &str,
-    within: Duration,
-    done: impl Fn(&SnapView) -> bool,
-) -> anyhow::Result<SnapView> {
-    let start = Instant::now();
-    let mut last = None;
-    loop {
-        if let Some(v) = describe(c, g, snap).await {
-            if done(&v) {
-                return Ok(v);
-            }
-            last = Some(v);
-        }
-        if start.elapsed() > within {
-            anyhow::bail!("timed out after {within:?} waiting until {what}; last seen {last:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Polls until the snapshot has left `pending`; answers its final view.
-async fn wait_finished(
-    c: &ProcCluster,
-    g: usize,
-    snap: &str,
-    within: Duration,
-) -> anyhow::Result<SnapView> {
-    poll_snapshot(c, g, snap, "the snapshot leaves pending", within, |v| v.status != "pending")
-        .await
-}
-
-/// Polls until the snapshot shows progress strictly between 0 and 100 while
-/// pending; answers that progress.
-async fn wait_mid_copy(c: &ProcCluster, g: usize, snap: &str) -> anyhow::Result<u32> {
-    let v = poll_snapshot(c, g, snap, "progress strictly between 0% and 100%", LONG, |v| {
-        v.status != "pending" || (v.progress > 0 && v.progress < 100)
-    })
-    .await?;
-    anyhow::ensure!(
-        v.status == "pending",
-        "the copy ended before any progress between 0% and 100% was seen: {v:?}"
-    );
-    Ok(v.progress)
 }
 
 /// Index into `c.chunks` of the node hosting `vol`.

@@ -24,12 +24,18 @@ impl Records {
     }
 
     /// The job of snapshot `s`, just created, leased to `owner` until `lease_expires_ms`.
-    pub(super) fn create_copy_job(&mut self, s: &Snapshot, owner: String, lease_expires_ms: u64) {
+    pub(super) fn create_copy_job(
+        &mut self,
+        s: &Snapshot,
+        kind: CopyJobKind,
+        owner: String,
+        lease_expires_ms: u64,
+    ) {
         self.put_copy_job(CopyJob {
             version: RECORD_VERSION,
             snapshot_id: s.id.clone(),
             volume_id: s.volume_id.clone(),
-            kind: CopyJobKind::Snapshot,
+            kind,
             owner: Some(owner),
             lease_expires_ms,
             checkpoint_block: 0,

@@ -189,7 +189,22 @@ pub enum Command {
         copy: Snapshot,
         source: SnapshotId,
     },
+    /// CopySnapshot into another placement domain (`copy.outpost` differs
+    /// from the source's): `copy` becomes a `pending` snapshot with a
+    /// transfer job leased to `job_owner` and a hold on the source's
+    /// manifest, so deleting the source mid-copy frees nothing the copy
+    /// still reads. At most [`MAX_CONCURRENT_COPIES`] run per destination.
+    TransferSnapshot {
+        copy: Snapshot,
+        source: SnapshotId,
+        job_owner: String,
+        lease_expires_ms: u64,
+    },
 }
+
+/// Copies between placement domains in flight to one destination at once,
+/// as EC2 allows per destination region; one more is `ResourceLimitExceeded`.
+pub const MAX_CONCURRENT_COPIES: usize = 20;
 
 /// A change to a snapshot's `createVolumePermission`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -250,6 +265,9 @@ pub enum MetaError {
     /// A change AWS does not allow (making an encrypted snapshot public).
     #[error("{0}")]
     OperationNotPermitted(String),
+    /// Too many of something in flight (copies to one destination).
+    #[error("{0}")]
+    ResourceLimitExceeded(String),
 }
 
 pub type CommandResult = Result<CommandOutput, MetaError>;

@@ -2,11 +2,11 @@
 //! encrypted snapshot never goes public, an emptied share leaves no record,
 //! deleting the snapshot takes its shares along, and shares persist.
 
-use super::copy_job_tests::{self, complete, create, snapshot, with_volume};
+use super::copy_job_tests::{create, snapshot, with_volume};
 use super::messages::{Command, CommandOutput, MetaError, Query, QueryOutput, SharingChange};
 use super::store::Records;
 use crate::ids::SnapshotId;
-use crate::records::{RecordKey, Snapshot, SnapshotSharing, SnapshotState};
+use crate::records::{RecordKey, SnapshotSharing};
 
 const OWNER: &str = "123456789012";
 const FRIEND: &str = "111122223333";
@@ -18,7 +18,7 @@ fn sharing(r: &Records, id: &SnapshotId) -> Option<SnapshotSharing> {
     }
 }
 
-fn share(
+pub(super) fn share(
     r: &mut Records,
     id: &SnapshotId,
     owner: &str,
@@ -29,7 +29,7 @@ fn share(
     })
 }
 
-fn add(users: &[&str], public: bool) -> SharingChange {
+pub(super) fn add(users: &[&str], public: bool) -> SharingChange {
     SharingChange::Add { user_ids: users.iter().map(|u| u.to_string()).collect(), public }
 }
 
@@ -119,58 +119,4 @@ fn deleting_the_snapshot_revokes_its_shares_and_shares_persist() {
     let loaded = Records::load(pairs.iter().map(|(_, v)| v.as_slice())).unwrap();
     assert_eq!(loaded.query(&Query::Sharings), r.query(&Query::Sharings));
     assert!(sharing(&loaded, &kept.id).unwrap().public);
-}
-
-fn copy_of(r: &mut Records, source: &SnapshotId, owner: &str) -> Result<Snapshot, MetaError> {
-    let mut copy = snapshot(&copy_job_tests::volume(None), 50, None);
-    copy.owner = owner.into();
-    copy.description = "the copy".into();
-    match r.apply(Command::CopySnapshot { copy, source: source.clone() })? {
-        CommandOutput::Snapshot(s) => Ok(s),
-        other => panic!("unexpected {other:?}"),
-    }
-}
-
-#[test]
-fn a_copy_shares_the_manifest_and_outlives_its_source() {
-    let (mut r, v) = with_volume();
-    let s = create(&mut r, snapshot(&v, 1, None), "gw", 1).unwrap();
-    // Pending: nothing to copy yet, and nothing changes.
-    let before = r.query(&Query::Snapshots);
-    assert!(matches!(copy_of(&mut r, &s.id, OWNER), Err(MetaError::IncorrectState(_))));
-    assert_eq!(r.query(&Query::Snapshots), before);
-    complete(&mut r, &s.id, "gw", 2).unwrap();
-    let src = match r.query(&Query::Snapshot(s.id.clone())) {
-        QueryOutput::Snapshot(Some(s)) => s,
-        other => panic!("{other:?}"),
-    };
-
-    let copy = copy_of(&mut r, &s.id, OWNER).unwrap();
-    assert_ne!(copy.id, s.id);
-    assert_eq!(copy.state, SnapshotState::Completed);
-    assert_eq!((copy.progress, copy.manifest_root), (100, src.manifest_root));
-    assert_eq!((copy.description.as_str(), copy.parent.clone()), ("the copy", None));
-    assert_eq!(copy.full_size_bytes, src.full_size_bytes);
-    r.apply(Command::DeleteSnapshot { id: s.id.clone() }).unwrap();
-    match r.query(&Query::Snapshot(copy.id.clone())) {
-        QueryOutput::Snapshot(Some(c)) => assert_eq!(c.manifest_root, src.manifest_root),
-        other => panic!("{other:?}"),
-    }
-}
-
-#[test]
-fn only_an_owner_or_a_grantee_copies() {
-    let (mut r, v) = with_volume();
-    let s = create(&mut r, snapshot(&v, 1, None), "gw", 1).unwrap();
-    complete(&mut r, &s.id, "gw", 2).unwrap();
-    assert_eq!(
-        copy_of(&mut r, &s.id, FRIEND).unwrap_err(),
-        MetaError::SnapshotNotFound(s.id.to_string())
-    );
-    share(&mut r, &s.id, OWNER, add(&[FRIEND], false)).unwrap();
-    let theirs = copy_of(&mut r, &s.id, FRIEND).unwrap();
-    assert_eq!(theirs.owner, FRIEND);
-    // The grantee's copy is its own: sharing taken back, it stays.
-    share(&mut r, &s.id, OWNER, SharingChange::Reset).unwrap();
-    assert!(matches!(r.query(&Query::Snapshot(theirs.id)), QueryOutput::Snapshot(Some(_))));
 }

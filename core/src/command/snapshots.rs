@@ -14,7 +14,7 @@ use super::messages::{CommandOutput, CommandResult, MetaError};
 use super::store::Records;
 use crate::block::ChunkId;
 use crate::ids::SnapshotId;
-use crate::records::{Holder, RecordKey, Snapshot, SnapshotState, VolumeState};
+use crate::records::{CopyJobKind, Holder, RecordKey, Snapshot, SnapshotState, VolumeState};
 
 /// Pending snapshots allowed per volume, as EC2 has it for gp2/gp3/io1/io2.
 pub const MAX_PENDING_SNAPSHOTS: usize = 5;
@@ -53,7 +53,7 @@ impl Records {
         snapshot.parent = self.latest_completed(&snapshot);
         let roots = snapshot.parent.as_ref().and_then(|p| self.completed_root(p));
         self.hold(Holder::Snapshot(snapshot.id.clone()), roots.into_iter().collect());
-        self.create_copy_job(&snapshot, job_owner, lease_expires_ms);
+        self.create_copy_job(&snapshot, CopyJobKind::Snapshot, job_owner, lease_expires_ms);
         self.put_snapshot(snapshot.clone());
         Ok(CommandOutput::Snapshot(snapshot))
     }

@@ -83,6 +83,8 @@ pub enum Ec2Error {
     UnauthorizedOperation(String),
     #[error("{0}")]
     OperationNotPermitted(String),
+    #[error("{0}")]
+    ResourceLimitExceeded(String),
     #[error("Invalid user id: '{0}'")]
     UserIdMalformed(String),
     /// A sharing group other than `all` (the code moto answers, after EC2's AMIs).
@@ -147,6 +149,7 @@ impl AwsError for Ec2Error {
             IncompleteSignature(_) => "IncompleteSignature",
             UnauthorizedOperation(_) => "UnauthorizedOperation",
             OperationNotPermitted(_) => "OperationNotPermitted",
+            ResourceLimitExceeded(_) => "ResourceLimitExceeded",
             UserIdMalformed(_) => "InvalidUserID.Malformed",
             InvalidAttributeItemValue(_) => "InvalidAMIAttributeItemValue",
             RequestTooLarge(_) => "RequestEntityTooLarge",
@@ -228,6 +231,7 @@ impl From<MetaError> for Ec2Error {
             MetaError::IncorrectModificationState(m) => Ec2Error::IncorrectModificationState(m),
             MetaError::InvalidModification(m) => Ec2Error::InvalidParameterValue(m),
             MetaError::OperationNotPermitted(m) => Ec2Error::OperationNotPermitted(m),
+            MetaError::ResourceLimitExceeded(m) => Ec2Error::ResourceLimitExceeded(m),
             // Accounts and keys change through the admin verbs, not EC2.
             e @ (MetaError::AccountNotFound(_)
             | MetaError::AccountExists(_)
@@ -262,6 +266,7 @@ mod tests {
             ),
             (MetaError::IncorrectState("x".into()), "IncorrectState", 400),
             (MetaError::VolumeInUse("x".into()), "VolumeInUse", 400),
+            (MetaError::ResourceLimitExceeded("x".into()), "ResourceLimitExceeded", 400),
             (
                 MetaError::IdempotentParameterMismatch("t".into()),
                 "IdempotentParameterMismatch",

@@ -28,7 +28,7 @@
 //!   host keeps its own durable copy state, so calling `Copy` again after a
 //!   failure, from any gateway, resumes rather than restarts. The host's
 //!   `checkpoint_block` and the progress are committed every
-//!   [`PROGRESS_STEP`] percent, so DescribeSnapshots shows progress rising.
+//!   [`super::attempt::PROGRESS_STEP`] percent, so DescribeSnapshots shows progress rising.
 //! - A transient failure (host unreachable, restarting, silent for
 //!   `copy_idle_secs`) is retried with backoff. The job records since when
 //!   the host has been failing; once that exceeds `copy_host_timeout_secs`
@@ -42,14 +42,21 @@
 //! Lease times are wall-clock milliseconds of the proposing gateway; they
 //! are only ever compared for equality, so clocks need not agree.
 
+use super::attempt::{
+    commit_checkpoint, pending_snapshot, record_host_up, should_commit, Attempt, AttemptError,
+    CopyDone,
+};
 use super::host::{find_node, freeze, release};
 use super::lease::{holding_lease, step, StepError, Stop};
+use super::transfer::{self, Source};
 use crate::ctx::Ctx;
 use crate::nodes::{call, destination_nodes, HostError};
 use crate::retry::{backoff, write_retrying};
 use crate::tasks::Claim;
 use cairn_core::command::{Command, CommandOutput, CopyOutcome, JobOp};
-use cairn_core::records::{ChunkNodeInfo, CopyJob, Holder, Snapshot, SnapshotState, Volume};
+use cairn_core::records::{
+    ChunkNodeInfo, CopyJob, CopyJobKind, Holder, Snapshot, SnapshotState, Volume,
+};
 use cairn_core::time::now_ms;
 use cairn_core::{ChunkId, SnapshotId};
 use cairn_proto::{pb, MetaClientError};
@@ -62,16 +69,6 @@ use tonic::Streaming;
 /// acknowledged snapshot says it).
 pub const NEVER_FROZEN: &str = "The snapshot was never taken: the CreateSnapshot call that \
      created it failed before the volume host froze the volume";
-
-/// Progress is committed when it rose by at least this many points.
-pub const PROGRESS_STEP: u8 = 5;
-
-/// True when a copy at `percent` should commit progress, `committed` being
-/// the last committed value. 100% is never committed as progress: only
-/// completion makes a snapshot 100%.
-pub fn should_commit(committed: u8, percent: u32) -> bool {
-    percent < 100 && percent >= u32::from(committed) + u32::from(PROGRESS_STEP)
-}
 
 /// Freezes the volume for a snapshot just created with its job leased to
 /// this gateway (renewing the lease meanwhile), then starts the copy in the
@@ -184,11 +181,6 @@ pub fn spawn_copy(
     });
 }
 
-struct CopyDone {
-    manifest_root: ChunkId,
-    full_size_bytes: u64,
-}
-
 async fn run(ctx: &Ctx, id: SnapshotId, seen_expiry_ms: Option<u64>) {
     let lease_ms = ctx.config.job_lease_ms;
     let job = match step(ctx, &id, JobOp::AcquireObserved { lease_ms, seen_expiry_ms }).await {
@@ -255,52 +247,23 @@ async fn run(ctx: &Ctx, id: SnapshotId, seen_expiry_ms: Option<u64>) {
             return;
         }
     }
-    if let Err(e) = release(ctx, &job.volume_id, &id).await {
-        tracing::warn!(snapshot = %id, error = %e, "could not release the frozen image");
+    if job.kind == CopyJobKind::Snapshot {
+        if let Err(e) = release(ctx, &job.volume_id, &id).await {
+            tracing::warn!(snapshot = %id, error = %e, "could not release the frozen image");
+        }
     }
 }
 
 /// After losing a job: if the snapshot was deleted, nobody else will drop
 /// the host's frozen image, so this gateway does.
 async fn release_if_deleted(ctx: &Ctx, job: &CopyJob) {
+    if job.kind != CopyJobKind::Snapshot {
+        return;
+    }
     if let Ok(None) = ctx.snapshot(&job.snapshot_id).await {
         if let Err(e) = release(ctx, &job.volume_id, &job.snapshot_id).await {
             tracing::warn!(snapshot = %job.snapshot_id, error = %e, "could not release the frozen image");
         }
-    }
-}
-
-/// What one copy attempt learnt, carried across attempts.
-struct Attempt {
-    /// The last progress committed.
-    committed: u8,
-    /// The job records the host as failing.
-    host_down: bool,
-    /// The copy moved forward during this attempt: the host reported a
-    /// checkpoint past the one it started from, or finished. A host that
-    /// answers but cannot move (a destination node is gone) does not count,
-    /// or each retry would restart the failure clock and the snapshot
-    /// would stay pending for ever.
-    heard: bool,
-    /// The checkpoint the host reported first in this attempt.
-    first_checkpoint: Option<u64>,
-}
-
-/// A failed attempt: the host's failure, or a reason to stop altogether.
-enum AttemptError {
-    Host(HostError),
-    Stop(Stop),
-}
-
-impl From<HostError> for AttemptError {
-    fn from(e: HostError) -> Self {
-        AttemptError::Host(e)
-    }
-}
-
-impl From<MetaClientError> for AttemptError {
-    fn from(e: MetaClientError) -> Self {
-        AttemptError::Host(HostError::Metadata(e))
     }
 }
 
@@ -314,6 +277,7 @@ async fn copy_until_done(ctx: &Ctx, job: &CopyJob) -> Result<CopyDone, Stop> {
         host_down: job.host_down_since_ms.is_some(),
         heard: false,
         first_checkpoint: None,
+        resume_at: job.checkpoint_block,
     };
     // Since when this gateway has seen failures, for when the metadata group
     // cannot record it.
@@ -323,7 +287,14 @@ async fn copy_until_done(ctx: &Ctx, job: &CopyJob) -> Result<CopyDone, Stop> {
         n += 1;
         a.heard = false;
         a.first_checkpoint = None;
-        let e = match copy_once(ctx, id, job.acquisitions, &mut a).await {
+        let attempt = match &job.kind {
+            CopyJobKind::Snapshot => copy_once(ctx, id, job.acquisitions, &mut a).await,
+            CopyJobKind::Transfer { source, root, from } => {
+                let from = Source { id: source, root: *root, outpost: from.as_ref() };
+                transfer::once(ctx, id, from, &mut a).await
+            }
+        };
+        let e = match attempt {
             Ok(done) => return Ok(done),
             Err(AttemptError::Stop(s)) => return Err(s),
             // A newer epoch called the host: another gateway holds the job.
@@ -397,17 +368,6 @@ async fn copy_once(
         other => other?,
     };
     follow_progress(ctx, id, &host.node_id, stream, a).await
-}
-
-/// The snapshot of a running job; any other state means the job is over.
-async fn pending_snapshot(ctx: &Ctx, id: &SnapshotId) -> Result<Snapshot, AttemptError> {
-    match ctx.snapshot(id).await? {
-        Some(s) if s.state == SnapshotState::Pending => Ok(s),
-        Some(s) => {
-            Err(AttemptError::Stop(Stop::Lost(format!("the snapshot is {}", s.state.as_str()))))
-        }
-        None => Err(AttemptError::Stop(Stop::Lost("the snapshot was deleted".into()))),
-    }
 }
 
 /// The volume's host and the `Copy` request for it: the destination's
@@ -520,65 +480,5 @@ async fn follow_progress(
         if should_commit(a.committed, msg.percent) {
             commit_checkpoint(ctx, id, &msg, a).await?;
         }
-    }
-}
-
-/// The host answers again: the job stops counting it as failing.
-async fn record_host_up(ctx: &Ctx, id: &SnapshotId, a: &mut Attempt) -> Result<(), AttemptError> {
-    match step(ctx, id, JobOp::HostUp).await {
-        Ok(_) => a.host_down = false,
-        Err(StepError::Lost(why)) => return Err(AttemptError::Stop(Stop::Lost(why))),
-        Err(StepError::Unavailable(e)) => {
-            tracing::warn!(snapshot = %id, error = %e, "host-up not recorded")
-        }
-    }
-    Ok(())
-}
-
-/// Commits the host's checkpoint and the progress (below 100: only
-/// completion makes a snapshot 100%), which also renews the lease.
-async fn commit_checkpoint(
-    ctx: &Ctx,
-    id: &SnapshotId,
-    msg: &pb::CopyProgress,
-    a: &mut Attempt,
-) -> Result<(), AttemptError> {
-    let progress = msg.percent.min(99) as u8;
-    let op = JobOp::Checkpoint {
-        checkpoint_block: msg.checkpoint_block,
-        progress,
-        lease_ms: ctx.config.job_lease_ms,
-    };
-    match step(ctx, id, op).await {
-        Ok(j) => {
-            a.committed = progress;
-            a.host_down = j.host_down_since_ms.is_some();
-        }
-        Err(StepError::Lost(why)) => return Err(AttemptError::Stop(Stop::Lost(why))),
-        // Progress is advisory; the copy goes on without it.
-        Err(StepError::Unavailable(e)) => {
-            tracing::warn!(snapshot = %id, error = %e, "checkpoint not committed")
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn progress_commits_every_five_points() {
-        let mut committed = 0u8;
-        let mut commits = Vec::new();
-        for p in [0u32, 1, 4, 5, 6, 9, 10, 30, 31, 99, 100] {
-            if should_commit(committed, p) {
-                committed = p as u8;
-                commits.push(p);
-            }
-        }
-        assert_eq!(commits, [5, 10, 30, 99]);
-        assert!(!should_commit(97, 100));
-        assert!(!should_commit(0, 4));
     }
 }

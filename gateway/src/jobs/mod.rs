@@ -1,6 +1,8 @@
-//! Job orchestration: snapshot copies and volume restores. The gateway never
-//! carries bytes; it tells volume hosts what to do, follows their progress and
-//! commits each step to the metadata group.
+//! Job orchestration: snapshot copies and volume restores. The gateway
+//! carries no volume bytes; it tells volume hosts what to do, follows their
+//! progress and commits each step to the metadata group. The exception is
+//! CopySnapshot between the region and an Outpost ([`transfer`]), whose
+//! chunks pass through the gateway holding its job.
 //!
 //! Snapshot copies are leased jobs in the metadata group ([`copy`] has the
 //! whole story, [`lease`] the lease protocol): CreateSnapshot writes the
@@ -9,7 +11,8 @@
 //! commits checkpoints and progress, and ends the snapshot. Every gateway
 //! also runs a worker ([`runner`]) that scans for jobs whose lease lapsed
 //! (their gateway died) and resumes them. Every call to a volume host goes
-//! through [`host`].
+//! through [`host`]. CopySnapshot into another placement domain is a job of
+//! the same kind, leased and resumed alike, run by [`transfer`].
 //!
 //! Volumes ([`volumes`]): the work that ends `creating` and `deleting`
 //! runs as jobs, never inside the request that started it, so a request
@@ -25,11 +28,13 @@
 //! the host then grows the volume and the modification completes, in the
 //! request, or, if that failed, from the volume sweep.
 
+mod attempt;
 pub mod copy;
 pub mod host;
 pub mod lease;
 pub mod modify;
 pub mod runner;
+mod transfer;
 pub mod volume_sweep;
 pub mod volumes;
 

@@ -1,14 +1,17 @@
-//! CopySnapshot within the region: a new snapshot (its own id, owner,
-//! description and tags) on the source's manifest, so no data moves. The
-//! source may be the caller's or shared with it; the copy is the caller's.
+//! CopySnapshot: a new snapshot (its own id, owner, description and tags)
+//! on the source's manifest. The source may be the caller's or shared with
+//! it; the copy is the caller's. Its destination is `DestinationOutpostArn`'s
+//! Outpost, or the region without one. Within the source's placement domain
+//! no data moves and the copy is completed at once; into another (region to
+//! Outpost, Outpost to region) it is `pending` and a transfer job
+//! (`jobs/transfer.rs`) sends what the destination lacks.
 //!
 //! botocore adds a `PresignedUrl` to every CopySnapshot (a GET of the same
 //! request, signed by the caller for the source region); when present it is
 //! verified, and a bad one fails the copy as EC2 fails it: the snapshot is
 //! created in `error` with a status message.
 //!
-//! Not yet: copies to or from an Outpost (they move data), which answer
-//! `UnsupportedOperation`; Local Zones and KMS keys, which Cairn does not have.
+//! Not here: Local Zones and KMS keys, which Cairn does not have.
 
 use crate::config::GatewayConfig;
 use crate::ctx::Ctx;
@@ -17,6 +20,7 @@ use crate::ec2::params::{outpost_from_arn, snapshot_id, Params};
 use crate::ec2::records;
 use crate::ec2::xml::{success_body, tag_set};
 use crate::http::auth::{Caller, Presented};
+use crate::jobs;
 use axum::http::{HeaderMap, HeaderValue, Method, Uri};
 use cairn_core::command::{Command, CommandOutput};
 use cairn_core::records::{Snapshot, SnapshotState, RECORD_VERSION};
@@ -125,44 +129,48 @@ pub async fn copy(
                 "The Outpost {op} is unknown: no chunk node of this cluster is on it."
             )));
         }
-        return Err(Ec2Error::UnsupportedOperation(
-            "CopySnapshot to an Outpost (it moves data)".into(),
-        ));
     }
     let source = records::usable_snapshot(ctx, caller, &input.source).await?;
-    if source.outpost.is_some() {
-        return Err(Ec2Error::UnsupportedOperation(
-            "CopySnapshot from an Outpost (it moves data)".into(),
-        ));
-    }
     let problem = match &input.presigned_url {
         Some(url) => presigned_problem(ctx, caller, url, &input.source).await,
         None => None,
     };
+    let moves = source.outpost != input.destination_outpost;
     let now = now_ms();
     let copy = Snapshot {
         version: RECORD_VERSION,
         id: SnapshotId::generate(),
+        // Core fills what a copy takes from its source (volume id, size,
+        // encryption, tier) from the source record itself.
         volume_id: source.volume_id.clone(),
         owner: caller.account_id.clone(),
-        state: if problem.is_some() { SnapshotState::Error } else { SnapshotState::Completed },
+        state: match (&problem, moves) {
+            (Some(_), _) => SnapshotState::Error,
+            (None, true) => SnapshotState::Pending,
+            (None, false) => SnapshotState::Completed,
+        },
         state_message: problem,
         progress: 0,
         start_time_ms: now,
-        completion_time_ms: Some(now),
+        completion_time_ms: (!moves).then_some(now),
         description: input.description,
         volume_size_gib: source.volume_size_gib,
         encrypted: source.encrypted,
-        outpost: None,
+        outpost: input.destination_outpost,
         storage_tier: source.storage_tier.clone(),
         manifest_root: None,
         parent: None,
         full_size_bytes: None,
         tags: input.tags,
     };
-    let cmd = Command::CopySnapshot { copy, source: input.source };
-    let CommandOutput::Snapshot(copy) = records::write(ctx, &cmd).await? else {
-        return Err(Ec2Error::InternalError("CopySnapshot returned no snapshot".into()));
+    let copy = if moves && copy.state == SnapshotState::Pending {
+        transfer(ctx, copy, input.source).await?
+    } else {
+        let cmd = Command::CopySnapshot { copy, source: input.source };
+        let CommandOutput::Snapshot(copy) = records::write(ctx, &cmd).await? else {
+            return Err(Ec2Error::InternalError("CopySnapshot returned no snapshot".into()));
+        };
+        copy
     };
     if let Some(why) = &copy.state_message {
         tracing::info!(snapshot = %copy.id, error = %why, "copy failed: bad presigned URL");
@@ -171,4 +179,27 @@ pub async fn copy(
         w.leaf("snapshotId", copy.id.as_str());
         tag_set(w, &copy.tags);
     }))
+}
+
+/// A copy into another placement domain: the pending snapshot and its
+/// transfer job, leased to this gateway, which starts it at once.
+async fn transfer(
+    ctx: &Arc<Ctx>,
+    copy: Snapshot,
+    source: SnapshotId,
+) -> Result<Snapshot, Ec2Error> {
+    let Some(claim) = ctx.jobs.claim(copy.id.as_str()) else {
+        return Err(Ec2Error::InternalError(format!("snapshot id {} is in use here", copy.id)));
+    };
+    let cmd = Command::TransferSnapshot {
+        copy,
+        source,
+        job_owner: ctx.gateway_id().to_string(),
+        lease_expires_ms: ctx.now_ms().saturating_add(ctx.config.job_lease_ms),
+    };
+    let CommandOutput::Snapshot(copy) = records::write(ctx, &cmd).await? else {
+        return Err(Ec2Error::InternalError("CopySnapshot returned no snapshot".into()));
+    };
+    jobs::copy::spawn_copy(ctx, copy.id.clone(), Some(claim), None);
+    Ok(copy)
 }
