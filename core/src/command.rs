@@ -39,12 +39,15 @@ mod snapshots;
 mod staging;
 mod store;
 mod tags;
+mod tiers;
+#[cfg(test)]
+mod tiers_tests;
 mod tokens;
 mod volumes;
 
 pub use messages::{
     Command, CommandOutput, CommandResult, CopyOutcome, Counts, GcHolders, JobOp, MetaError,
-    NodeEntry, Query, QueryOutput, SharingChange, DIRECT_VOLUME_ID, MAX_CONCURRENT_COPIES,
+    NodeEntry, Query, QueryOutput, SharingChange, TierOp, DIRECT_VOLUME_ID, MAX_CONCURRENT_COPIES,
 };
 pub use snapshots::MAX_PENDING_SNAPSHOTS;
 pub use store::Records;
@@ -97,6 +100,7 @@ impl Records {
             Command::TransferSnapshot { copy, source, job_owner, lease_expires_ms } => {
                 self.transfer_snapshot(copy, &source, job_owner, lease_expires_ms)
             }
+            Command::Tier { id, now_ms, op } => self.tier(id, now_ms, op),
         }
     }
 }

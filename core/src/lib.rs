@@ -12,6 +12,7 @@ pub mod manifest;
 pub mod placement;
 pub mod records;
 pub mod sigv4;
+pub mod tiering;
 pub mod time;
 
 pub use block::{chunk_of, is_zero, ChunkId, BLOCK_SIZE};

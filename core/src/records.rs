@@ -219,6 +219,8 @@ pub enum RecordKey {
     ClusterSecret(String),
     /// Who besides its owner may use a snapshot (absent: nobody).
     Sharing(SnapshotId),
+    /// A snapshot's archive tier (appended after `Sharing`).
+    Tiering(SnapshotId),
 }
 
 impl RecordKey {
@@ -239,6 +241,7 @@ impl RecordKey {
             RecordKey::AccessKey(k) => format!("k/{k}"),
             RecordKey::ClusterSecret(n) => format!("x/{n}"),
             RecordKey::Sharing(s) => format!("c/{s}"),
+            RecordKey::Tiering(s) => format!("r/{s}"),
         }
         .into_bytes()
     }
@@ -471,6 +474,8 @@ pub enum Record {
     ClusterSecret(ClusterSecret),
     /// Appended after `ClusterSecret`.
     Sharing(SnapshotSharing),
+    /// Appended after `Sharing`.
+    Tiering(crate::tiering::SnapshotTiering),
 }
 
 /// Error decoding a persisted record: never papered over with a default.

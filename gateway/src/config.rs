@@ -8,6 +8,23 @@ use serde::{Deserialize, Serialize};
 /// The region, its AZ names, the account and the replication factor are
 /// configuration, not code: people name them after the AWS region their
 /// scripts already use.
+/// An S3-compatible bucket for the archive tier (AWS S3, MinIO, Ceph RGW,
+/// Garage): path-style requests to `endpoint`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveS3 {
+    pub endpoint: String,
+    pub bucket: String,
+    #[serde(default = "default_s3_region")]
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+fn default_s3_region() -> String {
+    "us-east-1".into()
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GatewayConfig {
@@ -25,6 +42,13 @@ pub struct GatewayConfig {
     /// With `tls_dir`: the NBD door opens volumes only for clients that
     /// started TLS (NBD_OPT_STARTTLS); without, TLS is offered, not required.
     pub nbd_tls_required: bool,
+    /// The archive tier's object store as a local directory (`cairn up`
+    /// puts it under the data directory). Every gateway must see the same
+    /// store: with several gateways on several hosts, use `archive_s3`.
+    /// Neither set: the archive tier is not offered.
+    pub archive_dir: String,
+    /// The archive tier's object store as an S3-compatible service.
+    pub archive_s3: Option<ArchiveS3>,
     /// The region's availability zones, in order; zone N also has the id `<region>-az<N>`.
     pub availability_zones: Vec<String>,
     /// gRPC URLs of the metadata group's members (`http://host:port`).
@@ -104,6 +128,8 @@ impl Default for GatewayConfig {
             account_id: "123456789012".into(),
             cluster_key_file: String::new(),
             tls_dir: String::new(),
+            archive_dir: String::new(),
+            archive_s3: None,
             nbd_tls_required: false,
             availability_zones: vec!["cairn-1a".into(), "cairn-1b".into()],
             metadata: Vec::new(),

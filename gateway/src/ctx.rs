@@ -36,6 +36,8 @@ pub struct Ctx {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The live progress of the copies this gateway follows.
     pub live: crate::live::LiveCopies,
+    /// The archive tier's store, when one is configured.
+    pub archive: Option<Arc<crate::archive::handle::Archive>>,
 }
 
 /// A metadata answer of the wrong kind: a bug or version skew.
@@ -44,6 +46,13 @@ fn unexpected(what: &str) -> MetaClientError {
 }
 
 impl Ctx {
+    /// Asks the archive worker to look for work now.
+    pub fn archive_wake(&self) {
+        if let Some(a) = &self.archive {
+            a.wake();
+        }
+    }
+
     /// This gateway's name in copy-job leases: the configured `gateway_id`,
     /// or a random one chosen at process start.
     pub fn gateway_id(&self) -> &str {
@@ -125,6 +134,18 @@ impl Ctx {
     }
 
     /// Every shared snapshot's sharing, by snapshot id.
+    /// Every snapshot's tiering record, by snapshot.
+    pub async fn tierings(
+        &self,
+    ) -> Result<BTreeMap<SnapshotId, cairn_core::tiering::SnapshotTiering>, MetaClientError> {
+        match self.meta.read(&Query::Tierings).await? {
+            QueryOutput::Tierings(t) => {
+                Ok(t.into_iter().map(|t| (t.snapshot_id.clone(), t)).collect())
+            }
+            _ => Err(unexpected("Tierings")),
+        }
+    }
+
     pub async fn sharings(&self) -> Result<BTreeMap<SnapshotId, SnapshotSharing>, MetaClientError> {
         match self.meta.read(&Query::Sharings).await? {
             QueryOutput::Sharings(s) => {

@@ -38,6 +38,8 @@ pub enum GatewayError {
     ClusterKey { path: String, reason: String },
     #[error("{0}")]
     Tls(#[from] cairn_proto::tls::TlsError),
+    #[error("archive store: {0}")]
+    Archive(String),
     #[error("dev_any_key accepts any access key, so every listener must be on loopback, not {0}")]
     OpenOffLoopback(SocketAddr),
 }
@@ -100,6 +102,7 @@ impl Gateway {
                 .with_tls(tls.clone()),
         );
         let auth = Arc::new(authenticator(&config, &meta)?);
+        let archive = crate::archive::open(&config).map_err(GatewayError::Archive)?;
         let ctx = Arc::new(Ctx {
             auth,
             config,
@@ -111,6 +114,7 @@ impl Gateway {
             repair: Repair::default(),
             metrics: Arc::default(),
             live: Default::default(),
+            archive,
         });
         let (stop, stopped) = watch::channel(false);
         let signal = move |mut rx: watch::Receiver<bool>| async move {
@@ -129,6 +133,9 @@ impl Gateway {
         jobs::spawn_workers(&ctx);
         gc::spawn(&ctx);
         repair::spawn(&ctx);
+        if let Some(a) = &ctx.archive {
+            crate::archive::spawn(&ctx, a);
+        }
         tracing::info!(%http_addr, %nbd_addr, region = %ctx.config.region, "gateway started");
         Ok(Gateway { http_addr, nbd_addr, ctx, stop, http, nbd })
     }

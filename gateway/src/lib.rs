@@ -20,6 +20,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod archive;
 pub mod config;
 pub mod console;
 pub mod ctx;

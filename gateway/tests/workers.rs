@@ -50,6 +50,7 @@ impl Metadata for EmptyGroup {
             Query::AccessKeys => QueryOutput::AccessKeys(Vec::new()),
             Query::Sharing(_) => QueryOutput::Sharing(None),
             Query::Sharings => QueryOutput::Sharings(Vec::new()),
+            Query::Tierings => QueryOutput::Tierings(Vec::new()),
         };
         let data = bincode::serialize(&out).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(ClientReply { data, not_leader: false, leader_addr: String::new() }))

@@ -11,6 +11,7 @@ use crate::records::{
     AccessKey, Account, ChunkNodeInfo, ClusterSecret, CopyJob, Hold, Holder, NodeState, Snapshot,
     SnapshotSharing, Volume, VolumeModification, VolumeSettings, VolumeState,
 };
+use crate::tiering::{ArchiveCopy, SnapshotTiering};
 use serde::{Deserialize, Serialize};
 
 /// The volume id of snapshots written through the EBS direct APIs, which no
@@ -200,6 +201,56 @@ pub enum Command {
         job_owner: String,
         lease_expires_ms: u64,
     },
+    /// A change of snapshot `id`'s storage tier at `now_ms` (the proposer's
+    /// clock): asked for by its owner, or a step of the work (see [`TierOp`]).
+    Tier {
+        id: SnapshotId,
+        now_ms: u64,
+        op: TierOp,
+    },
+}
+
+/// What a [`Command::Tier`] asks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum TierOp {
+    /// ModifySnapshotTier (`archive`) by account `owner`.
+    Archive {
+        owner: String,
+    },
+    /// RestoreSnapshotTier by account `owner`: for `days`, or permanently
+    /// (`None`); changes the period of a completed temporary restore.
+    Restore {
+        owner: String,
+        days: Option<u32>,
+    },
+    /// Gateway `gateway` takes (or renews) the work for `lease_ms`.
+    Claim {
+        gateway: String,
+        lease_ms: u64,
+    },
+    Progress {
+        gateway: String,
+        progress: u8,
+    },
+    /// The archive copy is written and verified: the snapshot is archived.
+    Archived {
+        gateway: String,
+        archive: ArchiveCopy,
+    },
+    /// The chunks are back in the chunk stores: the restore completed.
+    Restored {
+        gateway: String,
+    },
+    Failed {
+        gateway: String,
+        message: String,
+    },
+    /// A temporary restore whose time is up ends (the archive copy stays).
+    Expire,
+    /// The archive copy of a deleted or permanently restored snapshot is gone.
+    Purged {
+        gateway: String,
+    },
 }
 
 /// Copies between placement domains in flight to one destination at once,
@@ -227,6 +278,8 @@ pub enum CommandOutput {
     Account(Account),
     AccessKey(AccessKey),
     Secret(ClusterSecret),
+    /// Appended after `Secret`.
+    Tiering(SnapshotTiering),
 }
 
 /// Why a command was refused. Each maps to one AWS error code in the gateway.
@@ -300,6 +353,8 @@ pub enum Query {
     Sharing(SnapshotId),
     /// Every snapshot that is shared with anyone.
     Sharings,
+    /// Every snapshot's tiering record (appended after `Sharings`).
+    Tierings,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -320,6 +375,7 @@ pub enum QueryOutput {
     AccessKeys(Vec<AccessKey>),
     Sharing(Option<SnapshotSharing>),
     Sharings(Vec<SnapshotSharing>),
+    Tierings(Vec<SnapshotTiering>),
 }
 
 /// Volumes and snapshots by state name (`available`, `pending`, ...).

@@ -139,6 +139,7 @@ impl Records {
         if self.sharing.remove(&id).is_some() {
             self.dirty.insert(RecordKey::Sharing(id.clone()));
         }
+        self.untier_deleted(&id);
         self.dirty.insert(RecordKey::Snapshot(id));
         Ok(CommandOutput::Done)
     }

@@ -51,6 +51,9 @@ pub struct Records {
     /// Snapshots shared with anyone (absent: the owner alone).
     #[serde(default)]
     pub(super) sharing: BTreeMap<SnapshotId, SnapshotSharing>,
+    /// Snapshots ever archived: their tier and the work under way.
+    #[serde(default)]
+    pub(super) tiering: BTreeMap<SnapshotId, crate::tiering::SnapshotTiering>,
     #[serde(skip)]
     pub(super) dirty: BTreeSet<RecordKey>,
     /// Derived from `snapshots`, kept in step by `index_add`/`index_remove`:
@@ -117,6 +120,9 @@ impl Records {
             Record::Sharing(s) => {
                 self.sharing.insert(s.snapshot_id.clone(), s);
             }
+            Record::Tiering(t) => {
+                self.tiering.insert(t.snapshot_id.clone(), t);
+            }
         }
     }
 
@@ -138,6 +144,7 @@ impl Records {
             .chain(self.access_keys.keys().map(|k| RecordKey::AccessKey(k.clone())))
             .chain(self.secrets.keys().map(|k| RecordKey::ClusterSecret(k.clone())))
             .chain(self.sharing.keys().map(|k| RecordKey::Sharing(k.clone())))
+            .chain(self.tiering.keys().map(|k| RecordKey::Tiering(k.clone())))
             .collect();
         keys.into_iter().filter_map(|k| self.encode_key(&k).map(|v| (k.encode(), v))).collect()
     }
@@ -160,6 +167,7 @@ impl Records {
             RecordKey::AccessKey(k) => Record::AccessKey(self.access_keys.get(k)?.clone()),
             RecordKey::ClusterSecret(k) => Record::ClusterSecret(self.secrets.get(k)?.clone()),
             RecordKey::Sharing(k) => Record::Sharing(self.sharing.get(k)?.clone()),
+            RecordKey::Tiering(k) => Record::Tiering(self.tiering.get(k)?.clone()),
         };
         Some(encode_record(&rec))
     }
@@ -202,6 +210,7 @@ impl Records {
             }
             Query::Sharing(id) => QueryOutput::Sharing(self.sharing.get(id).cloned()),
             Query::Sharings => QueryOutput::Sharings(self.sharing.values().cloned().collect()),
+            Query::Tierings => QueryOutput::Tierings(self.tiering.values().cloned().collect()),
             Query::NodeStates => QueryOutput::NodeStates(
                 self.nodes
                     .values()

@@ -14,6 +14,7 @@ use cairn_core::records::{ChunkNodeInfo, NodeState};
 use cairn_core::{ChunkId, OutpostId};
 use cairn_proto::pb;
 use futures::future::join_all;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Deadline of one chunk or staging call.
 pub const CALL_SECS: u64 = 30;
@@ -97,6 +98,67 @@ pub async fn put_chunk(
         r?;
     }
     Ok(())
+}
+
+/// Which destination replicas of each of `ids` lack it: every replica is
+/// asked once (`HasChunks`, which also stamps what it holds for GC's fence).
+/// Calls have a deadline of `secs`.
+pub async fn lacking(
+    ctx: &Ctx,
+    to: &Region,
+    ids: &[ChunkId],
+    secs: u64,
+) -> Result<BTreeMap<ChunkId, Vec<ChunkNodeInfo>>, HostError> {
+    let unique: BTreeSet<ChunkId> = ids.iter().copied().collect();
+    let mut wanted: BTreeMap<&str, (&ChunkNodeInfo, Vec<ChunkId>)> = BTreeMap::new();
+    for id in &unique {
+        for node in to.replicas(id) {
+            wanted.entry(node.node_id.as_str()).or_insert_with(|| (node, Vec::new())).1.push(*id);
+        }
+    }
+    let asks = wanted.into_values().map(|(node, ids)| async move {
+        let mut c = ctx.nodes.chunk_store(node)?;
+        let req = pb::HasChunksRequest { ids: ids.iter().map(|i| i.0.to_vec()).collect() };
+        let reply = call(&node.node_id, secs, c.has_chunks(req)).await?;
+        if reply.present.len() != ids.len() {
+            return Err(HostError::Protocol(format!(
+                "{}: {} answers to {} ids",
+                node.node_id,
+                reply.present.len(),
+                ids.len()
+            )));
+        }
+        let lacking: Vec<ChunkId> =
+            ids.iter().zip(reply.present).filter(|(_, p)| !p).map(|(i, _)| *i).collect();
+        Ok::<_, HostError>((node, lacking))
+    });
+    let mut missing: BTreeMap<ChunkId, Vec<ChunkNodeInfo>> = BTreeMap::new();
+    for answer in join_all(asks).await {
+        let (node, ids) = answer?;
+        for id in ids {
+            missing.entry(id).or_default().push(node.clone());
+        }
+    }
+    Ok(missing)
+}
+
+/// Puts `data` under `id` on each of `nodes`; done when all hold it.
+pub async fn put_on(
+    ctx: &Ctx,
+    nodes: &[ChunkNodeInfo],
+    id: ChunkId,
+    data: bytes::Bytes,
+    secs: u64,
+) -> Result<(), HostError> {
+    let puts = nodes.iter().map(|node| {
+        let data = data.clone();
+        async move {
+            let mut c = ctx.nodes.chunk_store(node)?;
+            let req = pb::PutChunkRequest { id: id.0.to_vec(), data };
+            call(&node.node_id, secs, c.put_chunk(req)).await.map(|_| ())
+        }
+    });
+    join_all(puts).await.into_iter().collect()
 }
 
 /// The verified bytes of `id`, from its replicas first, then any node.

@@ -3,7 +3,7 @@
 //! form body, routes them and runs the operation, answering XML either way.
 
 use super::error::Ec2Error;
-use super::ops::{copy, modify, sharing, snapshots, tags, volumes};
+use super::ops::{copy, modify, sharing, snapshots, tags, tiers, volumes};
 use super::params::Params;
 use super::router::{route, Ec2Request};
 use super::xml::xml_response;
@@ -131,6 +131,9 @@ pub async fn handle(
         Ec2Request::DescribeSnapshotAttribute(i) => sharing::describe(ctx, caller, rid, i).await,
         Ec2Request::ResetSnapshotAttribute(id) => sharing::reset(ctx, caller, rid, id).await,
         Ec2Request::CopySnapshot(i) => copy::copy(ctx, caller, rid, i).await,
+        Ec2Request::ModifySnapshotTier(id) => tiers::modify(ctx, caller, rid, id).await,
+        Ec2Request::RestoreSnapshotTier(i) => tiers::restore(ctx, caller, rid, i).await,
+        Ec2Request::DescribeSnapshotTierStatus(i) => tiers::describe(ctx, caller, rid, i).await,
     }
 }
 

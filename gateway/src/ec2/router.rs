@@ -4,7 +4,7 @@
 //! `DryRunOperation` only for a request that would have been attempted.
 
 use super::error::Ec2Error;
-use super::ops::{copy, modify, sharing, snapshots, tags, volumes};
+use super::ops::{copy, modify, sharing, snapshots, tags, tiers, volumes};
 use super::params::{snapshot_id, volume_id, Params};
 use crate::config::GatewayConfig;
 use cairn_core::{SnapshotId, VolumeId};
@@ -27,6 +27,9 @@ pub enum Ec2Request {
     DescribeSnapshotAttribute(sharing::DescribeAttributeInput),
     ResetSnapshotAttribute(SnapshotId),
     CopySnapshot(copy::CopySnapshotInput),
+    ModifySnapshotTier(SnapshotId),
+    RestoreSnapshotTier(tiers::RestoreInput),
+    DescribeSnapshotTierStatus(tiers::DescribeTierInput),
 }
 
 impl Ec2Request {
@@ -48,6 +51,9 @@ impl Ec2Request {
             Ec2Request::DescribeSnapshotAttribute(_) => "DescribeSnapshotAttribute",
             Ec2Request::ResetSnapshotAttribute(_) => "ResetSnapshotAttribute",
             Ec2Request::CopySnapshot(_) => "CopySnapshot",
+            Ec2Request::ModifySnapshotTier(_) => "ModifySnapshotTier",
+            Ec2Request::RestoreSnapshotTier(_) => "RestoreSnapshotTier",
+            Ec2Request::DescribeSnapshotTierStatus(_) => "DescribeSnapshotTierStatus",
         }
     }
 }
@@ -69,9 +75,6 @@ const UNSUPPORTED: &[&str] = &[
     "DetachVolume",
     "EnableVolumeIO",
     "CreateSnapshots",
-    "ModifySnapshotTier",
-    "RestoreSnapshotTier",
-    "DescribeSnapshotTierStatus",
     "LockSnapshot",
     "UnlockSnapshot",
     "DescribeLockedSnapshots",
@@ -104,6 +107,11 @@ pub fn route(p: &Params, config: &GatewayConfig) -> Result<Routed, Ec2Error> {
         }
         "ResetSnapshotAttribute" => Ec2Request::ResetSnapshotAttribute(sharing::parse_reset(p)?),
         "CopySnapshot" => Ec2Request::CopySnapshot(copy::parse_copy(p, config)?),
+        "ModifySnapshotTier" => Ec2Request::ModifySnapshotTier(tiers::parse_modify(p)?),
+        "RestoreSnapshotTier" => Ec2Request::RestoreSnapshotTier(tiers::parse_restore(p)?),
+        "DescribeSnapshotTierStatus" => {
+            Ec2Request::DescribeSnapshotTierStatus(tiers::parse_describe(p)?)
+        }
         a if UNSUPPORTED.contains(&a) => return Err(Ec2Error::UnsupportedOperation(a.to_string())),
         a => return Err(Ec2Error::InvalidAction(a.to_string())),
     };

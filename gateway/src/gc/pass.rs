@@ -138,13 +138,19 @@ pub(crate) async fn roots(
     holders: &GcHolders,
 ) -> Result<(Vec<Root>, u64, bool), String> {
     let snapshots = ctx.snapshots().await.map_err(|e| e.to_string())?;
+    // An archived snapshot that is not restored lets go of its chunks: its
+    // content is in the archive store (read after the snapshots, so a
+    // restore that completed in between is seen and marked).
+    let tierings = ctx.tierings().await.map_err(|e| e.to_string())?;
+    let in_chunks =
+        |s: &cairn_core::records::Snapshot| tierings.get(&s.id).is_none_or(|t| t.needs_chunks());
     let unheld = snapshots.iter().any(|s| {
         s.state == SnapshotState::Pending
             && !holders.holds.iter().any(|h| h.holder == Holder::Snapshot(s.id.clone()))
     });
     let mut out: Vec<Root> = snapshots
         .iter()
-        .filter(|s| s.state == SnapshotState::Completed)
+        .filter(|s| s.state == SnapshotState::Completed && in_chunks(s))
         .filter_map(|s| {
             let id = s.manifest_root?;
             Some(Root { id, outpost: s.outpost.clone(), why: s.id.to_string() })

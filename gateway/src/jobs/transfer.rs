@@ -32,15 +32,13 @@
 use super::attempt::{commit_checkpoint, pending_snapshot, record_host_up};
 use super::attempt::{should_commit, Attempt, AttemptError, CopyDone};
 use crate::ctx::Ctx;
-use crate::ebs::chunks::Region;
+use crate::ebs::chunks::{lacking, put_on, Region};
 use crate::nodes::{call, HostError};
 use cairn_core::manifest::{ManifestPage, ManifestRoot};
 use cairn_core::records::ChunkNodeInfo;
 use cairn_core::{ChunkId, OutpostId, SnapshotId, BLOCK_SIZE};
 use cairn_proto::pb;
-use futures::future::join_all;
 use futures::stream::{self, StreamExt, TryStreamExt};
-use std::collections::{BTreeMap, BTreeSet};
 
 /// Manifest entries checked and sent per batch (and per progress report).
 const BATCH: usize = 256;
@@ -211,40 +209,9 @@ impl Sides {
     /// Makes every destination replica of each of `ids` hold it: asks each
     /// which it lacks, then reads those once from the source and puts them.
     async fn ensure(&mut self, ctx: &Ctx, ids: &[ChunkId]) -> Result<(), HostError> {
-        let unique: BTreeSet<ChunkId> = ids.iter().copied().collect();
-        let mut wanted: BTreeMap<&str, (&ChunkNodeInfo, Vec<ChunkId>)> = BTreeMap::new();
-        for id in &unique {
-            for node in self.to.replicas(id) {
-                wanted
-                    .entry(node.node_id.as_str())
-                    .or_insert_with(|| (node, Vec::new()))
-                    .1
-                    .push(*id);
-            }
-        }
-        let asks = wanted.into_values().map(|(node, ids)| async move {
-            let mut c = ctx.nodes.chunk_store(node)?;
-            let req = pb::HasChunksRequest { ids: ids.iter().map(|i| i.0.to_vec()).collect() };
-            let reply = call(&node.node_id, ctx.config.copy_idle_secs, c.has_chunks(req)).await?;
-            if reply.present.len() != ids.len() {
-                return Err(HostError::Protocol(format!(
-                    "{}: {} answers to {} ids",
-                    node.node_id,
-                    reply.present.len(),
-                    ids.len()
-                )));
-            }
-            let lacking: Vec<ChunkId> =
-                ids.iter().zip(reply.present).filter(|(_, p)| !p).map(|(i, _)| *i).collect();
-            Ok::<_, HostError>((node, lacking))
-        });
-        let mut missing: BTreeMap<ChunkId, Vec<ChunkNodeInfo>> = BTreeMap::new();
-        for answer in join_all(asks).await {
-            let (node, lacking) = answer.map_err(|e| self.at_destination(e))?;
-            for id in lacking {
-                missing.entry(id).or_default().push(node.clone());
-            }
-        }
+        let secs = ctx.config.copy_idle_secs;
+        let missing =
+            lacking(ctx, &self.to, ids, secs).await.map_err(|e| self.at_destination(e))?;
         let this = &*self;
         let sends = missing.into_iter().map(|(id, nodes)| this.send(ctx, id, nodes));
         let sent: Vec<(u64, u64)> =
@@ -265,18 +232,11 @@ impl Sides {
         nodes: Vec<ChunkNodeInfo>,
     ) -> Result<(u64, u64), HostError> {
         let data = bytes::Bytes::from(self.read(ctx, id).await?);
-        let puts = nodes.iter().map(|node| {
-            let data = data.clone();
-            async move {
-                let mut c = ctx.nodes.chunk_store(node)?;
-                let req = pb::PutChunkRequest { id: id.0.to_vec(), data };
-                call(&node.node_id, ctx.config.copy_idle_secs, c.put_chunk(req)).await.map(|_| ())
-            }
-        });
-        for put in join_all(puts).await {
-            put.map_err(|e| self.at_destination(e))?;
-        }
-        Ok((data.len() as u64, nodes.len() as u64))
+        let len = data.len() as u64;
+        put_on(ctx, &nodes, id, data, ctx.config.copy_idle_secs)
+            .await
+            .map_err(|e| self.at_destination(e))?;
+        Ok((len, nodes.len() as u64))
     }
 
     /// A destination node's failure, saying which side it is.

@@ -6,4 +6,5 @@ pub mod modify;
 pub mod sharing;
 pub mod snapshots;
 pub mod tags;
+pub mod tiers;
 pub mod volumes;

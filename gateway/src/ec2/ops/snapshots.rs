@@ -195,6 +195,7 @@ pub async fn describe(
 ) -> Result<String, Ec2Error> {
     let me = caller.account_id.as_str();
     let sharings = ctx.sharings().await?;
+    let tierings = ctx.tierings().await?;
     let sharing_of = |s: &Snapshot| sharings.get(&s.id);
     // What the caller may see at all: a named snapshot outside it does not exist.
     let mut snaps: Vec<Snapshot> = ctx
@@ -226,7 +227,11 @@ pub async fn describe(
     )?;
     let cx = RenderCtx::new(&ctx.config, "");
     Ok(success_body("DescribeSnapshots", rid, |w| {
-        w.set("snapshotSet", &page, |w, s| snapshot_members(w, s, &cx));
+        w.set("snapshotSet", &page, |w, s| {
+            snapshot_members(w, s, &cx);
+            let expiry = tierings.get(&s.id).and_then(|t| t.restore_expiry_ms);
+            w.opt_leaf("restoreExpiryTime", expiry.map(cairn_core::time::iso8601_ms));
+        });
         w.opt_leaf("nextToken", next);
     }))
 }

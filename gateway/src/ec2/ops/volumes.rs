@@ -203,6 +203,14 @@ pub async fn create(
                 snap.state.as_str()
             )));
         }
+        if snap.storage_tier == "archive" {
+            let readable = ctx.tierings().await?.get(sid).is_none_or(|t| t.readable());
+            if !readable {
+                return Err(Ec2Error::IncorrectState(format!(
+                    "Snapshot '{sid}' is archived; restore it (RestoreSnapshotTier) first."
+                )));
+            }
+        }
         match size {
             Some(s) if s < snap.volume_size_gib => {
                 return Err(Ec2Error::InvalidParameterValue(format!(
