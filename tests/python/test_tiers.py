@@ -5,7 +5,8 @@ large pack objects, verified, and lets its chunks go, so garbage collection
 frees them; a volume cannot be made from it until RestoreSnapshotTier brings
 it back (temporary, with restoreExpiryTime; the period changed; made
 permanent, which deletes the archive copy); DescribeSnapshotTierStatus with
-filters and paging; bad input gets EC2's codes and changes nothing."""
+filters and paging; deleting an archived snapshot deletes its archive copy;
+bad input gets EC2's codes and changes nothing."""
 import subprocess
 import uuid
 
@@ -188,6 +189,17 @@ def test_describe_tier_status_pages(cluster, ec2):
         {"Name": "last-tiering-operation", "Values": ["archival-completed"]},
         {"Name": "snapshot-id", "Values": snaps[:2]}])["SnapshotTierStatuses"]
     assert sorted(x["SnapshotId"] for x in op) == sorted(snaps[:2])
+
+    # Deleting an archived snapshot deletes its archive copy, then its status.
+    root = cluster.data_dir / "archive" / "snapshots"
+    assert all((root / s / "index").exists() for s in snaps)
+    for s in snaps:
+        ec2.delete_snapshot(SnapshotId=s)
+    wait_for(lambda: not any((root / s).exists() and any((root / s).iterdir()) for s in snaps),
+             timeout=60, what="the archive copies to go")
+    left = ec2.describe_snapshot_tier_status(
+        Filters=[{"Name": "volume-id", "Values": [vol]}])["SnapshotTierStatuses"]
+    assert left == [], left
 
 
 @pytest.fixture

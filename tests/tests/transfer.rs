@@ -210,3 +210,31 @@ async fn an_unreachable_source_outpost_fails_the_copy_after_the_timeout() -> any
     assert_eq!(v.progress, 0);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deleted_outpost_copy_gives_the_outpost_its_space_back() -> anyhow::Result<()> {
+    // GC marks each placement domain on its own: the region's snapshot,
+    // which names the same chunks, does not keep the Outpost's replicas.
+    let c = ProcCluster::start(options(1, "")).await?;
+    let arn = outpost_arn(&c);
+    let img = make_image(c.dir.path(), "a.img", 1 << 30, 16, 5)?;
+    let vol = volume_with(&c, "1", &img, None).await?;
+    let snap = completed_snapshot(&c, &vol, None).await?;
+    let (there, sent) = copied(&c, &snap, Some(&arn)).await?;
+    assert!(sent >= 16 * MIB, "{sent}");
+    let (status, body) = c.ec2(0, "DeleteSnapshot", &[("SnapshotId", &there)]).await?;
+    assert_eq!(status, 200, "{body}");
+    let report = cairn_tests::gc::run_pass(c.gateways[0].main).await?;
+    let freed = |node: &str| {
+        report["nodes"]
+            .as_array()
+            .and_then(|ns| ns.iter().find(|n| n["node_id"] == node))
+            .and_then(|n| n["deleted_bytes"].as_u64())
+            .unwrap_or(0)
+    };
+    assert!(freed("chunk-op") >= 16 * MIB, "the Outpost kept its copy's chunks: {report}");
+    assert_eq!(freed("chunk-1a") + freed("chunk-1b"), 0, "the region lost chunks: {report}");
+    eprintln!("the Outpost freed {} bytes", freed("chunk-op"));
+    restore_equals(&c, &snap, &img, None).await?;
+    Ok(())
+}

@@ -30,6 +30,10 @@ pub struct Root {
     pub outpost: Option<OutpostId>,
     /// Who needs it (a snapshot or volume id), for messages.
     pub why: String,
+    /// A hold's root: marked for every placement domain, since what holds
+    /// it may read it from any (a transfer reads its source's domain, a
+    /// restored volume its source's, wherever it is).
+    pub everywhere: bool,
 }
 
 /// Every destination's nodes, to read manifests from (up and draining).

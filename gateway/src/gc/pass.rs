@@ -31,6 +31,7 @@ use crate::nodes::{call, HostError};
 use cairn_core::command::{Command, GcHolders, Query, QueryOutput};
 use cairn_core::gc::Partition;
 use cairn_core::records::{ChunkNodeInfo, Holder, NodeState, SnapshotState};
+use cairn_core::OutpostId;
 use cairn_proto::pb;
 use futures::future::join_all;
 use std::time::Instant;
@@ -76,27 +77,46 @@ pub async fn run_pass(ctx: &Ctx) -> Result<PassReport, String> {
         .iter()
         .map(|n| NodeReport { node_id: n.node_id.clone(), swept: true, ..Default::default() })
         .collect();
+    // Each placement domain (the region, each Outpost) is marked and swept
+    // on its own: a chunk id named only by another domain's snapshots is
+    // not kept here (an Outpost copy does not keep the region's replicas of
+    // its chunks, nor the reverse). Holds' roots are marked in every domain.
+    let mut domains: Vec<Option<OutpostId>> = nodes.iter().map(|n| n.outpost.clone()).collect();
+    domains.sort();
+    domains.dedup();
     for p in partitions {
-        let marking = Instant::now();
-        let (filter, stats) = mark(
-            ctx,
-            &sources,
-            &roots,
-            p,
-            expected / u64::from(p.count),
-            filter_budget,
-            max_walked,
-        )
-        .await?;
-        report.filter_bytes = report.filter_bytes.max(filter.size_bytes());
-        report.mark.roots += stats.roots;
-        report.mark.pages_read += stats.pages_read;
-        report.mark.entries += stats.entries;
-        let bytes = filter.encode();
-        let sweeping = Instant::now();
-        report.mark_ms += ms(sweeping - marking);
-        sweep_nodes(ctx, &nodes, report.oldest_generation, &bytes, &mut report.nodes).await;
-        report.sweep_ms += ms(sweeping.elapsed());
+        for domain in &domains {
+            let here: Vec<usize> =
+                (0..nodes.len()).filter(|&i| &nodes[i].outpost == domain).collect();
+            let mine: Vec<Root> =
+                roots.iter().filter(|r| r.everywhere || &r.outpost == domain).cloned().collect();
+            let marking = Instant::now();
+            let (filter, stats) = mark(
+                ctx,
+                &sources,
+                &mine,
+                p,
+                expected / u64::from(p.count),
+                filter_budget,
+                max_walked,
+            )
+            .await?;
+            report.filter_bytes = report.filter_bytes.max(filter.size_bytes());
+            report.mark.roots += stats.roots;
+            report.mark.pages_read += stats.pages_read;
+            report.mark.entries += stats.entries;
+            let bytes = filter.encode();
+            let sweeping = Instant::now();
+            report.mark_ms += ms(sweeping - marking);
+            let swept: Vec<ChunkNodeInfo> = here.iter().map(|&i| nodes[i].clone()).collect();
+            let mut reports: Vec<NodeReport> =
+                here.iter().map(|&i| report.nodes[i].clone()).collect();
+            sweep_nodes(ctx, &swept, report.oldest_generation, &bytes, &mut reports).await;
+            for (&i, r) in here.iter().zip(reports) {
+                report.nodes[i] = r;
+            }
+            report.sweep_ms += ms(sweeping.elapsed());
+        }
     }
     let compacting = Instant::now();
     compact_nodes(ctx, &nodes, &mut report.nodes).await;
@@ -153,7 +173,7 @@ pub(crate) async fn roots(
         .filter(|s| s.state == SnapshotState::Completed && in_chunks(s))
         .filter_map(|s| {
             let id = s.manifest_root?;
-            Some(Root { id, outpost: s.outpost.clone(), why: s.id.to_string() })
+            Some(Root { id, outpost: s.outpost.clone(), why: s.id.to_string(), everywhere: false })
         })
         .collect();
     let completed = out.len() as u64;
@@ -167,7 +187,12 @@ pub(crate) async fn roots(
             Holder::Volume(_) => None,
         };
         for id in &h.roots {
-            out.push(Root { id: *id, outpost: outpost.clone(), why: h.holder.to_string() });
+            out.push(Root {
+                id: *id,
+                outpost: outpost.clone(),
+                why: h.holder.to_string(),
+                everywhere: true,
+            });
         }
     }
     Ok((out, completed, unheld))

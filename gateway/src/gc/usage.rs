@@ -44,7 +44,8 @@ pub async fn snapshot_usage(ctx: &Ctx, id: &SnapshotId) -> Result<SnapshotUsage,
     let snap = snap.expect("checked above");
     let fleet = ctx.fleet().await.map_err(|e| unavailable(e.to_string()))?;
     let sources = Sources::new(&fleet, ctx.config.replication_factor);
-    let own = Root { id: root_id, outpost: snap.outpost.clone(), why: id.to_string() };
+    let own =
+        Root { id: root_id, outpost: snap.outpost.clone(), why: id.to_string(), everywhere: false };
 
     // Its own ids, with their sizes (blocks are BLOCK_SIZE; pages as read).
     // id -> (bytes, whether it is a manifest page)

@@ -83,7 +83,12 @@ async fn live_roots(ctx: &Ctx) -> Result<Vec<Root>, String> {
         .iter()
         .filter(|s| s.state == SnapshotState::Completed)
         .filter_map(|s| {
-            Some(Root { id: s.manifest_root?, outpost: s.outpost.clone(), why: s.id.to_string() })
+            Some(Root {
+                id: s.manifest_root?,
+                outpost: s.outpost.clone(),
+                why: s.id.to_string(),
+                everywhere: false,
+            })
         })
         .collect();
     for hold in &h.holds {
@@ -92,7 +97,12 @@ async fn live_roots(ctx: &Ctx) -> Result<Vec<Root>, String> {
         let Holder::Snapshot(sid) = &hold.holder else { continue };
         let outpost = snapshots.iter().find(|s| &s.id == sid).and_then(|s| s.outpost.clone());
         for id in &hold.roots {
-            out.push(Root { id: *id, outpost: outpost.clone(), why: sid.to_string() });
+            out.push(Root {
+                id: *id,
+                outpost: outpost.clone(),
+                why: sid.to_string(),
+                everywhere: false,
+            });
         }
     }
     Ok(out)

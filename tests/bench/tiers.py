@@ -1,0 +1,164 @@
+"""Benchmark: snapshots that move. On one `cairn up` cluster, a volume of
+SIZE_GIB (default 4) with the snapshot benchmark's realistic content:
+
+- CopySnapshot of its full snapshot from the region to the Outpost, then,
+  after 1% of the blocks are rewritten, of the incremental one: seconds
+  from the call to `completed`, and the bytes the copy sent (what the
+  Outpost lacked); the last copy is restored on the Outpost and compared
+  byte for byte;
+- ModifySnapshotTier (archive) of the full snapshot: seconds to
+  `archival-completed`, MiB/s of snapshot content, objects and bytes in the
+  object store (a directory on the same disk); then garbage collection
+  frees its chunks (the bytes the chunk nodes gave back);
+- RestoreSnapshotTier (temporary) of it with a cold page cache: seconds,
+  MiB/s; the restored snapshot backs a volume compared byte for byte.
+
+Prints one table. Not a test: numbers vary with the machine.
+"""
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "python"))
+sys.path.insert(0, str(HERE))
+
+from cluster import BIN, Cluster, wait_for  # noqa: E402
+from nbdclient import NbdClient  # noqa: E402
+from snapshot_vs_restic import BLOCK, SIZE_GIB, cold, make_image, run, stored_bytes  # noqa: E402
+from util import http_json  # noqa: E402
+
+FAST = {"Delay": 1, "MaxAttempts": 3600}
+
+
+def poll(pred, what):
+    started = time.monotonic()
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() - started > 3600:
+            raise AssertionError(f"timed out: {what}")
+        time.sleep(0.02 if time.monotonic() - started < 2 else 0.2)
+
+
+def main():
+    work = Path(tempfile.mkdtemp(prefix="cairn-bench-tiers-"))
+    nblocks = SIZE_GIB * 2048
+    img = work / "disk.img"
+    print(f"bench: building a {SIZE_GIB} GiB image in {work}", flush=True)
+    make_image(img, nblocks)
+    c = Cluster(work / "cairn").start()
+    rows = []
+    try:
+        ec2 = c.client()
+        region, arn = c.env["AWS_REGION"], c.env["CAIRN_OUTPOST_ARN"]
+        vol = ec2.create_volume(AvailabilityZone="cairn-1a", Size=SIZE_GIB)["VolumeId"]
+        ec2.get_waiter("volume_available").wait(VolumeIds=[vol], WaiterConfig=FAST)
+        run(["qemu-img", "convert", "-n", "-W", "-f", "raw", "-O", "raw", str(img), c.nbd_uri(vol)])
+
+        def snapshot():
+            s = ec2.create_snapshot(VolumeId=vol)["SnapshotId"]
+            ec2.get_waiter("snapshot_completed").wait(SnapshotIds=[s], WaiterConfig=FAST)
+            return s
+
+        def copy_to_outpost(snap):
+            os.sync()
+            t = time.monotonic()
+            cp = ec2.copy_snapshot(SourceSnapshotId=snap, SourceRegion=region,
+                                   DestinationOutpostArn=arn)["SnapshotId"]
+            poll(lambda: ec2.describe_snapshots(SnapshotIds=[cp])["Snapshots"][0]["State"]
+                 == "completed", "copy")
+            took = time.monotonic() - t
+            live = http_json(f"{c.endpoint}/_cairn/snapshots/{cp}/progress")["live"]
+            return cp, took, live["bytes_sent"]
+
+        s1 = snapshot()
+        full = ec2.describe_snapshots(SnapshotIds=[s1])["Snapshots"][0]
+        content_mib = full.get("FullSnapshotSizeInBytes", nblocks * BLOCK) / 2**20
+        c1, t, sent = copy_to_outpost(s1)
+        rows.append(("copy region -> Outpost, full", t, f"{sent / 2**20:.1f} MiB sent"))
+
+        first = work / "first.img"  # the full snapshot's content, for the end
+        run(["cp", "--sparse=always", str(img), str(first)])
+        rng = random.Random(11)
+        nbd = NbdClient(c.nbd, vol)
+        with open(img, "r+b") as f:
+            for i in rng.sample(range(nblocks), max(1, nblocks // 100)):
+                data = os.urandom(BLOCK)
+                f.seek(i * BLOCK)
+                f.write(data)
+                nbd.write(i * BLOCK, data)
+        nbd.flush()
+        nbd.close()
+        s2 = snapshot()
+        c2, t, sent = copy_to_outpost(s2)
+        rows.append(("copy region -> Outpost, 1% changed", t, f"{sent / 2**20:.1f} MiB sent"))
+        edge = ec2.create_volume(SnapshotId=c2, AvailabilityZone="cairn-1a", OutpostArn=arn)["VolumeId"]
+        ec2.get_waiter("volume_available").wait(VolumeIds=[edge], WaiterConfig=FAST)
+        same_edge = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "raw", str(img),
+                                    c.nbd_uri(edge)], capture_output=True).returncode == 0
+
+        # The archive: of the full snapshot, alone (everything else that
+        # shares its chunks is deleted, so GC can free them).
+        for v in (vol, edge):
+            ec2.delete_volume(VolumeId=v)
+        for s in (s2, c1, c2):
+            ec2.delete_snapshot(SnapshotId=s)
+        # Deleted volumes let go of their sources once gone.
+        poll(lambda: not ec2.describe_volumes(
+            Filters=[{"Name": "volume-id", "Values": [vol, edge]}])["Volumes"], "volumes gone")
+        gc = [BIN, "admin", "gc", "--wait", "--data-dir", str(c.data_dir)]
+        run(gc)
+        os.sync()
+        t0 = time.monotonic()
+        ec2.modify_snapshot_tier(SnapshotId=s1, StorageTier="archive")
+
+        def tier_status():
+            return ec2.describe_snapshot_tier_status(
+                Filters=[{"Name": "snapshot-id", "Values": [s1]}])["SnapshotTierStatuses"][0]
+
+        poll(lambda: tier_status()["LastTieringOperationStatus"] == "archival-completed", "archive")
+        t = time.monotonic() - t0
+        store = c.data_dir / "archive" / "snapshots" / s1
+        objects = sorted(p for p in store.iterdir())
+        store_bytes = sum(p.stat().st_size for p in objects)
+        rows.append(("archive (ModifySnapshotTier)", t,
+                     f"{content_mib / t:.0f} MiB/s, {len(objects)} objects, "
+                     f"{store_bytes / 2**20:.1f} MiB in the store"))
+        before = stored_bytes(c)
+        run(gc)
+        freed = before - stored_bytes(c)
+        rows.append(("gc after archiving", 0.0,
+                     f"{freed / 2**20:.1f} MiB freed on chunk nodes (all replicas)"))
+
+        cold(first)
+        t0 = time.monotonic()
+        ec2.restore_snapshot_tier(SnapshotId=s1, TemporaryRestoreDays=1)
+        poll(lambda: tier_status()["LastTieringOperationStatus"] == "temporary-restore-completed",
+             "restore")
+        t = time.monotonic() - t0
+        rows.append(("restore (RestoreSnapshotTier)", t, f"{content_mib / t:.0f} MiB/s"))
+        back = ec2.create_volume(SnapshotId=s1, AvailabilityZone="cairn-1b")["VolumeId"]
+        ec2.get_waiter("volume_available").wait(VolumeIds=[back], WaiterConfig=FAST)
+        same_archive = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "raw",
+                                       str(first), c.nbd_uri(back)], capture_output=True).returncode == 0
+    finally:
+        c.stop()
+    print(f"\nSnapshots that move: {SIZE_GIB} GiB volume, {content_mib:.0f} MiB of content "
+          f"(debug build, one disk, {os.cpu_count()} cores)")
+    print(f"{'step':<38} {'seconds':>8}  result")
+    for name, secs, what in rows:
+        print(f"{name:<38} {secs:>8.2f}  {what}")
+    print(f"Outpost copy restored identical: {same_edge}; archive restored identical: {same_archive}")
+    if os.environ.get("BENCH_KEEP") != "1":
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
