@@ -73,7 +73,10 @@ pub async fn snapshot_usage(ctx: &Ctx, id: &SnapshotId) -> Result<SnapshotUsage,
     let h = holders(ctx).await.map_err(unavailable)?;
     let (others, _, _) = roots(ctx, &h).await.map_err(unavailable)?;
     let mut walked: HashSet<ChunkId> = HashSet::new();
-    for r in others.iter().filter(|r| !(r.id == root_id && r.why == own.why)) {
+    // Only what its own placement domain needs keeps its chunks there (GC
+    // marks each domain on its own; holds count everywhere).
+    let same_domain = |r: &&Root| r.everywhere || r.outpost == own.outpost;
+    for r in others.iter().filter(same_domain).filter(|r| !(r.id == root_id && r.why == own.why)) {
         if mine.is_empty() {
             break;
         }

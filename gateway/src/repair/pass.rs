@@ -24,7 +24,7 @@ use crate::gc::pass::holders;
 use crate::nodes::call;
 use crate::repair_state::RepairReport;
 use cairn_core::placement::Candidate;
-use cairn_core::records::{Holder, SnapshotState};
+use cairn_core::records::{CopyJobKind, Holder, SnapshotState};
 use cairn_core::{ChunkId, OutpostId};
 use cairn_proto::pb;
 use futures::future::join_all;
@@ -79,6 +79,7 @@ pub async fn run_pass(ctx: &Ctx) -> Result<RepairReport, String> {
 async fn live_roots(ctx: &Ctx) -> Result<Vec<Root>, String> {
     let snapshots = ctx.snapshots().await.map_err(|e| e.to_string())?;
     let h = holders(ctx).await?;
+    let jobs = ctx.copy_jobs().await.map_err(|e| e.to_string())?;
     let mut out: Vec<Root> = snapshots
         .iter()
         .filter(|s| s.state == SnapshotState::Completed)
@@ -95,7 +96,11 @@ async fn live_roots(ctx: &Ctx) -> Result<Vec<Root>, String> {
         // A hydrating volume's source is a completed snapshot (walked
         // above) or a deleted one, which only its restore still reads.
         let Holder::Snapshot(sid) = &hold.holder else { continue };
-        let outpost = snapshots.iter().find(|s| &s.id == sid).and_then(|s| s.outpost.clone());
+        // A transfer's hold names its source, stored in the source's domain.
+        let outpost = match jobs.iter().find(|j| &j.snapshot_id == sid).map(|j| &j.kind) {
+            Some(CopyJobKind::Transfer { from, .. }) => from.clone(),
+            _ => snapshots.iter().find(|s| &s.id == sid).and_then(|s| s.outpost.clone()),
+        };
         for id in &hold.roots {
             out.push(Root {
                 id: *id,
