@@ -51,6 +51,21 @@ def make_image(path, nblocks, seed=7):
     return kinds
 
 
+def rewrite_one_percent(img, nblocks, nbd_addr, vol):
+    """Rewrites 1% of the blocks (the same ones every run) with new random
+    bytes, in the image and on the volume over NBD."""
+    rng = random.Random(11)
+    nbd = NbdClient(nbd_addr, vol)
+    with open(img, "r+b") as f:
+        for i in rng.sample(range(nblocks), max(1, nblocks // 100)):
+            data = os.urandom(BLOCK)
+            f.seek(i * BLOCK)
+            f.write(data)
+            nbd.write(i * BLOCK, data)
+    nbd.flush()
+    nbd.close()
+
+
 def stored_bytes(cluster):
     return sum(n["bytes"] for n in http_json(cluster.endpoint + "/_cairn/chunks")["nodes"])
 
@@ -131,18 +146,7 @@ def main():
         t_full, s1 = timed(snap_polled)
         b1 = stored_bytes(c)
 
-        # Rewrite 1% of the blocks, in the image and on the volume.
-        rng = random.Random(11)
-        changed = rng.sample(range(nblocks), max(1, nblocks // 100))
-        nbd = NbdClient(c.nbd, vol)
-        with open(img, "r+b") as f:
-            for i in changed:
-                data = os.urandom(BLOCK)
-                f.seek(i * BLOCK)
-                f.write(data)
-                nbd.write(i * BLOCK, data)
-        nbd.flush()
-        nbd.close()
+        rewrite_one_percent(img, nblocks, c.nbd, vol)
         t_incr, s2 = timed(snap_polled)
         b2 = stored_bytes(c)
 

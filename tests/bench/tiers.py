@@ -16,7 +16,6 @@ SIZE_GIB (default 4) with the snapshot benchmark's realistic content:
 Prints one table. Not a test: numbers vary with the machine.
 """
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -29,8 +28,8 @@ sys.path.insert(0, str(HERE.parent / "python"))
 sys.path.insert(0, str(HERE))
 
 from cluster import BIN, Cluster, wait_for  # noqa: E402
-from nbdclient import NbdClient  # noqa: E402
-from snapshot_vs_restic import BLOCK, SIZE_GIB, cold, make_image, run, stored_bytes  # noqa: E402
+from snapshot_vs_restic import (  # noqa: E402
+    BLOCK, SIZE_GIB, cold, make_image, rewrite_one_percent, run, stored_bytes)
 from util import http_json  # noqa: E402
 
 FAST = {"Delay": 1, "MaxAttempts": 3600}
@@ -86,16 +85,7 @@ def main():
 
         first = work / "first.img"  # the full snapshot's content, for the end
         run(["cp", "--sparse=always", str(img), str(first)])
-        rng = random.Random(11)
-        nbd = NbdClient(c.nbd, vol)
-        with open(img, "r+b") as f:
-            for i in rng.sample(range(nblocks), max(1, nblocks // 100)):
-                data = os.urandom(BLOCK)
-                f.seek(i * BLOCK)
-                f.write(data)
-                nbd.write(i * BLOCK, data)
-        nbd.flush()
-        nbd.close()
+        rewrite_one_percent(img, nblocks, c.nbd, vol)
         s2 = snapshot()
         c2, t, sent = copy_to_outpost(s2)
         rows.append(("copy region -> Outpost, 1% changed", t, f"{sent / 2**20:.1f} MiB sent"))
