@@ -13,6 +13,7 @@ use cairn_gateway::http::sigv4;
 use cairn_nbd::{Export, ExportResolver, Session};
 use cairn_tests::fuzz;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use std::future::Future;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -156,24 +157,14 @@ fn fuzz_nbd_handshake_and_requests() {
     let seeds: &[&[u8]] = &[&seed_a, &seed_b, &seed_c];
     fuzz::run("nbd-handshake", seeds, 4096, |input| {
         rt.block_on(async {
-            let (mut client, mut server) = tokio::io::duplex(1 << 20);
+            let (client, mut server) = tokio::io::duplex(1 << 20);
             // The server's end is dropped when negotiation ends, so the
             // client's read sees EOF (a real connection closes or moves on).
             let serve = async move {
                 let mut r = One;
                 let _ = cairn_nbd::server_negotiate(&mut server, &mut r).await;
             };
-            let talk = async {
-                let _ = client.write_all(input).await;
-                let _ = client.shutdown().await;
-                let mut sink = Vec::new();
-                let _ = client.read_to_end(&mut sink).await;
-            };
-            let both = async { tokio::join!(serve, talk) };
-            assert!(
-                tokio::time::timeout(Duration::from_secs(5), both).await.is_ok(),
-                "the handshake hung"
-            );
+            against(client, input, serve).await;
         })
     });
     fuzz::run("nbd-request", &[&request], 256, |input| {
@@ -182,6 +173,23 @@ fn fuzz_nbd_handshake_and_requests() {
             while let Ok(Some(_)) = cairn_nbd::read_request(&mut r).await {}
         })
     });
+}
+
+/// Sends `input` as a client on `client` while `serve` negotiates on the
+/// other end, reads whatever comes back; fails if either side hangs.
+async fn against(
+    mut client: tokio::io::DuplexStream,
+    input: &[u8],
+    serve: impl Future<Output = ()>,
+) {
+    let talk = async {
+        let _ = client.write_all(input).await;
+        let _ = client.shutdown().await;
+        let mut sink = Vec::new();
+        let _ = client.read_to_end(&mut sink).await;
+    };
+    let both = async { tokio::join!(serve, talk) };
+    assert!(tokio::time::timeout(Duration::from_secs(5), both).await.is_ok(), "the handshake hung");
 }
 
 /// A TLS acceptor with a throwaway self-signed certificate.
@@ -213,7 +221,7 @@ fn fuzz_nbd_starttls() {
     let seeds: &[&[u8]] = &[&seed_a, &seed_b, &seed_c, &seed_d];
     fuzz::run("nbd-starttls", seeds, 4096, |input| {
         rt.block_on(async {
-            let (mut client, server) = tokio::io::duplex(1 << 20);
+            let (client, server) = tokio::io::duplex(1 << 20);
             let serve = async {
                 let mut r = One;
                 let chosen = cairn_nbd::server_negotiate_tls(server, &mut r, Some(&offer)).await;
@@ -222,17 +230,7 @@ fn fuzz_nbd_starttls() {
                     assert!(conn.is_tls(), "an export was opened in clear text");
                 }
             };
-            let talk = async {
-                let _ = client.write_all(input).await;
-                let _ = client.shutdown().await;
-                let mut sink = Vec::new();
-                let _ = client.read_to_end(&mut sink).await;
-            };
-            let both = async { tokio::join!(serve, talk) };
-            assert!(
-                tokio::time::timeout(Duration::from_secs(5), both).await.is_ok(),
-                "the handshake hung"
-            );
+            against(client, input, serve).await;
         })
     });
 }

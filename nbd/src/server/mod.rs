@@ -43,7 +43,7 @@ where
     R: ExportResolver,
 {
     let mut haggle = greet(stream).await?;
-    haggle_options(stream, resolver, &mut haggle).await
+    haggle_options(stream, resolver, &mut haggle, false).await
 }
 
 /// TLS a server offers: how it accepts, and whether clear text is refused.
@@ -68,7 +68,7 @@ where
 {
     let mut haggle = greet(&mut stream).await?;
     let Some(offer) = tls else {
-        let chosen = haggle_options(&mut stream, resolver, &mut haggle).await?;
+        let chosen = haggle_options(&mut stream, resolver, &mut haggle, false).await?;
         return Ok(chosen.map(|c| (c, Conn::Plain(stream))));
     };
     // Clear text until STARTTLS: options are answered here as usual unless
@@ -91,7 +91,7 @@ where
             let mut conn = Conn::Server(Box::new(tls));
             // What was negotiated in clear text does not carry over.
             let mut haggle = Haggle::new(haggle.no_zeroes());
-            let chosen = haggle_tls_options(&mut conn, resolver, &mut haggle).await?;
+            let chosen = haggle_options(&mut conn, resolver, &mut haggle, true).await?;
             return Ok(chosen.map(|c| (c, conn)));
         }
         let step = if offer.required && option != OPT_ABORT {
@@ -115,11 +115,14 @@ where
     }
 }
 
-/// [`haggle_options`] once TLS is on: a second STARTTLS is invalid.
-async fn haggle_tls_options<S, R>(
+/// Answers options until the client picks an export or leaves. With
+/// `tls_on` (the connection went through STARTTLS) a second STARTTLS is
+/// invalid.
+async fn haggle_options<S, R>(
     stream: &mut S,
     resolver: &mut R,
     haggle: &mut Haggle,
+    tls_on: bool,
 ) -> Result<Option<Negotiated<R::Handle>>, NbdError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -127,30 +130,12 @@ where
 {
     loop {
         let Some((option, data)) = read_option(stream).await? else { return Ok(None) };
-        let step = if option == OPT_STARTTLS {
+        let step = if tls_on && option == OPT_STARTTLS {
             options::refuse(stream, option, REP_ERR_INVALID, "TLS is already on").await?
         } else {
             answer(stream, resolver, haggle, option, data).await?
         };
         if let Step::Done(chosen) = step {
-            return Ok(chosen);
-        }
-    }
-}
-
-/// Answers options until the client picks an export or leaves.
-async fn haggle_options<S, R>(
-    stream: &mut S,
-    resolver: &mut R,
-    haggle: &mut Haggle,
-) -> Result<Option<Negotiated<R::Handle>>, NbdError>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-    R: ExportResolver,
-{
-    loop {
-        let Some((option, data)) = read_option(stream).await? else { return Ok(None) };
-        if let Step::Done(chosen) = answer(stream, resolver, haggle, option, data).await? {
             return Ok(chosen);
         }
     }
