@@ -1,7 +1,32 @@
 //! Chunk node configuration: one TOML file per process (see `deploy/`).
 
+use crate::store::TierSettings;
+use cairn_proto::objects::{self, S3Bucket};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+
+/// The capacity tier: where a node's sealed packs go (one of `dir` and
+/// `s3`) and how much of them it caches on local disk.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapacityTierConfig {
+    /// A directory as the object store (a mounted file system, tests).
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// An S3-compatible bucket (AWS S3, MinIO, Ceph RGW, Garage).
+    #[serde(default)]
+    pub s3: Option<S3Bucket>,
+    /// Bytes of the local read cache of packs in the store.
+    #[serde(default = "default_cache_bytes")]
+    pub cache_bytes: u64,
+    /// Prefix of this node's objects; default: the node id.
+    #[serde(default)]
+    pub prefix: Option<String>,
+}
+
+fn default_cache_bytes() -> u64 {
+    4 << 30
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -29,6 +54,11 @@ pub struct ChunkNodeConfig {
     /// `node.pem`, `node.key`): gRPC in and out, and NBD between the gateway's
     /// door and this node, then use mutual TLS. Absent: clear text.
     pub tls_dir: Option<PathBuf>,
+    /// A pack is sealed (and, with a capacity tier, uploaded) once it holds
+    /// this many bytes.
+    pub pack_bytes: u64,
+    /// Keep sealed packs in an object store ([`CapacityTierConfig`]).
+    pub capacity_tier: Option<CapacityTierConfig>,
 }
 
 impl Default for ChunkNodeConfig {
@@ -43,6 +73,8 @@ impl Default for ChunkNodeConfig {
             scrub_bytes_per_sec: 8 << 20,
             scrub_interval_secs: 24 * 3600,
             tls_dir: None,
+            pack_bytes: 256 << 20,
+            capacity_tier: None,
         }
     }
 }
@@ -56,6 +88,18 @@ impl ChunkNodeConfig {
             data_dir: data_dir.into(),
             ..ChunkNodeConfig::default()
         }
+    }
+
+    /// The capacity tier's store opened, if one is configured.
+    pub fn tier_settings(&self) -> Result<Option<TierSettings>, String> {
+        let Some(tier) = &self.capacity_tier else { return Ok(None) };
+        let objects = match (&tier.s3, &tier.dir) {
+            (Some(s3), None) => s3.open()?,
+            (None, Some(dir)) => objects::open_dir(dir)?,
+            _ => return Err("capacity_tier needs exactly one of dir and s3".into()),
+        };
+        let prefix = tier.prefix.clone().unwrap_or_else(|| self.node_id.clone());
+        Ok(Some(TierSettings { objects, prefix, cache_bytes: tier.cache_bytes }))
     }
 
     /// The zone this node stores data for: its Outpost, else its AZ.
@@ -77,5 +121,22 @@ mod tests {
         assert_eq!(c.zone(), "op-0123456789abcdef0");
         assert_eq!((c.scrub_bytes_per_sec, c.scrub_interval_secs), (8 << 20, 86_400));
         assert!(toml::from_str::<ChunkNodeConfig>("nodeid = \"n1\"").is_err());
+        assert_eq!((c.pack_bytes, c.capacity_tier.as_ref()), (256 << 20, None));
+    }
+
+    #[test]
+    fn a_capacity_tier_names_one_store() {
+        let s3 = "[capacity_tier.s3]\nendpoint = \"http://127.0.0.1:9000\"\nbucket = \"b\"\naccess_key_id = \"a\"\nsecret_access_key = \"s\"\n";
+        let c: ChunkNodeConfig = toml::from_str(s3).expect("toml");
+        let tier = c.capacity_tier.as_ref().expect("tier");
+        assert_eq!(
+            (tier.cache_bytes, tier.s3.as_ref().map(|b| b.region.as_str())),
+            (4 << 30, Some("us-east-1"))
+        );
+        let settings = c.tier_settings().expect("opens").expect("configured");
+        assert_eq!(settings.prefix, "chunk-1");
+        let neither: ChunkNodeConfig =
+            toml::from_str("[capacity_tier]\ncache_bytes = 1\n").expect("toml");
+        assert!(neither.tier_settings().is_err());
     }
 }

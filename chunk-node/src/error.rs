@@ -13,6 +13,8 @@ pub enum ChunkNodeError {
     Config(&'static str),
     #[error("{0}")]
     Tls(String),
+    #[error("capacity tier: {0}")]
+    Tier(String),
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,
@@ -89,6 +91,7 @@ impl From<ChunkNodeError> for Status {
             E::Manifest(_) => Code::DataLoss,
             E::Config(_)
             | E::Tls(_)
+            | E::Tier(_)
             | E::Io { .. }
             | E::Task(_)
             | E::Transport(_)

@@ -87,7 +87,8 @@ impl ChunkNode {
             None => None,
         };
         peers::use_tls(tls.clone());
-        let store = ChunkStore::open(&config.data_dir).await?;
+        let tier = config.tier_settings().map_err(ChunkNodeError::Tier)?;
+        let store = ChunkStore::open_with(&config.data_dir, config.pack_bytes, tier).await?;
         let local = store::LocalStore { node_id: config.node_id.clone(), store: store.clone() };
         let workers = Workers::new();
         let sources = scrub::Sources::Metadata {

@@ -1,6 +1,7 @@
 //! The gateway's configuration: one serde struct with defaults, read from the
 //! process's TOML file (or built with [`GatewayConfig::for_test`]).
 
+use cairn_proto::objects::S3Bucket;
 use serde::{Deserialize, Serialize};
 
 /// Everything a gateway needs to know about the region it fronts.
@@ -8,23 +9,6 @@ use serde::{Deserialize, Serialize};
 /// The region, its AZ names, the account and the replication factor are
 /// configuration, not code: people name them after the AWS region their
 /// scripts already use.
-/// An S3-compatible bucket for the archive tier (AWS S3, MinIO, Ceph RGW,
-/// Garage): path-style requests to `endpoint`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ArchiveS3 {
-    pub endpoint: String,
-    pub bucket: String,
-    #[serde(default = "default_s3_region")]
-    pub region: String,
-    pub access_key_id: String,
-    pub secret_access_key: String,
-}
-
-fn default_s3_region() -> String {
-    "us-east-1".into()
-}
-
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GatewayConfig {
@@ -48,7 +32,7 @@ pub struct GatewayConfig {
     /// Neither set: the archive tier is not offered.
     pub archive_dir: String,
     /// The archive tier's object store as an S3-compatible service.
-    pub archive_s3: Option<ArchiveS3>,
+    pub archive_s3: Option<S3Bucket>,
     /// The region's availability zones, in order; zone N also has the id `<region>-az<N>`.
     pub availability_zones: Vec<String>,
     /// gRPC URLs of the metadata group's members (`http://host:port`).

@@ -1,10 +1,12 @@
 //! Cairn's internal gRPC: the generated tonic code, conversions between wire
-//! and domain types, the one metadata client every process uses, and the one
-//! way to open a channel to a chunk node.
+//! and domain types, the one metadata client every process uses, the one
+//! way to open a channel to a chunk node, and the one way to open an object
+//! store ([`objects`]).
 
 pub mod channel;
 pub mod convert;
 pub mod meta_client;
+pub mod objects;
 pub mod pb;
 pub mod tls;
 pub mod trace;

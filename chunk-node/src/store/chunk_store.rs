@@ -8,6 +8,7 @@
 use crate::disk::files::{fsync_dir, remove_file, write_atomic};
 use crate::disk::reclog::RecordLog;
 use crate::error::ChunkNodeError;
+use crate::store::cache::CacheStats;
 use crate::store::committer::{Committer, Put, Request};
 use crate::store::compact::{
     self, parse_tombstone, read_next_pack, rewrite_tombstones, CompactReport, NEXT_PACK,
@@ -20,6 +21,7 @@ use crate::store::packfile::{pack_path, scan_pack, Pack, Scan, HEADER, MAX_CHUNK
 use crate::store::repair_queue::RepairQueue;
 use crate::store::scrub;
 use crate::store::shared::{tombstone, Checked, Shared};
+use crate::store::tier::{self, CapacityTier, TierSettings, TIER_ID};
 use bytes::Bytes;
 use cairn_core::gc::LiveFilter;
 use cairn_core::ChunkId;
@@ -32,6 +34,8 @@ use tokio::sync::oneshot;
 
 /// A pack is sealed once it holds this much.
 const PACK_BYTES: u64 = 256 << 20;
+/// The capacity tier's read cache, under the data directory.
+const CACHE_DIR: &str = "pack-cache";
 /// Written by [`ChunkStore::close`], removed at open: without it, the
 /// store was not closed cleanly and open verifies every sealed record.
 pub(crate) const CLEAN_MARKER: &str = "clean-shutdown";
@@ -51,6 +55,17 @@ pub struct StoreStats {
     pub gc_deleted_bytes: u64,
 }
 
+/// What a store's capacity tier holds and caches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TierStats {
+    /// Packs in the object store, and their bytes.
+    pub packs: u64,
+    pub bytes: u64,
+    /// Sealed packs still waiting on local disk to be uploaded.
+    pub backlog: u64,
+    pub cache: CacheStats,
+}
+
 /// Live fraction under which [`ChunkStore::compact`] rewrites a pack, unless
 /// told otherwise.
 pub const COMPACT_LIVE_FRACTION: f64 = 0.5;
@@ -60,8 +75,9 @@ pub struct ChunkStore {
     shared: Arc<Shared>,
     queue: mpsc::Sender<Request>,
     fences: Arc<Fences>,
-    /// Held by the one compaction running.
+    /// Held by the one compaction running (and by the pack uploader).
     compacting: Arc<Mutex<()>>,
+    tier: Option<Arc<CapacityTier>>,
 }
 
 impl ChunkStore {
@@ -69,23 +85,39 @@ impl ChunkStore {
     /// packs, repairs and seals packs a crash left open, moves a legacy
     /// file-per-chunk store into packs, and starts the committer.
     pub async fn open(data_dir: &Path) -> Result<ChunkStore, ChunkNodeError> {
+        Self::open_with(data_dir, PACK_BYTES, None).await
+    }
+
+    /// [`ChunkStore::open`] sealing packs at `pack_bytes`, with sealed packs
+    /// moved to the capacity tier `tier` if given.
+    pub async fn open_with(
+        data_dir: &Path,
+        pack_bytes: u64,
+        tier: Option<TierSettings>,
+    ) -> Result<ChunkStore, ChunkNodeError> {
         let data_dir = data_dir.to_path_buf();
-        tokio::task::spawn_blocking(move || Self::open_blocking(&data_dir, PACK_BYTES)).await?
+        tokio::task::spawn_blocking(move || Self::open_blocking(&data_dir, pack_bytes, tier))
+            .await?
     }
 
     pub(crate) fn open_blocking(
         data_dir: &Path,
         pack_bytes: u64,
+        tier: Option<TierSettings>,
     ) -> Result<ChunkStore, ChunkNodeError> {
         let dir = data_dir.join("packs");
         fs::create_dir_all(&dir).map_err(|e| ChunkNodeError::io("create", &dir, e))?;
+        let tier = match tier {
+            Some(t) => Some(Arc::new(CapacityTier::open(t, &dir, &data_dir.join(CACHE_DIR))?)),
+            None => None,
+        };
         let mut dead = HashSet::new();
         let mut tombstones = RecordLog::open(&dir.join(TOMBSTONES), |_, p| {
             dead.extend(parse_tombstone(p));
             Ok(())
         })?;
         let clean = take_clean_marker(&dir)?;
-        let found = list_packs(&dir)?;
+        let (found, remote) = list_packs(&dir)?;
         if !clean && found.iter().any(|(_, sealed)| *sealed) {
             tracing::warn!(dir = %dir.display(), "no clean-shutdown marker: verifying every record of the sealed packs");
         }
@@ -93,7 +125,28 @@ impl ChunkStore {
         let mut packs = HashMap::new();
         let mut bad = Vec::new();
         let (mut chunks, mut bytes) = (0u64, 0u64);
+        let mut index = |n: u32, records: Vec<(ChunkId, Loc)>| {
+            for (id, loc) in records {
+                if dead.contains(&(n, loc.offset)) || entries.contains_key(&id) {
+                    continue;
+                }
+                entries.insert(id, loc);
+                chunks += 1;
+                bytes += u64::from(loc.len);
+            }
+        };
+        for &n in &remote {
+            let (records, pack) = tier::open_remote(&dir, n, tier.as_ref())?;
+            index(n, records);
+            packs.insert(n, Arc::new(pack));
+        }
+        let mut upload = Vec::new();
         for &(n, sealed) in &found {
+            if remote.contains(&n) {
+                // Uploaded and recorded; a crash kept the local file.
+                remove_file(&pack_path(&dir, n, sealed))?;
+                continue;
+            }
             let path = pack_path(&dir, n, sealed);
             let file = File::options()
                 .read(true)
@@ -106,14 +159,7 @@ impl ChunkStore {
                 (true, false) => Scan::Verify,
             };
             let scanned = scan_pack(&file, &path, n, mode)?;
-            for (id, loc) in scanned.records {
-                if dead.contains(&(n, loc.offset)) || entries.contains_key(&id) {
-                    continue;
-                }
-                entries.insert(id, loc);
-                chunks += 1;
-                bytes += u64::from(loc.len);
-            }
+            index(n, scanned.records);
             bad.extend(scanned.corrupt.into_iter().filter(|(_, l)| !dead.contains(&(n, l.offset))));
             if !sealed {
                 let to = pack_path(&dir, n, true);
@@ -122,6 +168,7 @@ impl ChunkStore {
             }
             let path = pack_path(&dir, n, true);
             packs.insert(n, Arc::new(Pack::new(file, &path, true)));
+            upload.push(n);
         }
         // Corrupt records found by the check after an unclean stop: buried,
         // and queued for repair unless another record of the chunk is whole.
@@ -140,7 +187,8 @@ impl ChunkStore {
             }
         }
         // Never reuse the number of a pack compaction removed.
-        let next = found.last().map_or(0, |(n, _)| n + 1).max(read_next_pack(&dir)?.unwrap_or(0));
+        let highest = found.iter().map(|(n, _)| *n).chain(remote.iter().copied()).max();
+        let next = highest.map_or(0, |n| n + 1).max(read_next_pack(&dir)?.unwrap_or(0));
         tracing::info!(chunks, bytes, packs = found.len(), dir = %dir.display(), "chunk store opened");
         let shared = Arc::new(Shared {
             dir,
@@ -154,14 +202,20 @@ impl ChunkStore {
             gc_deleted: AtomicU64::new(0),
             gc_deleted_bytes: AtomicU64::new(0),
         });
+        let compacting = Arc::<Mutex<()>>::default();
+        let uploads = match &tier {
+            Some(t) => {
+                Some(tier::start_uploader(shared.clone(), t.clone(), compacting.clone(), upload)?)
+            }
+            None => None,
+        };
         let (queue, rx) = mpsc::channel();
-        let committer = Committer::new(shared.clone(), next, pack_bytes);
+        let committer = Committer::new(shared.clone(), next, pack_bytes, uploads);
         std::thread::Builder::new()
             .name("chunk-committer".into())
             .spawn(move || committer.run(rx))
             .map_err(|e| ChunkNodeError::io("start the committer for", data_dir, e))?;
-        let store =
-            ChunkStore { shared, queue, fences: Arc::default(), compacting: Arc::default() };
+        let store = ChunkStore { shared, queue, fences: Arc::default(), compacting, tier };
         store.migrate_legacy(data_dir)?;
         Ok(store)
     }
@@ -196,6 +250,20 @@ impl ChunkStore {
             gc_deleted: s.gc_deleted.load(Ordering::Relaxed),
             gc_deleted_bytes: s.gc_deleted_bytes.load(Ordering::Relaxed),
         }
+    }
+
+    /// The capacity tier's figures, when the store has one.
+    pub fn tier_stats(&self) -> Option<TierStats> {
+        let tier = self.tier.as_ref()?;
+        let (mut packs, mut bytes) = (0, 0);
+        for pack in self.shared.packs.read().unwrap_or_else(|e| e.into_inner()).values() {
+            if pack.local_file().is_none() {
+                packs += 1;
+                bytes += pack.size().unwrap_or(0);
+            }
+        }
+        let backlog = tier.backlog.load(Ordering::SeqCst);
+        Some(TierStats { packs, bytes, backlog, cache: tier.cache_stats() })
     }
 
     /// Stores `data` under `id` unless it is already there, durably. Returns
@@ -368,10 +436,15 @@ fn take_clean_marker(dir: &Path) -> Result<bool, ChunkNodeError> {
     Ok(true)
 }
 
-/// The packs under `dir`: (number, sealed), sorted. Removes temp files a
-/// crash left behind.
-fn list_packs(dir: &Path) -> Result<Vec<(u32, bool)>, ChunkNodeError> {
+/// Local packs: (number, sealed).
+type LocalPacks = Vec<(u32, bool)>;
+
+/// The packs under `dir`: local ones as (number, sealed) and the numbers of
+/// those in the capacity tier, sorted. Removes temp files a crash left
+/// behind.
+fn list_packs(dir: &Path) -> Result<(LocalPacks, Vec<u32>), ChunkNodeError> {
     let mut found: Vec<(u32, bool)> = Vec::new();
+    let mut remote = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| ChunkNodeError::io("list", dir, e))? {
         let name = entry.map_err(|e| ChunkNodeError::io("list", dir, e))?.file_name();
         let name = name.to_string_lossy();
@@ -385,7 +458,10 @@ fn list_packs(dir: &Path) -> Result<Vec<(u32, bool)>, ChunkNodeError> {
         });
         match parsed {
             Some(p) => found.push(p),
-            None if name == TOMBSTONES || name == NEXT_PACK || name == CLEAN_MARKER => {}
+            None if tier::remote_number(&name).is_some() => {
+                remote.extend(tier::remote_number(&name))
+            }
+            None if [TOMBSTONES, NEXT_PACK, CLEAN_MARKER, TIER_ID].contains(&&*name) => {}
             None if name == TOMBSTONES_NEW || name.starts_with(".tmp") => {
                 remove_file(&dir.join(&*name))?;
             }
@@ -393,7 +469,8 @@ fn list_packs(dir: &Path) -> Result<Vec<(u32, bool)>, ChunkNodeError> {
         }
     }
     found.sort_unstable();
-    Ok(found)
+    remote.sort_unstable();
+    Ok((found, remote))
 }
 
 #[cfg(test)]

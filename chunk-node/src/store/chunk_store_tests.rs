@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 
 async fn open_small(dir: &Path, pack_bytes: u64) -> ChunkStore {
     let dir = dir.to_path_buf();
-    tokio::task::spawn_blocking(move || ChunkStore::open_blocking(&dir, pack_bytes))
+    tokio::task::spawn_blocking(move || ChunkStore::open_blocking(&dir, pack_bytes, None))
         .await
         .expect("join")
         .expect("open")

@@ -20,6 +20,7 @@ use crate::error::ChunkNodeError;
 use crate::store::index::Entry;
 use crate::store::packfile::{header, pack_path, Loc, Pack, HEADER};
 use crate::store::shared::Shared;
+use crate::store::tier::Uploads;
 use bytes::Bytes;
 use cairn_core::ChunkId;
 use std::collections::hash_map::Entry as Slot;
@@ -73,13 +74,21 @@ pub(crate) struct Committer {
     pack_bytes: u64,
     /// The batch being written, laid out as on disk.
     buf: AlignedBuf,
+    /// Where sealed packs go with a capacity tier.
+    uploads: Option<Uploads>,
 }
 
 impl Committer {
     /// A committer for the store `shared`, starting new packs at number
-    /// `next` and sealing them at `pack_bytes`.
-    pub(crate) fn new(shared: Arc<Shared>, next: u32, pack_bytes: u64) -> Committer {
-        Committer { shared, next, active: None, pack_bytes, buf: AlignedBuf::default() }
+    /// `next`, sealing them at `pack_bytes` and sending each sealed one to
+    /// `uploads`, if given.
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        next: u32,
+        pack_bytes: u64,
+        uploads: Option<Uploads>,
+    ) -> Committer {
+        Committer { shared, next, active: None, pack_bytes, buf: AlignedBuf::default(), uploads }
     }
 
     /// Commits puts from `rx` until every sender is gone.
@@ -291,6 +300,9 @@ impl Committer {
         fsync_dir(&self.shared.dir)?;
         if let Some(pack) = self.shared.pack(a.n) {
             pack.seal();
+        }
+        if let Some(uploads) = &self.uploads {
+            uploads.send(a.n);
         }
         self.active = None;
         Ok(())

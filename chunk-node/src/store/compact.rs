@@ -35,7 +35,7 @@ use crate::disk::reclog::RecordLog;
 use crate::error::ChunkNodeError;
 use crate::store::committer::{Put, Request};
 use crate::store::index::SHARDS;
-use crate::store::packfile::{pack_path, scan_pack, Pack, Scan, HEADER};
+use crate::store::packfile::{pack_path, Pack, HEADER};
 use crate::store::shared::Shared;
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -96,14 +96,14 @@ pub(crate) fn compact(
     let mut relocated = 0u64;
     for (n, pack, size, has_live) in targets {
         if has_live {
-            match relocate(shared, queue, n, &pack, size)? {
+            match relocate(shared, queue, n, &pack)? {
                 Some(bytes) => relocated += bytes,
                 None => continue,
             }
             report.packs_rewritten += 1;
         }
         shared.packs.write().unwrap_or_else(|e| e.into_inner()).remove(&n);
-        remove_file(&pack_path(&shared.dir, n, true))?;
+        pack.remove(&shared.dir, n)?;
         fsync_dir(&shared.dir)?;
         report.packs_removed += 1;
         report.bytes_freed += size;
@@ -166,15 +166,11 @@ fn relocate(
     queue: &mpsc::Sender<Request>,
     n: u32,
     pack: &Pack,
-    size: u64,
 ) -> Result<Option<u64>, ChunkNodeError> {
-    let path = pack_path(&shared.dir, n, true);
-    let records = scan_pack(pack.file(), &path, n, Scan::Headers)?.records;
-    let walked = records.last().map_or(0, |(_, l)| align_up(l.offset + HEADER + u64::from(l.len)));
-    if walked.min(size) != size {
-        tracing::error!(path = %path.display(), "pack not walked to its end; not compacted");
+    let Some(records) = pack.records(&shared.dir, n)? else {
+        tracing::error!(pack = n, "pack not compacted");
         return Ok(None);
-    }
+    };
     let (mut waiting, mut in_flight, mut moved) = (Vec::new(), 0usize, 0u64);
     for (id, loc) in records {
         if shared.index.loc(&id) != Some(loc) {

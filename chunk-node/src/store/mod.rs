@@ -38,6 +38,11 @@
 //!   `data_dir/chunks/`) is moved into packs at open, verified, and the old
 //!   files removed once the packs are durable.
 //!
+//! - Capacity tier (optional): sealed packs are uploaded to an object
+//!   store and removed from the disk, which then holds the pack being
+//!   appended, one small record per uploaded pack and a bounded read cache
+//!   ([`tier`], [`cache`]).
+//!
 //! - Garbage collection: puts and `has` hits stamp chunks with a touch
 //!   sequence, fences remember where each generation began, and a sweep
 //!   drops from the index what the gateway's live filter lacks and nobody
@@ -50,9 +55,10 @@
 //! and the committer share; verified reads), [`index`] (the sharded index
 //! and the touch sequence), [`gc`] (fences and sweeps), [`compact`],
 //! [`packfile`] (the record format), [`scrub`] (what a scrub pass checks),
-//! [`repair_queue`], [`local`]. The store builds only on
+//! [`repair_queue`], [`local`], [`tier`] and [`cache`] (the capacity tier). The store builds only on
 //! [`crate::disk`].
 
+pub(crate) mod cache;
 pub mod chunk_store;
 pub(crate) mod committer;
 pub(crate) mod compact;
@@ -63,16 +69,21 @@ pub(crate) mod packfile;
 pub(crate) mod repair_queue;
 pub(crate) mod scrub;
 pub(crate) mod shared;
+pub mod tier;
 
-pub use chunk_store::{ChunkStore, StoreStats, COMPACT_LIVE_FRACTION};
+pub use cache::CacheStats;
+pub use chunk_store::{ChunkStore, StoreStats, TierStats, COMPACT_LIVE_FRACTION};
 pub use compact::CompactReport;
 pub use gc::SweepReport;
 pub use local::LocalStore;
 pub(crate) use packfile::Loc;
 pub use packfile::MAX_CHUNK;
 pub(crate) use shared::Checked;
+pub use tier::TierSettings;
 
 #[cfg(test)]
 mod gc_tests;
 #[cfg(test)]
 mod scrub_tests;
+#[cfg(test)]
+mod tier_tests;

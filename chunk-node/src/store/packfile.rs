@@ -18,7 +18,9 @@
 //! `O_DIRECT`, reads are buffered.
 
 use crate::disk::direct::{align_up, AlignedBuf, ALIGN};
+use crate::disk::files::remove_file;
 use crate::error::ChunkNodeError;
+use crate::store::tier::RemotePack;
 use cairn_core::ChunkId;
 use std::cell::RefCell;
 use std::fs::File;
@@ -57,7 +59,7 @@ pub(crate) fn header(id: &ChunkId, len: usize) -> [u8; HEADER as usize] {
 }
 
 /// Decodes a record header: `(id, payload length)`, or `None` if it is not one.
-fn parse_header(h: &[u8; HEADER as usize]) -> Option<(ChunkId, u32)> {
+pub(crate) fn parse_header(h: &[u8; HEADER as usize]) -> Option<(ChunkId, u32)> {
     let magic = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
     let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
     let mut id = [0u8; 32];
@@ -166,14 +168,22 @@ thread_local! {
     static READ_BUF: RefCell<AlignedBuf> = RefCell::new(AlignedBuf::default());
 }
 
-/// One pack, open for reading.
+/// One pack, open for reading: a file here, or (sealed and uploaded) an
+/// object in the capacity tier ([`crate::store::tier`]).
 pub(crate) struct Pack {
-    file: File,
-    /// The same file opened with `O_DIRECT`, where allowed.
-    direct: Option<File>,
+    body: Body,
     /// No record will be appended to it any more (only sealed packs are
-    /// compacted).
+    /// compacted or uploaded).
     sealed: AtomicBool,
+}
+
+enum Body {
+    Local {
+        file: File,
+        /// The same file opened with `O_DIRECT`, where allowed.
+        direct: Option<File>,
+    },
+    Remote(RemotePack),
 }
 
 impl Pack {
@@ -181,7 +191,12 @@ impl Pack {
     /// committer appends to it.
     pub(crate) fn new(file: File, path: &Path, sealed: bool) -> Pack {
         let direct = File::options().read(true).custom_flags(nix::libc::O_DIRECT).open(path).ok();
-        Pack { file, direct, sealed: AtomicBool::new(sealed) }
+        Pack { body: Body::Local { file, direct }, sealed: AtomicBool::new(sealed) }
+    }
+
+    /// A sealed pack that lives in the capacity tier.
+    pub(crate) fn remote(pack: RemotePack) -> Pack {
+        Pack { body: Body::Remote(pack), sealed: AtomicBool::new(true) }
     }
 
     pub(crate) fn sealed(&self) -> bool {
@@ -193,31 +208,98 @@ impl Pack {
         self.sealed.store(true, Ordering::SeqCst);
     }
 
-    /// Bytes of the file.
+    /// The local file, unless the pack lives in the capacity tier.
+    pub(crate) fn local_file(&self) -> Option<&File> {
+        match &self.body {
+            Body::Local { file, .. } => Some(file),
+            Body::Remote(_) => None,
+        }
+    }
+
+    /// Bytes of the pack.
     pub(crate) fn size(&self) -> io::Result<u64> {
-        Ok(self.file.metadata()?.len())
+        match &self.body {
+            Body::Local { file, .. } => Ok(file.metadata()?.len()),
+            Body::Remote(r) => Ok(r.size()),
+        }
     }
 
-    /// The file, for walking its records.
-    pub(crate) fn file(&self) -> &File {
-        &self.file
+    /// Every record of the sealed pack `n` under `dir`, by offset; `None`
+    /// when a local pack could not be walked to its end (a damaged header:
+    /// compaction then leaves it alone).
+    pub(crate) fn records(
+        &self,
+        dir: &Path,
+        n: u32,
+    ) -> Result<Option<Vec<(ChunkId, Loc)>>, ChunkNodeError> {
+        let file = match &self.body {
+            Body::Local { file, .. } => file,
+            Body::Remote(r) => return r.records(dir).map(Some),
+        };
+        let path = pack_path(dir, n, true);
+        let size = self.size().map_err(|e| ChunkNodeError::io("stat", &path, e))?;
+        let records = scan_pack(file, &path, n, Scan::Headers)?.records;
+        let walked =
+            records.last().map_or(0, |(_, l)| align_up(l.offset + HEADER + u64::from(l.len)));
+        if walked.min(size) != size {
+            tracing::error!(path = %path.display(), "pack not walked to its end");
+            return Ok(None);
+        }
+        Ok(Some(records))
     }
 
-    /// Whether the header at `loc` names `id` and `loc.len` (scrub checks
-    /// headers too: a walk at the next open trusts them).
-    pub(crate) fn header_is(&self, id: &ChunkId, loc: Loc) -> io::Result<bool> {
-        let mut h = [0u8; HEADER as usize];
-        match self.file.read_exact_at(&mut h, loc.offset) {
-            Ok(()) => Ok(parse_header(&h) == Some((*id, loc.len))),
+    /// Removes the sealed pack `n` under `dir`: its file, or its record of
+    /// the capacity tier and then its object.
+    pub(crate) fn remove(&self, dir: &Path, n: u32) -> Result<(), ChunkNodeError> {
+        match &self.body {
+            Body::Local { .. } => remove_file(&pack_path(dir, n, true)),
+            Body::Remote(r) => r.remove(dir),
+        }
+    }
+
+    /// Scrub's check of `id`'s record at `loc`: its header names `id` and
+    /// `loc.len` (a walk at the next open trusts headers) and its payload
+    /// hashes to `id`. A record cut short is bad, not an error.
+    pub(crate) fn check(&self, id: &ChunkId, loc: Loc) -> io::Result<bool> {
+        let (head, payload) = match &self.body {
+            Body::Local { file, .. } => {
+                let mut h = [0u8; HEADER as usize];
+                match file.read_exact_at(&mut h, loc.offset) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
+                    Err(e) => return Err(e),
+                }
+                (h, self.read_payload(id, loc.offset, loc.len as usize))
+            }
+            Body::Remote(r) => match r.fetch_record(loc) {
+                Ok((h, payload)) => (h, Ok(payload)),
+                Err(e) => ([0u8; HEADER as usize], Err(e)),
+            },
+        };
+        match payload {
+            Ok(data) => {
+                Ok(parse_header(&head) == Some((*id, loc.len)) && ChunkId::of(&data) == *id)
+            }
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
             Err(e) => Err(e),
         }
     }
 
-    /// The `len` payload bytes of the record at `offset`. A record cut short
-    /// by the end of the file is `UnexpectedEof`.
-    pub(crate) fn read_payload(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        if let Some(direct) = &self.direct {
+    /// The `len` payload bytes of `id`'s record at `offset`. A record cut
+    /// short by the end of the file is `UnexpectedEof`. The caller checks
+    /// the bytes against `id`; a pack in the capacity tier uses it to tell
+    /// a bad cached copy from a bad record.
+    pub(crate) fn read_payload(
+        &self,
+        id: &ChunkId,
+        offset: u64,
+        len: usize,
+    ) -> io::Result<Vec<u8>> {
+        let (file, direct) = match &self.body {
+            Body::Local { file, direct } => (file, direct),
+            Body::Remote(r) => return r.read(id, offset + HEADER, len),
+        };
+        if let Some(direct) = direct {
             match read_direct(direct, offset, len) {
                 // The file system took O_DIRECT at open but not this read;
                 // or the record's padding was cut short by a crash (the
@@ -229,7 +311,7 @@ impl Pack {
             }
         }
         let mut data = vec![0u8; len];
-        self.file.read_exact_at(&mut data, offset + HEADER)?;
+        file.read_exact_at(&mut data, offset + HEADER)?;
         Ok(data)
     }
 }

@@ -14,7 +14,7 @@ const PACK: u64 = 10_000;
 
 async fn open(dir: &Path) -> ChunkStore {
     let dir = dir.to_path_buf();
-    tokio::task::spawn_blocking(move || ChunkStore::open_blocking(&dir, PACK))
+    tokio::task::spawn_blocking(move || ChunkStore::open_blocking(&dir, PACK, None))
         .await
         .expect("join")
         .expect("open")

@@ -77,7 +77,7 @@ impl Shared {
         loc: Loc,
         pack: &Pack,
     ) -> Result<Option<Vec<u8>>, ChunkNodeError> {
-        match pack.read_payload(loc.offset, loc.len as usize) {
+        match pack.read_payload(&id, loc.offset, loc.len as usize) {
             Ok(data) if ChunkId::of(&data) == id => return Ok(Some(data)),
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
@@ -97,17 +97,9 @@ impl Shared {
         loc: Loc,
         pack: &Pack,
     ) -> Result<Checked, ChunkNodeError> {
-        let path = || pack_path(&self.dir, loc.pack, pack.sealed());
-        let good = match pack.read_payload(loc.offset, loc.len as usize) {
-            Ok(data) => {
-                ChunkId::of(&data) == id
-                    && pack
-                        .header_is(&id, loc)
-                        .map_err(|e| ChunkNodeError::io("read", path(), e))?
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => false,
-            Err(e) => return Err(ChunkNodeError::io("read", path(), e)),
-        };
+        let good = pack.check(&id, loc).map_err(|e| {
+            ChunkNodeError::io("read", pack_path(&self.dir, loc.pack, pack.sealed()), e)
+        })?;
         if good {
             Ok(Checked::Good)
         } else if self.bury(id, loc)? {
