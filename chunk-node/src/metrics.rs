@@ -1,6 +1,7 @@
 //! The node's Prometheus metrics, read at each scrape (the `cairn` binary
 //! serves them on the node's HTTP listener): the chunk store's chunks,
-//! bytes and packs, what garbage collection and scrub found, the volumes it
+//! bytes and packs, its capacity tier (packs in the object store, upload
+//! backlog, read cache), what garbage collection and scrub found, the volumes it
 //! hosts, their hydration backlog and copy reads, and its workers.
 
 use crate::store::ChunkStore;
@@ -77,6 +78,21 @@ pub fn render(store: &ChunkStore, host: &VolumeHost, workers: &[WorkerStatus]) -
             Some(Unit::Bytes),
             s.gc_deleted_bytes,
         );
+    }
+    if let Some(t) = store.tier_stats() {
+        let r = root.sub_registry_with_prefix("tier");
+        gauge(r, "packs", "Packs in the capacity tier's object store", None, t.packs);
+        gauge(r, "stored", "Bytes of the packs in the object store", Some(Unit::Bytes), t.bytes);
+        gauge(
+            r,
+            "upload_backlog",
+            "Sealed packs on local disk waiting for upload",
+            None,
+            t.backlog,
+        );
+        gauge(r, "cache", "Bytes in the read cache", Some(Unit::Bytes), t.cache.bytes);
+        counter(r, "cache_hits", "Segment reads served by the cache", None, t.cache.hits);
+        counter(r, "cache_misses", "Segments fetched from the object store", None, t.cache.misses);
     }
     let stats: Vec<_> =
         host.list().iter().filter_map(|(id, _)| host.get(id)).map(|v| v.stats()).collect();

@@ -14,6 +14,7 @@ pub(crate) mod credentials;
 mod members;
 mod names;
 mod preflight;
+mod tiers;
 
 use crate::process::{write_atomic, BoundAddrs};
 use anyhow::Context;
@@ -69,30 +70,8 @@ pub struct UpArgs {
     /// Without it TLS is offered and clear text accepted.
     #[arg(long)]
     pub nbd_tls_required: bool,
-    /// The archive tier in an S3-compatible bucket at this endpoint (e.g.
-    /// `http://127.0.0.1:9000` for MinIO) instead of the default directory
-    /// `archive/` under the data directory. Needs --archive-s3-bucket and
-    /// the keys in CAIRN_ARCHIVE_S3_ACCESS_KEY_ID / _SECRET_ACCESS_KEY.
-    #[arg(long, requires = "archive_s3_bucket")]
-    pub archive_s3_endpoint: Option<String>,
-    #[arg(long, requires = "archive_s3_endpoint")]
-    pub archive_s3_bucket: Option<String>,
-    #[arg(long, default_value = "us-east-1")]
-    pub archive_s3_region: String,
-    #[arg(
-        long,
-        env = "CAIRN_ARCHIVE_S3_ACCESS_KEY_ID",
-        default_value = "",
-        hide_env_values = true
-    )]
-    pub archive_s3_access_key_id: String,
-    #[arg(
-        long,
-        env = "CAIRN_ARCHIVE_S3_SECRET_ACCESS_KEY",
-        default_value = "",
-        hide_env_values = true
-    )]
-    pub archive_s3_secret_access_key: String,
+    #[command(flatten)]
+    pub tiers: tiers::TierArgs,
 }
 
 impl UpArgs {
@@ -292,6 +271,8 @@ async fn start_chunk_nodes(
             config.push_str(&format!("outpost = {:?}\n", cx.outpost.to_string()));
         }
         config.push_str(&cx.tls_line(&name)?);
+        // Last: its tables follow every top-level key.
+        config.push_str(&cx.args.tiers.chunk_config());
         let listen = format!("{host}:0");
         members.push(Member::start(
             exe,
@@ -354,7 +335,7 @@ async fn start_gateway(
         config.push_str(&format!("cluster_key_file = {:?}\n", file.display().to_string()));
     }
     // Last: with S3 it is a table, after every top-level key.
-    config.push_str(&archive_config(cx.args, cx.data_dir));
+    config.push_str(&cx.args.tiers.archive_config(cx.data_dir));
     let listen = format!("{host}:{}", cx.args.http_port);
     let nbd = format!("{host}:{}", cx.args.nbd_port);
     members.push(Member::start(exe, "gateway", "gateway", &dir, &config, &listen, Some(&nbd))?);
@@ -416,16 +397,4 @@ fn write_env(cx: &Start<'_>, gw_addrs: &BoundAddrs, creds: &Credentials) -> anyh
 fn toml_list(items: &[String]) -> String {
     let quoted: Vec<String> = items.iter().map(|s| format!("{s:?}")).collect();
     format!("[{}]", quoted.join(", "))
-}
-
-/// The gateway's archive store: the S3 bucket asked for, else a directory
-/// under the data directory.
-fn archive_config(args: &UpArgs, data_dir: &Path) -> String {
-    match (&args.archive_s3_endpoint, &args.archive_s3_bucket) {
-        (Some(endpoint), Some(bucket)) => format!(
-            "[archive_s3]\nendpoint = {endpoint:?}\nbucket = {bucket:?}\nregion = {:?}\naccess_key_id = {:?}\nsecret_access_key = {:?}\n",
-            args.archive_s3_region, args.archive_s3_access_key_id, args.archive_s3_secret_access_key
-        ),
-        _ => format!("archive_dir = {:?}\n", data_dir.join("archive").display().to_string()),
-    }
 }
