@@ -11,9 +11,11 @@ use tokio::net::TcpListener;
 
 #[derive(clap::Args, Debug)]
 pub struct ProcessArgs {
-    /// The process's TOML configuration.
-    #[arg(long)]
-    pub config: PathBuf,
+    /// The process's TOML configuration. Given several times, the files are
+    /// merged in order: a later one adds keys and tables and replaces values
+    /// (deploy/ adds a capacity tier to each chunk node's file this way).
+    #[arg(long, required = true)]
+    pub config: Vec<PathBuf>,
     /// Address of the main listener (gRPC, or HTTP for a gateway).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: String,
@@ -40,12 +42,32 @@ pub struct BoundAddrs {
     pub http: Option<String>,
 }
 
-fn read_config<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<T> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let text = expand_env(&text, |name| std::env::var(name).ok())
-        .with_context(|| format!("reading {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+fn read_config<T: for<'de> Deserialize<'de>>(paths: &[PathBuf]) -> anyhow::Result<T> {
+    let mut merged = toml::Table::new();
+    for path in paths {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text = expand_env(&text, |name| std::env::var(name).ok())
+            .with_context(|| format!("reading {}", path.display()))?;
+        let table: toml::Table =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        merge(&mut merged, table);
+    }
+    let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    T::deserialize(toml::Value::Table(merged))
+        .with_context(|| format!("parsing {}", shown.join(" + ")))
+}
+
+/// Merges `over` into `base`: tables key by key, anything else replaced.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
 }
 
 /// Replaces `${NAME}` and `${NAME:-default}` with the environment's values,
@@ -187,7 +209,21 @@ pub(crate) fn addr_file(dir: &Path) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
-    use super::expand_env;
+    use super::{expand_env, merge};
+
+    #[test]
+    fn later_config_files_add_tables_and_replace_values() {
+        let mut base: toml::Table =
+            toml::from_str("node_id = \"n1\"\npack_bytes = 1\n[t]\na = 1\n").unwrap();
+        let over: toml::Table =
+            toml::from_str("pack_bytes = 2\n[t]\nb = 2\n[capacity_tier]\ndir = \"/x\"\n").unwrap();
+        merge(&mut base, over);
+        let want: toml::Table = toml::from_str(
+            "node_id = \"n1\"\npack_bytes = 2\n[t]\na = 1\nb = 2\n[capacity_tier]\ndir = \"/x\"\n",
+        )
+        .unwrap();
+        assert_eq!(base, want);
+    }
 
     #[test]
     fn configs_take_names_from_the_environment() {

@@ -6,7 +6,7 @@ use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::ObjectStore;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// An S3-compatible bucket: path-style requests to `endpoint`.
@@ -29,6 +29,27 @@ fn default_region() -> String {
 pub struct Objects {
     pub store: Arc<dyn ObjectStore>,
     pub name: String,
+    /// The directory of a directory store: `object_store` does not fsync
+    /// what it writes there, so a writer that needs an object durable syncs
+    /// it itself ([`Objects::sync`]).
+    pub local_root: Option<PathBuf>,
+}
+
+impl Objects {
+    /// Makes the object `key` durable: in a directory store, fsyncs its
+    /// file and every directory from it up to the root; an S3 store has
+    /// already made it durable when the upload completed.
+    pub fn sync(&self, key: &str) -> std::io::Result<()> {
+        let Some(root) = &self.local_root else { return Ok(()) };
+        let file = root.join(key);
+        std::fs::File::open(&file)?.sync_all()?;
+        let mut dir = file.parent();
+        while let Some(d) = dir.filter(|d| d.starts_with(root)) {
+            std::fs::File::open(d)?.sync_all()?;
+            dir = d.parent();
+        }
+        Ok(())
+    }
 }
 
 impl S3Bucket {
@@ -45,7 +66,7 @@ impl S3Bucket {
             .build()
             .map_err(|e| format!("s3 bucket {} at {}: {e}", self.bucket, self.endpoint))?;
         let name = format!("s3 bucket {} at {}", self.bucket, self.endpoint);
-        Ok(Objects { store: Arc::new(store), name })
+        Ok(Objects { store: Arc::new(store), name, local_root: None })
     }
 }
 
@@ -55,5 +76,6 @@ pub fn open_dir(dir: &Path) -> Result<Objects, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("directory {shown}: {e}"))?;
     let store =
         LocalFileSystem::new_with_prefix(dir).map_err(|e| format!("directory {shown}: {e}"))?;
-    Ok(Objects { store: Arc::new(store), name: format!("directory {shown}") })
+    let local_root = Some(dir.to_path_buf());
+    Ok(Objects { store: Arc::new(store), name: format!("directory {shown}"), local_root })
 }

@@ -11,7 +11,13 @@ SIZE_GIB (default 4) with the snapshot benchmark's realistic content:
   object store (a directory on the same disk); then garbage collection
   frees its chunks (the bytes the chunk nodes gave back);
 - RestoreSnapshotTier (temporary) of it with a cold page cache: seconds,
-  MiB/s; the restored snapshot backs a volume compared byte for byte.
+  MiB/s; the restored snapshot backs a volume compared byte for byte;
+- restore with a full read-back (CreateVolume from the snapshot, then the
+  whole volume read over NBD and compared) from local disk, and on a second
+  cluster whose chunk nodes keep their sealed packs in the capacity tier (a
+  bucket of a local S3 server, s3s-fs, on the same disk): cold (node caches
+  empty, page cache dropped) and warm (the same snapshot restored again:
+  the packs' segments are in the node caches).
 
 Prints one table. Not a test: numbers vary with the machine.
 """
@@ -30,6 +36,7 @@ sys.path.insert(0, str(HERE))
 from cluster import BIN, Cluster, wait_for  # noqa: E402
 from snapshot_vs_restic import (  # noqa: E402
     BLOCK, SIZE_GIB, cold, make_image, rewrite_one_percent, run, stored_bytes)
+from s3server import S3Server  # noqa: E402
 from util import http_json  # noqa: E402
 
 FAST = {"Delay": 1, "MaxAttempts": 3600}
@@ -44,6 +51,49 @@ def poll(pred, what):
         if time.monotonic() - started > 3600:
             raise AssertionError(f"timed out: {what}")
         time.sleep(0.02 if time.monotonic() - started < 2 else 0.2)
+
+
+def restore_read_back(c, snap, img):
+    """CreateVolume from `snap`, then the whole volume read over NBD and
+    compared with `img`: (volume, seconds, identical)."""
+    ec2 = c.client()
+    t0 = time.monotonic()
+    v = ec2.create_volume(AvailabilityZone="cairn-1b", SnapshotId=snap)["VolumeId"]
+    poll(lambda: ec2.describe_volumes(VolumeIds=[v])["Volumes"][0]["State"] == "available",
+         "restored volume")
+    same = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "raw", str(img),
+                           c.nbd_uri(v)], capture_output=True).returncode == 0
+    return v, time.monotonic() - t0, same
+
+
+def capacity_tier(work, img, content_mib, rows):
+    """The capacity-tier rows: a cluster whose chunk nodes keep their sealed
+    packs (32 MiB) in a bucket; the snapshot restored cold, then warm."""
+    s3 = S3Server(work / "s3").start()
+    args, env = s3.capacity_args(s3.bucket("cairn-packs"))
+    c = Cluster(work / "capacity", [*args, "--pack-mib", "32"], env).start()
+    try:
+        ec2 = c.client()
+        vol = ec2.create_volume(AvailabilityZone="cairn-1a", Size=SIZE_GIB)["VolumeId"]
+        ec2.get_waiter("volume_available").wait(VolumeIds=[vol], WaiterConfig=FAST)
+        run(["qemu-img", "convert", "-n", "-W", "-f", "raw", "-O", "raw", str(img), c.nbd_uri(vol)])
+        snap = ec2.create_snapshot(VolumeId=vol)["SnapshotId"]
+        ec2.get_waiter("snapshot_completed").wait(SnapshotIds=[snap], WaiterConfig=FAST)
+        packs = [d for d in c.data_dir.glob("chunk-*/data/packs")]
+        poll(lambda: not any(p.glob("*.pack") for p in packs), "uploads")
+        in_bucket = sum(s3.objects("cairn-packs").values())
+        on_disk = sum(f.stat().st_size for p in packs for f in p.glob("*.open"))
+        share = in_bucket / max(1, in_bucket + on_disk)
+        cold(img)
+        _, t, same_cold = restore_read_back(c, snap, img)
+        rows.append(("restore + read-back, capacity tier, cold", t,
+                     f"{content_mib / t:.0f} MiB/s ({share:.0%} of packs in the bucket)"))
+        _, t, same_warm = restore_read_back(c, snap, img)
+        rows.append(("restore + read-back, capacity tier, warm", t, f"{content_mib / t:.0f} MiB/s"))
+        return same_cold and same_warm
+    finally:
+        c.stop()
+        s3.stop()
 
 
 def main():
@@ -85,6 +135,9 @@ def main():
 
         first = work / "first.img"  # the full snapshot's content, for the end
         run(["cp", "--sparse=always", str(img), str(first)])
+        cold(img)
+        local, t, same_local = restore_read_back(c, s1, img)
+        rows.append(("restore + read-back, local disk", t, f"{content_mib / t:.0f} MiB/s"))
         rewrite_one_percent(img, nblocks, c.nbd, vol)
         s2 = snapshot()
         c2, t, sent = copy_to_outpost(s2)
@@ -96,13 +149,13 @@ def main():
 
         # The archive: of the full snapshot, alone (everything else that
         # shares its chunks is deleted, so GC can free them).
-        for v in (vol, edge):
+        for v in (vol, edge, local):
             ec2.delete_volume(VolumeId=v)
         for s in (s2, c1, c2):
             ec2.delete_snapshot(SnapshotId=s)
         # Deleted volumes let go of their sources once gone.
         poll(lambda: not ec2.describe_volumes(
-            Filters=[{"Name": "volume-id", "Values": [vol, edge]}])["Volumes"], "volumes gone")
+            Filters=[{"Name": "volume-id", "Values": [vol, edge, local]}])["Volumes"], "volumes gone")
         gc = [BIN, "admin", "gc", "--wait", "--data-dir", str(c.data_dir)]
         run(gc)
         os.sync()
@@ -140,12 +193,15 @@ def main():
                                        str(first), c.nbd_uri(back)], capture_output=True).returncode == 0
     finally:
         c.stop()
+    shutil.rmtree(c.data_dir, ignore_errors=True)
+    same_capacity = capacity_tier(work, img, content_mib, rows)
     print(f"\nSnapshots that move: {SIZE_GIB} GiB volume, {content_mib:.0f} MiB of content "
           f"(debug build, one disk, {os.cpu_count()} cores)")
     print(f"{'step':<38} {'seconds':>8}  result")
     for name, secs, what in rows:
         print(f"{name:<38} {secs:>8.2f}  {what}")
-    print(f"Outpost copy restored identical: {same_edge}; archive restored identical: {same_archive}")
+    print(f"Outpost copy restored identical: {same_edge}; archive restored identical: {same_archive}; "
+          f"local and capacity-tier restores identical: {same_local} {same_capacity}")
     if os.environ.get("BENCH_KEEP") != "1":
         shutil.rmtree(work, ignore_errors=True)
 

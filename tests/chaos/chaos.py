@@ -97,6 +97,12 @@ def main():
                         for s in getattr(fault, "hit", []) or []:
                             print(f"          --- last log lines of {s}:\n"
                                   + indent(cluster.logs(s, 15)), flush=True)
+            report = getattr(cluster, "capacity_report", lambda: None)()
+            if report is not None:
+                print(f"capacity tier: packs in the bucket per chunk node {report}", flush=True)
+                if not sum(report.values()):
+                    results.append(workload.RunResult(
+                        fault="capacity-tier", failures=["no pack reached the bucket"]))
         finally:
             if os.environ.get("CHAOS_KEEP") != "1":
                 cluster.down()

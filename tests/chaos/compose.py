@@ -1,6 +1,7 @@
 """The docker-compose cluster of deploy/ and the faults injected into it."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -15,6 +16,10 @@ from workload import Gateway
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "deploy" / "docker-compose.yml"
+#: CHAOS_CAPACITY=1: the capacity-tier variant (chunk nodes keep sealed packs
+#: in the bucket of a local S3 server), deploy/docker-compose.capacity.yml.
+CAPACITY_FILE = ROOT / "deploy" / "docker-compose.capacity.yml"
+COMPOSE_FILES = [COMPOSE_FILE] + ([CAPACITY_FILE] if os.environ.get("CHAOS_CAPACITY") == "1" else [])
 PROJECT = os.environ.get("CHAOS_PROJECT", "cairn-chaos")
 META = ["meta-1", "meta-2", "meta-3"]
 CHUNKS = ["chunk-1a-1", "chunk-1a-2", "chunk-1b-1", "chunk-1b-2", "chunk-op-1", "chunk-op-2"]
@@ -62,7 +67,8 @@ def http_status(url):
 
 class ComposeCluster:
     def __init__(self):
-        self.compose = compose_cmd() + ["-f", str(COMPOSE_FILE), "-p", PROJECT]
+        files = [arg for f in COMPOSE_FILES for arg in ("-f", str(f))]
+        self.compose = compose_cmd() + files + ["-p", PROJECT]
         self.env = dict(os.environ, **PORTS)
         self.ids = {}
         self.network = None
@@ -110,6 +116,23 @@ class ComposeCluster:
 
     def down(self):
         self.dc("down", "-v", "--remove-orphans", check=False)
+
+    def capacity_report(self):
+        """With the capacity-tier variant: the packs each chunk node holds in
+        the bucket, from its metrics (read over the compose network); None
+        without it."""
+        if CAPACITY_FILE not in COMPOSE_FILES:
+            return None
+        packs = {}
+        for s in CHUNKS:
+            ip = sh(["docker", "inspect", "-f",
+                     "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                     self.ids[s]]).stdout.strip()
+            with urllib.request.urlopen(f"http://{ip}:9100/metrics", timeout=5) as r:
+                text = r.read().decode()
+            m = re.search(r"^cairn_chunk_tier_packs (\d+)", text, re.M)
+            packs[s] = int(m.group(1)) if m else 0
+        return packs
 
     def logs(self, service, tail=40):
         r = sh(["docker", "logs", "--tail", str(tail), self.ids.get(service, service)], check=False)

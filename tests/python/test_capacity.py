@@ -15,7 +15,7 @@ import pytest
 from cluster import BIN, Cluster, wait_for
 from s3server import S3Server
 from test_scrub import rows
-from util import GIB, make_image, nbd_compare, nbd_write
+from util import GIB, make_image, nbd_write, restore_and_compare
 
 FAST = {"Delay": 1, "MaxAttempts": 300}
 MIB = 1 << 20
@@ -44,14 +44,6 @@ def local_packs(cluster):
     out = subprocess.run(["du", "-s", "--block-size=1", *dirs], capture_output=True, text=True,
                          check=True).stdout
     return sealed, sum(int(line.split()[0]) for line in out.splitlines())
-
-
-def restore_and_compare(ec2, cluster, snap, img, zone):
-    vol = ec2.create_volume(AvailabilityZone=zone, SnapshotId=snap)["VolumeId"]
-    ec2.get_waiter("volume_available").wait(VolumeIds=[vol], WaiterConfig=FAST)
-    rc, diff = nbd_compare(img, cluster.nbd_uri(vol))
-    assert rc == 0, diff
-    return vol
 
 
 def test_chunks_live_in_the_bucket_and_come_back(s3, tmp_path):

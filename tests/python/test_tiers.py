@@ -14,7 +14,7 @@ import pytest
 
 from accounts import code_of
 from cluster import BIN, Cluster, wait_for
-from util import AZ_A, E2E_ARGS, GIB, make_image, nbd_compare, nbd_write
+from util import AZ_A, E2E_ARGS, GIB, make_image, nbd_write, restore_and_compare
 
 FAST = {"Delay": 1, "MaxAttempts": 120}
 
@@ -88,10 +88,7 @@ def archive_cycle(cluster, tmp_path, objects_in_store):
     d = ec2.describe_snapshots(SnapshotIds=[snap])["Snapshots"][0]
     assert d["StorageTier"] == "archive" and "RestoreExpiryTime" in d
     first_expiry = d["RestoreExpiryTime"]
-    new = ec2.create_volume(SnapshotId=snap, AvailabilityZone=AZ_A)["VolumeId"]
-    ec2.get_waiter("volume_available").wait(VolumeIds=[new], WaiterConfig=FAST)
-    code, out = nbd_compare(img, cluster.nbd_uri(new))
-    assert code == 0, out
+    restore_and_compare(ec2, cluster, snap, img, AZ_A)
     gc(cluster)  # a restored snapshot keeps its chunks
     # A longer period, counted from now.
     ec2.restore_snapshot_tier(SnapshotId=snap, TemporaryRestoreDays=30)
@@ -105,10 +102,7 @@ def archive_cycle(cluster, tmp_path, objects_in_store):
     assert s["StorageTier"] == "standard"
     wait_for(lambda: not objects_in_store(snap), timeout=60, what="the archive copy to go")
     gc(cluster)
-    again = ec2.create_volume(SnapshotId=snap, AvailabilityZone=AZ_A)["VolumeId"]
-    ec2.get_waiter("volume_available").wait(VolumeIds=[again], WaiterConfig=FAST)
-    code, out = nbd_compare(img, cluster.nbd_uri(again))
-    assert code == 0, out
+    restore_and_compare(ec2, cluster, snap, img, AZ_A)
     return snap
 
 

@@ -38,6 +38,17 @@ def nbd_compare(image, uri):
     return r.returncode, r.stdout + r.stderr
 
 
+def restore_and_compare(ec2, cluster, snap, image, zone):
+    """CreateVolume from `snap` in `zone`, then the whole volume compared
+    with `image` over NBD; returns the volume id."""
+    vol = ec2.create_volume(AvailabilityZone=zone, SnapshotId=snap)["VolumeId"]
+    ec2.get_waiter("volume_available").wait(
+        VolumeIds=[vol], WaiterConfig={"Delay": 1, "MaxAttempts": 300})
+    code, out = nbd_compare(image, cluster.nbd_uri(vol))
+    assert code == 0, out
+    return vol
+
+
 def nbd_read(uri, out):
     subprocess.run(
         ["qemu-img", "convert", "-f", "raw", "-O", "raw", uri, str(out)],

@@ -135,10 +135,15 @@ impl ChunkStore {
                 bytes += u64::from(loc.len);
             }
         };
+        let mut recorded = Vec::new();
         for &n in &remote {
             let (records, pack) = tier::open_remote(&dir, n, tier.as_ref())?;
             index(n, records);
+            recorded.push((n, pack.size().unwrap_or(0)));
             packs.insert(n, Arc::new(pack));
+        }
+        if let Some(t) = &tier {
+            t.check_packs(&recorded)?;
         }
         let mut upload = Vec::new();
         for &(n, sealed) in &found {

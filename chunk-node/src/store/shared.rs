@@ -55,13 +55,25 @@ impl Shared {
                 loc = again;
                 continue;
             };
-            return self.read(id, at, &pack);
+            let read = self.read(id, at, &pack);
+            if !matches!(read, Ok(Some(_))) && !self.holds(at.pack, &pack) {
+                // Compacted away while it was read (a remote pack's object
+                // is gone at once; a local file stays readable): look again.
+                loc = self.index.loc(&id);
+                continue;
+            }
+            return read;
         }
         Err(ChunkNodeError::io(
             "read",
             &self.dir,
             std::io::Error::other("chunk kept moving between packs"),
         ))
+    }
+
+    /// Whether `pack` is still open as pack `n`.
+    pub(crate) fn holds(&self, n: u32, pack: &Pack) -> bool {
+        self.pack(n).is_some_and(|p| std::ptr::eq(Arc::as_ptr(&p), pack))
     }
 
     /// Pack `n`, if it is open.
@@ -85,7 +97,10 @@ impl Shared {
                 return Err(ChunkNodeError::io("read", pack_path(&self.dir, loc.pack, true), e))
             }
         }
-        self.bury(id, loc)?;
+        // A pack removed while it was read is not rot (see `get`).
+        if self.holds(loc.pack, pack) {
+            self.bury(id, loc)?;
+        }
         Ok(None)
     }
 
@@ -97,12 +112,17 @@ impl Shared {
         loc: Loc,
         pack: &Pack,
     ) -> Result<Checked, ChunkNodeError> {
-        let good = pack.check(&id, loc).map_err(|e| {
-            ChunkNodeError::io("read", pack_path(&self.dir, loc.pack, pack.sealed()), e)
-        })?;
+        let good = match pack.check(&id, loc) {
+            Ok(good) => good,
+            Err(_) if !self.holds(loc.pack, pack) => return Ok(Checked::Gone),
+            Err(e) => {
+                let path = pack_path(&self.dir, loc.pack, pack.sealed());
+                return Err(ChunkNodeError::io("read", path, e));
+            }
+        };
         if good {
             Ok(Checked::Good)
-        } else if self.bury(id, loc)? {
+        } else if self.holds(loc.pack, pack) && self.bury(id, loc)? {
             Ok(Checked::Buried)
         } else {
             Ok(Checked::Gone)

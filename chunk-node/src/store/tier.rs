@@ -40,7 +40,7 @@ use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, WriteMultipart};
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::fs::File;
 use std::io;
 use std::ops::Range;
@@ -72,8 +72,7 @@ pub struct TierSettings {
 
 /// An object store holding a chunk store's sealed packs.
 pub(crate) struct CapacityTier {
-    store: Arc<dyn ObjectStore>,
-    name: String,
+    objects: Objects,
     /// `{prefix}/{store id}`.
     prefix: String,
     cache: ReadCache,
@@ -105,13 +104,15 @@ fn remote_path(dir: &Path, n: u32) -> PathBuf {
     dir.join(format!("{n:08}.remote"))
 }
 
+/// An object store error as I/O: never as a record cut short, so that a
+/// store that cannot be reached, or a wrong bucket, buries nothing (opening
+/// checks that every recorded pack is there, [`CapacityTier::check_packs`]).
 fn io_err(e: object_store::Error) -> io::Error {
-    match e {
-        // A missing object reads as a record cut short: buried and repaired
-        // from a replica, as a damaged record on disk would be.
-        object_store::Error::NotFound { .. } => io::ErrorKind::UnexpectedEof.into(),
-        e => io::Error::other(e.to_string()),
-    }
+    let kind = match e {
+        object_store::Error::NotFound { .. } => io::ErrorKind::NotFound,
+        _ => io::ErrorKind::Other,
+    };
+    io::Error::new(kind, e.to_string())
 }
 
 impl CapacityTier {
@@ -142,8 +143,7 @@ impl CapacityTier {
             .map_err(|e| ChunkNodeError::io("start the capacity tier's runtime for", dir, e))?;
         tracing::info!(store = %settings.objects.name, prefix = %settings.prefix, id, "capacity tier");
         Ok(CapacityTier {
-            store: settings.objects.store,
-            name: settings.objects.name,
+            objects: settings.objects,
             prefix: format!("{}/{id}", settings.prefix.trim_matches('/')),
             cache,
             runtime: Some(runtime),
@@ -155,8 +155,47 @@ impl CapacityTier {
         self.cache.stats()
     }
 
+    fn key_name(&self, n: u32) -> String {
+        format!("{}/{n:08}.pack", self.prefix)
+    }
+
     fn key(&self, n: u32) -> ObjectPath {
-        ObjectPath::from(format!("{}/{n:08}.pack", self.prefix))
+        ObjectPath::from(self.key_name(n))
+    }
+
+    /// Refuses a store whose recorded packs (number, size) are not all in
+    /// the object store with their sizes: the tier is configured otherwise
+    /// than when they were uploaded (another bucket, prefix or store id), or
+    /// objects were lost. Opening then fails instead of serving with chunks
+    /// missing; a pack truly lost is forgotten by deleting its
+    /// `NNNNNNNN.remote` (re-replication restores the chunks' copies).
+    pub(crate) fn check_packs(&self, recorded: &[(u32, u64)]) -> Result<(), ChunkNodeError> {
+        if recorded.is_empty() {
+            return Ok(());
+        }
+        let prefix = ObjectPath::from(self.prefix.as_str());
+        let listed: std::collections::HashMap<String, u64> = self
+            .block_on(self.objects.store.list(Some(&prefix)).try_collect::<Vec<_>>())
+            .map_err(|e| ChunkNodeError::Tier(format!("listing {}: {e}", self.objects.name)))?
+            .into_iter()
+            .map(|m| (m.location.to_string(), m.size))
+            .collect();
+        let bad: Vec<u32> = recorded
+            .iter()
+            .filter(|(n, size)| listed.get(&self.key_name(*n)) != Some(size))
+            .map(|(n, _)| *n)
+            .collect();
+        if bad.is_empty() {
+            return Ok(());
+        }
+        Err(ChunkNodeError::Tier(format!(
+            "{} of the {} packs this store uploaded are missing from {} under {}/ (or have another size), e.g. pack {:08}: is the capacity tier configured as when they were uploaded?",
+            bad.len(),
+            recorded.len(),
+            self.objects.name,
+            self.prefix,
+            bad[0]
+        )))
     }
 
     fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
@@ -164,45 +203,53 @@ impl CapacityTier {
     }
 
     /// Bytes `range` of pack `n`'s object: one ranged GET.
+    /// A range past the object's end (the object is shorter than its
+    /// record says) is `UnexpectedEof`, a record cut short.
     fn fetch(&self, n: u32, range: Range<u64>) -> io::Result<Vec<u8>> {
         let key = self.key(n);
-        let bytes = self.block_on(self.store.get_range(&key, range)).map_err(io_err)?;
-        Ok(bytes.to_vec())
+        let want = range.end - range.start;
+        let end = range.end;
+        match self.block_on(self.objects.store.get_range(&key, range)) {
+            Ok(bytes) if bytes.len() as u64 == want => Ok(bytes.to_vec()),
+            Ok(_) => Err(io::ErrorKind::UnexpectedEof.into()),
+            Err(e) => {
+                // A range past the end of an object shorter than recorded.
+                let head = self.block_on(self.objects.store.head(&key));
+                if head.is_ok_and(|meta| meta.size < end) {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                Err(io_err(e))
+            }
+        }
     }
 
-    /// Uploads the sealed pack `file` as pack `n`'s object, and checks that
-    /// the store holds all of it.
+    /// Uploads the sealed pack `file` as pack `n`'s object, checks that
+    /// the store holds all of it, and makes it durable.
     fn upload(&self, n: u32, file: &File, size: u64) -> io::Result<()> {
         let key = self.key(n);
         self.block_on(async {
-            let upload = self.store.put_multipart(&key).await.map_err(io_err)?;
+            let upload = self.objects.store.put_multipart(&key).await.map_err(io_err)?;
             let mut parts = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
-            let mut buf = vec![0u8; PART_BYTES];
-            let mut at = 0u64;
-            while at < size {
-                let len = (size - at).min(PART_BYTES as u64) as usize;
-                // A blocking read on the uploader's own thread; the parts
-                // already handed over upload on the runtime's workers.
-                if let Err(e) = file.read_exact_at(&mut buf[..len], at) {
-                    parts.abort().await.map_err(io_err)?;
+            match write_parts(&mut parts, file, size).await {
+                Ok(()) => parts.finish().await.map_err(io_err)?,
+                Err(e) => {
+                    // No incomplete multipart upload is left to be billed.
+                    let _ = parts.abort().await;
                     return Err(e);
                 }
-                parts.wait_for_capacity(PARTS_IN_FLIGHT).await.map_err(io_err)?;
-                parts.write(&buf[..len]);
-                at += len as u64;
-            }
-            parts.finish().await.map_err(io_err)?;
-            let stored = self.store.head(&key).await.map_err(io_err)?.size;
+            };
+            let stored = self.objects.store.head(&key).await.map_err(io_err)?.size;
             if stored != size {
                 return Err(io::Error::other(format!("stored {stored} bytes of {size}")));
             }
             Ok(())
-        })
+        })?;
+        self.objects.sync(&self.key_name(n))
     }
 
     /// Deletes pack `n`'s object (absent counts as deleted).
     fn delete(&self, n: u32) -> io::Result<()> {
-        match self.block_on(self.store.delete(&self.key(n))) {
+        match self.block_on(self.objects.store.delete(&self.key(n))) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(io_err(e)),
         }
@@ -212,12 +259,29 @@ impl CapacityTier {
     fn listed(&self) -> io::Result<Vec<u32>> {
         let prefix = ObjectPath::from(self.prefix.as_str());
         let metas: Vec<_> =
-            self.block_on(self.store.list(Some(&prefix)).try_collect()).map_err(io_err)?;
+            self.block_on(self.objects.store.list(Some(&prefix)).try_collect()).map_err(io_err)?;
         Ok(metas
             .iter()
             .filter_map(|m| m.location.filename()?.strip_suffix(".pack")?.parse().ok())
             .collect())
     }
+}
+
+/// Hands `size` bytes of `file` to `parts`, at most [`PARTS_IN_FLIGHT`]
+/// parts in flight.
+async fn write_parts(parts: &mut WriteMultipart, file: &File, size: u64) -> io::Result<()> {
+    let mut buf = vec![0u8; PART_BYTES];
+    let mut at = 0u64;
+    while at < size {
+        let len = (size - at).min(PART_BYTES as u64) as usize;
+        // A blocking read on the uploader's own thread; the parts already
+        // handed over upload on the runtime's workers.
+        file.read_exact_at(&mut buf[..len], at)?;
+        parts.wait_for_capacity(PARTS_IN_FLIGHT).await.map_err(io_err)?;
+        parts.write(&buf[..len]);
+        at += len as u64;
+    }
+    Ok(())
 }
 
 /// A sealed pack whose bytes are in the capacity tier.
@@ -349,10 +413,17 @@ pub(crate) fn start_uploader(
         .name("pack-uploader".into())
         .spawn(move || {
             sweep_orphans(&shared, &tier);
+            let mut waiting = VecDeque::new();
             let mut retry = Duration::from_secs(1);
-            let mut failed = None;
             loop {
-                let Some(n) = failed.take().or_else(|| rx.recv().ok()) else { return };
+                waiting.extend(rx.try_iter());
+                if waiting.is_empty() {
+                    match rx.recv() {
+                        Ok(n) => waiting.push_back(n),
+                        Err(_) => return,
+                    }
+                }
+                let Some(n) = waiting.pop_front() else { continue };
                 let done = {
                     let _one = compacting.lock().unwrap_or_else(|e| e.into_inner());
                     upload_pack(&shared, &tier, n)
@@ -363,10 +434,12 @@ pub(crate) fn start_uploader(
                         retry = Duration::from_secs(1);
                     }
                     Err(e) => {
-                        tracing::warn!(pack = n, store = %tier.name, error = %e, retry_secs = retry.as_secs(), "cannot upload a sealed pack to the capacity tier; it stays on local disk");
+                        tracing::warn!(pack = n, store = %tier.objects.name, error = %e, retry_secs = retry.as_secs(), "cannot upload a sealed pack to the capacity tier; it stays on local disk");
+                        // Behind the others: one pack that cannot be read
+                        // does not hold back the rest.
+                        waiting.push_back(n);
                         std::thread::sleep(retry);
                         retry = (retry * 2).min(RETRY_MAX);
-                        failed = Some(n);
                     }
                 }
             }
@@ -402,7 +475,7 @@ fn upload_pack(shared: &Shared, tier: &Arc<CapacityTier>, n: u32) -> Result<(), 
     // Readers holding the local pack keep reading the unlinked file.
     remove_file(&path)?;
     fsync_dir(dir)?;
-    tracing::info!(pack = n, bytes = size, records = records.len(), store = %tier.name, "pack moved to the capacity tier");
+    tracing::info!(pack = n, bytes = size, records = records.len(), store = %tier.objects.name, "pack moved to the capacity tier");
     Ok(())
 }
 
@@ -421,6 +494,8 @@ fn sweep_orphans(shared: &Shared, tier: &CapacityTier) {
                 }
             }
         }
-        Err(e) => tracing::warn!(store = %tier.name, error = %e, "cannot list the capacity tier"),
+        Err(e) => {
+            tracing::warn!(store = %tier.objects.name, error = %e, "cannot list the capacity tier")
+        }
     }
 }

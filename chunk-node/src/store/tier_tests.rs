@@ -213,3 +213,48 @@ async fn gc_and_compaction_remove_objects() {
         assert_eq!(get(&store, *id).await.as_ref(), Some(b));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tier_configured_otherwise_refuses_to_open_and_buries_nothing() {
+    let (dir, objects) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let store = open(dir.path(), Some(settings(objects.path(), 64 << 20))).await.expect("open");
+    let blocks = put_blocks(&store, 20).await;
+    uploaded(&store).await;
+    drop(store);
+    // Another bucket: the packs recorded are not there.
+    let elsewhere = tempfile::tempdir().expect("dir");
+    let refused = open(dir.path(), Some(settings(elsewhere.path(), 64 << 20))).await;
+    let why = refused.err().expect("refused").to_string();
+    assert!(why.contains("missing from") && why.contains("configured"), "{why}");
+    // The right one again: everything is there, nothing was buried.
+    let store = open(dir.path(), Some(settings(objects.path(), 64 << 20))).await.expect("reopen");
+    for (id, b) in &blocks {
+        assert_eq!(get(&store, *id).await.as_ref(), Some(b));
+    }
+    assert_eq!(store.stats().corrupt, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_cut_short_is_rot_for_scrub_not_a_crash() {
+    let (dir, objects) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
+    let store = open(dir.path(), Some(settings(objects.path(), 64 << 20))).await.expect("open");
+    put_blocks(&store, 20).await;
+    uploaded(&store).await;
+    let object = &files(objects.path(), ".pack")[0];
+    // Cut inside the header of a record past the first.
+    let f = fs::OpenOptions::new().write(true).open(object).expect("open object");
+    f.set_len(CHUNK as u64 + 4096 + 20).expect("truncate");
+    let s = store.clone();
+    let buried = tokio::task::spawn_blocking(move || {
+        let mut buried = 0;
+        for pack in s.scrub_packs() {
+            for (id, loc) in s.scrub_records(pack, 0) {
+                buried += usize::from(s.scrub_check(id, loc).expect("check") == Checked::Buried);
+            }
+        }
+        buried
+    })
+    .await
+    .expect("join");
+    assert!(buried >= 1, "the records past the cut are buried");
+}
