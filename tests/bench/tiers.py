@@ -80,7 +80,7 @@ def capacity_tier(work, img, content_mib, rows):
         snap = ec2.create_snapshot(VolumeId=vol)["SnapshotId"]
         ec2.get_waiter("snapshot_completed").wait(SnapshotIds=[snap], WaiterConfig=FAST)
         packs = [d for d in c.data_dir.glob("chunk-*/data/packs")]
-        poll(lambda: not any(p.glob("*.pack") for p in packs), "uploads")
+        poll(lambda: not [f for p in packs for f in p.glob("*.pack")], "uploads")
         in_bucket = sum(s3.objects("cairn-packs").values())
         on_disk = sum(f.stat().st_size for p in packs for f in p.glob("*.open"))
         share = in_bucket / max(1, in_bucket + on_disk)
