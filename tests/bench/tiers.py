@@ -17,16 +17,19 @@ SIZE_GIB (default 4) with the snapshot benchmark's realistic content:
   cluster whose chunk nodes keep their sealed packs in the capacity tier (a
   bucket of a local S3 server, s3s-fs, on the same disk): cold (node caches
   empty, page cache dropped) and warm (the same snapshot restored again:
-  the packs' segments are in the node caches).
+  the segments the first restore fetched are in the node caches), with the
+  ranged GETs each restore made (from the nodes' metrics).
 
 Prints one table. Not a test: numbers vary with the machine.
 """
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -66,6 +69,20 @@ def restore_read_back(c, snap, img):
     return v, time.monotonic() - t0, same
 
 
+def tier_fetches(c):
+    """Segments the chunk nodes fetched from the bucket so far (their
+    cairn_chunk_tier_cache_misses_total)."""
+    total = 0
+    for addr in c.data_dir.glob("chunk-*/addr.toml"):
+        http = next(line.split("=", 1)[1].strip().strip('"') for line in addr.read_text().splitlines()
+                    if line.startswith("http"))
+        with urllib.request.urlopen(f"http://{http}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        m = re.search(r"^cairn_chunk_tier_cache_misses_total (\d+)", text, re.M)
+        total += int(m.group(1)) if m else 0
+    return total
+
+
 def capacity_tier(work, img, content_mib, rows):
     """The capacity-tier rows: a cluster whose chunk nodes keep their sealed
     packs (32 MiB) in a bucket; the snapshot restored cold, then warm."""
@@ -85,11 +102,17 @@ def capacity_tier(work, img, content_mib, rows):
         on_disk = sum(f.stat().st_size for p in packs for f in p.glob("*.open"))
         share = in_bucket / max(1, in_bucket + on_disk)
         cold(img)
+        fetched = tier_fetches(c)
         _, t, same_cold = restore_read_back(c, snap, img)
+        now = tier_fetches(c)
         rows.append(("restore + read-back, capacity tier, cold", t,
-                     f"{content_mib / t:.0f} MiB/s ({share:.0%} of packs in the bucket)"))
+                     f"{content_mib / t:.0f} MiB/s, {now - fetched} ranged GETs "
+                     f"({share:.0%} of packs in the bucket)"))
+        # Restored again, the volume may be hosted by the zone's other node,
+        # which reads its own replicas first: some of them are still cold.
         _, t, same_warm = restore_read_back(c, snap, img)
-        rows.append(("restore + read-back, capacity tier, warm", t, f"{content_mib / t:.0f} MiB/s"))
+        rows.append(("restore + read-back, capacity tier, warm", t,
+                     f"{content_mib / t:.0f} MiB/s, {tier_fetches(c) - now} ranged GETs"))
         return same_cold and same_warm
     finally:
         c.stop()

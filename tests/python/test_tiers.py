@@ -81,6 +81,12 @@ def archive_cycle(cluster, tmp_path, objects_in_store):
     assert code and code[0] == "IncorrectState", code
     code = code_of(lambda: ec2.modify_snapshot_tier(SnapshotId=snap, StorageTier="archive"))
     assert code and code[0] == "IncorrectState", code
+    # Nor be read through the EBS direct APIs.
+    ebs = cluster.client("ebs")
+    for call in (lambda: ebs.list_snapshot_blocks(SnapshotId=snap),
+                 lambda: ebs.list_changed_blocks(SecondSnapshotId=snap)):
+        code = code_of(call)
+        assert code == ("ValidationException", 400), code
 
     r = ec2.restore_snapshot_tier(SnapshotId=snap, TemporaryRestoreDays=2)
     assert (r["RestoreDuration"], r["IsPermanentRestore"]) == (2, False)

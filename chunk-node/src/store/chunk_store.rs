@@ -16,12 +16,14 @@ use crate::store::compact::{
 };
 use crate::store::gc::{self, Fences, SweepReport};
 use crate::store::index::Index;
+use crate::store::pack::Pack;
 use crate::store::packfile::Loc;
-use crate::store::packfile::{pack_path, scan_pack, Pack, Scan, HEADER, MAX_CHUNK};
+use crate::store::packfile::{pack_path, scan_pack, Scan, Scanned, HEADER, MAX_CHUNK};
+use crate::store::remote::{self, CapacityTier, TierSettings, TIER_ID};
 use crate::store::repair_queue::RepairQueue;
 use crate::store::scrub;
 use crate::store::shared::{tombstone, Checked, Shared};
-use crate::store::tier::{self, CapacityTier, TierSettings, TIER_ID};
+use crate::store::tier;
 use bytes::Bytes;
 use cairn_core::gc::LiveFilter;
 use cairn_core::ChunkId;
@@ -152,27 +154,10 @@ impl ChunkStore {
                 remove_file(&pack_path(&dir, n, sealed))?;
                 continue;
             }
-            let path = pack_path(&dir, n, sealed);
-            let file = File::options()
-                .read(true)
-                .write(true)
-                .open(&path)
-                .map_err(|e| ChunkNodeError::io("open", &path, e))?;
-            let mode = match (sealed, clean) {
-                (false, _) => Scan::CutTail,
-                (true, true) => Scan::Headers,
-                (true, false) => Scan::Verify,
-            };
-            let scanned = scan_pack(&file, &path, n, mode)?;
+            let (scanned, pack) = open_local(&dir, n, sealed, clean)?;
             index(n, scanned.records);
             bad.extend(scanned.corrupt.into_iter().filter(|(_, l)| !dead.contains(&(n, l.offset))));
-            if !sealed {
-                let to = pack_path(&dir, n, true);
-                fs::rename(&path, &to).map_err(|e| ChunkNodeError::io("seal", &path, e))?;
-                fsync_dir(&dir)?;
-            }
-            let path = pack_path(&dir, n, true);
-            packs.insert(n, Arc::new(Pack::new(file, &path, true)));
+            packs.insert(n, Arc::new(pack));
             upload.push(n);
         }
         // Corrupt records found by the check after an unclean stop: buried,
@@ -429,6 +414,35 @@ impl ChunkStore {
     }
 }
 
+/// Opens local pack `n` under `dir` and walks it (headers only after a
+/// clean stop, every record otherwise; a pack a crash left open has its
+/// torn tail cut off and is sealed).
+fn open_local(
+    dir: &Path,
+    n: u32,
+    sealed: bool,
+    clean: bool,
+) -> Result<(Scanned, Pack), ChunkNodeError> {
+    let path = pack_path(dir, n, sealed);
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| ChunkNodeError::io("open", &path, e))?;
+    let mode = match (sealed, clean) {
+        (false, _) => Scan::CutTail,
+        (true, true) => Scan::Headers,
+        (true, false) => Scan::Verify,
+    };
+    let scanned = scan_pack(&file, &path, n, mode)?;
+    if !sealed {
+        let to = pack_path(dir, n, true);
+        fs::rename(&path, &to).map_err(|e| ChunkNodeError::io("seal", &path, e))?;
+        fsync_dir(dir)?;
+    }
+    Ok((scanned, Pack::new(file, &pack_path(dir, n, true), true)))
+}
+
 /// Whether the clean-shutdown marker was there; removes it (durably), so
 /// that a stop without [`ChunkStore::close`] leaves none.
 fn take_clean_marker(dir: &Path) -> Result<bool, ChunkNodeError> {
@@ -463,8 +477,8 @@ fn list_packs(dir: &Path) -> Result<(LocalPacks, Vec<u32>), ChunkNodeError> {
         });
         match parsed {
             Some(p) => found.push(p),
-            None if tier::remote_number(&name).is_some() => {
-                remote.extend(tier::remote_number(&name))
+            None if remote::remote_number(&name).is_some() => {
+                remote.extend(remote::remote_number(&name))
             }
             None if [TOMBSTONES, NEXT_PACK, CLEAN_MARKER, TIER_ID].contains(&&*name) => {}
             None if name == TOMBSTONES_NEW || name.starts_with(".tmp") => {

@@ -41,7 +41,7 @@
 //! - Capacity tier (optional): sealed packs are uploaded to an object
 //!   store and removed from the disk, which then holds the pack being
 //!   appended, one small record per uploaded pack and a bounded read cache
-//!   ([`tier`], [`cache`]).
+//!   ([`tier`], [`remote`], [`cache`]).
 //!
 //! - Garbage collection: puts and `has` hits stamp chunks with a touch
 //!   sequence, fences remember where each generation began, and a sweep
@@ -55,7 +55,8 @@
 //! and the committer share; verified reads), [`index`] (the sharded index
 //! and the touch sequence), [`gc`] (fences and sweeps), [`compact`],
 //! [`packfile`] (the record format), [`scrub`] (what a scrub pass checks),
-//! [`repair_queue`], [`local`], [`tier`] and [`cache`] (the capacity tier). The store builds only on
+//! [`repair_queue`], [`local`], [`pack`] (a pack open for reading, local or
+//! remote), [`tier`], [`remote`] and [`cache`] (the capacity tier). The store builds only on
 //! [`crate::disk`].
 
 pub(crate) mod cache;
@@ -65,11 +66,13 @@ pub(crate) mod compact;
 pub(crate) mod gc;
 pub(crate) mod index;
 pub mod local;
+pub(crate) mod pack;
 pub(crate) mod packfile;
+pub(crate) mod remote;
 pub(crate) mod repair_queue;
 pub(crate) mod scrub;
 pub(crate) mod shared;
-pub mod tier;
+pub(crate) mod tier;
 
 pub use cache::CacheStats;
 pub use chunk_store::{ChunkStore, StoreStats, TierStats, COMPACT_LIVE_FRACTION};
@@ -78,8 +81,8 @@ pub use gc::SweepReport;
 pub use local::LocalStore;
 pub(crate) use packfile::Loc;
 pub use packfile::MAX_CHUNK;
+pub use remote::TierSettings;
 pub(crate) use shared::Checked;
-pub use tier::TierSettings;
 
 #[cfg(test)]
 mod gc_tests;

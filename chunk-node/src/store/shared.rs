@@ -13,7 +13,8 @@
 use crate::disk::reclog::RecordLog;
 use crate::error::ChunkNodeError;
 use crate::store::index::Index;
-use crate::store::packfile::{pack_path, Loc, Pack};
+use crate::store::pack::Pack;
+use crate::store::packfile::{pack_path, Loc};
 use crate::store::repair_queue::RepairQueue;
 use cairn_core::ChunkId;
 use std::collections::HashMap;

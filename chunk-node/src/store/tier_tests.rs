@@ -7,8 +7,8 @@
 use crate::error::ChunkNodeError;
 use crate::store::cache::SEGMENT;
 use crate::store::chunk_store::ChunkStore;
+use crate::store::remote::TierSettings;
 use crate::store::shared::Checked;
-use crate::store::tier::TierSettings;
 use cairn_core::gc::{LiveFilter, Partition};
 use cairn_core::ChunkId;
 use std::fs;

@@ -7,7 +7,7 @@ use super::chunks::{get_chunk, load_page, load_root, Region};
 use super::error::{EbsError, Invalid};
 use super::manifest::{changed_blocks, changed_pages};
 use super::router::Paging;
-use super::state::{is_direct, readable, Ebs};
+use super::state::{is_direct, listable, readable, Ebs};
 use super::tokens::{PageKind, Tokens, BLOCK_TOKEN_SECS, PAGE_TOKEN_SECS};
 use crate::http::auth::Caller;
 use axum::body::Body;
@@ -56,7 +56,7 @@ pub async fn list_blocks(
     id: &str,
     paging: &Paging,
 ) -> Result<Response, EbsError> {
-    let snap = readable(ebs, caller, id).await?;
+    let snap = listable(ebs, caller, id).await?;
     let tokens = ebs.tokens().await?;
     let sid = snap.id.as_str();
     let start = start_index(&tokens, paging, PageKind::SnapshotBlocks, sid)?;
@@ -167,10 +167,10 @@ pub async fn list_changed(
     second: &str,
     paging: &Paging,
 ) -> Result<Response, EbsError> {
-    let second = readable(ebs, caller, second).await?;
+    let second = listable(ebs, caller, second).await?;
     let tokens = ebs.tokens().await?;
     let first = match first {
-        Some(f) => Some(readable(ebs, caller, f).await?),
+        Some(f) => Some(listable(ebs, caller, f).await?),
         None => None,
     };
     if let Some(f) = &first {

@@ -162,6 +162,23 @@ pub async fn readable(ebs: &Ebs, caller: &Caller, id: &str) -> Result<Snapshot, 
     }
 }
 
+/// [`readable`], and not in the archive tier unless restored: listing its
+/// blocks (which mints the block tokens GetSnapshotBlock needs) reads its
+/// manifest from the chunk nodes, which an archived snapshot has left.
+pub async fn listable(ebs: &Ebs, caller: &Caller, id: &str) -> Result<Snapshot, EbsError> {
+    let s = readable(ebs, caller, id).await?;
+    if ebs.ctx.tierings().await?.get(&s.id).is_some_and(|t| !t.readable()) {
+        return Err(EbsError::invalid(
+            Invalid::SnapshotId,
+            format!(
+                "The snapshot '{}' is in the archive tier; restore it (RestoreSnapshotTier) before reading it.",
+                s.id
+            ),
+        ));
+    }
+    Ok(s)
+}
+
 /// Seconds since the epoch, as rest-json timestamps are sent.
 pub fn epoch_secs(ms: u64) -> f64 {
     ms as f64 / 1000.0
