@@ -219,7 +219,7 @@ def main():
     shutil.rmtree(c.data_dir, ignore_errors=True)
     same_capacity = capacity_tier(work, img, content_mib, rows)
     print(f"\nSnapshots that move: {SIZE_GIB} GiB volume, {content_mib:.0f} MiB of content "
-          f"(debug build, one disk, {os.cpu_count()} cores)")
+          f"({os.environ.get('CAIRN_PROFILE', 'debug')} build, one disk, {os.cpu_count()} cores)")
     print(f"{'step':<38} {'seconds':>8}  result")
     for name, secs, what in rows:
         print(f"{name:<38} {secs:>8.2f}  {what}")
