@@ -10,9 +10,9 @@ from botocore.exceptions import ClientError
 from cluster import BIN
 
 
-def admin(cluster, *args, check=True):
+def admin(cluster, *args, check=True, timeout=120):
     r = subprocess.run([BIN, "admin", *args, "--data-dir", str(cluster.data_dir)],
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=timeout)
     if check:
         assert r.returncode == 0, r.stdout + r.stderr
     return r

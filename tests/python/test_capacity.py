@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from cluster import BIN, Cluster, wait_for
+from accounts import admin
+from cluster import Cluster, wait_for
 from s3server import S3Server
 from test_scrub import rows
 from util import GIB, make_image, nbd_write, restore_and_compare
@@ -29,10 +30,8 @@ def s3(tmp_path):
     server.stop()
 
 
-def admin(cluster, *args):
-    r = subprocess.run([BIN, "admin", *args, "--data-dir", str(cluster.data_dir)],
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stdout + r.stderr
+def admin_out(cluster, *args):
+    r = admin(cluster, *args, timeout=600)
     return r.stdout + r.stderr
 
 
@@ -79,7 +78,7 @@ def test_chunks_live_in_the_bucket_and_come_back(s3, tmp_path):
         with open(obj, "r+b") as f:
             f.seek(8192)
             f.write(b"rot in the bucket")
-        out = admin(cluster, "scrub", "--wait")
+        out = admin_out(cluster, "scrub", "--wait")
         found = [r[1:] for r in rows(out).values() if r[1]]
         assert found == [(1, 1, 0)], out  # (found, repaired, unrepairable) on one node
     finally:
@@ -93,7 +92,7 @@ def test_chunks_live_in_the_bucket_and_come_back(s3, tmp_path):
         for v in ec2.describe_volumes()["Volumes"]:
             ec2.delete_volume(VolumeId=v["VolumeId"])
         ec2.delete_snapshot(SnapshotId=snap)
-        admin(cluster, "gc", "--wait")
+        admin_out(cluster, "gc", "--wait")
         left = sum(s3.objects(bucket).values())
         assert left < stored // 10, (stored, left)
     finally:
