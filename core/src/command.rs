@@ -25,6 +25,7 @@ mod copy_jobs;
 mod holds;
 #[cfg(test)]
 mod holds_tests;
+mod index;
 mod messages;
 mod modifications;
 #[cfg(test)]
@@ -32,6 +33,9 @@ mod modifications_tests;
 mod nodes;
 #[cfg(test)]
 mod nodes_tests;
+mod scan;
+#[cfg(test)]
+mod scan_tests;
 mod sharing;
 #[cfg(test)]
 mod sharing_tests;
@@ -47,7 +51,8 @@ mod volumes;
 
 pub use messages::{
     Command, CommandOutput, CommandResult, CopyOutcome, Counts, GcHolders, JobOp, MetaError,
-    NodeEntry, Query, QueryOutput, SharingChange, TierOp, DIRECT_VOLUME_ID, MAX_CONCURRENT_COPIES,
+    NodeEntry, Page, Query, QueryOutput, SharingChange, SnapshotScan, TierOp, VolumeScan,
+    DIRECT_VOLUME_ID, MAX_CONCURRENT_COPIES, MAX_SCAN_PAGE,
 };
 pub use snapshots::MAX_PENDING_SNAPSHOTS;
 pub use store::Records;

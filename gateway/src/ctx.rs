@@ -7,7 +7,7 @@ use crate::gc_state::Gc;
 use crate::nodes::{HostError, NodeClients};
 use crate::repair_state::Repair;
 use crate::tasks::Jobs;
-use cairn_core::command::{Counts, NodeEntry, Query, QueryOutput};
+use cairn_core::command::{Counts, NodeEntry, Page, Query, QueryOutput, SnapshotScan, VolumeScan};
 use cairn_core::records::{
     ChunkNodeInfo, CopyJob, Hold, Holder, Snapshot, SnapshotSharing, Volume, VolumeModification,
 };
@@ -78,10 +78,35 @@ impl Ctx {
         }
     }
 
+    /// Every volume, read a page at a time (no answer near the message limit).
     pub async fn volumes(&self) -> Result<Vec<Volume>, MetaClientError> {
-        match self.meta.read(&Query::Volumes).await? {
-            QueryOutput::Volumes(v) => Ok(v),
-            _ => Err(unexpected("Volumes")),
+        self.volumes_where(VolumeScan::default()).await
+    }
+
+    /// One page of the volumes `scan` selects.
+    pub async fn volume_page(
+        &self,
+        scan: VolumeScan,
+    ) -> Result<Page<Volume, VolumeId>, MetaClientError> {
+        match self.meta.read(&Query::VolumeScan(scan)).await? {
+            QueryOutput::VolumePage(p) => Ok(p),
+            _ => Err(unexpected("VolumePage")),
+        }
+    }
+
+    /// Every volume `scan` selects, page by page.
+    pub async fn volumes_where(
+        &self,
+        mut scan: VolumeScan,
+    ) -> Result<Vec<Volume>, MetaClientError> {
+        let mut out = Vec::new();
+        loop {
+            let page = self.volume_page(scan.clone()).await?;
+            out.extend(page.items);
+            match page.next {
+                Some(next) => scan.after = Some(next),
+                None => return Ok(out),
+            }
         }
     }
 
@@ -108,10 +133,61 @@ impl Ctx {
         }
     }
 
+    /// Every snapshot, read a page at a time (no answer near the message limit).
     pub async fn snapshots(&self) -> Result<Vec<Snapshot>, MetaClientError> {
-        match self.meta.read(&Query::Snapshots).await? {
-            QueryOutput::Snapshots(s) => Ok(s),
-            _ => Err(unexpected("Snapshots")),
+        self.snapshots_where(SnapshotScan::default()).await
+    }
+
+    /// One page of the snapshots `scan` selects.
+    pub async fn snapshot_page(
+        &self,
+        scan: SnapshotScan,
+    ) -> Result<Page<Snapshot, SnapshotId>, MetaClientError> {
+        match self.meta.read(&Query::SnapshotScan(scan)).await? {
+            QueryOutput::SnapshotPage(p) => Ok(p),
+            _ => Err(unexpected("SnapshotPage")),
+        }
+    }
+
+    /// Every snapshot `scan` selects, page by page.
+    pub async fn snapshots_where(
+        &self,
+        mut scan: SnapshotScan,
+    ) -> Result<Vec<Snapshot>, MetaClientError> {
+        let mut out = Vec::new();
+        loop {
+            let page = self.snapshot_page(scan.clone()).await?;
+            out.extend(page.items);
+            match page.next {
+                Some(next) => scan.after = Some(next),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// The tiering records of `ids` (those that have one), by snapshot.
+    pub async fn tierings_of(
+        &self,
+        ids: Vec<SnapshotId>,
+    ) -> Result<BTreeMap<SnapshotId, cairn_core::tiering::SnapshotTiering>, MetaClientError> {
+        match self.meta.read(&Query::TieringsOf(ids)).await? {
+            QueryOutput::Tierings(t) => {
+                Ok(t.into_iter().map(|t| (t.snapshot_id.clone(), t)).collect())
+            }
+            _ => Err(unexpected("Tierings")),
+        }
+    }
+
+    /// The sharing of `ids` (those shared with anyone), by snapshot.
+    pub async fn sharings_of(
+        &self,
+        ids: Vec<SnapshotId>,
+    ) -> Result<BTreeMap<SnapshotId, SnapshotSharing>, MetaClientError> {
+        match self.meta.read(&Query::SharingsOf(ids)).await? {
+            QueryOutput::Sharings(s) => {
+                Ok(s.into_iter().map(|s| (s.snapshot_id.clone(), s)).collect())
+            }
+            _ => Err(unexpected("Sharings")),
         }
     }
 

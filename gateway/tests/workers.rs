@@ -4,7 +4,7 @@
 //! retrying while it cannot read the volumes. The metadata group here is a stand-in that answers every read
 //! with nothing (no volumes, no jobs, no snapshots, no nodes).
 
-use cairn_core::command::{GcHolders, Query, QueryOutput};
+use cairn_core::command::{Query, Records};
 use cairn_gateway::{Gateway, GatewayConfig};
 use cairn_proto::pb::metadata_server::{Metadata, MetadataServer};
 use cairn_proto::pb::{
@@ -31,27 +31,8 @@ impl Metadata for EmptyGroup {
     async fn read(&self, req: Request<ClientRequest>) -> Result<Response<ClientReply>, Status> {
         let q: Query = bincode::deserialize(&req.into_inner().data)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let out = match q {
-            Query::Volume(_) => QueryOutput::Volume(None),
-            Query::Volumes => QueryOutput::Volumes(Vec::new()),
-            Query::Snapshot(_) => QueryOutput::Snapshot(None),
-            Query::Snapshots => QueryOutput::Snapshots(Vec::new()),
-            Query::Nodes => QueryOutput::Nodes(Vec::new()),
-            Query::CopyJobs => QueryOutput::CopyJobs(Vec::new()),
-            Query::GcHolders => {
-                QueryOutput::GcHolders(GcHolders { generation: 0, holds: Vec::new() })
-            }
-            Query::Hold(_) => QueryOutput::Hold(None),
-            Query::NodeStates => QueryOutput::NodeStates(Vec::new()),
-            Query::VolumeModifications => QueryOutput::VolumeModifications(Vec::new()),
-            Query::Counts => QueryOutput::Counts(Default::default()),
-            Query::Accounts => QueryOutput::Accounts(Vec::new()),
-            Query::AccessKey(_) => QueryOutput::AccessKey(None),
-            Query::AccessKeys => QueryOutput::AccessKeys(Vec::new()),
-            Query::Sharing(_) => QueryOutput::Sharing(None),
-            Query::Sharings => QueryOutput::Sharings(Vec::new()),
-            Query::Tierings => QueryOutput::Tierings(Vec::new()),
-        };
+        // What a group without records answers.
+        let out = Records::default().query(&q);
         let data = bincode::serialize(&out).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(ClientReply { data, not_leader: false, leader_addr: String::new() }))
     }

@@ -32,13 +32,14 @@ sys.path.insert(0, str(HERE))
 import restic_repo  # noqa: E402
 
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/cairn-target"))
-BENCH = TARGET / "debug" / "lifecycle_bench"
+PROFILE = os.environ.get("CAIRN_PROFILE", "debug")  # scripts/bench sets it (release)
+BENCH = TARGET / PROFILE / "lifecycle_bench"
 MIB = 1 << 20
 
 
 def lifecycle_bench(*args):
     env = dict(os.environ, RUST_BACKTRACE="0",
-               CAIRN_BIN=os.environ.get("CAIRN_BIN", str(TARGET / "debug" / "cairn")))
+               CAIRN_BIN=os.environ.get("CAIRN_BIN", str(TARGET / PROFILE / "cairn")))
     r = subprocess.run([str(BENCH), *args], capture_output=True, text=True, env=env)
     if r.returncode != 0:
         sys.exit(f"lifecycle_bench {' '.join(args)} failed:\n{r.stderr[-3000:]}")

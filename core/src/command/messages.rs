@@ -355,6 +355,60 @@ pub enum Query {
     Sharings,
     /// Every snapshot's tiering record (appended after `Sharings`).
     Tierings,
+    /// One page of snapshots, in id order (appended after `Tierings`).
+    SnapshotScan(SnapshotScan),
+    /// One page of volumes, in id order.
+    VolumeScan(VolumeScan),
+    /// The tiering records of these snapshots (those that have one).
+    TieringsOf(Vec<SnapshotId>),
+    /// The sharing of these snapshots (those shared with anyone).
+    SharingsOf(Vec<SnapshotId>),
+}
+
+/// Most records one scan page returns, and most it looks at.
+pub const MAX_SCAN_PAGE: u32 = 10_000;
+
+/// Which snapshots a paged scan returns: those meeting every condition given,
+/// in id order, after `after`, at most `limit` (0 or more than
+/// [`MAX_SCAN_PAGE`]: that many).
+/// The most selective condition picks the index the scan walks (ids, then a
+/// tag, then volumes, then the caller's visibility, else the whole table),
+/// the others are checked on each record. A page may come back short (it
+/// looks at no more than [`MAX_SCAN_PAGE`] records) with `next` set: scan on
+/// from there.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotScan {
+    /// Only these snapshots (empty: any).
+    pub ids: Vec<SnapshotId>,
+    /// Only snapshots of these volumes (empty: any).
+    pub volumes: Vec<VolumeId>,
+    /// Only snapshots that carry tag `key` with one of these values.
+    pub tag: Option<(String, Vec<String>)>,
+    /// Only snapshots this account owns, or that are public or shared with it.
+    pub visible_to: Option<String>,
+    /// Only snapshots this account owns.
+    pub owner: Option<String>,
+    pub after: Option<SnapshotId>,
+    pub limit: u32,
+}
+
+/// Which volumes a paged scan returns; as [`SnapshotScan`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct VolumeScan {
+    pub ids: Vec<VolumeId>,
+    pub tag: Option<(String, Vec<String>)>,
+    /// Only volumes this account owns.
+    pub owner: Option<String>,
+    pub after: Option<VolumeId>,
+    pub limit: u32,
+}
+
+/// One page of a scan: the records, and where the next page starts when the
+/// scan stopped before the end (`None`: nothing more).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Page<T, K> {
+    pub items: Vec<T>,
+    pub next: Option<K>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -376,6 +430,8 @@ pub enum QueryOutput {
     Sharing(Option<SnapshotSharing>),
     Sharings(Vec<SnapshotSharing>),
     Tierings(Vec<SnapshotTiering>),
+    SnapshotPage(Page<Snapshot, SnapshotId>),
+    VolumePage(Page<Volume, VolumeId>),
 }
 
 /// Volumes and snapshots by state name (`available`, `pending`, ...).

@@ -131,9 +131,7 @@ impl Records {
 
     pub(super) fn delete_snapshot(&mut self, id: SnapshotId) -> CommandResult {
         self.snapshot(&id)?;
-        if let Some(old) = self.snapshots.remove(&id) {
-            self.index_remove(&old);
-        }
+        self.remove_snapshot(&id);
         self.remove_copy_job(&id);
         self.unhold(&Holder::Snapshot(id.clone()));
         if self.sharing.remove(&id).is_some() {

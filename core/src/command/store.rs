@@ -6,16 +6,17 @@
 //! writes through.
 //!
 //! Invariants it keeps: every change goes with its key into `dirty`, and the
-//! index always equals a scan of `snapshots`. The index is private here:
-//! only loading, `put_snapshot` and `index_remove` (which whoever removes a
-//! snapshot calls with it) change it.
+//! indexes (see `index`) always equal a scan of `snapshots` and `volumes`.
+//! They are private here: only loading, `put_snapshot`, `put_volume` and
+//! `remove_snapshot`/`remove_volume` change them.
 
+use super::index::{SnapshotIndex, VolumeIndex};
 use super::messages::{Counts, GcHolders, MetaError, NodeEntry, Query, QueryOutput};
 use crate::ids::{SnapshotId, VolumeId};
 use crate::records::{
     decode_record, encode_record, AccessKey, Account, ChunkNodeInfo, ClusterSecret, CopyJob,
     DecodeError, GcState, Hold, Holder, NodeState, NodeStateRecord, Record, RecordKey, Snapshot,
-    SnapshotSharing, SnapshotState, TokenRecord, Volume, VolumeModification,
+    SnapshotSharing, TokenRecord, Volume, VolumeModification,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -56,18 +57,15 @@ pub struct Records {
     pub(super) tiering: BTreeMap<SnapshotId, crate::tiering::SnapshotTiering>,
     #[serde(skip)]
     pub(super) dirty: BTreeSet<RecordKey>,
-    /// Derived from `snapshots`, kept in step by `index_add`/`index_remove`:
-    /// pending snapshots and completed ones (by start time) per volume, so the
-    /// pending limit and the parent choice cost O(snapshots of one volume in
-    /// that state), not a scan of every snapshot.
+    /// Derived from `snapshots`: per volume (pending, completed by start
+    /// time, all), per owner and per tag, so the pending limit, the parent
+    /// choice and paged scans cost O(what they return), not a scan of every
+    /// snapshot.
     #[serde(skip)]
-    index: SnapshotIndex,
-}
-
-#[derive(Clone, Debug, Default, PartialEq)]
-struct SnapshotIndex {
-    pending: BTreeMap<VolumeId, BTreeSet<SnapshotId>>,
-    completed: BTreeMap<VolumeId, BTreeSet<(u64, SnapshotId)>>,
+    pub(super) index: SnapshotIndex,
+    /// Derived from `volumes`: per owner and per tag.
+    #[serde(skip)]
+    pub(super) volume_index: VolumeIndex,
 }
 
 impl Records {
@@ -86,10 +84,11 @@ impl Records {
                 self.nodes.insert(n.node_id.clone(), n);
             }
             Record::Volume(v) => {
+                self.volume_index.add(&v);
                 self.volumes.insert(v.id.clone(), v);
             }
             Record::Snapshot(s) => {
-                self.index_add(&s);
+                self.index.add(&s);
                 self.snapshots.insert(s.id.clone(), s);
             }
             Record::Token(t) => {
@@ -211,6 +210,14 @@ impl Records {
             Query::Sharing(id) => QueryOutput::Sharing(self.sharing.get(id).cloned()),
             Query::Sharings => QueryOutput::Sharings(self.sharing.values().cloned().collect()),
             Query::Tierings => QueryOutput::Tierings(self.tiering.values().cloned().collect()),
+            Query::SnapshotScan(scan) => QueryOutput::SnapshotPage(self.scan_snapshots(scan)),
+            Query::VolumeScan(scan) => QueryOutput::VolumePage(self.scan_volumes(scan)),
+            Query::TieringsOf(ids) => QueryOutput::Tierings(
+                ids.iter().filter_map(|id| self.tiering.get(id)).cloned().collect(),
+            ),
+            Query::SharingsOf(ids) => QueryOutput::Sharings(
+                ids.iter().filter_map(|id| self.sharing.get(id)).cloned().collect(),
+            ),
             Query::NodeStates => QueryOutput::NodeStates(
                 self.nodes
                     .values()
@@ -238,46 +245,33 @@ impl Records {
 
     pub(super) fn put_volume(&mut self, v: Volume) {
         self.dirty.insert(RecordKey::Volume(v.id.clone()));
+        if let Some(old) = self.volumes.get(&v.id) {
+            self.volume_index.remove(old);
+        }
+        self.volume_index.add(&v);
         self.volumes.insert(v.id.clone(), v);
     }
 
     pub(super) fn put_snapshot(&mut self, s: Snapshot) {
         self.dirty.insert(RecordKey::Snapshot(s.id.clone()));
-        if let Some(old) = self.snapshots.get(&s.id).cloned() {
-            self.index_remove(&old);
+        if let Some(old) = self.snapshots.get(&s.id) {
+            self.index.remove(old);
         }
-        self.index_add(&s);
+        self.index.add(&s);
         self.snapshots.insert(s.id.clone(), s);
     }
 
-    fn index_add(&mut self, s: &Snapshot) {
-        match s.state {
-            SnapshotState::Pending => {
-                self.index.pending.entry(s.volume_id.clone()).or_default().insert(s.id.clone());
-            }
-            SnapshotState::Completed => {
-                self.index
-                    .completed
-                    .entry(s.volume_id.clone())
-                    .or_default()
-                    .insert((s.start_time_ms, s.id.clone()));
-            }
-            SnapshotState::Error => {}
+    /// Removes volume `id` and its index entries (the caller marks it dirty).
+    pub(super) fn remove_volume(&mut self, id: &VolumeId) {
+        if let Some(old) = self.volumes.remove(id) {
+            self.volume_index.remove(&old);
         }
     }
 
-    pub(super) fn index_remove(&mut self, s: &Snapshot) {
-        if let Some(set) = self.index.pending.get_mut(&s.volume_id) {
-            set.remove(&s.id);
-            if set.is_empty() {
-                self.index.pending.remove(&s.volume_id);
-            }
-        }
-        if let Some(set) = self.index.completed.get_mut(&s.volume_id) {
-            set.remove(&(s.start_time_ms, s.id.clone()));
-            if set.is_empty() {
-                self.index.completed.remove(&s.volume_id);
-            }
+    /// Removes snapshot `id` and its index entries (the caller marks it dirty).
+    pub(super) fn remove_snapshot(&mut self, id: &SnapshotId) {
+        if let Some(old) = self.snapshots.remove(id) {
+            self.index.remove(&old);
         }
     }
 

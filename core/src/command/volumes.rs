@@ -65,7 +65,7 @@ impl Records {
                 "Volume {id} has pending snapshots; delete it once they finish."
             )));
         }
-        self.volumes.remove(&id);
+        self.remove_volume(&id);
         self.forget_modification(&id);
         self.unhold(&Holder::Volume(id.clone()));
         self.dirty.insert(RecordKey::Volume(id));

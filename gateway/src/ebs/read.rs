@@ -173,7 +173,8 @@ pub async fn list_changed(
         Some(f) => Some(listable(ebs, caller, f).await?),
         None => None,
     };
-    if let Some(f) = &first {
+    // Two snapshots of one volume are related without reading any other.
+    if let Some(f) = first.as_ref().filter(|f| f.volume_id != second.volume_id || is_direct(f)) {
         let all: HashMap<SnapshotId, Snapshot> =
             ebs.ctx.snapshots().await?.into_iter().map(|s| (s.id.clone(), s)).collect();
         if !related(f, &second, &all) {

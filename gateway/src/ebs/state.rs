@@ -167,7 +167,7 @@ pub async fn readable(ebs: &Ebs, caller: &Caller, id: &str) -> Result<Snapshot, 
 /// manifest from the chunk nodes, which an archived snapshot has left.
 pub async fn listable(ebs: &Ebs, caller: &Caller, id: &str) -> Result<Snapshot, EbsError> {
     let s = readable(ebs, caller, id).await?;
-    if ebs.ctx.tierings().await?.get(&s.id).is_some_and(|t| !t.readable()) {
+    if ebs.ctx.tierings_of(vec![s.id.clone()]).await?.get(&s.id).is_some_and(|t| !t.readable()) {
         return Err(EbsError::invalid(
             Invalid::SnapshotId,
             format!(

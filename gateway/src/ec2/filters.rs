@@ -254,6 +254,66 @@ pub fn page<T>(
     Ok((rest, next))
 }
 
+/// The values of filter `name` when all are exact (no `*`, `?` or `\\`):
+/// the index a scan may walk for it. `None`: absent or a pattern.
+pub fn exact_values(filters: &[Filter], name: &str) -> Option<Vec<String>> {
+    let f = filters.iter().find(|f| f.name == name)?;
+    let exact = |v: &String| !v.contains(['*', '?', '\\']);
+    (!f.values.is_empty() && f.values.iter().all(exact)).then(|| f.values.clone())
+}
+
+/// The first exact `tag:Key` filter, as a scan's tag condition.
+pub fn exact_tag(filters: &[Filter]) -> Option<(String, Vec<String>)> {
+    filters.iter().find_map(|f| {
+        let key = f.name.strip_prefix("tag:")?;
+        Some((key.to_string(), exact_values(std::slice::from_ref(f), &f.name)?))
+    })
+}
+
+/// Walks the pages `fetch` gives (each already filtered, with the id to
+/// resume after) from the request's `token` until `max` items and one more
+/// are in hand or the pages end: the page, and the token of the next when
+/// more remain. `fetch` is asked for at most `want` items each time.
+pub async fn collect_pages<T, K, F, Fut>(
+    kind: &str,
+    key: impl Fn(&T) -> String,
+    max: Option<usize>,
+    token: Option<&str>,
+    parse: impl Fn(&str) -> Option<K>,
+    mut fetch: F,
+) -> Result<(Vec<T>, Option<String>), Ec2Error>
+where
+    F: FnMut(Option<K>, u32) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, Option<K>), Ec2Error>>,
+{
+    let mut cursor = match token {
+        Some(t) => {
+            let last = decode_token(kind, t)?;
+            let bad =
+                || Ec2Error::InvalidParameterValue(format!("Invalid value '{t}' for nextToken"));
+            Some(parse(&last).ok_or_else(bad)?)
+        }
+        None => None,
+    };
+    let mut out = Vec::new();
+    loop {
+        // The scan's own page size without a limit; else what is missing,
+        // with some slack for what the filters drop.
+        let want = max.map_or(0, |m| (m + 1 - out.len()).clamp(64, 10_000) as u32);
+        let (items, next) = fetch(cursor.take(), want).await?;
+        out.extend(items);
+        if let Some(m) = max.filter(|m| out.len() > *m) {
+            out.truncate(m);
+            let next = out.last().map(|l| encode_token(kind, &key(l)));
+            return Ok((out, next));
+        }
+        match next {
+            Some(n) => cursor = Some(n),
+            None => return Ok((out, None)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,7 +24,7 @@ use crate::ctx::Ctx;
 use crate::nodes::HostError;
 use crate::retry::write_retrying;
 use crate::tasks::Claim;
-use cairn_core::command::{Command, CommandOutput, MetaError};
+use cairn_core::command::{Command, CommandOutput, MetaError, SnapshotScan};
 use cairn_core::records::{SnapshotState, Volume, VolumeState};
 use cairn_core::VolumeId;
 use cairn_proto::MetaClientError;
@@ -154,8 +154,9 @@ pub fn spawn_finish_delete(ctx: &Arc<Ctx>, volume: Volume) {
     let c = ctx.clone();
     ctx.jobs.spawn(async move {
         let _claim = claim;
-        match c.snapshots().await {
-            Ok(s) if s.iter().any(|s| s.volume_id == volume.id && s.state == SnapshotState::Pending) => {
+        let scan = SnapshotScan { volumes: vec![volume.id.clone()], ..Default::default() };
+        match c.snapshots_where(scan).await {
+            Ok(s) if s.iter().any(|s| s.state == SnapshotState::Pending) => {
                 tracing::info!(volume = %volume.id, "deleting volume has a pending snapshot; later");
                 return;
             }

@@ -9,7 +9,7 @@ use crate::ec2::records;
 use crate::ec2::xml::{snapshot_members, success_body, RenderCtx};
 use crate::http::auth::Caller;
 use crate::jobs;
-use cairn_core::command::{Command, CommandOutput};
+use cairn_core::command::{Command, CommandOutput, SnapshotScan};
 use cairn_core::records::{Snapshot, SnapshotSharing, SnapshotState, VolumeState, RECORD_VERSION};
 use cairn_core::time::now_ms;
 use cairn_core::{OutpostId, SnapshotId, VolumeId};
@@ -187,6 +187,47 @@ pub fn visible(
     owner_ok && restorable_ok
 }
 
+/// Keeps of `batch` what the caller asked to see: visible under `Owner.N` and
+/// `RestorableBy.N`, other accounts' tags cleared, the filters matched.
+async fn select(
+    ctx: &Ctx,
+    me: &str,
+    input: &DescribeSnapshotsInput,
+    batch: Vec<Snapshot>,
+) -> Result<Vec<Snapshot>, Ec2Error> {
+    if batch.is_empty() {
+        return Ok(batch);
+    }
+    let sharings = ctx.sharings_of(batch.iter().map(|s| s.id.clone()).collect()).await?;
+    let mut kept: Vec<Snapshot> = batch
+        .into_iter()
+        .filter(|s| visible(s, sharings.get(&s.id), me, &input.owners, &input.restorable_by))
+        .collect();
+    for s in kept.iter_mut().filter(|s| s.owner != me) {
+        // Tags belong to the account that set them: a grantee sees none of the owner's.
+        s.tags.clear();
+    }
+    kept.retain(|s| filters::matches(s, &input.filters, filters::snapshot_values));
+    Ok(kept)
+}
+
+/// The scan that walks the narrowest index the request allows: the filters
+/// with exact values (a tag, volume ids) and `Owner.N` naming only the
+/// caller narrow it; `select` still checks everything on each record.
+fn scan_for(me: &str, input: &DescribeSnapshotsInput) -> SnapshotScan {
+    let only_me = !input.owners.is_empty() && input.owners.iter().all(|o| o == "self" || o == me);
+    let volumes = filters::exact_values(&input.filters, "volume-id")
+        .map(|v| v.iter().filter_map(|id| VolumeId::parse(id)).collect())
+        .unwrap_or_default();
+    SnapshotScan {
+        visible_to: Some(me.to_string()),
+        owner: only_me.then(|| me.to_string()),
+        volumes,
+        tag: filters::exact_tag(&input.filters),
+        ..Default::default()
+    }
+}
+
 pub async fn describe(
     ctx: &Arc<Ctx>,
     caller: &Caller,
@@ -194,37 +235,47 @@ pub async fn describe(
     input: DescribeSnapshotsInput,
 ) -> Result<String, Ec2Error> {
     let me = caller.account_id.as_str();
-    let sharings = ctx.sharings().await?;
-    let tierings = ctx.tierings().await?;
-    let sharing_of = |s: &Snapshot| sharings.get(&s.id);
-    // What the caller may see at all: a named snapshot outside it does not exist.
-    let mut snaps: Vec<Snapshot> = ctx
-        .snapshots()
-        .await?
-        .into_iter()
-        .filter(|s| visible(s, sharing_of(s), me, &[], &[]))
-        .collect();
-    if let Some(missing) = input.snapshot_ids.iter().find(|id| !snaps.iter().any(|s| &s.id == *id))
-    {
-        return Err(Ec2Error::SnapshotNotFound(missing.to_string()));
-    }
-    snaps.retain(|s| {
-        visible(s, sharing_of(s), me, &input.owners, &input.restorable_by)
-            && (input.snapshot_ids.is_empty() || input.snapshot_ids.contains(&s.id))
-    });
-    for s in snaps.iter_mut().filter(|s| s.owner != me) {
-        // Tags belong to the account that set them: a grantee sees none of the owner's.
-        s.tags.clear();
-    }
-    snaps.retain(|s| filters::matches(s, &input.filters, filters::snapshot_values));
-    snaps.sort_by(|a, b| a.id.cmp(&b.id));
-    let (page, next) = filters::page(
-        snaps,
-        |s| s.id.to_string(),
-        "snap",
-        input.max_results,
-        input.next_token.as_deref(),
-    )?;
+    let key = |s: &Snapshot| s.id.to_string();
+    let (page, next) = if input.snapshot_ids.is_empty() {
+        let scan = scan_for(me, &input);
+        if scan.volumes.is_empty() && filters::exact_values(&input.filters, "volume-id").is_some() {
+            // Exact volume ids none of which is well formed: nothing matches.
+            (Vec::new(), None)
+        } else {
+            filters::collect_pages(
+                "snap",
+                key,
+                input.max_results,
+                input.next_token.as_deref(),
+                SnapshotId::parse,
+                |after, limit| {
+                    let scan = SnapshotScan { after, limit, ..scan.clone() };
+                    let input = &input;
+                    async move {
+                        let page = ctx.snapshot_page(scan).await?;
+                        Ok((select(ctx, me, input, page.items).await?, page.next))
+                    }
+                },
+            )
+            .await?
+        }
+    } else {
+        // What the caller may see at all: a named snapshot outside it does not exist.
+        let scan = SnapshotScan {
+            ids: input.snapshot_ids.clone(),
+            visible_to: Some(me.to_string()),
+            ..Default::default()
+        };
+        let named = ctx.snapshots_where(scan).await?;
+        if let Some(missing) =
+            input.snapshot_ids.iter().find(|id| !named.iter().any(|s| &s.id == *id))
+        {
+            return Err(Ec2Error::SnapshotNotFound(missing.to_string()));
+        }
+        let kept = select(ctx, me, &input, named).await?;
+        filters::page(kept, key, "snap", input.max_results, input.next_token.as_deref())?
+    };
+    let tierings = ctx.tierings_of(page.iter().map(|s| s.id.clone()).collect()).await?;
     let cx = RenderCtx::new(&ctx.config, "");
     Ok(success_body("DescribeSnapshots", rid, |w| {
         w.set("snapshotSet", &page, |w, s| {

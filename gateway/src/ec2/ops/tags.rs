@@ -7,7 +7,7 @@ use crate::ec2::params::{check_tag_key, check_tags, Filter, Params, MAX_TAGS};
 use crate::ec2::records;
 use crate::ec2::xml::success_body;
 use crate::http::auth::Caller;
-use cairn_core::command::Command;
+use cairn_core::command::{Command, SnapshotScan, VolumeScan};
 use cairn_core::records::{Snapshot, Volume};
 use cairn_core::{SnapshotId, VolumeId};
 use std::collections::BTreeMap;
@@ -149,10 +149,11 @@ pub async fn describe(
     rid: &str,
     input: DescribeTagsInput,
 ) -> Result<String, Ec2Error> {
+    let owner = Some(caller.account_id.clone());
     let volumes: Vec<Volume> =
-        ctx.volumes().await?.into_iter().filter(|v| v.owner == caller.account_id).collect();
+        ctx.volumes_where(VolumeScan { owner: owner.clone(), ..Default::default() }).await?;
     let snapshots: Vec<Snapshot> =
-        ctx.snapshots().await?.into_iter().filter(|s| s.owner == caller.account_id).collect();
+        ctx.snapshots_where(SnapshotScan { owner, ..Default::default() }).await?;
     let items: Vec<filters::TagItem> = filters::tag_items(&volumes, &snapshots)
         .into_iter()
         .filter(|t| filters::matches(t, &input.filters, filters::tag_item_values))

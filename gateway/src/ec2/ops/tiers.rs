@@ -10,7 +10,7 @@ use crate::ec2::params::{snapshot_id, Filter, Params};
 use crate::ec2::records;
 use crate::ec2::xml::{success_body, tag_set};
 use crate::http::auth::Caller;
-use cairn_core::command::{Command, CommandOutput, TierOp};
+use cairn_core::command::{Command, CommandOutput, SnapshotScan, TierOp};
 use cairn_core::records::Snapshot;
 use cairn_core::tiering::SnapshotTiering;
 use cairn_core::time::iso8601_ms;
@@ -148,12 +148,16 @@ pub async fn describe(
     rid: &str,
     input: DescribeTierInput,
 ) -> Result<String, Ec2Error> {
+    // Snapshots ever archived are few beside all snapshots: those first.
     let tierings = ctx.tierings().await?;
-    let mut items: Vec<(Snapshot, SnapshotTiering)> = ctx
-        .snapshots()
-        .await?
+    let scan = SnapshotScan {
+        ids: tierings.keys().cloned().collect(),
+        owner: Some(caller.account_id.clone()),
+        ..Default::default()
+    };
+    let owned = if scan.ids.is_empty() { Vec::new() } else { ctx.snapshots_where(scan).await? };
+    let mut items: Vec<(Snapshot, SnapshotTiering)> = owned
         .into_iter()
-        .filter(|s| s.owner == caller.account_id)
         .filter_map(|s| tierings.get(&s.id).cloned().map(|t| (s, t)))
         .filter(|item| filters::matches(item, &input.filters, tier_values))
         .collect();

@@ -11,7 +11,7 @@ use crate::http::auth::Caller;
 use crate::jobs;
 use crate::jobs::volumes::VolumeJobError;
 use crate::nodes::{choose_host, HostError};
-use cairn_core::command::{Command, CommandOutput};
+use cairn_core::command::{Command, CommandOutput, SnapshotScan, VolumeScan};
 use cairn_core::records::{SnapshotState, Volume, VolumeState, RECORD_VERSION};
 use cairn_core::time::now_ms;
 use cairn_core::{OutpostId, SnapshotId, VolumeId};
@@ -204,7 +204,8 @@ pub async fn create(
             )));
         }
         if snap.storage_tier == "archive" {
-            let readable = ctx.tierings().await?.get(sid).is_none_or(|t| t.readable());
+            let readable =
+                ctx.tierings_of(vec![sid.clone()]).await?.get(sid).is_none_or(|t| t.readable());
             if !readable {
                 return Err(Ec2Error::IncorrectState(format!(
                     "Snapshot '{sid}' is archived; restore it (RestoreSnapshotTier) first."
@@ -361,28 +362,45 @@ pub async fn describe(
     rid: &str,
     input: DescribeVolumesInput,
 ) -> Result<String, Ec2Error> {
-    let mut volumes: Vec<Volume> =
-        ctx.volumes().await?.into_iter().filter(|v| v.owner == caller.account_id).collect();
-    if !input.volume_ids.is_empty() {
+    let az_id = |az: &str| ctx.config.az_id(az);
+    let keep = |v: &Volume| {
+        filters::matches(v, &input.filters, |v, n| filters::volume_values(v, n, &az_id))
+    };
+    let key = |v: &Volume| v.id.to_string();
+    // The caller's own volumes, through the narrowest index the request allows.
+    let scan = VolumeScan {
+        owner: Some(caller.account_id.clone()),
+        ids: input.volume_ids.clone(),
+        tag: filters::exact_tag(&input.filters),
+        ..Default::default()
+    };
+    let (page, next) = if input.volume_ids.is_empty() {
+        filters::collect_pages(
+            "vol",
+            key,
+            input.max_results,
+            input.next_token.as_deref(),
+            VolumeId::parse,
+            |after, limit| {
+                let scan = VolumeScan { after, limit, ..scan.clone() };
+                let keep = &keep;
+                async move {
+                    let page = ctx.volume_page(scan).await?;
+                    Ok((page.items.into_iter().filter(|v| keep(v)).collect(), page.next))
+                }
+            },
+        )
+        .await?
+    } else {
+        let mut named = ctx.volumes_where(scan).await?;
         if let Some(missing) =
-            input.volume_ids.iter().find(|id| !volumes.iter().any(|v| &v.id == *id))
+            input.volume_ids.iter().find(|id| !named.iter().any(|v| &v.id == *id))
         {
             return Err(Ec2Error::VolumeNotFound(missing.to_string()));
         }
-        volumes.retain(|v| input.volume_ids.contains(&v.id));
-    }
-    let az_id = |az: &str| ctx.config.az_id(az);
-    volumes.retain(|v| {
-        filters::matches(v, &input.filters, |v, n| filters::volume_values(v, n, &az_id))
-    });
-    volumes.sort_by(|a, b| a.id.cmp(&b.id));
-    let (page, next) = filters::page(
-        volumes,
-        |v| v.id.to_string(),
-        "vol",
-        input.max_results,
-        input.next_token.as_deref(),
-    )?;
+        named.retain(|v| keep(v));
+        filters::page(named, key, "vol", input.max_results, input.next_token.as_deref())?
+    };
     Ok(success_body("DescribeVolumes", rid, |w| {
         w.set("volumeSet", &page, |w, v| {
             described_volume(w, v, &RenderCtx::new(&ctx.config, &v.az))
@@ -402,10 +420,9 @@ pub async fn delete(
         return Err(Ec2Error::VolumeInUse(format!("Volume {id} is currently attached.")));
     }
     let pending = || async {
-        let snaps = ctx.snapshots().await?;
-        Ok::<bool, Ec2Error>(
-            snaps.iter().any(|s| s.volume_id == id && s.state == SnapshotState::Pending),
-        )
+        let scan = SnapshotScan { volumes: vec![id.clone()], ..Default::default() };
+        let snaps = ctx.snapshots_where(scan).await?;
+        Ok::<bool, Ec2Error>(snaps.iter().any(|s| s.state == SnapshotState::Pending))
     };
     if pending().await? {
         return Err(Ec2Error::IncorrectState(format!(
