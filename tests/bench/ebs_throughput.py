@@ -36,7 +36,7 @@ def rust_client(env, streams, total_mib):
     """The same workload from `ebs_bench` (tests/src/bin/ebs_bench.rs): one
     tokio task per connection, so the client is not what bounds it."""
     r = subprocess.run([str(RUST_CLIENT), "--streams", str(streams), "--mib", str(total_mib)],
-                       env={**os.environ, **env}, capture_output=True, text=True)
+                       env={**os.environ, **env, "RUST_BACKTRACE": "0"}, capture_output=True, text=True)
     if r.returncode != 0:
         sys.exit(f"ebs_bench failed:\n{r.stderr[-3000:]}")
     out = json.loads(r.stdout)

@@ -65,7 +65,7 @@ async fn read_all(ctx: &Ctx, region: &Region, ids: &[ChunkId]) -> Result<Vec<Vec
 }
 
 async fn read_one(ctx: &Ctx, region: &Region, id: ChunkId) -> Result<Vec<u8>, String> {
-    get_chunk(ctx, region, id).await.map_err(|e| format!("chunk {id}: {e}"))
+    get_chunk(ctx, region, id).await.map(Vec::from).map_err(|e| format!("chunk {id}: {e}"))
 }
 
 /// Writes `snap`'s archive and checks it; answers where it is.
@@ -94,7 +94,7 @@ pub async fn archive(
     for (_, page_id) in &root.pages {
         let page_bytes = get_chunk(ctx, &region, *page_id).await.map_err(|e| e.to_string())?;
         let page = ManifestPage::decode(&page_bytes).map_err(|e| e.to_string())?;
-        w.add(*page_id, page_bytes).await?;
+        w.add(*page_id, page_bytes.into()).await?;
         for batch in page.entries.chunks(256) {
             let ids: Vec<ChunkId> = batch.iter().map(|(_, c)| *c).collect();
             for (id, data) in ids.iter().zip(read_all(ctx, &region, &ids).await?) {
@@ -105,7 +105,7 @@ pub async fn archive(
             report.progress((done * 80 / total) as u8).await;
         }
     }
-    w.add(root_id, root_bytes).await?;
+    w.add(root_id, root_bytes.into()).await?;
     if !w.pack.is_empty() {
         w.flush().await?;
     }

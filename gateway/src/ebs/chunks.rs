@@ -86,13 +86,17 @@ pub async fn put_chunk(
     ctx: &Ctx,
     region: &Region,
     id: ChunkId,
-    data: &[u8],
+    data: bytes::Bytes,
 ) -> Result<(), EbsError> {
-    let puts = region.replicas(&id).into_iter().map(|node| async move {
-        let mut c = ctx.nodes.chunk_store(node)?;
-        let req =
-            pb::PutChunkRequest { id: id.0.to_vec(), data: bytes::Bytes::copy_from_slice(data) };
-        call(&node.node_id, CALL_SECS, c.put_chunk(req)).await.map(|_| ())
+    // Every replica's request shares the one buffer (a copy per replica was
+    // a fifth of the gateway's CPU in PutSnapshotBlock's profile).
+    let puts = region.replicas(&id).into_iter().map(|node| {
+        let data = data.clone();
+        async move {
+            let mut c = ctx.nodes.chunk_store(node)?;
+            let req = pb::PutChunkRequest { id: id.0.to_vec(), data };
+            call(&node.node_id, CALL_SECS, c.put_chunk(req)).await.map(|_| ())
+        }
     });
     for r in join_all(puts).await {
         r?;
@@ -162,14 +166,14 @@ pub async fn put_on(
 }
 
 /// The verified bytes of `id`, from its replicas first, then any node.
-pub async fn get_chunk(ctx: &Ctx, region: &Region, id: ChunkId) -> Result<Vec<u8>, EbsError> {
+pub async fn get_chunk(ctx: &Ctx, region: &Region, id: ChunkId) -> Result<bytes::Bytes, EbsError> {
     let mut last: Option<HostError> = None;
     for node in region.search_order(&id) {
         let mut c = ctx.nodes.chunk_store(node)?;
         match call(&node.node_id, CALL_SECS, c.get_chunk(pb::GetChunkRequest { id: id.0.to_vec() }))
             .await
         {
-            Ok(r) if ChunkId::of(&r.data) == id => return Ok(r.data.into()),
+            Ok(r) if ChunkId::of(&r.data) == id => return Ok(r.data),
             Ok(_) => {
                 tracing::error!(chunk = %id, node = %node.node_id, "chunk node sent corrupt bytes")
             }

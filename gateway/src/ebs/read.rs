@@ -114,8 +114,13 @@ pub async fn get_block(
     if data.len() > BLOCK_SIZE {
         return Err(EbsError::Internal(format!("chunk {chunk} is larger than a block")));
     }
-    // A short last block of a volume reads as a whole block, zero-padded.
-    data.resize(BLOCK_SIZE, 0);
+    if data.len() < BLOCK_SIZE {
+        // A short last block of a volume reads as a whole block, zero-padded
+        // (a whole one is sent as received, without a copy).
+        let mut padded = data.to_vec();
+        padded.resize(BLOCK_SIZE, 0);
+        data = padded.into();
+    }
     let sum = checksum::to_b64(&checksum::sha256(&data));
     let mut resp = Response::new(Body::from(data));
     let h = resp.headers_mut();

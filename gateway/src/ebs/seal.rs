@@ -140,8 +140,8 @@ async fn seal_once(ebs: &Ebs, snap: &Snapshot) -> Result<(ChunkId, u64), EbsErro
     };
     // Pages first, root last: a root is never stored before what it names.
     for (id, bytes) in &built.pages {
-        put_chunk(ctx, &region, *id, bytes).await?;
+        put_chunk(ctx, &region, *id, bytes::Bytes::copy_from_slice(bytes)).await?;
     }
-    put_chunk(ctx, &region, built.root_id, &built.root).await?;
+    put_chunk(ctx, &region, built.root_id, bytes::Bytes::copy_from_slice(&built.root)).await?;
     Ok((built.root_id, built.data_blocks * BLOCK_SIZE as u64))
 }

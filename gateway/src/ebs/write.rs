@@ -139,7 +139,7 @@ pub async fn put(
 
     let region = Region::load(&ebs.ctx).await?;
     if let Some(c) = chunk {
-        put_chunk(&ebs.ctx, &region, c, &body).await?;
+        put_chunk(&ebs.ctx, &region, c, body.clone()).await?;
     }
     drop(body);
     let entry = StagingEntry {

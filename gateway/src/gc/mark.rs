@@ -75,7 +75,7 @@ impl Sources {
             .chain(self.domains.iter().filter(|(k, _)| **k != home).map(|(_, r)| r));
         for region in order {
             match get_chunk(ctx, region, id).await {
-                Ok(b) => return Ok(b),
+                Ok(b) => return Ok(b.into()),
                 Err(e) => last = e.to_string(),
             }
         }

@@ -76,21 +76,22 @@ impl Conn {
         body: &[u8],
     ) -> anyhow::Result<(u16, Vec<u8>)> {
         let date = amz_date();
+        // As botocore: only PutSnapshotBlock's body goes unsigned (its
+        // signed x-amz-checksum header covers it).
+        let payload = if method == "PUT" {
+            "UNSIGNED-PAYLOAD".to_string()
+        } else {
+            cairn_core::sigv4::sha256_hex(body)
+        };
         let mut headers: Vec<(String, String)> = vec![
             ("host".into(), ep.host.clone()),
             ("x-amz-date".into(), date.clone()),
-            ("x-amz-content-sha256".into(), "UNSIGNED-PAYLOAD".into()),
+            ("x-amz-content-sha256".into(), payload.clone()),
         ];
         headers.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
         let scope =
             Scope { date: date[..8].to_string(), region: ep.region.clone(), service: "ebs".into() };
-        let parts = SignedParts {
-            method,
-            path,
-            query,
-            headers: &headers,
-            payload_hash: "UNSIGNED-PAYLOAD",
-        };
+        let parts = SignedParts { method, path, query, headers: &headers, payload_hash: &payload };
         let auth = authorization(&ep.key, &ep.secret, &date, &scope, &parts);
         let qs: Vec<String> = query
             .iter()
