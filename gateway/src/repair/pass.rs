@@ -253,7 +253,7 @@ async fn copy_chunk(
     targets: Vec<usize>,
 ) -> Vec<(usize, bool)> {
     let data = match get_chunk(ctx, region, id).await {
-        Ok(d) => bytes::Bytes::from(d),
+        Ok(d) => d,
         Err(e) => {
             tracing::error!(chunk = %id, error = %e, "no verified copy to re-replicate from");
             return targets.into_iter().map(|t| (t, false)).collect();
