@@ -133,9 +133,25 @@ impl Ctx {
         }
     }
 
-    /// Every snapshot, read a page at a time (no answer near the message limit).
+    /// Every snapshot, read a page at a time (no answer near the message
+    /// limit). The pages are read one after another, so they do not show one
+    /// instant: passes whose safety needs one (GC's mark) use
+    /// [`Ctx::snapshots_at_once`].
     pub async fn snapshots(&self) -> Result<Vec<Snapshot>, MetaClientError> {
         self.snapshots_where(SnapshotScan::default()).await
+    }
+
+    /// Every snapshot as the leader's records stood at one instant, in one
+    /// answer. Garbage collection's mark needs that: between two page reads a
+    /// child could complete (releasing its hold on its parent's manifest) and
+    /// its parent be deleted, and pages read on either side would show
+    /// neither. One answer is bounded by the message limit (64 MiB, a few
+    /// hundred thousand snapshots at their usual size).
+    pub async fn snapshots_at_once(&self) -> Result<Vec<Snapshot>, MetaClientError> {
+        match self.meta.read(&Query::Snapshots).await? {
+            QueryOutput::Snapshots(s) => Ok(s),
+            _ => Err(unexpected("Snapshots")),
+        }
     }
 
     /// One page of the snapshots `scan` selects.

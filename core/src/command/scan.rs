@@ -23,7 +23,36 @@ fn visible(owner: &str, sharing: Option<&SnapshotSharing>, account: &str) -> boo
 /// Walks `candidates` (ids in order, at most [`MAX_SCAN_PAGE`]: more may
 /// follow when there are that many) and keeps the records `keep` accepts, at
 /// most `limit`.
-fn page<K: Ord + Clone, T: Clone>(
+/// Most bytes of records one page carries, as [`Weigh`] estimates them: a
+/// page of large records (many long tags) ends early, far below the 64 MiB
+/// message limit, with `next` set.
+pub const MAX_PAGE_BYTES: usize = 16 << 20;
+
+/// About how many bytes a record takes encoded: its variable-length fields
+/// plus a generous allowance for the fixed ones.
+trait Weigh {
+    fn weight(&self) -> usize;
+}
+
+fn tags_weight(tags: &BTreeMap<String, String>) -> usize {
+    tags.iter().map(|(k, v)| k.len() + v.len() + 16).sum()
+}
+
+impl Weigh for Snapshot {
+    fn weight(&self) -> usize {
+        512 + self.description.len()
+            + self.state_message.as_ref().map_or(0, String::len)
+            + tags_weight(&self.tags)
+    }
+}
+
+impl Weigh for Volume {
+    fn weight(&self) -> usize {
+        512 + tags_weight(&self.tags)
+    }
+}
+
+fn page<K: Ord + Clone, T: Clone + Weigh>(
     candidates: Vec<K>,
     table: &BTreeMap<K, T>,
     limit: u32,
@@ -34,13 +63,15 @@ fn page<K: Ord + Clone, T: Clone>(
     let truncated = candidates.len() >= MAX_SCAN_PAGE as usize;
     let total = candidates.len();
     let mut items = Vec::new();
+    let mut bytes = 0;
     let mut last = None;
     for (seen, id) in (1..).zip(candidates) {
         if let Some(rec) = table.get(&id).filter(|r| keep(r)) {
+            bytes += rec.weight();
             items.push(rec.clone());
         }
         last = Some(id);
-        if items.len() == limit {
+        if items.len() == limit || bytes >= MAX_PAGE_BYTES {
             let next = if seen < total || truncated { last } else { None };
             return Page { items, next };
         }

@@ -231,3 +231,45 @@ fn indexes_are_rebuilt_on_load_and_emptied_by_deletes() {
     assert_eq!(r.index, Default::default(), "no index entry outlives its snapshot");
     assert_eq!(r.volume_index, Default::default(), "no index entry outlives its volume");
 }
+
+#[test]
+fn pages_of_large_records_end_early_and_still_cover_everything() {
+    let mut r = Records::default();
+    let v = volume(None);
+    r.apply(Command::CreateVolume { volume: v.clone(), client_token: None }).unwrap();
+    // 50 tags of 128 + 256 characters: about 20 KB a record, so 10,000 of
+    // them would be 200 MB, far past the message limit.
+    let tags: std::collections::BTreeMap<String, String> =
+        (0..50).map(|i| (format!("{i:0>128}"), "v".repeat(256))).collect();
+    for n in 0..1200 {
+        let mut s = snapshot(&v, n, None);
+        s.tags = tags.clone();
+        let s = create(&mut r, s, "gw", n).unwrap();
+        complete(&mut r, &s.id, "gw", n).unwrap();
+    }
+    let mut scan = SnapshotScan::default();
+    let (mut pages, mut seen) = (0, Vec::new());
+    loop {
+        let QueryOutput::SnapshotPage(Page { items, next }) =
+            r.query(&Query::SnapshotScan(scan.clone()))
+        else {
+            panic!("a page expected")
+        };
+        pages += 1;
+        let bytes: usize = items
+            .iter()
+            .map(|s| {
+                crate::records::encode_record(&crate::records::Record::Snapshot(s.clone())).len()
+            })
+            .sum();
+        assert!(bytes < 32 << 20, "page {pages} carries {bytes} bytes");
+        seen.extend(items.into_iter().map(|s| s.id));
+        match next {
+            Some(n) => scan.after = Some(n),
+            None => break,
+        }
+    }
+    assert!(pages >= 2, "1,200 records of 20 KB fit one page");
+    let all: Vec<SnapshotId> = snapshots(&r).into_iter().map(|s| s.id).collect();
+    assert_eq!(seen, all);
+}

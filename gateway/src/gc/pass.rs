@@ -157,7 +157,7 @@ pub(crate) async fn roots(
     ctx: &Ctx,
     holders: &GcHolders,
 ) -> Result<(Vec<Root>, u64, bool), String> {
-    let snapshots = ctx.snapshots().await.map_err(|e| e.to_string())?;
+    let snapshots = ctx.snapshots_at_once().await.map_err(|e| e.to_string())?;
     // An archived snapshot that is not restored lets go of its chunks: its
     // content is in the archive store (read after the snapshots, so a
     // restore that completed in between is seen and marked).

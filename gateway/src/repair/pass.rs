@@ -77,7 +77,7 @@ pub async fn run_pass(ctx: &Ctx) -> Result<RepairReport, String> {
 /// The manifests to keep at RF: completed snapshots' and the parents
 /// pending snapshots hold.
 async fn live_roots(ctx: &Ctx) -> Result<Vec<Root>, String> {
-    let snapshots = ctx.snapshots().await.map_err(|e| e.to_string())?;
+    let snapshots = ctx.snapshots_at_once().await.map_err(|e| e.to_string())?;
     let h = holders(ctx).await?;
     let jobs = ctx.copy_jobs().await.map_err(|e| e.to_string())?;
     let mut out: Vec<Root> = snapshots

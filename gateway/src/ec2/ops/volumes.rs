@@ -367,11 +367,13 @@ pub async fn describe(
         filters::matches(v, &input.filters, |v, n| filters::volume_values(v, n, &az_id))
     };
     let key = |v: &Volume| v.id.to_string();
-    // The caller's own volumes, through the narrowest index the request allows.
+    // The caller's own volumes, through the narrowest index the request
+    // allows; named volumes must exist whatever the filters say, so their
+    // scan is by id alone.
     let scan = VolumeScan {
         owner: Some(caller.account_id.clone()),
         ids: input.volume_ids.clone(),
-        tag: filters::exact_tag(&input.filters),
+        tag: input.volume_ids.is_empty().then(|| filters::exact_tag(&input.filters)).flatten(),
         ..Default::default()
     };
     let (page, next) = if input.volume_ids.is_empty() {
