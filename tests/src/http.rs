@@ -78,3 +78,35 @@ fn dechunk(mut s: &str) -> String {
     }
     out
 }
+
+/// Reads one HTTP/1.1 answer from a keep-alive connection: the status and
+/// the body of `Content-Length` bytes (chunked answers are not expected
+/// from the servers the benchmarks talk to, and are an error).
+pub async fn read_answer<R>(stream: &mut R) -> anyhow::Result<(u16, Vec<u8>)>
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+{
+    use anyhow::Context as _;
+    use tokio::io::AsyncBufReadExt as _;
+    let mut line = String::new();
+    stream.read_line(&mut line).await?;
+    let status: u16 =
+        line.split_whitespace().nth(1).context("a status line")?.parse().context("a status")?;
+    let mut length = None;
+    loop {
+        line.clear();
+        stream.read_line(&mut line).await?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = Some(v.trim().parse::<usize>()?);
+            }
+        }
+    }
+    let mut body = vec![0u8; length.context("no content-length (chunked answers are not read)")?];
+    stream.read_exact(&mut body).await?;
+    Ok((status, body))
+}

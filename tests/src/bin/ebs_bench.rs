@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 const BLOCK: usize = 524_288;
@@ -116,33 +116,7 @@ impl Conn {
         let s = self.stream.get_mut();
         s.write_all(head.as_bytes()).await?;
         s.write_all(body).await?;
-        self.read_answer().await
-    }
-
-    async fn read_answer(&mut self) -> anyhow::Result<(u16, Vec<u8>)> {
-        let mut line = String::new();
-        self.stream.read_line(&mut line).await?;
-        let status: u16 =
-            line.split_whitespace().nth(1).context("a status line")?.parse().context("a status")?;
-        let mut length = 0usize;
-        loop {
-            line.clear();
-            self.stream.read_line(&mut line).await?;
-            let l = line.trim_end();
-            if l.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = l.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    length = v.trim().parse()?;
-                } else if k.eq_ignore_ascii_case("transfer-encoding") {
-                    bail!("chunked answers are not read here");
-                }
-            }
-        }
-        let mut body = vec![0u8; length];
-        self.stream.read_exact(&mut body).await?;
-        Ok((status, body))
+        cairn_tests::http::read_answer(&mut self.stream).await
     }
 }
 

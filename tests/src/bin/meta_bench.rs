@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 const OWNER: &str = "123456789012";
@@ -291,26 +291,7 @@ impl HttpConn {
             body.len()
         );
         self.stream.get_mut().write_all(req.as_bytes()).await?;
-        let mut line = String::new();
-        self.stream.read_line(&mut line).await?;
-        let status: u16 = line.split_whitespace().nth(1).context("no status")?.parse()?;
-        let mut length = None;
-        loop {
-            line.clear();
-            self.stream.read_line(&mut line).await?;
-            let l = line.trim_end();
-            if l.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = l.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    length = Some(v.trim().parse::<usize>()?);
-                }
-            }
-        }
-        let mut body =
-            vec![0u8; length.context("no content-length (chunked replies are not expected)")?];
-        self.stream.read_exact(&mut body).await?;
+        let (status, body) = cairn_tests::http::read_answer(&mut self.stream).await?;
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
     }
 }
