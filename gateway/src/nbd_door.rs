@@ -43,6 +43,12 @@ const UPSTREAM_CONNECT: Duration = Duration::from_secs(5);
 const UPSTREAM_HANDSHAKE: Duration = Duration::from_secs(10);
 /// How long a client may take over its handshake before it is dropped.
 const CLIENT_HANDSHAKE: Duration = Duration::from_secs(60);
+/// A volume host that stops acknowledging what the door sends (crashed, its
+/// network cut, its address changed by a reconnect) ends the connection
+/// after this long, so the client gets an error and retries (through any
+/// gateway, to wherever the host is now) instead of waiting for ever on a
+/// connection that cannot recover. Keepalive probes find an idle one dead.
+const UPSTREAM_STALL: Duration = Duration::from_secs(30);
 /// Splice buffer per direction. READ replies are up to several MiB; tokio's
 /// default 8 KiB buffer turns each into hundreds of read/write syscalls.
 const SPLICE_BUFFER: usize = 1 << 20;
@@ -117,6 +123,18 @@ impl DoorTls {
     }
 }
 
+/// See [`UPSTREAM_STALL`]: unacknowledged data for that long, or an idle
+/// connection whose keepalive probes go unanswered, ends it.
+fn watch_liveness(s: &TcpStream) -> std::io::Result<()> {
+    let sock = socket2::SockRef::from(s);
+    sock.set_tcp_user_timeout(Some(UPSTREAM_STALL))?;
+    let probes = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(10))
+        .with_interval(Duration::from_secs(5))
+        .with_retries(4);
+    sock.set_tcp_keepalive(&probes)
+}
+
 /// Opens and negotiates the upstream connection for `volume`.
 async fn open_upstream(
     addr: &str,
@@ -130,6 +148,7 @@ async fn open_upstream(
         .map_err(|_| timeout())?
         .map_err(|source| DoorError::Connect { addr: addr.to_string(), source })?;
     up.set_nodelay(true).map_err(|source| DoorError::Connect { addr: addr.to_string(), source })?;
+    watch_liveness(&up).map_err(|source| DoorError::Connect { addr: addr.to_string(), source })?;
     let handshake = async move {
         match tls {
             Some(tls) => {
@@ -252,6 +271,17 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn an_upstream_connection_that_stops_answering_ends() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let up = TcpStream::connect(listener.local_addr().expect("addr")).await.expect("connect");
+        watch_liveness(&up).expect("options");
+        let sock = socket2::SockRef::from(&up);
+        assert_eq!(sock.tcp_user_timeout().expect("user timeout"), Some(UPSTREAM_STALL));
+        assert!(sock.keepalive().expect("keepalive"));
+        assert_eq!(sock.tcp_keepalive_time().expect("idle"), Duration::from_secs(10));
+    }
 
     /// Volumes at fixed addresses.
     struct Fixed(HashMap<String, String>);
