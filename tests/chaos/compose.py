@@ -287,7 +287,8 @@ def _flip_bytes(f, rng):
     """Rot in a regional chunk node's pack files, under the running node."""
     node = rng.choice(REGIONAL_CHUNKS)
     f.flipped = (node, corrupt_found(f.cluster.gateways[0], node))
-    hit = disk.flip_records(_data_dir(f, node) / "chunks" / "packs", rng, 8)
+    capacity = os.environ.get("CHAOS_CAPACITY") == "1"
+    hit = disk.flip_records(_data_dir(f, node) / "chunks" / "packs", rng, 8, open_only=capacity)
     return f"{len(hit)} records on {node}"
 
 
