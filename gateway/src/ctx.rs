@@ -95,19 +95,11 @@ impl Ctx {
     }
 
     /// Every volume `scan` selects, page by page.
-    pub async fn volumes_where(
-        &self,
-        mut scan: VolumeScan,
-    ) -> Result<Vec<Volume>, MetaClientError> {
-        let mut out = Vec::new();
-        loop {
-            let page = self.volume_page(scan.clone()).await?;
-            out.extend(page.items);
-            match page.next {
-                Some(next) => scan.after = Some(next),
-                None => return Ok(out),
-            }
-        }
+    pub async fn volumes_where(&self, scan: VolumeScan) -> Result<Vec<Volume>, MetaClientError> {
+        every_page(scan.after.clone(), |after| {
+            self.volume_page(VolumeScan { after, ..scan.clone() })
+        })
+        .await
     }
 
     /// Volumes and snapshots by state.
@@ -168,17 +160,12 @@ impl Ctx {
     /// Every snapshot `scan` selects, page by page.
     pub async fn snapshots_where(
         &self,
-        mut scan: SnapshotScan,
+        scan: SnapshotScan,
     ) -> Result<Vec<Snapshot>, MetaClientError> {
-        let mut out = Vec::new();
-        loop {
-            let page = self.snapshot_page(scan.clone()).await?;
-            out.extend(page.items);
-            match page.next {
-                Some(next) => scan.after = Some(next),
-                None => return Ok(out),
-            }
-        }
+        every_page(scan.after.clone(), |after| {
+            self.snapshot_page(SnapshotScan { after, ..scan.clone() })
+        })
+        .await
     }
 
     /// The tiering records of `ids` (those that have one), by snapshot.
@@ -303,5 +290,24 @@ impl Ctx {
             .into_iter()
             .find(|n| n.node_id == node_id)
             .ok_or_else(|| HostError::UnknownNode(node_id.to_string())))
+    }
+}
+
+/// Every item of the pages `fetch` reads, from the one after `after`.
+async fn every_page<T, K, Fut>(
+    mut after: Option<K>,
+    mut fetch: impl FnMut(Option<K>) -> Fut,
+) -> Result<Vec<T>, MetaClientError>
+where
+    Fut: std::future::Future<Output = Result<Page<T, K>, MetaClientError>>,
+{
+    let mut out = Vec::new();
+    loop {
+        let page = fetch(after.take()).await?;
+        out.extend(page.items);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return Ok(out),
+        }
     }
 }

@@ -13,6 +13,7 @@ pub mod nbd;
 pub mod node;
 pub mod nodes;
 pub mod procs;
+pub mod records;
 pub mod scrub;
 pub mod shape;
 pub mod snapshots;

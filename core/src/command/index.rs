@@ -10,6 +10,7 @@
 use crate::ids::{SnapshotId, VolumeId};
 use crate::records::{Snapshot, SnapshotState, Volume};
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 
 /// Ids by one attribute: the ids of one value, in order.
 pub(super) type Postings<K, V> = BTreeMap<K, BTreeSet<V>>;
@@ -106,6 +107,10 @@ pub(super) fn ids_after<'a, V: Ord>(
     set: &'a BTreeSet<V>,
     after: Option<&V>,
 ) -> impl Iterator<Item = &'a V> + 'a {
-    use std::ops::Bound::{Excluded, Unbounded};
-    set.range::<V, _>((after.map_or(Unbounded, Excluded), Unbounded))
+    set.range::<V, _>(after_bounds(after))
+}
+
+/// The range of keys after `after` (all of them without it).
+pub(super) fn after_bounds<K>(after: Option<&K>) -> (Bound<&K>, Bound<&K>) {
+    (after.map_or(Bound::Unbounded, Bound::Excluded), Bound::Unbounded)
 }

@@ -3,7 +3,7 @@
 //! [`MAX_SCAN_PAGE`]), never to the table, and walks the narrowest index its
 //! conditions allow.
 
-use super::index::{ids_after, union_after};
+use super::index::{after_bounds, ids_after, union_after, Postings};
 use super::messages::{Page, SnapshotScan, VolumeScan, MAX_SCAN_PAGE};
 use super::store::Records;
 use crate::ids::{SnapshotId, VolumeId};
@@ -84,12 +84,9 @@ impl Records {
         let budget = MAX_SCAN_PAGE as usize;
         let after = q.after.as_ref();
         let candidates: Vec<SnapshotId> = if !q.ids.is_empty() {
-            let ids: BTreeSet<SnapshotId> = q.ids.iter().cloned().collect();
-            ids_after(&ids, after).take(budget).cloned().collect()
-        } else if let Some((key, values)) = &q.tag {
-            let sets =
-                values.iter().filter_map(|v| self.index.by_tag.get(&(key.clone(), v.clone())));
-            union_after(sets, after, budget)
+            listed_after(&q.ids, after, budget)
+        } else if let Some(tag) = &q.tag {
+            tagged_after(&self.index.by_tag, tag, after, budget)
         } else if !q.volumes.is_empty() {
             union_after(q.volumes.iter().filter_map(|v| self.index.by_volume.get(v)), after, budget)
         } else if let Some(account) = q.owner.as_ref().or(q.visible_to.as_ref()) {
@@ -99,7 +96,7 @@ impl Records {
                 // Shared with the account: the sharing table is keyed by id.
                 let shared = self
                     .sharing
-                    .range::<SnapshotId, _>(range_after(after))
+                    .range::<SnapshotId, _>(after_bounds(after))
                     .filter(|(_, sh)| sh.public || sh.user_ids.contains(account))
                     .map(|(id, _)| id.clone())
                     .take(budget);
@@ -108,11 +105,7 @@ impl Records {
             }
             ids
         } else {
-            self.snapshots
-                .range::<SnapshotId, _>(range_after(after))
-                .map(|(id, _)| id.clone())
-                .take(budget)
-                .collect()
+            keys_after(&self.snapshots, after, budget)
         };
         page(candidates, &self.snapshots, q.limit, |s| {
             (q.ids.is_empty() || q.ids.contains(&s.id))
@@ -129,23 +122,13 @@ impl Records {
         let budget = MAX_SCAN_PAGE as usize;
         let after = q.after.as_ref();
         let candidates: Vec<VolumeId> = if !q.ids.is_empty() {
-            let ids: BTreeSet<VolumeId> = q.ids.iter().cloned().collect();
-            ids_after(&ids, after).take(budget).cloned().collect()
-        } else if let Some((key, values)) = &q.tag {
-            let index = &self.volume_index.by_tag;
-            union_after(
-                values.iter().filter_map(|v| index.get(&(key.clone(), v.clone()))),
-                after,
-                budget,
-            )
+            listed_after(&q.ids, after, budget)
+        } else if let Some(tag) = &q.tag {
+            tagged_after(&self.volume_index.by_tag, tag, after, budget)
         } else if let Some(owner) = &q.owner {
             union_after(self.volume_index.by_owner.get(owner), after, budget)
         } else {
-            self.volumes
-                .range::<VolumeId, _>(range_after(after))
-                .map(|(id, _)| id.clone())
-                .take(budget)
-                .collect()
+            keys_after(&self.volumes, after, budget)
         };
         page(candidates, &self.volumes, q.limit, |v| {
             (q.ids.is_empty() || q.ids.contains(&v.id))
@@ -155,8 +138,28 @@ impl Records {
     }
 }
 
-/// The keys after `after` (all of them without it).
-fn range_after<K>(after: Option<&K>) -> (std::ops::Bound<&K>, std::ops::Bound<&K>) {
-    use std::ops::Bound::{Excluded, Unbounded};
-    (after.map_or(Unbounded, Excluded), Unbounded)
+/// The candidates of a scan by ids: those given, in order, after `after`.
+fn listed_after<K: Ord + Clone>(ids: &[K], after: Option<&K>, budget: usize) -> Vec<K> {
+    let ids: BTreeSet<K> = ids.iter().cloned().collect();
+    ids_after(&ids, after).take(budget).cloned().collect()
+}
+
+/// The candidates of a scan by tag: what carries `key` with one of the values.
+fn tagged_after<K: Ord + Clone>(
+    by_tag: &Postings<(String, String), K>,
+    (key, values): &(String, Vec<String>),
+    after: Option<&K>,
+    budget: usize,
+) -> Vec<K> {
+    let sets = values.iter().filter_map(|v| by_tag.get(&(key.clone(), v.clone())));
+    union_after(sets, after, budget)
+}
+
+/// The candidates of a scan of a whole table.
+fn keys_after<K: Ord + Clone, T>(
+    table: &BTreeMap<K, T>,
+    after: Option<&K>,
+    budget: usize,
+) -> Vec<K> {
+    table.range::<K, _>(after_bounds(after)).map(|(id, _)| id.clone()).take(budget).collect()
 }

@@ -25,13 +25,14 @@ use anyhow::{bail, Context};
 use cairn_core::command::{Command, CommandOutput, DIRECT_VOLUME_ID};
 use cairn_core::manifest::{BuiltManifest, IncrementalBuilder, ManifestBuilder, ManifestPage};
 use cairn_core::placement::{place, Candidate};
-use cairn_core::records::{Snapshot, SnapshotState, RECORD_VERSION};
+use cairn_core::records::Snapshot;
 use cairn_core::time::now_ms;
 use cairn_core::{ChunkId, SnapshotId, VolumeId, BLOCK_SIZE};
 use cairn_proto::pb;
 use cairn_proto::pb::chunk_store_client::ChunkStoreClient;
 use cairn_tests::http;
 use cairn_tests::procs::{Proc, ProcCluster, ProcOptions};
+use cairn_tests::records::pending_snapshot;
 use rand::RngCore;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -148,25 +149,11 @@ fn small_chunk(volume: u64, generation: u64, block: u64) -> Vec<u8> {
 /// A completed snapshot record of `root` (as an EBS direct snapshot: no
 /// volume backs it), written with StartSnapshot and CompleteSnapshot.
 async fn record(c: &ProcCluster, root: ChunkId, size_gib: u64) -> anyhow::Result<SnapshotId> {
+    let direct = VolumeId::parse(DIRECT_VOLUME_ID).context("the direct volume id")?;
     let snapshot = Snapshot {
-        version: RECORD_VERSION,
-        id: SnapshotId::generate(),
-        volume_id: VolumeId::parse(DIRECT_VOLUME_ID).context("the direct volume id")?,
-        owner: OWNER.into(),
-        state: SnapshotState::Pending,
-        state_message: None,
-        progress: 0,
-        start_time_ms: now_ms(),
-        completion_time_ms: None,
         description: "lifecycle bench".into(),
         volume_size_gib: size_gib,
-        encrypted: false,
-        outpost: None,
-        storage_tier: "standard".into(),
-        manifest_root: None,
-        parent: None,
-        full_size_bytes: None,
-        tags: Default::default(),
+        ..pending_snapshot(direct, OWNER)
     };
     let id = snapshot.id.clone();
     let start = Command::StartSnapshot { snapshot, client_token: None, fingerprint: String::new() };

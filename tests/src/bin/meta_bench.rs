@@ -15,12 +15,12 @@
 use anyhow::{bail, Context};
 use base64::Engine as _;
 use cairn_core::command::{Command, CommandOutput};
-use cairn_core::records::{Snapshot, SnapshotState, Volume, VolumeState, RECORD_VERSION};
+use cairn_core::records::Snapshot;
 use cairn_core::{SnapshotId, VolumeId};
 use cairn_proto::meta_client::{RequestId, WriteRequest};
 use cairn_proto::MetadataClient;
 use cairn_tests::procs::start_meta_group;
-use std::collections::BTreeMap;
+use cairn_tests::records::{pending_snapshot, volume};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -79,49 +79,14 @@ impl Row {
     }
 }
 
-fn volume(id: VolumeId) -> Volume {
-    Volume {
-        version: RECORD_VERSION,
-        id,
-        owner: OWNER.into(),
-        size_gib: 1,
-        az: "cairn-1a".into(),
-        outpost: None,
-        host_node: "chunk-1a".into(),
-        volume_type: "gp3".into(),
-        iops: None,
-        throughput: None,
-        encrypted: false,
-        state: VolumeState::Available,
-        create_time_ms: cairn_core::time::now_ms(),
-        snapshot_id: None,
-        tags: BTreeMap::new(),
-    }
-}
-
 /// The command a gateway writes for CreateSnapshot.
 fn create_snapshot(volume_id: &VolumeId) -> Command {
     let now = cairn_core::time::now_ms();
     Command::CreateSnapshot {
         snapshot: Snapshot {
-            version: RECORD_VERSION,
-            id: SnapshotId::generate(),
-            volume_id: volume_id.clone(),
-            owner: OWNER.into(),
-            state: SnapshotState::Pending,
-            state_message: None,
-            progress: 0,
-            start_time_ms: now,
-            completion_time_ms: None,
             description: "meta_bench".into(),
-            volume_size_gib: 1,
-            encrypted: false,
-            outpost: None,
-            storage_tier: "standard".into(),
-            manifest_root: None,
-            parent: None,
-            full_size_bytes: None,
-            tags: BTreeMap::new(),
+            start_time_ms: now,
+            ..pending_snapshot(volume_id.clone(), OWNER)
         },
         client_token: None,
         job_owner: "gateway-bench".into(),
@@ -151,7 +116,7 @@ async fn cairn_level(
         setup.push(tokio::spawn(async move {
             let mut vols = Vec::new();
             for _ in 0..per_client.div_ceil(PER_VOLUME) {
-                let v = volume(VolumeId::generate());
+                let v = volume(OWNER);
                 match client
                     .write(&Command::CreateVolume { volume: v.clone(), client_token: None })
                     .await?

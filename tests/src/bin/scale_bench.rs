@@ -15,10 +15,11 @@
 
 use anyhow::{bail, Context};
 use cairn_core::command::{Command, CommandOutput, CopyOutcome, JobOp};
-use cairn_core::records::{Snapshot, SnapshotState, Volume, VolumeState, RECORD_VERSION};
+use cairn_core::records::{Snapshot, Volume};
 use cairn_core::time::now_ms;
 use cairn_core::{ChunkId, SnapshotId, VolumeId};
 use cairn_tests::procs::{Proc, ProcCluster, ProcOptions};
+use cairn_tests::records::{pending_snapshot, volume};
 use cairn_tests::ACCOUNT;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -35,44 +36,14 @@ fn group_tags(i: usize) -> BTreeMap<String, String> {
 
 /// Volume `i` and its completed snapshot.
 async fn pair(c: &ProcCluster, i: usize) -> anyhow::Result<(VolumeId, SnapshotId)> {
-    let volume = Volume {
-        version: RECORD_VERSION,
-        id: VolumeId::generate(),
-        owner: ACCOUNT.into(),
-        size_gib: 8,
-        az: "cairn-1a".into(),
-        outpost: None,
-        host_node: "chunk-1a".into(),
-        volume_type: "gp3".into(),
-        iops: None,
-        throughput: None,
-        encrypted: false,
-        state: VolumeState::Available,
-        create_time_ms: now_ms(),
-        snapshot_id: None,
-        tags: group_tags(i),
-    };
+    let volume = Volume { size_gib: 8, tags: group_tags(i), ..volume(ACCOUNT) };
     let vid = volume.id.clone();
     c.client.write(&Command::CreateVolume { volume, client_token: None }).await??;
     let snapshot = Snapshot {
-        version: RECORD_VERSION,
-        id: SnapshotId::generate(),
-        volume_id: vid.clone(),
-        owner: ACCOUNT.into(),
-        state: SnapshotState::Pending,
-        state_message: None,
-        progress: 0,
-        start_time_ms: now_ms(),
-        completion_time_ms: None,
         description: format!("scale bench {i}"),
         volume_size_gib: 8,
-        encrypted: false,
-        outpost: None,
-        storage_tier: "standard".into(),
-        manifest_root: None,
-        parent: None,
-        full_size_bytes: None,
         tags: group_tags(i),
+        ..pending_snapshot(vid.clone(), ACCOUNT)
     };
     let sid = snapshot.id.clone();
     let create = Command::CreateSnapshot {
