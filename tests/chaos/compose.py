@@ -288,7 +288,9 @@ def _flip_bytes(f, rng):
     node = rng.choice(REGIONAL_CHUNKS)
     f.flipped = (node, corrupt_found(f.cluster.gateways[0], node))
     capacity = os.environ.get("CHAOS_CAPACITY") == "1"
-    hit = disk.flip_records(_data_dir(f, node) / "chunks" / "packs", rng, 8, open_only=capacity)
+    packs = _data_dir(f, node) / "chunks" / "packs"
+    records = disk.wait_candidates(packs, 8, open_only=capacity)
+    hit = disk.flip_records(records, rng, 8)
     return f"{len(hit)} records on {node}"
 
 

@@ -8,6 +8,7 @@ header or the padding, so that every flip breaks a record's hash.
 """
 import os
 import struct
+import time
 from pathlib import Path
 
 MAGIC = 0x4B504331
@@ -35,30 +36,45 @@ def data_records(pack):
     return out
 
 
-def flip_records(packs_dir, rng, count, open_only=False):
+def rot_candidates(packs_dir, open_only=False):
+    """(pack, payload offset, chunk id) of every data record `flip_records`
+    may pick. `open_only`: only the pack being appended. With a capacity
+    tier a sealed pack on disk is one the uploader is copying to the bucket
+    and will then delete: rot written after the uploader read those bytes
+    leaves with the local file and is found nowhere (the bucket's copy is
+    sound), which says nothing about scrub. The open pack is uploaded, rot
+    and all, once sealed."""
+    packs = sorted(
+        p for p in Path(packs_dir).glob("*")
+        if p.suffix == ".open" or (p.suffix == ".pack" and not open_only)
+    )
+    out = []
+    for p in packs:
+        try:
+            out += [(p, off, cid) for off, cid in data_records(p)]
+        except FileNotFoundError:
+            pass  # compaction removed it, or sealed it under its other name
+    return out
+
+
+def wait_candidates(packs_dir, count, open_only=False, deadline=90):
+    """`rot_candidates`, once at least `count` are there or at the deadline
+    (with a capacity tier the open pack may just have been started, the
+    sealed ones being in the bucket: the workloads fill it meanwhile)."""
+    end = time.monotonic() + deadline
+    while True:
+        records = rot_candidates(packs_dir, open_only)
+        if len(records) >= count or time.monotonic() > end:
+            return records
+        time.sleep(0.5)
+
+
+def flip_records(records, rng, count):
     """XORs 16 bytes in the middle of `count` data records chosen at random
-    among the node's packs (sealed and open); returns the chunk ids hit. A
+    among `records` (from `rot_candidates`); returns the chunk ids hit. A
     record may be dead already (deleted by GC, not yet compacted away), in
     which case nothing reads it again; with 8 records hit, all 8 being dead
-    is unlikely enough that the suite asks for at least one to be found.
-
-    `open_only`: only the pack being appended. With a capacity tier a sealed
-    pack on disk is one the uploader is copying to the bucket and will then
-    delete: rot written after the uploader read those bytes leaves with the
-    local file and is found nowhere (the bucket's copy is sound), which says
-    nothing about scrub. The open pack is uploaded, rot and all, once sealed."""
-    def listed(suffixes):
-        packs = sorted(p for p in Path(packs_dir).glob("*") if p.suffix in suffixes)
-        out = []
-        for p in packs:
-            try:
-                out += [(p, off, cid) for off, cid in data_records(p)]
-            except FileNotFoundError:
-                pass  # compaction removed it, or sealed it under its other name
-        return out
-
-    # An open pack just started holds nothing yet: then any pack will do.
-    records = (open_only and listed((".open",))) or listed((".pack", ".open"))
+    is unlikely enough that the suite asks for at least one to be found."""
     hit = []
     for pack, off, cid in rng.sample(records, min(count, len(records))):
         at = off + rng.randrange(BLOCK - 16)
