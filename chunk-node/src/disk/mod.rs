@@ -6,3 +6,4 @@ pub(crate) mod direct;
 pub mod files;
 pub mod reclog;
 pub mod sparse;
+pub mod volfile;

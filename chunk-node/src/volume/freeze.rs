@@ -17,13 +17,13 @@
 
 use crate::disk::files::{fsync_dir, read_versioned, remove_dir, write_versioned};
 use crate::disk::reclog::{RecordAt, RecordLog};
+use crate::disk::volfile::VolumeFile;
 use crate::error::ChunkNodeError;
 use crate::volume::blocks::{block_range, blocks_in, BlockSet};
 use cairn_core::{is_zero, BLOCK_SIZE};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::fs::{self, File};
-use std::os::unix::fs::FileExt;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -170,7 +170,7 @@ impl Freeze {
 
     /// The frozen content of block `idx`: from the overlay, else from the
     /// live file. Caller holds the block's lock. Blocking.
-    pub fn read_block(&self, live: &File, idx: u64) -> Result<Vec<u8>, ChunkNodeError> {
+    pub fn read_block(&self, live: &VolumeFile, idx: u64) -> Result<Vec<u8>, ChunkNodeError> {
         let (start, end) = block_range(idx, self.record.volume_size);
         let len = (end - start) as usize;
         let saved = {
@@ -244,8 +244,9 @@ mod tests {
     fn overlay_survives_reopen_and_shadows_the_live_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let size = 4 * BLOCK_SIZE as u64;
-        let live = tempfile::tempfile().expect("live");
-        live.set_len(size).expect("len");
+        let path = dir.path().join("live.img");
+        fs::File::create_new(&path).and_then(|f| f.set_len(size)).expect("live");
+        let live = VolumeFile::open(&path).expect("open live");
         live.write_all_at(&vec![1u8; BLOCK_SIZE], 0).expect("w");
         let f = Freeze::create(dir.path(), record(size)).expect("create");
         assert!(f.needs_save(0));

@@ -31,7 +31,7 @@ impl VolumeHost {
             }
             let io = |e| ChunkNodeError::io("grow", &vol.path, e);
             vol.file.set_len(size).map_err(io)?;
-            vol.file.sync_all().map_err(io)?;
+            crate::disk::files::fsync_dir(vol.path.parent().unwrap_or(&vol.path))?;
             vol.tracking().grow(size);
             vol.size.store(size, Ordering::Release);
             tracing::info!(volume = %vol.id, from = current, to = size, "volume grown");

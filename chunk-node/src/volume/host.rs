@@ -6,7 +6,7 @@
 //! the on-disk layout and the point-in-time rule.
 
 use crate::disk::files::{fsync_dir, remove_dir, remove_file};
-use crate::disk::sparse;
+use crate::disk::volfile::{self, VolumeFile};
 use crate::error::{check_name, ChunkNodeError};
 use crate::store::LocalStore;
 use crate::volume::blocks::{blocks_in, BlockLocks};
@@ -19,7 +19,7 @@ use cairn_proto::tls::ClusterTls;
 use cairn_proto::MetadataClient;
 use cairn_worker::{WorkerStatus, Workers};
 use std::collections::HashMap;
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -53,14 +53,6 @@ struct HostInner {
     metadata: Option<Arc<MetadataClient>>,
     /// This node's chunk store: restores read the chunks it holds directly.
     local: Option<LocalStore>,
-}
-
-fn open_rw(path: &Path) -> Result<File, ChunkNodeError> {
-    File::options()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(|e| ChunkNodeError::io("open", path, e))
 }
 
 const CLEAN_MARKER: &str = "clean-shutdown";
@@ -114,6 +106,7 @@ impl VolumeHost {
         fsync_dir(data_dir)?;
         let mut volumes = HashMap::new();
         let mut states = Vec::new();
+        let mut segments = Vec::new();
         for entry in
             fs::read_dir(&volumes_dir).map_err(|e| ChunkNodeError::io("list", &volumes_dir, e))?
         {
@@ -124,10 +117,16 @@ impl VolumeHost {
                 remove_file(&path)?;
             } else if let Some(id) = name.strip_suffix(".state") {
                 states.push((id.to_string(), path));
+            } else if volfile::segment_owner(&name).is_some() {
+                segments.push(path);
             } else if let Some(id) = name.strip_suffix(".img") {
                 let vol = Self::load_volume(id, &path, &volumes_dir, clean, local.as_ref())?;
                 volumes.insert(id.to_string(), Arc::new(vol));
             }
+        }
+        for path in segments.into_iter().filter(|p| volfile::is_orphan_segment(p)) {
+            // A create or a delete cut short (see `disk::volfile`).
+            remove_file(&path)?;
         }
         for (id, path) in states {
             if !volumes.contains_key(&id) {
@@ -156,9 +155,9 @@ impl VolumeHost {
         clean: bool,
         local: Option<&LocalStore>,
     ) -> Result<Volume, ChunkNodeError> {
-        let file = Arc::new(open_rw(path)?);
-        sparse::no_readahead(&file);
-        let size = file.metadata().map_err(|e| ChunkNodeError::io("stat", path, e))?.len();
+        let file =
+            Arc::new(VolumeFile::open(path).map_err(|e| ChunkNodeError::io("open", path, e))?);
+        let size = file.size().map_err(|e| ChunkNodeError::io("stat", path, e))?;
         let state_dir = volumes_dir.join(format!("{id}.state"));
         let freezes_dir = state_dir.join("freezes");
         fs::create_dir_all(&freezes_dir)
@@ -303,14 +302,17 @@ impl VolumeHost {
                 .prefix(".tmp")
                 .tempfile_in(dir)
                 .map_err(|e| ChunkNodeError::io("create temp in", dir, e))?;
-            tmp.as_file().set_len(size).map_err(|e| ChunkNodeError::io("size", tmp.path(), e))?;
-            tmp.as_file().sync_all().map_err(|e| ChunkNodeError::io("fsync", tmp.path(), e))?;
             let path = host.path(&id);
-            let file = Arc::new(
-                tmp.persist(&path).map_err(|e| ChunkNodeError::io("rename to", &path, e.error))?,
-            );
-            sparse::no_readahead(&file);
+            VolumeFile::create_later_segments(&path, size)
+                .map_err(|e| ChunkNodeError::io("create segments of", &path, e))?;
+            let first = VolumeFile::first_len(size);
+            tmp.as_file().set_len(first).map_err(|e| ChunkNodeError::io("size", tmp.path(), e))?;
+            tmp.as_file().sync_all().map_err(|e| ChunkNodeError::io("fsync", tmp.path(), e))?;
+            tmp.persist(&path).map_err(|e| ChunkNodeError::io("rename to", &path, e.error))?;
             fsync_dir(dir)?;
+            let file = Arc::new(
+                VolumeFile::open(&path).map_err(|e| ChunkNodeError::io("open", &path, e))?,
+            );
             let locks = Arc::new(BlockLocks::default());
             let hydration = match map {
                 Some(_) => Hydration::load(
@@ -363,7 +365,7 @@ impl VolumeHost {
         let dir = self.inner.volumes_dir.clone();
         let (path, state) = (vol.path.clone(), vol.state_dir.clone());
         tokio::task::spawn_blocking(move || {
-            fs::remove_file(&path).map_err(|e| ChunkNodeError::io("remove", &path, e))?;
+            VolumeFile::remove(&path).map_err(|e| ChunkNodeError::io("remove", &path, e))?;
             fsync_dir(&dir)?;
             remove_dir(&state)
         })
@@ -415,18 +417,15 @@ impl VolumeHost {
             let read_set = match changed {
                 Some(set) => set,
                 None => {
-                    // A separate descriptor: the extent walk moves its offset.
-                    let walk =
-                        File::open(&v.path).map_err(|e| ChunkNodeError::io("open", &v.path, e))?;
-                    let extents = sparse::data_extents(&walk, v.size())
+                    let extents = v
+                        .file
+                        .data_extents_in(0, v.size())
                         .map_err(|e| ChunkNodeError::io("walk extents of", &v.path, e))?;
                     let mut set = freeze::data_blocks(&extents, total);
                     if let Some(h) = v.hydrating() {
                         // Blocks not yet restored are holes here but data in truth.
-                        for i in 0..total {
-                            if !h.is_hydrated(i) {
-                                set.insert(i);
-                            }
+                        for i in h.missing() {
+                            set.insert(i);
                         }
                     }
                     set

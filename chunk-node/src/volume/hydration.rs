@@ -33,9 +33,10 @@
 //! were local already, or that someone else made local first, are read from
 //! the file.
 
-use crate::disk::direct::{align_up, write_direct_at};
+use crate::disk::direct::align_up;
 use crate::disk::files::{read_versioned, remove_file, write_versioned};
 use crate::disk::reclog::RecordLog;
+use crate::disk::volfile::VolumeFile;
 use crate::error::ChunkNodeError;
 use crate::peers::{self, Peer};
 use crate::store::ChunkStore;
@@ -48,9 +49,7 @@ use cairn_core::ChunkId;
 use cairn_proto::pb::StoreNode;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
-use std::fs::File;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -131,11 +130,11 @@ pub struct Hydration {
     whole: AtomicBool,
     cache: ChunkCache,
     log: Mutex<Option<RecordLog>>,
-    file: Arc<File>,
+    file: Arc<VolumeFile>,
     /// The volume file opened with `O_DIRECT`, while the file system takes
     /// it: hydrated blocks are written past the page cache (see
     /// [`Hydration::write_block`]).
-    direct: Option<File>,
+    direct: Option<VolumeFile>,
     direct_ok: AtomicBool,
     locks: Arc<BlockLocks>,
     pub(super) sources: RwLock<Arc<Sources>>,
@@ -143,6 +142,18 @@ pub struct Hydration {
     /// The block after the last one a reader asked for.
     pub(super) hint: AtomicU64,
     pub(super) cancelled: AtomicBool,
+    /// Chunk fetches under way or done and not yet installed, shared by
+    /// everyone who needs the chunk (see [`Hydration::fetch`]).
+    inflight: Mutex<HashMap<ChunkId, Inflight>>,
+}
+
+/// One chunk's fetch, shared: the first caller fetches, the others wait for
+/// its bytes (if it fails, the next waiter fetches). Kept until its blocks
+/// are local.
+#[derive(Clone)]
+struct Inflight {
+    blocks: Vec<u64>,
+    bytes: Arc<tokio::sync::OnceCell<Bytes>>,
 }
 
 /// Whether block `i` is marked local in `bits`.
@@ -170,7 +181,7 @@ impl Hydration {
     pub fn load(
         dir: &Path,
         path: &Path,
-        file: Arc<File>,
+        file: Arc<VolumeFile>,
         locks: Arc<BlockLocks>,
         local: Option<&LocalStore>,
     ) -> Result<Option<Arc<Hydration>>, ChunkNodeError> {
@@ -195,6 +206,12 @@ impl Hydration {
         let sources = RwLock::new(Arc::new(Sources::new(&map.store_nodes(), local)?));
         let cache =
             ChunkCache::new(entries.iter().filter(|(i, _)| !bit_set(&bits, **i)).map(|(_, c)| c));
+        let direct = file
+            .open_direct()
+            .inspect_err(|e| {
+                tracing::info!(path = %path.display(), error = %e, "no direct I/O here; hydrating through the page cache")
+            })
+            .ok();
         let h = Hydration {
             dir: dir.to_path_buf(),
             size: map.size,
@@ -208,20 +225,14 @@ impl Hydration {
             cache,
             log: Mutex::new(Some(log)),
             file,
-            direct: File::options()
-                .write(true)
-                .custom_flags(nix::libc::O_DIRECT)
-                .open(path)
-                .inspect_err(|e| {
-                    tracing::info!(path = %path.display(), error = %e, "no direct I/O here; hydrating through the page cache")
-                })
-                .ok(),
+            direct,
             direct_ok: AtomicBool::new(true),
             locks,
             sources,
             rf: peers::replication_factor(map.replication_factor),
             hint: AtomicU64::new(0),
             cancelled: AtomicBool::new(false),
+            inflight: Mutex::new(HashMap::new()),
         };
         let remaining = h.entries.keys().filter(|i| !h.bit(**i)).count() as u64;
         h.remaining.store(remaining, Ordering::Release);
@@ -235,6 +246,12 @@ impl Hydration {
 
     pub(super) fn bit(&self, i: u64) -> bool {
         bit_set(&self.bits, i)
+    }
+
+    /// The blocks not local yet, ascending (only the manifest's data
+    /// blocks can be: zero blocks are holes from the start).
+    pub fn missing(&self) -> impl Iterator<Item = u64> + '_ {
+        self.entries.keys().copied().filter(|i| !self.bit(*i))
     }
 
     /// Whether block `i` is local (zero blocks always are).
@@ -263,6 +280,12 @@ impl Hydration {
     /// zero (and a hole in the volume file until the block is installed).
     /// Each chunk is fetched once, however many of the blocks use it, and
     /// not at all when the [`ChunkCache`] holds it.
+    ///
+    /// Fetches are shared: a reader that needs a block the background
+    /// hydrator is fetching (it fetches just ahead of the reader) waits for
+    /// that fetch instead of starting its own, and its fetched bytes are
+    /// kept until the block is installed, so a reader arriving between the
+    /// fetch and the install does not fetch again either.
     pub async fn fetch(&self, blocks: &[u64]) -> Result<Vec<(u64, Bytes)>, ChunkNodeError> {
         let mut wanted: BTreeMap<ChunkId, Vec<u64>> = BTreeMap::new();
         for i in blocks.iter().filter(|i| !self.is_hydrated(**i)) {
@@ -280,27 +303,61 @@ impl Hydration {
         }
         let src = self.sources.read().unwrap_or_else(|e| e.into_inner()).clone();
         let src = &src;
-        let fetched: Vec<(ChunkId, Vec<u64>, Bytes)> = stream::iter(missing)
-            .map(|(id, blocks)| async move {
-                let data =
-                    peers::fetch_near(&src.peers, &src.cands, self.rf, id, src.local.as_ref())
-                        .await?;
-                for i in &blocks {
-                    let (start, end) = block_range(*i, self.size);
-                    if data.len() as u64 > end - start {
-                        return Err(ChunkNodeError::ChunkUnavailable(id));
+        let shared = self.share(&missing);
+        let fetched: Vec<(ChunkId, Vec<u64>, Bytes)> =
+            stream::iter(missing.into_iter().zip(shared))
+                .map(|((id, blocks), cell)| async move {
+                    let data = cell
+                        .get_or_try_init(|| {
+                            peers::fetch_near(
+                                &src.peers,
+                                &src.cands,
+                                self.rf,
+                                id,
+                                src.local.as_ref(),
+                            )
+                        })
+                        .await?
+                        .clone();
+                    for i in &blocks {
+                        let (start, end) = block_range(*i, self.size);
+                        if data.len() as u64 > end - start {
+                            return Err(ChunkNodeError::ChunkUnavailable(id));
+                        }
                     }
-                }
-                Ok((id, blocks, data))
-            })
-            .buffer_unordered(FETCHES_IN_FLIGHT)
-            .try_collect()
-            .await?;
+                    Ok((id, blocks, data))
+                })
+                .buffer_unordered(FETCHES_IN_FLIGHT)
+                .try_collect()
+                .await?;
         for (id, blocks, data) in fetched {
             self.cache.offer(id, &data, blocks.len() as u64);
             out.extend(blocks.into_iter().map(|i| (i, data.clone())));
         }
         Ok(out)
+    }
+
+    /// The shared fetch of each of `missing`'s chunks, registered for the
+    /// blocks they are wanted for; fetches whose blocks are all local now
+    /// are forgotten first.
+    fn share(&self, missing: &[(ChunkId, Vec<u64>)]) -> Vec<Arc<tokio::sync::OnceCell<Bytes>>> {
+        let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        inflight.retain(|_, f| !f.blocks.iter().all(|i| self.is_hydrated(*i)));
+        missing
+            .iter()
+            .map(|(id, blocks)| {
+                let f = inflight.entry(*id).or_insert_with(|| Inflight {
+                    blocks: Vec::new(),
+                    bytes: Arc::new(tokio::sync::OnceCell::new()),
+                });
+                for i in blocks {
+                    if !f.blocks.contains(i) {
+                        f.blocks.push(*i);
+                    }
+                }
+                f.bytes.clone()
+            })
+            .collect()
     }
 
     /// Makes `fetched` blocks local (unless already) and marks them and the
@@ -363,7 +420,7 @@ impl Hydration {
         if let Some(direct) = &self.direct {
             if self.direct_ok.load(Ordering::Relaxed) && start + align_up(data.len() as u64) <= end
             {
-                match write_direct_at(direct, data, start) {
+                match direct.write_direct_at(data, start) {
                     Err(e) if e.raw_os_error() == Some(nix::libc::EINVAL) => {
                         tracing::warn!(dir = %self.dir.display(), "direct write refused; hydrating through the page cache");
                         self.direct_ok.store(false, Ordering::Relaxed);

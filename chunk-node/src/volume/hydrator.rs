@@ -28,15 +28,26 @@ impl Hydration {
     /// The next blocks the hydrator should fetch: not yet local, from the
     /// read hint on, wrapping around, leaving out `busy` (ascending: the
     /// round being installed).
+    ///
+    /// The hint then moves past the round (unless a read moved it
+    /// meanwhile), so the next round does not walk again over the blocks
+    /// this one hydrates: without reads, a volume of N blocks would cost
+    /// N x N / [`ROUND_BLOCKS`] steps.
     fn next_round(&self, busy: &[u64]) -> Vec<u64> {
         let hint = self.hint.load(Ordering::Relaxed);
-        self.entries
+        let round: Vec<u64> = self
+            .entries
             .range(hint..)
             .chain(self.entries.range(..hint))
             .map(|(i, _)| *i)
             .filter(|i| !self.bit(*i) && busy.binary_search(i).is_err())
             .take(ROUND_BLOCKS)
-            .collect()
+            .collect();
+        if let Some(last) = round.last() {
+            let _ =
+                self.hint.compare_exchange(hint, last + 1, Ordering::Relaxed, Ordering::Relaxed);
+        }
+        round
     }
 
     /// Takes the current addresses of the source nodes from `nodes` (by node

@@ -3,6 +3,7 @@
 //! See [`crate::volume`] for the design.
 
 use crate::disk::sparse;
+use crate::disk::volfile::VolumeFile;
 use crate::error::ChunkNodeError;
 use crate::volume::blocks::{block_of, block_range, blocks_in, BlockLocks};
 use crate::volume::freeze::Freeze;
@@ -10,9 +11,7 @@ use crate::volume::hydration::Hydration;
 use crate::volume::readahead::Readahead;
 use crate::volume::tracking::Tracking;
 use cairn_nbd::structured::ReadPiece;
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -37,7 +36,7 @@ pub struct Volume {
     pub(crate) size: AtomicU64,
     pub(crate) path: PathBuf,
     pub(crate) state_dir: PathBuf,
-    pub(crate) file: Arc<File>,
+    pub(crate) file: Arc<VolumeFile>,
     pub(crate) gate: Arc<Gate<()>>,
     pub(crate) deleted: AtomicBool,
     pub(crate) locks: Arc<BlockLocks>,
@@ -128,8 +127,7 @@ impl Volume {
                     continue;
                 }
                 if pos < s {
-                    sparse::read_data_at(
-                        &file,
+                    file.read_data_at(
                         &mut buf[(pos - offset) as usize..(s - offset) as usize],
                         pos,
                     )?;
@@ -143,7 +141,7 @@ impl Volume {
                 pos = e;
             }
             if pos < end {
-                sparse::read_data_at(&file, &mut buf[(pos - offset) as usize..], pos)?;
+                file.read_data_at(&mut buf[(pos - offset) as usize..], pos)?;
             }
             Ok(buf)
         })
@@ -178,7 +176,7 @@ impl Volume {
         let file = self.file.clone();
         tokio::task::spawn_blocking(move || {
             let max = max_extents.unwrap_or(usize::MAX);
-            let (mut data, known) = sparse::data_extents_upto(&file, offset, end, max)?;
+            let (mut data, known) = file.data_extents_upto(offset, end, max)?;
             data.extend(missing);
             Ok(sparse::runs(offset, known, data))
         })
@@ -213,7 +211,7 @@ impl Volume {
             self.check()?;
             let file = self.file.clone();
             return tokio::task::spawn_blocking(move || {
-                let (data, _) = sparse::data_extents_upto(&file, offset, end, usize::MAX)?;
+                let (data, _) = file.data_extents_upto(offset, end, usize::MAX)?;
                 let mut pieces = Vec::new();
                 for (start, stop, zero) in sparse::runs(offset, end, data) {
                     let n = (stop - start) as usize;
@@ -248,7 +246,7 @@ impl Volume {
     /// the data is durable before it returns.
     async fn mutate<F>(self: &Arc<Self>, offset: u64, len: u64, fua: bool, op: F) -> io::Result<()>
     where
-        F: FnOnce(&File) -> io::Result<()> + Send + 'static,
+        F: FnOnce(&VolumeFile) -> io::Result<()> + Send + 'static,
     {
         let guard = self.gate.clone().read_owned().await;
         self.check()?;
@@ -330,9 +328,9 @@ impl Volume {
     ) -> io::Result<()> {
         self.mutate(offset, len, fua, move |f| {
             if allocate {
-                sparse::write_zeroes(f, offset, len)
+                f.write_zeroes(offset, len)
             } else {
-                sparse::punch_hole(f, offset, len)
+                f.punch_hole(offset, len)
             }
         })
         .await
@@ -340,7 +338,7 @@ impl Volume {
 
     /// Discards the range (it then reads as zeroes).
     pub async fn trim(self: &Arc<Self>, offset: u64, len: u64, fua: bool) -> io::Result<()> {
-        self.mutate(offset, len, fua, move |f| sparse::punch_hole(f, offset, len)).await
+        self.mutate(offset, len, fua, move |f| f.punch_hole(offset, len)).await
     }
 
     /// A sync of the file failed: what it covered may be lost, so a restore

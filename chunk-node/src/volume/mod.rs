@@ -36,6 +36,7 @@ pub mod hydration;
 pub mod hydrator;
 pub mod io;
 mod readahead;
+mod stamps;
 pub mod tracking;
 
 pub use host::{FreezeInfo, VolumeHost};

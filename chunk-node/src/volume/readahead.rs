@@ -1,6 +1,6 @@
 //! Read-ahead for sequential readers of a volume, over data only.
 //!
-//! Volume files are opened with readahead off (see [`sparse::no_readahead`]):
+//! Volume files are opened with readahead off (see [`crate::disk::sparse::no_readahead`]):
 //! kernel readahead past a request pulled holes into the page cache. But a
 //! reader that walks a volume in order (`qemu-img convert` or `compare`, a
 //! backup agent, `dd`) waits for each reply before asking again, so every
@@ -14,11 +14,9 @@
 //! block not yet local may be being written by the hydrator with direct I/O,
 //! which must not race a buffered read of the same range.
 
-use crate::disk::sparse;
+use crate::disk::volfile::VolumeFile;
 use crate::volume::blocks::{block_of, block_range};
 use crate::volume::hydration::Hydration;
-use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 
 /// How far ahead of a sequential reader data is announced.
@@ -39,7 +37,7 @@ impl Readahead {
     /// the next window's data on the blocking pool.
     pub(crate) fn note(
         &self,
-        file: &Arc<File>,
+        file: &Arc<VolumeFile>,
         size: u64,
         hydration: Option<&Arc<Hydration>>,
         offset: u64,
@@ -70,9 +68,8 @@ impl Readahead {
 
 /// Asks the kernel to read the data (local data, while hydrating) of
 /// `[from, to)`. Advice only: failures change nothing.
-fn announce(file: &File, size: u64, hydration: Option<&Hydration>, from: u64, to: u64) {
-    use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
-    let Ok(extents) = sparse::data_extents_in(file, from, to) else { return };
+fn announce(file: &VolumeFile, size: u64, hydration: Option<&Hydration>, from: u64, to: u64) {
+    let Ok(extents) = file.data_extents_in(from, to) else { return };
     for (start, stop) in extents {
         let mut pieces = vec![(start, stop)];
         if let Some(h) = hydration {
@@ -85,12 +82,7 @@ fn announce(file: &File, size: u64, hydration: Option<&Hydration>, from: u64, to
                 .collect();
         }
         for (s, e) in pieces {
-            let _ = posix_fadvise(
-                file.as_raw_fd(),
-                s as i64,
-                (e - s) as i64,
-                PosixFadviseAdvice::POSIX_FADV_WILLNEED,
-            );
+            file.will_need(s, e - s);
         }
     }
 }

@@ -12,14 +12,18 @@
 //! no freeze before that point can serve as a parent (its snapshot's
 //! successor reads every block), and nothing is ever silently skipped.
 
-use crate::disk::files::{read_versioned, write_versioned};
+use crate::disk::files::{read_versioned, remove_file, write_versioned};
 use crate::error::ChunkNodeError;
 use crate::volume::blocks::{blocks_in, BlockSet};
+use crate::volume::stamps::Stamps;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 const META_VERSION: u16 = 1;
-const STAMPS_VERSION: u16 = 1;
+/// The `stamps` file: one epoch per block.
+const PLAIN_STAMPS_VERSION: u16 = 1;
+/// The `stamps.v2` file: [`Stamps`], by region.
+const STAMPS_VERSION: u16 = 2;
 /// Freezes remembered as possible parents.
 const HISTORY: usize = 32;
 
@@ -32,7 +36,7 @@ struct Meta {
 
 pub struct Tracking {
     meta: Meta,
-    stamps: Vec<u64>,
+    stamps: Stamps,
 }
 
 impl Tracking {
@@ -40,7 +44,7 @@ impl Tracking {
     pub fn fresh(size: u64) -> Tracking {
         Tracking {
             meta: Meta { epoch: 1, known_from: 0, history: Vec::new() },
-            stamps: vec![0; blocks_in(size) as usize],
+            stamps: Stamps::new(blocks_in(size), 0),
         }
     }
 
@@ -55,10 +59,9 @@ impl Tracking {
         clean: bool,
         freezes: &[(String, u64)],
     ) -> Result<Tracking, ChunkNodeError> {
-        let blocks = blocks_in(size) as usize;
+        let blocks = blocks_in(size);
         let meta: Option<Meta> = read_versioned(&dir.join("tracking"), META_VERSION)?;
-        let stamps: Option<Vec<u64>> =
-            if clean { read_versioned(&dir.join("stamps"), STAMPS_VERSION)? } else { None };
+        let stamps = if clean { load_stamps(dir)? } else { None };
         let mut meta = meta.unwrap_or_default();
         for (snap, epoch) in freezes {
             if !meta.history.iter().any(|(s, _)| s == snap) {
@@ -72,7 +75,7 @@ impl Tracking {
                 meta.epoch += 1;
                 meta.known_from = meta.epoch;
                 tracing::warn!(dir = %dir.display(), "changed-block tracking unknown until the next snapshot");
-                vec![0; blocks]
+                Stamps::new(blocks, 0)
             }
         };
         Ok(Tracking { meta, stamps })
@@ -86,25 +89,19 @@ impl Tracking {
     /// Writes everything; for a clean shutdown.
     pub fn save_all(&self, dir: &Path) -> Result<(), ChunkNodeError> {
         self.save_meta(dir)?;
-        write_versioned(&dir.join("stamps"), STAMPS_VERSION, &self.stamps)
+        write_versioned(&dir.join("stamps.v2"), STAMPS_VERSION, &self.stamps)?;
+        remove_file(&dir.join("stamps"))
     }
 
     /// Marks blocks `first..=last` as changed now.
     pub fn stamp(&mut self, first: u64, last: u64) {
-        let epoch = self.meta.epoch;
-        let end = (last as usize + 1).min(self.stamps.len());
-        for s in &mut self.stamps[(first as usize).min(end)..end] {
-            *s = epoch;
-        }
+        self.stamps.set(first, last, self.meta.epoch);
     }
 
     /// The volume grew to `size` bytes: its new blocks count as changed since
     /// every earlier freeze, so the next snapshot records them (as zeros).
     pub fn grow(&mut self, size: u64) {
-        let blocks = blocks_in(size) as usize;
-        if blocks > self.stamps.len() {
-            self.stamps.resize(blocks, self.meta.epoch);
-        }
+        self.stamps.grow(blocks_in(size), self.meta.epoch);
     }
 
     /// Whether the changed blocks since some freeze are known exactly.
@@ -123,13 +120,7 @@ impl Tracking {
         if *pe < self.meta.known_from {
             return None;
         }
-        let mut set = BlockSet::new(self.stamps.len() as u64);
-        for (i, s) in self.stamps.iter().enumerate() {
-            if s > pe {
-                set.insert(i as u64);
-            }
-        }
-        Some(set)
+        Some(self.stamps.later_than(*pe))
     }
 
     /// Records a freeze of `snap` closing the current epoch; returns that epoch.
@@ -144,6 +135,16 @@ impl Tracking {
         self.meta.epoch += 1;
         epoch
     }
+}
+
+/// The stamps saved at a clean stop: `stamps.v2`, else a `stamps` file
+/// written by an earlier build.
+fn load_stamps(dir: &Path) -> Result<Option<Stamps>, ChunkNodeError> {
+    if let Some(s) = read_versioned(&dir.join("stamps.v2"), STAMPS_VERSION)? {
+        return Ok(Some(s));
+    }
+    let plain: Option<Vec<u64>> = read_versioned(&dir.join("stamps"), PLAIN_STAMPS_VERSION)?;
+    Ok(plain.map(|p| Stamps::from_plain(&p)))
 }
 
 #[cfg(test)]
@@ -208,6 +209,23 @@ mod tests {
         assert!(unclean.known());
         unclean.stamp(9, 9);
         assert_eq!(unclean.changed_since("s2").expect("known").iter().collect::<Vec<_>>(), vec![9]);
+    }
+
+    #[test]
+    fn stamps_saved_by_an_earlier_build_are_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut t = Tracking::fresh(SIZE);
+        t.freeze("s1");
+        t.save_meta(dir.path()).expect("meta");
+        let mut plain = vec![0u64; 16];
+        plain[3] = t.epoch();
+        write_versioned(&dir.path().join("stamps"), PLAIN_STAMPS_VERSION, &plain).expect("v1");
+        let back = Tracking::load(dir.path(), SIZE, true, &[]).expect("load");
+        assert_eq!(back.changed_since("s1").expect("known").iter().collect::<Vec<_>>(), vec![3]);
+        back.save_all(dir.path()).expect("save");
+        assert!(!dir.path().join("stamps").exists(), "replaced by stamps.v2");
+        let again = Tracking::load(dir.path(), SIZE, true, &[]).expect("load v2");
+        assert_eq!(again.changed_since("s1").expect("known").iter().collect::<Vec<_>>(), vec![3]);
     }
 
     #[test]

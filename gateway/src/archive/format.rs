@@ -64,12 +64,19 @@ impl Index {
         if index.format != FORMAT {
             return Err(format!("archive index format {} is not readable", index.format));
         }
+        if !index.entries.is_sorted_by_key(|e| e.pack) {
+            return Err("archive index: entries are not in pack order".into());
+        }
         Ok(index)
     }
 
-    /// The entries of pack `n`, in order.
+    /// The entries of pack `n`, in order. Entries are in pack order (packs
+    /// are written one after another; `decode` checks it), so this is two
+    /// binary searches, not a walk of every entry per pack.
     pub fn in_pack(&self, n: usize) -> impl Iterator<Item = &Entry> {
-        self.entries.iter().filter(move |e| e.pack as usize == n)
+        let from = self.entries.partition_point(|e| (e.pack as usize) < n);
+        let to = self.entries.partition_point(|e| (e.pack as usize) <= n);
+        self.entries[from..to].iter()
     }
 }
 
@@ -112,5 +119,22 @@ mod tests {
         assert!(verify_pack(&back, 0, &bad).unwrap_err().contains("corrupt"));
         assert!(verify_pack(&back, 0, &pack[..10]).is_err());
         assert!(Index::decode(b"junk").is_err());
+    }
+
+    #[test]
+    fn entries_are_found_by_pack() {
+        let mut index = Index::new(ChunkId::of(b"root"));
+        for (k, pack) in [0u32, 0, 2, 2, 2, 3].into_iter().enumerate() {
+            let id = ChunkId::of(&[k as u8]);
+            index.entries.push(Entry { id, pack, offset: k as u64, len: 1 });
+        }
+        let offsets = |n| index.in_pack(n).map(|e| e.offset).collect::<Vec<_>>();
+        assert_eq!(offsets(0), vec![0, 1]);
+        assert!(offsets(1).is_empty());
+        assert_eq!(offsets(2), vec![2, 3, 4]);
+        assert_eq!(offsets(3), vec![5]);
+        assert!(offsets(4).is_empty());
+        index.entries.swap(0, 5);
+        assert!(Index::decode(&index.encode()).unwrap_err().contains("pack order"));
     }
 }
