@@ -103,10 +103,13 @@ impl VolumeFile {
     }
 
     fn create_later_segments_of(path: &Path, size: u64, segment: u64) -> io::Result<()> {
+        let count = lengths(size, segment).len();
         for (n, len) in lengths(size, segment).into_iter().enumerate().skip(1) {
             create_segment(path, n, len)?;
         }
-        Ok(())
+        // Past the new volume's segments: any left by an earlier volume of
+        // the same id whose removal was cut short.
+        remove_from(path, count.max(1))
     }
 
     /// The first segment's length for a `size`-byte volume.
@@ -132,6 +135,16 @@ impl VolumeFile {
                 Ok(f) => files.push(f),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => break,
                 Err(e) => return Err(e),
+            }
+        }
+        let first = files[0].metadata()?.len();
+        // A volume made by a build before segments, on a file system that
+        // holds files past `segment` bytes: one file, and so it stays.
+        let segment = if files.len() == 1 && first > segment { u64::MAX } else { segment };
+        for (n, f) in files.iter().enumerate().take(files.len() - 1) {
+            if f.metadata()?.len() != segment {
+                let why = format!("segment {n} of {} is not {segment} bytes", path.display());
+                return Err(io::Error::new(io::ErrorKind::InvalidData, why));
             }
         }
         let me =
@@ -172,17 +185,14 @@ impl VolumeFile {
         Ok(())
     }
 
-    /// Removes every segment, the first one first.
+    /// Removes every segment: the first one first, durably, so that a
+    /// crash leaves no volume with segments missing, only orphans.
     pub fn remove(path: &Path) -> io::Result<()> {
         std::fs::remove_file(path)?;
-        for n in 1.. {
-            match std::fs::remove_file(segment_path(path, n)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-                Err(e) => return Err(e),
-            }
+        if let Some(dir) = path.parent() {
+            File::open(dir)?.sync_all()?;
         }
-        Ok(())
+        remove_from(path, 1)
     }
 
     /// `[offset, offset + len)` cut at segment boundaries: (segment,
@@ -258,7 +268,7 @@ impl VolumeFile {
         let files = self.files();
         let mut out = Vec::new();
         for (n, at, rel, take) in self.pieces(from, to.saturating_sub(from)) {
-            let Some(f) = files.get(n) else { break };
+            let f = files.get(n).ok_or_else(|| past_end(to))?;
             let base = from + rel - at;
             let (found, known) = sparse::data_extents_upto(f, at, at + take, max - out.len())?;
             out.extend(found.into_iter().map(|(s, e)| (base + s, base + e)));
@@ -309,6 +319,18 @@ impl VolumeFile {
     pub fn sync_all(&self) -> io::Result<()> {
         self.files().iter().try_for_each(File::sync_all)
     }
+}
+
+/// Removes segments `from`, `from + 1`, … of `path` while they exist.
+fn remove_from(path: &Path, from: usize) -> io::Result<()> {
+    for n in from.. {
+        match std::fs::remove_file(segment_path(path, n)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn past_end(end: u64) -> io::Error {

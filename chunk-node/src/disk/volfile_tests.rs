@@ -126,3 +126,46 @@ fn a_crashed_create_leaves_emptied_segments_and_orphans_are_named() {
     VolumeFile::remove(&path).expect("remove");
     assert!((0..3).all(|n| !segment_path(&path, n).exists()));
 }
+
+#[test]
+fn a_single_file_volume_from_before_segments_stays_one_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("vol-1.img");
+    let old = File::create_new(&path).expect("old");
+    old.set_len(3 * SEG).expect("len");
+    old.write_all_at(&[6u8; 4096], 2 * SEG + 4096).expect("data past a segment");
+    drop(old);
+    let v = VolumeFile::open_with(&path, SEG, false).expect("open");
+    assert_eq!(v.size().expect("size"), 3 * SEG);
+    let mut b = [0u8; 4096];
+    v.read_exact_at(&mut b, 2 * SEG + 4096).expect("read");
+    assert_eq!(b, [6u8; 4096]);
+    let extents = v.data_extents_in(0, 3 * SEG).expect("extents");
+    assert!(extents.iter().any(|(s, e)| *s <= 2 * SEG + 4096 && 2 * SEG + 8192 <= *e));
+    v.set_len(4 * SEG).expect("grow");
+    assert!(!segment_path(&path, 1).exists(), "grown in place");
+    assert_eq!(std::fs::metadata(&path).expect("meta").len(), 4 * SEG);
+}
+
+#[test]
+fn gaps_and_short_segments_are_refused_and_stale_ones_removed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("vol-1.img");
+    drop(make(dir.path(), 3 * SEG));
+    std::fs::remove_file(segment_path(&path, 1)).expect("lose the middle one");
+    std::fs::rename(segment_path(&path, 2), segment_path(&path, 1)).expect("shift");
+    File::options()
+        .write(true)
+        .open(segment_path(&path, 1))
+        .and_then(|f| f.set_len(10))
+        .expect("cut");
+    File::create(segment_path(&path, 2)).and_then(|f| f.set_len(SEG)).expect("after");
+    let err = VolumeFile::open_with(&path, SEG, false).err().expect("refused");
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+
+    // The same id made again, smaller: segments past its own are removed.
+    std::fs::remove_file(&path).expect("first");
+    let v = make(dir.path(), SEG + 4096);
+    assert!(!segment_path(&path, 2).exists());
+    assert_eq!(v.size().expect("size"), SEG + 4096);
+}

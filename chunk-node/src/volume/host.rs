@@ -305,6 +305,9 @@ impl VolumeHost {
             let path = host.path(&id);
             VolumeFile::create_later_segments(&path, size)
                 .map_err(|e| ChunkNodeError::io("create segments of", &path, e))?;
+            // The segments are in the directory before the rename that
+            // makes the volume exist is.
+            fsync_dir(dir)?;
             let first = VolumeFile::first_len(size);
             tmp.as_file().set_len(first).map_err(|e| ChunkNodeError::io("size", tmp.path(), e))?;
             tmp.as_file().sync_all().map_err(|e| ChunkNodeError::io("fsync", tmp.path(), e))?;

@@ -558,6 +558,7 @@ impl Hydration {
         // The map is gone: the volume is whole from here on.
         self.marks().pending.clear();
         self.cache.clear();
+        self.inflight.lock().unwrap_or_else(|e| e.into_inner()).clear();
         self.whole.store(true, Ordering::Release);
         remove_file(&log_path(&self.dir))?;
         tracing::info!(dir = %self.dir.display(), "volume fully hydrated");

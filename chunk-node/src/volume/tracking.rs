@@ -61,7 +61,8 @@ impl Tracking {
     ) -> Result<Tracking, ChunkNodeError> {
         let blocks = blocks_in(size);
         let meta: Option<Meta> = read_versioned(&dir.join("tracking"), META_VERSION)?;
-        let stamps = if clean { load_stamps(dir)? } else { None };
+        let saved = load_stamps(dir)?;
+        let stamps = if clean { saved } else { None };
         let mut meta = meta.unwrap_or_default();
         for (snap, epoch) in freezes {
             if !meta.history.iter().any(|(s, _)| s == snap) {
@@ -139,12 +140,22 @@ impl Tracking {
 
 /// The stamps saved at a clean stop: `stamps.v2`, else a `stamps` file
 /// written by an earlier build.
+///
+/// Both files are removed once read: they speak for the stop they were
+/// written at only (a later clean stop writes them again), and one left
+/// behind could be taken for a later stop's (by this build, after an
+/// earlier build wrote the other file at a later stop).
 fn load_stamps(dir: &Path) -> Result<Option<Stamps>, ChunkNodeError> {
-    if let Some(s) = read_versioned(&dir.join("stamps.v2"), STAMPS_VERSION)? {
-        return Ok(Some(s));
-    }
-    let plain: Option<Vec<u64>> = read_versioned(&dir.join("stamps"), PLAIN_STAMPS_VERSION)?;
-    Ok(plain.map(|p| Stamps::from_plain(&p)))
+    let (v2, v1) = (dir.join("stamps.v2"), dir.join("stamps"));
+    let stamps = match read_versioned(&v2, STAMPS_VERSION)? {
+        Some(s) => Some(s),
+        None => {
+            read_versioned::<Vec<u64>>(&v1, PLAIN_STAMPS_VERSION)?.map(|p| Stamps::from_plain(&p))
+        }
+    };
+    remove_file(&v2)?;
+    remove_file(&v1)?;
+    Ok(stamps)
 }
 
 #[cfg(test)]
@@ -222,8 +233,8 @@ mod tests {
         write_versioned(&dir.path().join("stamps"), PLAIN_STAMPS_VERSION, &plain).expect("v1");
         let back = Tracking::load(dir.path(), SIZE, true, &[]).expect("load");
         assert_eq!(back.changed_since("s1").expect("known").iter().collect::<Vec<_>>(), vec![3]);
+        assert!(!dir.path().join("stamps").exists(), "read once");
         back.save_all(dir.path()).expect("save");
-        assert!(!dir.path().join("stamps").exists(), "replaced by stamps.v2");
         let again = Tracking::load(dir.path(), SIZE, true, &[]).expect("load v2");
         assert_eq!(again.changed_since("s1").expect("known").iter().collect::<Vec<_>>(), vec![3]);
     }
