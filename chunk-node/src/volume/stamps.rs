@@ -8,15 +8,111 @@ use crate::volume::blocks::BlockSet;
 use serde::{Deserialize, Serialize};
 
 /// Blocks per region: 4096 x 512 KiB = 2 GiB of volume (a manifest page),
-/// 32 KiB of stamps once written.
+/// 32 KiB of stamps when held per block.
 const REGION: u64 = 4096;
+/// Stamps a region holds as exceptions to one value before it holds one
+/// per block instead (256 x 16 bytes: 4 KiB, an eighth of per block).
+const SPARSE_MAX: usize = 256;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 enum Region {
     /// Every block has this stamp.
     Uniform(u64),
+    /// Every block has `base` but those in `marks` (offset in the region,
+    /// stamp; ascending by offset): a region a few scattered writes touched.
+    Sparse { base: u64, marks: Vec<(u32, u64)> },
     /// One stamp per block.
     Blocks(Box<[u64]>),
+}
+
+impl Region {
+    /// One stamp per block, for a region of `len` blocks.
+    fn dense(&self, len: usize) -> Vec<u64> {
+        match self {
+            Region::Uniform(v) => vec![*v; len],
+            Region::Sparse { base, marks } => {
+                let mut b = vec![*base; len];
+                for (k, v) in marks {
+                    b[*k as usize] = *v;
+                }
+                b
+            }
+            Region::Blocks(b) => b.to_vec(),
+        }
+    }
+
+    /// Stamps offsets `[from, to)` of a region of `len` blocks with `epoch`.
+    fn set(&mut self, from: u64, to: u64, len: u64, epoch: u64) {
+        if from == 0 && to == len {
+            *self = Region::Uniform(epoch);
+            return;
+        }
+        let few = (to - from) as usize <= SPARSE_MAX;
+        match self {
+            Region::Uniform(v) if *v == epoch => {}
+            Region::Uniform(v) if few => {
+                let marks = (from..to).map(|k| (k as u32, epoch)).collect();
+                *self = Region::Sparse { base: *v, marks };
+            }
+            Region::Sparse { marks, .. }
+                if few && marks.len() + (to - from) as usize <= SPARSE_MAX =>
+            {
+                for k in from..to {
+                    match marks.binary_search_by_key(&(k as u32), |m| m.0) {
+                        Ok(at) => marks[at].1 = epoch,
+                        Err(at) => marks.insert(at, (k as u32, epoch)),
+                    }
+                }
+            }
+            Region::Blocks(b) => b[from as usize..to as usize].fill(epoch),
+            _ => {
+                let mut b = self.dense(len as usize);
+                b[from as usize..to as usize].fill(epoch);
+                *self = Region::Blocks(b.into());
+            }
+        }
+    }
+
+    /// Inserts into `set` the blocks (the region starting at block `start`,
+    /// of `len` blocks) stamped later than `epoch`.
+    fn later_than(&self, start: u64, len: u64, epoch: u64, set: &mut BlockSet) {
+        match self {
+            Region::Uniform(v) => {
+                if *v > epoch {
+                    (start..start + len).for_each(|i| set.insert(i));
+                }
+            }
+            Region::Sparse { base, marks } if *base <= epoch => {
+                for (k, v) in marks {
+                    if *v > epoch {
+                        set.insert(start + u64::from(*k));
+                    }
+                }
+            }
+            Region::Sparse { base, marks } => {
+                let mut next = marks.iter().peekable();
+                for k in 0..len {
+                    let v = match next.peek() {
+                        Some((at, v)) if u64::from(*at) == k => {
+                            next.next();
+                            *v
+                        }
+                        _ => *base,
+                    };
+                    if v > epoch {
+                        set.insert(start + k);
+                    }
+                }
+            }
+            Region::Blocks(b) => {
+                for (k, v) in b.iter().enumerate() {
+                    if *v > epoch {
+                        set.insert(start + k as u64);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// One epoch per block, for `len` blocks.
@@ -47,29 +143,20 @@ impl Stamps {
         self.len
     }
 
+    /// Blocks in region `r`.
+    fn region_len(&self, r: u64) -> u64 {
+        (self.len - r * REGION).min(REGION)
+    }
+
     /// Stamps blocks `first..=last` (clipped to the length) with `epoch`.
     pub(crate) fn set(&mut self, first: u64, last: u64, epoch: u64) {
         let end = (last + 1).min(self.len);
         let mut i = first;
         while i < end {
             let r = i / REGION;
-            let (start, stop) = (r * REGION, ((r + 1) * REGION).min(self.len));
-            let to = stop.min(end);
-            let region = &mut self.regions[r as usize];
-            if i == start && to == stop {
-                *region = Region::Uniform(epoch);
-            } else {
-                if let Region::Uniform(v) = region {
-                    if *v == epoch {
-                        i = to;
-                        continue;
-                    }
-                    *region = Region::Blocks(vec![*v; (stop - start) as usize].into());
-                }
-                if let Region::Blocks(b) = region {
-                    b[(i - start) as usize..(to - start) as usize].fill(epoch);
-                }
-            }
+            let (start, len) = (r * REGION, self.region_len(r));
+            let to = (start + len).min(end);
+            self.regions[r as usize].set(i - start, to - start, len, epoch);
             i = to;
         }
     }
@@ -85,10 +172,7 @@ impl Stamps {
             let start = old / REGION * REGION;
             let end = (start + REGION).min(len);
             let last = self.regions.last_mut().expect("a partial region is a region");
-            let mut b = match last {
-                Region::Uniform(v) => vec![*v; (old - start) as usize],
-                Region::Blocks(b) => b.to_vec(),
-            };
+            let mut b = last.dense((old - start) as usize);
             b.resize((end - start) as usize, epoch);
             *last = Region::Blocks(b.into());
         }
@@ -100,20 +184,8 @@ impl Stamps {
     pub(crate) fn later_than(&self, epoch: u64) -> BlockSet {
         let mut set = BlockSet::new(self.len);
         for (r, region) in self.regions.iter().enumerate() {
-            let start = r as u64 * REGION;
-            match region {
-                Region::Uniform(v) if *v > epoch => {
-                    (start..(start + REGION).min(self.len)).for_each(|i| set.insert(i))
-                }
-                Region::Uniform(_) => {}
-                Region::Blocks(b) => {
-                    for (k, v) in b.iter().enumerate() {
-                        if *v > epoch {
-                            set.insert(start + k as u64);
-                        }
-                    }
-                }
-            }
+            let r = r as u64;
+            region.later_than(r * REGION, self.region_len(r), epoch, &mut set);
         }
         set
     }
@@ -125,6 +197,7 @@ impl Stamps {
             .iter()
             .map(|r| match r {
                 Region::Uniform(_) => 0,
+                Region::Sparse { marks, .. } => marks.len() * 16,
                 Region::Blocks(b) => b.len() * 8,
             })
             .sum()
@@ -139,10 +212,7 @@ mod tests {
     fn plain(s: &Stamps) -> Vec<u64> {
         let mut out = Vec::new();
         for r in &s.regions {
-            match r {
-                Region::Uniform(v) => out.extend(std::iter::repeat_n(*v, REGION as usize)),
-                Region::Blocks(b) => out.extend(b.iter()),
-            }
+            out.extend(r.dense(REGION as usize));
         }
         out.truncate(s.len as usize);
         out
@@ -191,9 +261,15 @@ mod tests {
             let i = k * (blocks / 2048) + 7;
             s.set(i, i, 3);
         }
-        assert!(s.held() <= 2048 * REGION as usize * 8, "{}", s.held());
+        assert!(s.held() <= 2048 * 16, "{}", s.held());
         assert_eq!(s.later_than(2).count(), 2048);
         s.set(0, blocks - 1, 4);
         assert_eq!(s.held(), 0, "a whole overwrite is uniform again");
+        // 0.1% changed, one block in a thousand: every region touched.
+        for i in (0..blocks).step_by(1000) {
+            s.set(i, i, 5);
+        }
+        assert!(s.held() <= (blocks as usize / 1000 + 1) * 16, "{}", s.held());
+        assert_eq!(s.later_than(4).count(), blocks.div_ceil(1000));
     }
 }

@@ -17,11 +17,18 @@ use cairn_core::manifest::{ManifestRoot, PAGE_BLOCKS};
 use cairn_core::records::Snapshot;
 use cairn_core::time::now_ms;
 use cairn_core::{ChunkId, SnapshotId, BLOCK_SIZE};
+use futures::stream::{self, StreamExt};
 use std::collections::{HashMap, HashSet};
 
 /// Changed manifest pages one ListChangedBlocks call reads at most; the
 /// answer then carries a NextToken (possibly with an empty page, as AWS's may).
-const MAX_PAGES_PER_CALL: usize = 64;
+/// A sparse volume's pages each hold few changes: 1,024 pages of a 16 TiB
+/// volume with 0.1% changed are ~4,000 blocks.
+const MAX_PAGES_PER_CALL: usize = 1024;
+/// Manifest pages read ahead of the one a listing is at: a listing of a big
+/// sparse volume reads many pages of a few entries each, and one at a time
+/// it waited for each read in turn.
+const PAGES_AHEAD: usize = 16;
 
 fn now_secs() -> u64 {
     now_ms() / 1000
@@ -66,11 +73,17 @@ pub async fn list_blocks(
     let max = paging.max_results as usize;
     let mut blocks = Vec::new();
     let mut next = None;
-    'pages: for (page_no, page_id) in
-        root.pages.iter().filter(|(n, _)| (n + 1) * PAGE_BLOCKS > start)
-    {
-        let page = load_page(&ebs.ctx, &region, *page_id).await?;
-        if page.page != *page_no {
+    let (ctx, region) = (&ebs.ctx, &region);
+    let wanted: Vec<(u64, ChunkId)> =
+        root.pages.iter().copied().filter(|(n, _)| (n + 1) * PAGE_BLOCKS > start).collect();
+    let mut pages = stream::iter(wanted)
+        .map(|(page_no, page_id)| async move {
+            load_page(ctx, region, page_id).await.map(|page| (page_no, page_id, page))
+        })
+        .buffered(PAGES_AHEAD);
+    'pages: while let Some(read) = pages.next().await {
+        let (page_no, page_id, page) = read?;
+        if page.page != page_no {
             return Err(EbsError::Internal(format!(
                 "manifest page {page_id} is listed as {page_no}"
             )));
@@ -201,20 +214,22 @@ pub async fn list_changed(
     let max = paging.max_results as usize;
     let mut out = Vec::new();
     let mut next = None;
-    let pages = changed_pages(root1.as_ref(), &root2, start / PAGE_BLOCKS);
-    'pages: for (n, (page_no, id1, id2)) in pages.iter().enumerate() {
-        if n == MAX_PAGES_PER_CALL {
-            next = Some(page_no * PAGE_BLOCKS);
-            break;
+    let changed = changed_pages(root1.as_ref(), &root2, start / PAGE_BLOCKS);
+    if let Some((page_no, _, _)) = changed.get(MAX_PAGES_PER_CALL) {
+        next = Some(page_no * PAGE_BLOCKS);
+    }
+    let (ctx, region) = (&ebs.ctx, &region);
+    let load = |id: Option<ChunkId>| async move {
+        match id {
+            Some(id) => load_page(ctx, region, id).await.map(Some),
+            None => Ok(None),
         }
-        let p1 = match id1 {
-            Some(id) => Some(load_page(&ebs.ctx, &region, *id).await?),
-            None => None,
-        };
-        let p2 = match id2 {
-            Some(id) => Some(load_page(&ebs.ctx, &region, *id).await?),
-            None => None,
-        };
+    };
+    let mut pages = stream::iter(changed.into_iter().take(MAX_PAGES_PER_CALL))
+        .map(|(_, id1, id2)| async move { futures::try_join!(load(id1), load(id2)) })
+        .buffered(PAGES_AHEAD);
+    'pages: while let Some(read) = pages.next().await {
+        let (p1, p2) = read?;
         for (idx, c1, c2) in changed_blocks(p1.as_ref(), p2.as_ref(), start) {
             if out.len() == max {
                 next = Some(idx);
