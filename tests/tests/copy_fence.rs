@@ -16,7 +16,7 @@ use cairn_core::{SnapshotId, VolumeId, BLOCK_SIZE};
 use cairn_gateway::{Gateway, GatewayConfig};
 use cairn_proto::pb;
 use cairn_tests::node::{create_volume, freeze, start, TestNode};
-use cairn_tests::{wait_for, xml_text, TestCluster, ACCOUNT};
+use cairn_tests::{records, wait_for, xml_text, TestCluster, ACCOUNT};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
@@ -183,24 +183,8 @@ async fn a_gateway_an_hour_ahead_never_takes_a_renewed_job() -> anyhow::Result<(
     .await?;
     let vol = volume_record(&c, VolumeState::Available).await?;
     let snapshot = Snapshot {
-        version: RECORD_VERSION,
-        id: SnapshotId::generate(),
-        volume_id: vol.id.clone(),
-        owner: vol.owner.clone(),
-        state: SnapshotState::Pending,
-        state_message: None,
-        progress: 0,
-        start_time_ms: now_ms(),
-        completion_time_ms: None,
         description: "held by a live gateway".into(),
-        volume_size_gib: 1,
-        encrypted: false,
-        outpost: None,
-        storage_tier: "standard".into(),
-        manifest_root: None,
-        parent: None,
-        full_size_bytes: None,
-        tags: Default::default(),
+        ..records::pending_snapshot(vol.id.clone(), &vol.owner)
     };
     let id = snapshot.id.clone();
     let cmd = Command::CreateSnapshot {

@@ -12,9 +12,9 @@
 //! the real `cairn` binary.
 
 use cairn_core::command::{Command, CommandOutput, Query, QueryOutput};
-use cairn_core::records::{Snapshot, SnapshotState, RECORD_VERSION};
+use cairn_core::records::Snapshot;
 use cairn_core::time::now_ms;
-use cairn_core::{SnapshotId, VolumeId};
+use cairn_core::VolumeId;
 use cairn_proto::pb;
 use cairn_tests::nbd::NbdConn;
 use cairn_tests::procs::{ProcCluster, ProcOptions};
@@ -22,7 +22,7 @@ use cairn_tests::snapshots::{
     create_volume, describe, make_image, path_str, qemu_img, wait_finished, wait_mid_copy, LONG,
     MIB,
 };
-use cairn_tests::{wait_for, xml_text};
+use cairn_tests::{records, wait_for, xml_text};
 use std::path::Path;
 use std::time::Duration;
 
@@ -187,24 +187,9 @@ async fn a_snapshot_whose_gateway_died_before_freezing_ends_in_error() -> anyhow
         anyhow::bail!("volume {vol} not found")
     };
     let snapshot = Snapshot {
-        version: RECORD_VERSION,
-        id: SnapshotId::generate(),
-        volume_id: volume.id.clone(),
-        owner: volume.owner.clone(),
-        state: SnapshotState::Pending,
-        state_message: None,
-        progress: 0,
-        start_time_ms: now_ms(),
-        completion_time_ms: None,
         description: "its gateway died".into(),
         volume_size_gib: volume.size_gib,
-        encrypted: false,
-        outpost: None,
-        storage_tier: "standard".into(),
-        manifest_root: None,
-        parent: None,
-        full_size_bytes: None,
-        tags: Default::default(),
+        ..records::pending_snapshot(volume.id.clone(), &volume.owner)
     };
     let cmd = Command::CreateSnapshot {
         snapshot,
