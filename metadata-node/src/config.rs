@@ -11,7 +11,8 @@ use std::path::PathBuf;
 pub struct MetadataConfig {
     /// Stable Raft id of this member; never reused for another data directory.
     pub node_id: u64,
-    /// Where RocksDB keeps the Raft log, the state machine and the current snapshot.
+    /// Where RocksDB keeps the state machine, the vote and the current
+    /// snapshot, and `raft-log/` the Raft log's entries.
     pub data_dir: PathBuf,
     /// Leader heartbeat interval (also the AppendEntries RPC timeout), in ms.
     #[serde(default = "default_heartbeat_ms")]
@@ -31,6 +32,11 @@ pub struct MetadataConfig {
     /// catches up from the log instead of receiving a whole snapshot.
     #[serde(default = "default_keep_logs_after_snapshot")]
     pub keep_logs_after_snapshot: u64,
+    /// Length of one Raft log segment file, in MiB. Two are on disk at
+    /// least (the one being written and a zeroed spare); a longer one means
+    /// fewer switches (a rename and a directory sync each).
+    #[serde(default = "default_log_segment_mib")]
+    pub log_segment_mib: u64,
     /// Directory with the cluster CA and this member's certificate
     /// (`ca.pem`, `node.pem`, `node.key`): Raft and client traffic then use
     /// mutual TLS. Absent: clear text (in-process test clusters).
@@ -56,6 +62,9 @@ fn default_install_snapshot_timeout_ms() -> u64 {
 fn default_keep_logs_after_snapshot() -> u64 {
     1000
 }
+fn default_log_segment_mib() -> u64 {
+    16
+}
 
 impl MetadataConfig {
     /// A member with the default (LAN) timers.
@@ -69,6 +78,7 @@ impl MetadataConfig {
             snapshot_logs: default_snapshot_logs(),
             install_snapshot_timeout_ms: default_install_snapshot_timeout_ms(),
             keep_logs_after_snapshot: default_keep_logs_after_snapshot(),
+            log_segment_mib: default_log_segment_mib(),
             tls_dir: None,
         }
     }
@@ -79,6 +89,7 @@ impl MetadataConfig {
             heartbeat_ms: 50,
             election_min_ms: 300,
             election_max_ms: 600,
+            log_segment_mib: 2,
             ..MetadataConfig::new(node_id, data_dir)
         }
     }

@@ -17,6 +17,7 @@ pub mod log_store;
 pub mod metrics;
 pub mod network;
 pub mod propose;
+pub mod raft_log;
 pub mod requests;
 pub mod service;
 pub mod state_machine;
@@ -77,14 +78,15 @@ impl MetadataNode {
         let addr = listener.local_addr()?;
         std::fs::create_dir_all(&config.data_dir)?;
         let dir = config.data_dir.clone();
-        let (db, db_closed, sm) = store::blocking(move || {
+        let segment_bytes = config.log_segment_mib.max(1) << 20;
+        let (db_closed, sm, log_store) = store::blocking(move || {
             let (db, closed) = store::open_db(&dir)?;
             let sm = StateMachine::open(db.clone())?;
-            Ok((db, closed, sm))
+            let log = LogStore::open(db, &dir.join("raft-log"), segment_bytes)?;
+            Ok((closed, sm, log))
         })
         .await?;
         let records = sm.records();
-        let log_store = LogStore::new(db);
 
         let tls = config.tls_dir.as_deref().map(ClusterTls::load).transpose()?;
         let network = Network::new(tls.clone());

@@ -8,10 +8,11 @@
 //! `last_applied`. That batch is not synced: the entries it applies are
 //! already durable in the Raft log (synced before they counted for the
 //! commit), and RocksDB's one write-ahead log is written in order, so any
-//! later synced write (the next log append, a snapshot, a purge) makes it
+//! later synced RocksDB write (a snapshot, a purge pointer, a vote) makes it
 //! durable too. A crash can only take the state machine back to an earlier
 //! `last_applied`, whose following entries are still in the log (the log is
-//! purged only up to a snapshot, whose synced write came after them), and
+//! purged only up to a snapshot, and only after the purge pointer's synced
+//! write, which came after them), and
 //! openraft applies them again at start-up; the request table makes a
 //! re-applied request answer as it did. This saves one of the three
 //! sequential fsyncs a lone write used to wait for (leader append, follower

@@ -53,7 +53,7 @@ fn node_names(sm: &StateMachine) -> Vec<String> {
 
 fn open(dir: &Path) -> Result<(LogStore, StateMachine)> {
     let (db, _closed) = open_db(dir)?;
-    Ok((LogStore::new(db.clone()), StateMachine::open(db)?))
+    Ok((LogStore::open(db.clone(), &dir.join("raft-log"), 1 << 20)?, StateMachine::open(db)?))
 }
 
 #[tokio::test]
@@ -110,7 +110,7 @@ async fn corrupt_values_are_errors_not_defaults() -> Result<()> {
         db.put_cf(sm, b"n/x", [0u8])?;
     }
     let (db, _closed) = open_db(dir.path())?;
-    let mut log = LogStore::new(db.clone());
+    let mut log = LogStore::open(db.clone(), &dir.path().join("raft-log"), 1 << 20)?;
     if log.read_vote().await.is_ok() {
         bail!("a vote of an unknown version was read");
     }

@@ -1,5 +1,5 @@
-//! openraft's storage conformance suite against the RocksDB log store and
-//! state machine, each case on a fresh database in its own temporary directory.
+//! openraft's storage conformance suite against the segment log store and
+//! the RocksDB state machine, each case on a fresh database in its own temporary directory.
 
 use cairn_metadata_node::log_store::LogStore;
 use cairn_metadata_node::state_machine::StateMachine;
@@ -15,7 +15,9 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for RocksBuilder 
         let dir = TempDir::new().map_err(|e| StorageIOError::write(&e))?;
         let (db, _closed) = open_db(dir.path()).map_err(|e| StorageIOError::write(&e))?;
         let sm = StateMachine::open(db.clone()).map_err(|e| StorageIOError::read(&e))?;
-        Ok((dir, LogStore::new(db), sm))
+        let log = LogStore::open(db, &dir.path().join("raft-log"), 1 << 20)
+            .map_err(|e| StorageIOError::write(&e))?;
+        Ok((dir, log, sm))
     }
 }
 
