@@ -54,6 +54,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use super::pressure::ReadPressure;
+
 const MAP_VERSION: u16 = 1;
 /// Concurrent chunk fetches of the background hydrator (and of one request).
 pub const FETCHES_IN_FLIGHT: usize = 16;
@@ -141,6 +143,8 @@ pub struct Hydration {
     rf: usize,
     /// The block after the last one a reader asked for.
     pub(super) hint: AtomicU64,
+    /// Random reads that had to fetch lately: the hydrator yields to them.
+    pub(super) pressure: ReadPressure,
     pub(super) cancelled: AtomicBool,
     /// Chunk fetches under way or done and not yet installed, shared by
     /// everyone who needs the chunk (see [`Hydration::fetch`]).
@@ -231,6 +235,7 @@ impl Hydration {
             sources,
             rf: peers::replication_factor(map.replication_factor),
             hint: AtomicU64::new(0),
+            pressure: ReadPressure::new(),
             cancelled: AtomicBool::new(false),
             inflight: Mutex::new(HashMap::new()),
         };
@@ -514,6 +519,9 @@ impl Hydration {
         self: &Arc<Self>,
         blocks: &[u64],
     ) -> Result<Vec<(u64, Bytes)>, ChunkNodeError> {
+        if let Some(first) = blocks.first().filter(|i| !self.is_hydrated(**i)) {
+            self.pressure.note(*first, self.hint.load(Ordering::Relaxed));
+        }
         if let Some(last) = blocks.iter().max() {
             self.hint.store(last + 1, Ordering::Relaxed);
         }

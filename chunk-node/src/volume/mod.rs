@@ -35,6 +35,7 @@ pub mod host;
 pub mod hydration;
 pub mod hydrator;
 pub mod io;
+mod pressure;
 mod readahead;
 mod stamps;
 pub mod tracking;

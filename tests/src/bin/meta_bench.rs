@@ -39,10 +39,18 @@ struct Args {
     min_ops: usize,
     ops_per_client: usize,
     etcd: Option<PathBuf>,
+    /// Where the data directories are (default: a temporary directory).
+    data_dir: Option<PathBuf>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
-    let mut a = Args { clients: vec![1, 16, 256], min_ops: 1000, ops_per_client: 24, etcd: None };
+    let mut a = Args {
+        clients: vec![1, 16, 256],
+        min_ops: 1000,
+        ops_per_client: 24,
+        etcd: None,
+        data_dir: None,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
@@ -53,8 +61,9 @@ fn parse_args() -> anyhow::Result<Args> {
             "--min-ops" => a.min_ops = value()?.parse()?,
             "--ops-per-client" => a.ops_per_client = value()?.parse()?,
             "--etcd" => a.etcd = Some(PathBuf::from(value()?)),
+            "--data-dir" => a.data_dir = Some(PathBuf::from(value()?)),
             other => bail!(
-                "unknown flag {other}; usage: meta_bench [--clients 1,16,256] [--min-ops N] [--ops-per-client N] [--etcd /usr/bin/etcd]"
+                "unknown flag {other}; usage: meta_bench [--clients 1,16,256] [--min-ops N] [--ops-per-client N] [--etcd /usr/bin/etcd] [--data-dir DIR]"
             ),
         }
     }
@@ -300,9 +309,10 @@ async fn etcd_level(
     Ok(Row { system: "etcd", clients, ops: latencies.len(), elapsed: start.elapsed(), latencies })
 }
 
-fn print_table(rows: &[Row], value_len: usize) {
+fn print_table(rows: &[Row], value_len: usize, data: &Path) {
     println!(
-        "\nCreateSnapshot-sized writes ({value_len} bytes), 3 members on loopback, fsync on:\n"
+        "\nCreateSnapshot-sized writes ({value_len} bytes), 3 members on loopback, fsync on, data in {}:\n",
+        data.display()
     );
     println!("| system | clients | writes | records/s | p50 ms | p99 ms |");
     println!("|---|---:|---:|---:|---:|---:|");
@@ -322,7 +332,10 @@ fn print_table(rows: &[Row], value_len: usize) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
-    let dir = tempfile::tempdir()?;
+    let dir = match &args.data_dir {
+        Some(d) => tempfile::tempdir_in(d)?,
+        None => tempfile::tempdir()?,
+    };
     let value_len = record_size()?;
     let mut rows = Vec::new();
     // A fresh group (and a fresh etcd cluster) per level: each level starts
@@ -346,6 +359,6 @@ async fn main() -> anyhow::Result<()> {
             rows.push(row);
         }
     }
-    print_table(&rows, value_len);
+    print_table(&rows, value_len, dir.path().parent().unwrap_or(dir.path()));
     Ok(())
 }
