@@ -292,6 +292,25 @@ impl Hydration {
     /// kept until the block is installed, so a reader arriving between the
     /// fetch and the install does not fetch again either.
     pub async fn fetch(&self, blocks: &[u64]) -> Result<Vec<(u64, Bytes)>, ChunkNodeError> {
+        self.fetch_as(blocks, false).await
+    }
+
+    /// [`Hydration::fetch`] for the hydrator: each chunk fetch it starts
+    /// takes a [`ReadPressure`] slot first (fewer at once while random reads
+    /// fetch). It waits for a slot before claiming the chunk's shared fetch,
+    /// so a reader needing that chunk meanwhile fetches it itself.
+    pub(super) async fn fetch_yielding(
+        &self,
+        blocks: &[u64],
+    ) -> Result<Vec<(u64, Bytes)>, ChunkNodeError> {
+        self.fetch_as(blocks, true).await
+    }
+
+    async fn fetch_as(
+        &self,
+        blocks: &[u64],
+        yielding: bool,
+    ) -> Result<Vec<(u64, Bytes)>, ChunkNodeError> {
         let mut wanted: BTreeMap<ChunkId, Vec<u64>> = BTreeMap::new();
         for i in blocks.iter().filter(|i| !self.is_hydrated(**i)) {
             if let Some(id) = self.entries.get(i) {
@@ -312,6 +331,10 @@ impl Hydration {
         let fetched: Vec<(ChunkId, Vec<u64>, Bytes)> =
             stream::iter(missing.into_iter().zip(shared))
                 .map(|((id, blocks), cell)| async move {
+                    let _slot = match yielding && !cell.initialized() {
+                        true => Some(self.pressure.slot().await),
+                        false => None,
+                    };
                     let data = cell
                         .get_or_try_init(|| {
                             peers::fetch_near(
@@ -345,6 +368,14 @@ impl Hydration {
     /// The shared fetch of each of `missing`'s chunks, registered for the
     /// blocks they are wanted for; fetches whose blocks are all local now
     /// are forgotten first.
+    /// Whether someone (the hydrator, a reader) is fetching block `i`'s
+    /// chunk or has fetched it and not yet installed it.
+    fn being_fetched(&self, i: u64) -> bool {
+        self.entries.get(&i).is_some_and(|id| {
+            self.inflight.lock().unwrap_or_else(|e| e.into_inner()).contains_key(id)
+        })
+    }
+
     fn share(&self, missing: &[(ChunkId, Vec<u64>)]) -> Vec<Arc<tokio::sync::OnceCell<Bytes>>> {
         let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
         inflight.retain(|_, f| !f.blocks.iter().all(|i| self.is_hydrated(*i)));
@@ -519,8 +550,13 @@ impl Hydration {
         self: &Arc<Self>,
         blocks: &[u64],
     ) -> Result<Vec<(u64, Bytes)>, ChunkNodeError> {
-        if let Some(first) = blocks.first().filter(|i| !self.is_hydrated(**i)) {
-            self.pressure.note(*first, self.hint.load(Ordering::Relaxed));
+        // A block the hydrator is fetching or installing is not a random
+        // read's: with zero blocks left out of its rounds, a sequential
+        // reader catching up with it can be more than NEAR_BLOCKS from the
+        // hint while reading the round being installed.
+        let first = blocks.first().copied();
+        if let Some(first) = first.filter(|i| !self.is_hydrated(*i) && !self.being_fetched(*i)) {
+            self.pressure.note(first, self.hint.load(Ordering::Relaxed));
         }
         if let Some(last) = blocks.iter().max() {
             self.hint.store(last + 1, Ordering::Relaxed);

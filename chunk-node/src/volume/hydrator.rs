@@ -156,7 +156,7 @@ impl Hydrator {
             Ok(Vec::new())
         } else {
             tokio::select! {
-                fetched = h.fetch(&round) => fetched,
+                fetched = h.fetch_yielding(&round) => fetched,
                 // `on_stop` finishes the round being installed.
                 _ = stop.wait() => return Ok(()),
             }

@@ -311,7 +311,7 @@ async fn etcd_level(
 
 fn print_table(rows: &[Row], value_len: usize, data: &Path) {
     println!(
-        "\nCreateSnapshot-sized writes ({value_len} bytes), 3 members on loopback, fsync on, data in {}:\n",
+        "\nCreateSnapshot-sized writes ({value_len} bytes), 3 members on loopback, fsync on, data in {} (where a sync costs nothing if it is a tmpfs):\n",
         data.display()
     );
     println!("| system | clients | writes | records/s | p50 ms | p99 ms |");
