@@ -140,6 +140,10 @@ def first_reads(ec2, c, snapshot, nblocks, count=400):
     nbd.close()
     h = http_json(f"{c.endpoint}/_cairn/volumes/{v}/hydration")
     done = (h.get("hydrated_bytes") or 0) / max(1, h.get("total_bytes") or 1)
+    # Where the slow ones were: at the start (the volume just opened, caches
+    # cold) or all along (competing with the hydrator).
+    slow = [i for i, ms in enumerate(lat) if ms > 20]
+    print(f"bench: first reads over 20 ms: {len(slow)}, at positions {slow[:12]}", flush=True)
     return sorted(lat), done
 
 

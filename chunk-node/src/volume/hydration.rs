@@ -365,17 +365,19 @@ impl Hydration {
         Ok(out)
     }
 
-    /// The shared fetch of each of `missing`'s chunks, registered for the
-    /// blocks they are wanted for; fetches whose blocks are all local now
-    /// are forgotten first.
     /// Whether someone (the hydrator, a reader) is fetching block `i`'s
-    /// chunk or has fetched it and not yet installed it.
+    /// chunk or has fetched it and not yet installed it. (After a failed
+    /// fetch the entry stays until its blocks are local: such a block then
+    /// does not count as a random read's, a heuristic's miss.)
     fn being_fetched(&self, i: u64) -> bool {
         self.entries.get(&i).is_some_and(|id| {
             self.inflight.lock().unwrap_or_else(|e| e.into_inner()).contains_key(id)
         })
     }
 
+    /// The shared fetch of each of `missing`'s chunks, registered for the
+    /// blocks they are wanted for; fetches whose blocks are all local now
+    /// are forgotten first.
     fn share(&self, missing: &[(ChunkId, Vec<u64>)]) -> Vec<Arc<tokio::sync::OnceCell<Bytes>>> {
         let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
         inflight.retain(|_, f| !f.blocks.iter().all(|i| self.is_hydrated(*i)));
