@@ -78,6 +78,12 @@ impl Index {
         }
     }
 
+    /// Notes a record with index `index` in segment `seq`.
+    fn saw(&mut self, seq: u64, index: u64) {
+        let top = self.highest.entry(seq).or_insert(index);
+        *top = (*top).max(index);
+    }
+
     /// Adds an entry: the next index, or one at or below the last, which
     /// replaces that entry and everything after it.
     fn push(&mut self, loc: Loc) -> Result<(), StoreError> {
@@ -88,8 +94,7 @@ impl Index {
                 return Err(StoreError::Corrupt(format!("log entry {index} after {last}")));
             }
         }
-        let top = self.highest.entry(loc.seq).or_insert(index);
-        *top = (*top).max(index);
+        self.saw(loc.seq, index);
         self.locs.push_back(loc);
         Ok(())
     }
@@ -127,10 +132,6 @@ impl Drop for SegmentLog {
 
 fn corrupt(msg: String) -> StoreError {
     StoreError::Corrupt(msg)
-}
-
-fn io_err(e: io::Error) -> StoreError {
-    StoreError::Task(format!("raft log: {e}"))
 }
 
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {
@@ -218,10 +219,8 @@ fn replay(
 ) -> Result<usize, StoreError> {
     let mut at = 0;
     while let Some(rec) = decode_record(bytes, at) {
-        let top = index.highest.entry(seq).or_insert(rec.index);
-        *top = (*top).max(rec.index);
         match rec.kind {
-            KIND_ENTRY if purged.is_some_and(|p| rec.index <= p.index) => {}
+            KIND_ENTRY if purged.is_some_and(|p| rec.index <= p.index) => index.saw(seq, rec.index),
             KIND_ENTRY => {
                 let entry: Entry = store::decode(rec.payload)?;
                 if entry.log_id.index != rec.index {
@@ -233,7 +232,10 @@ fn replay(
                 let len = rec.payload.len() as u32;
                 index.push(Loc { log_id: entry.log_id, seq, offset: at as u64, len })?;
             }
-            KIND_TRUNCATE => index.truncate(rec.index),
+            KIND_TRUNCATE => {
+                index.saw(seq, rec.index);
+                index.truncate(rec.index)
+            }
             kind => return Err(corrupt(format!("raft log segment {seq}: record kind {kind}"))),
         }
         at = rec.end;
@@ -250,19 +252,19 @@ impl SegmentLog {
         purged: Option<LogId>,
     ) -> Result<SegmentLog, StoreError> {
         if !dir.exists() {
-            std::fs::create_dir_all(dir).map_err(io_err)?;
+            std::fs::create_dir_all(dir)?;
             // The directory's own name must outlive a crash as its files do.
             if let Some(parent) = dir.parent() {
-                sync_dir(parent).map_err(io_err)?;
+                sync_dir(parent)?;
             }
         }
         let _ = std::fs::remove_file(dir.join(SPARE_TMP));
         if std::fs::metadata(dir.join(SPARE)).is_ok_and(|m| m.len() != segment_bytes) {
-            std::fs::remove_file(dir.join(SPARE)).map_err(io_err)?;
+            std::fs::remove_file(dir.join(SPARE))?;
         }
         let mut seqs = Vec::new();
-        for item in std::fs::read_dir(dir).map_err(io_err)? {
-            let name = item.map_err(io_err)?.file_name();
+        for item in std::fs::read_dir(dir)? {
+            let name = item?.file_name();
             let name = name.to_string_lossy();
             if let Some(seq) = name.strip_suffix(".log").and_then(|s| s.parse::<u64>().ok()) {
                 seqs.push(seq);
@@ -273,9 +275,9 @@ impl SegmentLog {
         let mut writer = None;
         for (i, &seq) in seqs.iter().enumerate() {
             let path = segment_path(dir, seq);
-            let bytes = std::fs::read(&path).map_err(io_err)?;
+            let bytes = std::fs::read(&path)?;
             let tail = replay(&bytes, seq, purged, &mut index)?;
-            let file = Arc::new(open_rw(&path).map_err(io_err)?);
+            let file = Arc::new(open_rw(&path)?);
             index.files.insert(seq, file.clone());
             let dirty = bytes[tail..].iter().any(|&b| b != 0);
             if i + 1 < seqs.len() {
@@ -287,8 +289,8 @@ impl SegmentLog {
             if dirty {
                 // An interrupted write: zeroed, so that nothing of it can
                 // ever be read behind a later record.
-                file.write_all_at(&vec![0u8; bytes.len() - tail], tail as u64).map_err(io_err)?;
-                file.sync_data().map_err(io_err)?;
+                file.write_all_at(&vec![0u8; bytes.len() - tail], tail as u64)?;
+                file.sync_data()?;
             }
             writer = Some(Writer { seq, file, offset: tail as u64, size: bytes.len() as u64 });
         }
@@ -332,13 +334,13 @@ impl SegmentLog {
             None => self.dir.join(SPARE).exists(),
         };
         if spare_ready && min_len <= self.segment_bytes {
-            std::fs::rename(self.dir.join(SPARE), &path).map_err(io_err)?;
+            std::fs::rename(self.dir.join(SPARE), &path)?;
         } else {
-            write_zeros(&path, self.segment_bytes.max(min_len)).map_err(io_err)?;
+            write_zeros(&path, self.segment_bytes.max(min_len))?;
         }
-        sync_dir(&self.dir).map_err(io_err)?;
-        let file = Arc::new(open_rw(&path).map_err(io_err)?);
-        let size = file.metadata().map_err(io_err)?.len();
+        sync_dir(&self.dir)?;
+        let file = Arc::new(open_rw(&path)?);
+        let size = file.metadata()?.len();
         self.index().files.insert(seq, file.clone());
         Ok(Writer { seq, file, offset: 0, size })
     }
@@ -367,7 +369,7 @@ impl SegmentLog {
             // What reached the disk is unknown: no further write goes on
             // from here; the member stops and recovery decides.
             *guard = None;
-            return Err(io_err(e));
+            return Err(e.into());
         }
         let w = guard.as_mut().ok_or_else(|| StoreError::Task("raft log closed".into()))?;
         let at = w.offset;
@@ -407,8 +409,7 @@ impl SegmentLog {
         let mut record = Vec::new();
         encode_record(&mut record, KIND_TRUNCATE, since, &[]);
         self.write(&record, |index, seq, _| {
-            let top = index.highest.entry(seq).or_insert(since);
-            *top = (*top).max(since);
+            index.saw(seq, since);
             index.truncate(since);
             Ok(())
         })
@@ -436,7 +437,7 @@ impl SegmentLog {
             }
         }
         for seq in gone {
-            std::fs::remove_file(segment_path(&self.dir, seq)).map_err(io_err)?;
+            std::fs::remove_file(segment_path(&self.dir, seq))?;
         }
         Ok(())
     }
@@ -467,7 +468,7 @@ impl SegmentLog {
         let mut entries = Vec::with_capacity(wanted.len());
         for (loc, file) in wanted {
             let mut buf = vec![0u8; loc.len as usize];
-            file.read_exact_at(&mut buf, loc.offset + HEADER as u64).map_err(io_err)?;
+            file.read_exact_at(&mut buf, loc.offset + HEADER as u64)?;
             entries.push(store::decode(&buf)?);
         }
         Ok(entries)

@@ -50,6 +50,8 @@ pub enum StoreError {
     Record(#[from] cairn_core::records::DecodeError),
     #[error("column family {0} is missing")]
     MissingColumnFamily(&'static str),
+    #[error("raft log file: {0}")]
+    Io(#[from] std::io::Error),
     #[error("storage task failed: {0}")]
     Task(String),
 }
