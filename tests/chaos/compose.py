@@ -289,8 +289,7 @@ def _flip_bytes(f, rng):
     f.flipped = (node, corrupt_found(f.cluster.gateways[0], node))
     capacity = os.environ.get("CHAOS_CAPACITY") == "1"
     packs = _data_dir(f, node) / "chunks" / "packs"
-    records = disk.wait_candidates(packs, 8, open_only=capacity)
-    hit = disk.flip_records(records, rng, 8)
+    hit = disk.flip_until(packs, rng, 8, open_only=capacity)
     return f"{len(hit)} records on {node}"
 
 

@@ -69,6 +69,27 @@ def wait_candidates(packs_dir, count, open_only=False, deadline=90):
         time.sleep(0.5)
 
 
+def flip_until(packs_dir, rng, count, open_only=False, deadline=90):
+    """Rots `count` records of the node's packs (see `flip_records`), listing
+    them again while fewer were hit and the deadline allows: the open pack
+    may be sealed under its other name, or a pack compacted away, between
+    the listing and the write (one CI run hit none of 8 that way). Returns
+    the chunk ids hit."""
+    end = time.monotonic() + deadline
+    hit = []
+    while len(hit) < count:
+        left = max(1, end - time.monotonic())
+        records = [r for r in wait_candidates(packs_dir, count - len(hit), open_only, left)
+                   if r[2] not in hit]
+        new = flip_records(records, rng, count - len(hit))
+        hit += new
+        if time.monotonic() > end:
+            break
+        if not new:
+            time.sleep(0.5)  # nothing new to rot yet: the workloads write more
+    return hit
+
+
 def flip_records(records, rng, count):
     """XORs 16 bytes in the middle of `count` data records chosen at random
     among `records` (from `rot_candidates`); returns the chunk ids hit. A

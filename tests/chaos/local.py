@@ -232,8 +232,7 @@ def _flip_bytes(f, rng):
     """Rot in a regional chunk node's pack files, under the running node."""
     node = rng.choice([c[0] for c in CHUNKS[:4]])
     f.flipped = (node, corrupt_found(f.cluster.gateways[0], node))
-    records = disk.wait_candidates(f.cluster.procs[node].dir / "data" / "packs", 8)
-    hit = disk.flip_records(records, rng, 8)
+    hit = disk.flip_until(f.cluster.procs[node].dir / "data" / "packs", rng, 8)
     return f"{len(hit)} records on {node}"
 
 
