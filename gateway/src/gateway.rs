@@ -16,6 +16,7 @@ use crate::nodes::NodeClients;
 use crate::repair;
 use crate::repair_state::Repair;
 use crate::tasks::Jobs;
+use axum::serve::ListenerExt;
 use cairn_core::accounts::ClusterKey;
 use cairn_proto::tls::ClusterTls;
 use cairn_proto::MetadataClient;
@@ -125,6 +126,13 @@ impl Gateway {
         let app = app(ctx.clone());
         let http_signal = signal(stopped.clone());
         let http = tokio::spawn(async move {
+            // Nagle off: a reply's last small segment must not wait for the
+            // client's delayed ACK (up to 40 ms per EBS direct call).
+            let http = http.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::warn!(error = %e, "could not turn Nagle's algorithm off");
+                }
+            });
             axum::serve(http, app.into_make_service()).with_graceful_shutdown(http_signal).await
         });
         let door_tls = DoorTls::from_cluster(tls.as_ref(), ctx.config.nbd_tls_required)?;
