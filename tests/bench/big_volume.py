@@ -10,7 +10,8 @@
   the first page of 10,000 and every page, each timed;
 - CreateVolume from s1 (a lazy restore of 16 TiB) and every written block
   read back over NBD and compared; CopySnapshot of s1 to the Outpost;
-- the peak resident memory (VmHWM) of every process.
+- the peak resident memory (VmHWM) of every process, per step (the highest)
+  and over the run.
 
 Prints one table. Not a test: numbers vary with the machine.
 """
@@ -54,25 +55,61 @@ def timed(fn):
     return out, time.monotonic() - t
 
 
-def peak_rss(c):
-    """{process name: peak RSS in MiB} of every process the cluster runs."""
+def pids(c):
+    """{process name: pid} of every process the cluster runs."""
     out = {}
     for addr in sorted(c.data_dir.glob("*/addr.toml")):
         pid = next((int(line.split("=")[1]) for line in addr.read_text().splitlines()
                     if line.startswith("pid")), None)
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except (FileNotFoundError, TypeError):
-            continue
-        hwm = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM"))
-        out[addr.parent.name] = hwm / 1024
+        if pid is not None:
+            out[addr.parent.name] = pid
     return out
+
+
+class Peaks:
+    """Peak resident memory (VmHWM) per process, per step and over the run:
+    each step starts by resetting every process's peak (`clear_refs` 5), so
+    a step's figure is what that step took, not what an earlier one left."""
+
+    def __init__(self, c):
+        self.c = c
+        self.run = {}
+
+    def reset(self):
+        for pid in pids(self.c).values():
+            try:
+                Path(f"/proc/{pid}/clear_refs").write_text("5")
+            except OSError:
+                pass  # gone, or not ours: its peak then covers the run so far
+
+    def read(self):
+        """{process name: MiB} since the last reset; the run's peaks updated."""
+        out = {}
+        for name, pid in pids(self.c).items():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except FileNotFoundError:
+                continue
+            hwm = next(int(line.split()[1]) for line in status.splitlines()
+                       if line.startswith("VmHWM"))
+            out[name] = hwm / 1024
+            self.run[name] = max(self.run.get(name, 0), out[name])
+        return out
+
+    def step(self, fn):
+        """(fn's result, seconds, the process that peaked highest and its MiB)."""
+        self.reset()
+        out, t = timed(fn)
+        peaks = self.read()
+        top = max(peaks, key=peaks.get) if peaks else "-"
+        return out, t, f"{top} {peaks.get(top, 0):.0f}"
 
 
 def main():
     work = Path(tempfile.mkdtemp(prefix="cairn-bench-big-"))
     rng = random.Random(16)
     c = Cluster(work / "cairn").start()
+    peaks = Peaks(c)
     rows = []
     try:
         ec2, ebs = c.client(), c.client("ebs")
@@ -83,8 +120,8 @@ def main():
             ec2.get_waiter("volume_available").wait(VolumeIds=[v], WaiterConfig=FAST)
             return v
 
-        vol, t = timed(lambda: create_volume(Size=SIZE_GIB))
-        rows.append((f"CreateVolume, {SIZE_GIB:,} GiB", t, ""))
+        vol, t, m = peaks.step(lambda: create_volume(Size=SIZE_GIB))
+        rows.append((f"CreateVolume, {SIZE_GIB:,} GiB", t, "", m))
 
         stride = BLOCKS // WRITTEN
         written = {k * stride + rng.randrange(stride): rng.randbytes(BLOCK) for k in range(WRITTEN)}
@@ -96,8 +133,8 @@ def main():
                 nbd.write(i * BLOCK, data)
             nbd.flush()
 
-        _, t = timed(lambda: write(written))
-        rows.append(("write 1 GiB over NBD (2,048 blocks spread)", t, f"{1024 / t:.0f} MiB/s"))
+        _, t, m = peaks.step(lambda: write(written))
+        rows.append(("write 1 GiB over NBD (2,048 blocks spread)", t, f"{1024 / t:.0f} MiB/s", m))
 
         def snapshot():
             s = ec2.create_snapshot(VolumeId=vol)["SnapshotId"]
@@ -105,8 +142,8 @@ def main():
                  == "completed", "snapshot")
             return s
 
-        s1, t = timed(snapshot)
-        rows.append(("CreateSnapshot to completed, 1 GiB written", t, ""))
+        s1, t, m = peaks.step(snapshot)
+        rows.append(("CreateSnapshot to completed, 1 GiB written", t, "", m))
 
         def list_all(call, **kw):
             out, token, pages, first = [], None, 0, None
@@ -120,36 +157,36 @@ def main():
                 if not token:
                     return out, first, pages
 
-        (listed, first, pages), t = timed(lambda: list_all(ebs.list_snapshot_blocks, SnapshotId=s1))
+        (listed, first, pages), t, m = peaks.step(lambda: list_all(ebs.list_snapshot_blocks, SnapshotId=s1))
         assert sorted(b["BlockIndex"] for b in listed) == sorted(written), "ListSnapshotBlocks"
-        rows.append(("ListSnapshotBlocks, first page", first, f"{len(listed):,} blocks"))
-        rows.append(("ListSnapshotBlocks, every page", t, f"{pages} page(s)"))
+        rows.append(("ListSnapshotBlocks, first page", first, f"{len(listed):,} blocks", ""))
+        rows.append(("ListSnapshotBlocks, every page", t, f"{pages} page(s)", m))
 
         patterns = [rng.randbytes(BLOCK) for _ in range(16)]
         changed = {i: patterns[i % 16] for i in range(rng.randrange(CHANGE_EVERY), BLOCKS,
                                                       CHANGE_EVERY)}
-        _, t = timed(lambda: write(changed))
+        _, t, m = peaks.step(lambda: write(changed))
         mib = len(changed) * BLOCK / 2**20
-        rows.append((f"write 0.1% ({len(changed):,} blocks) over NBD", t, f"{mib / t:.0f} MiB/s"))
-        s2, t = timed(snapshot)
-        rows.append(("CreateSnapshot to completed, 0.1% changed", t, f"{mib / t:.0f} MiB/s"))
+        rows.append((f"write 0.1% ({len(changed):,} blocks) over NBD", t, f"{mib / t:.0f} MiB/s", m))
+        s2, t, m = peaks.step(snapshot)
+        rows.append(("CreateSnapshot to completed, 0.1% changed", t, f"{mib / t:.0f} MiB/s", m))
 
-        (diff, first, pages), t = timed(lambda: list_all(
+        (diff, first, pages), t, m = peaks.step(lambda: list_all(
             ebs.list_changed_blocks, FirstSnapshotId=s1, SecondSnapshotId=s2))
         assert sorted(b["BlockIndex"] for b in diff) == sorted(changed), "ListChangedBlocks"
-        rows.append(("ListChangedBlocks s1 -> s2, first page of 10,000", first, ""))
+        rows.append(("ListChangedBlocks s1 -> s2, first page of 10,000", first, "", ""))
         rows.append(("ListChangedBlocks s1 -> s2, every page", t,
-                     f"{len(diff):,} blocks, {pages} pages"))
+                     f"{len(diff):,} blocks, {pages} pages", m))
 
-        restored, t = timed(lambda: create_volume(SnapshotId=s1))
-        rows.append(("CreateVolume from s1 (lazy restore)", t, ""))
+        restored, t, m = peaks.step(lambda: create_volume(SnapshotId=s1))
+        rows.append(("CreateVolume from s1 (lazy restore)", t, "", m))
         reader = NbdClient(c.nbd, restored)
 
         def read_back():
             return all(reader.read(i * BLOCK, BLOCK) == data for i, data in sorted(written.items()))
 
-        same, t = timed(read_back)
-        rows.append(("read back the 2,048 written blocks", t, f"identical: {same}"))
+        same, t, m = peaks.step(read_back)
+        rows.append(("read back the 2,048 written blocks", t, f"identical: {same}", m))
         reader.close()
         nbd.close()
 
@@ -159,20 +196,20 @@ def main():
             poll(lambda: ec2.describe_snapshots(SnapshotIds=[cp])["Snapshots"][0]["State"]
                  == "completed", "copy")
 
-        _, t = timed(copy)
-        rows.append(("CopySnapshot s1 region -> Outpost", t, ""))
-        rss = peak_rss(c)
+        _, t, m = peaks.step(copy)
+        rows.append(("CopySnapshot s1 region -> Outpost", t, "", m))
+        rss = peaks.run
     finally:
         c.stop()
         # 17 GiB of volume files and chunks: not left in the temp dir.
         shutil.rmtree(work, ignore_errors=True)
 
     print(f"\n16 TiB sparse volume ({SIZE_GIB:,} GiB, {BLOCKS:,} blocks of 512 KiB)\n")
-    print("| step | seconds | |")
-    print("|---|---:|---|")
-    for name, t, note in rows:
-        print(f"| {name} | {t:.3f} | {note} |")
-    print("\npeak resident memory (VmHWM), MiB\n")
+    print("| step | seconds | | highest peak RSS in the step, MiB |")
+    print("|---|---:|---|---|")
+    for name, t, note, mem in rows:
+        print(f"| {name} | {t:.3f} | {note} | {mem} |")
+    print("\npeak resident memory (VmHWM) over the steps, MiB\n")
     print("| process | MiB |")
     print("|---|---:|")
     for name, mib in rss.items():

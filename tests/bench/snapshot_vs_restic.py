@@ -12,6 +12,7 @@ machine.
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -82,6 +83,23 @@ def timed(fn):
     t = time.monotonic()
     out = fn()
     return time.monotonic() - t, out
+
+
+def profiled(name, fn):
+    """`fn()`, with every CPU sampled by `perf record` meanwhile when
+    BENCH_PERF names a directory (`BENCH_PERF/name.data`; read it with
+    `perf report -i`): the profile of a step, for finding what bounds it."""
+    out_dir = os.environ.get("BENCH_PERF")
+    if not out_dir:
+        return fn()
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    perf = subprocess.Popen(["perf", "record", "-a", "-F", "999", "-o", str(Path(out_dir) / f"{name}.data")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        return fn()
+    finally:
+        perf.send_signal(signal.SIGINT)
+        perf.wait()
 
 
 def cold(img):
@@ -188,7 +206,7 @@ def main():
 
         b0 = stored_bytes(c)
         print(f"bench: full snapshot starts at {time.time():.1f}", flush=True)
-        t_full, s1 = timed(snap_polled)
+        t_full, s1 = timed(lambda: profiled("full", snap_polled))
         b1 = stored_bytes(c)
 
         rewrite_one_percent(img, nblocks, c.nbd, vol)
@@ -210,7 +228,7 @@ def main():
 
         cold(img)
         print(f"bench: restore starts at {time.time():.1f}", flush=True)
-        t_restore, same = timed(restore)
+        t_restore, same = timed(lambda: profiled("restore", restore))
         print(f"bench: restore read back at {time.time():.1f}", flush=True)
         cold(img)
         lat, hydrated = first_reads(ec2, c, s2, nblocks)
