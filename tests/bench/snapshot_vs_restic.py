@@ -93,7 +93,9 @@ def profiled(name, fn):
     if not out_dir:
         return fn()
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    perf = subprocess.Popen(["perf", "record", "-a", "-F", "999", "-o", str(Path(out_dir) / f"{name}.data")],
+    # BENCH_PERF_ARGS: e.g. "--call-graph dwarf,16384 -F 199" for call chains.
+    args = os.environ.get("BENCH_PERF_ARGS", "-F 999").split()
+    perf = subprocess.Popen(["perf", "record", "-a", *args, "-o", str(Path(out_dir) / f"{name}.data")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         return fn()
@@ -138,6 +140,12 @@ def disk_speed(work):
     return write, read
 
 
+def hydrated(c, volume):
+    """The fraction of `volume`'s data that is local on its host."""
+    h = http_json(f"{c.endpoint}/_cairn/volumes/{volume}/hydration")
+    return (h.get("hydrated_bytes") or 0) / max(1, h.get("total_bytes") or 1)
+
+
 def first_reads(ec2, c, snapshot, nblocks, count=400):
     """Restores `snapshot` into a new volume and, as soon as it is
     available, reads 4 KiB at `count` random offsets over NBD, one at a
@@ -156,8 +164,7 @@ def first_reads(ec2, c, snapshot, nblocks, count=400):
         nbd.read(off, 4096)
         lat.append((time.monotonic() - t) * 1000)
     nbd.close()
-    h = http_json(f"{c.endpoint}/_cairn/volumes/{v}/hydration")
-    done = (h.get("hydrated_bytes") or 0) / max(1, h.get("total_bytes") or 1)
+    done = hydrated(c, v)
     # Where the slow ones were: at the start (the volume just opened, caches
     # cold) or all along (competing with the hydrator).
     slow = [i for i, ms in enumerate(lat) if ms > 20]
@@ -224,12 +231,20 @@ def main():
             print(f"bench: restored volume available at {time.time():.1f}", flush=True)
             cmp = subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "raw", str(img), c.nbd_uri(v)],
                                  capture_output=True, text=True)
-            return cmp.returncode == 0
+            return cmp.returncode == 0, v
 
         cold(img)
         print(f"bench: restore starts at {time.time():.1f}", flush=True)
-        t_restore, same = timed(lambda: profiled("restore", restore))
+        t_restore, (same, restored) = timed(lambda: profiled("restore", restore))
         print(f"bench: restore read back at {time.time():.1f}", flush=True)
+        # The read-back alone: the same volume read again once whole and with
+        # a cold cache. Restore + read-back can be no faster than this.
+        wait_for(lambda: http_json(f"{c.endpoint}/_cairn/volumes/{restored}/hydration")["done"],
+                 timeout=3600, interval=0.05, what="hydrated")
+        cold(img)
+        t_reread, _ = timed(lambda: profiled("reread", lambda: subprocess.run(
+            ["qemu-img", "compare", "-f", "raw", "-F", "raw", str(img), c.nbd_uri(restored)],
+            check=True, capture_output=True)))
         cold(img)
         lat, hydrated = first_reads(ec2, c, s2, nblocks)
         rows.append(("full snapshot", t_full, mib, b1 - b0))
@@ -243,7 +258,10 @@ def main():
     first_reads_line = (f"First reads while hydrating ({len(lat)} random 4 KiB reads, one at a time, right after the "
                         f"restored volume became available; {hydrated:.0%} hydrated at the end): "
                         f"p50 {p(0.50):.1f} ms, p99 {p(0.99):.1f} ms, max {lat[-1]:.1f} ms.")
+    reread_line = (f"Read-back alone (the restored volume read again over NBD once whole, cold cache): "
+                   f"{t_reread:.2f} s, {mib / t_reread:.0f} MiB/s.")
     if only_cairn:
+        print(reread_line)
         for name, t, m, stored in rows:
             print(f"{name:<20} {t:>8.2f} s {m / t:>9.1f} MiB/s {stored / 2**20:>9.1f} MiB stored")
         print(f"restored bytes identical: {same}")
@@ -298,6 +316,7 @@ def main():
           f"| {mib / rows[0][1]:.0f} MiB/s | {mib / rows[0][1] / full_bound:.0%} |")
     print(f"| restore + read-back | {restore_min:.2f} s (the {nonzero:.0f} MiB not zero read once from packs, written once, read back once) "
           f"| {rows[2][1]:.2f} s | {restore_min / rows[2][1]:.0%} |")
+    print(reread_line)
     print(first_reads_line)
     shutil.rmtree(work, ignore_errors=True)
 

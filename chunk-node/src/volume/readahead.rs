@@ -52,9 +52,19 @@ impl Readahead {
                 return;
             }
             let from = announced.max(end);
-            let to = (end + WINDOW).min(size);
-            // Announce in half windows, not on every read.
-            if to <= from || to - from < WINDOW / 2 {
+            let window_end = (end + WINDOW).min(size);
+            // While hydrating, only as far as blocks are local without a gap:
+            // a block the hydrator has not written yet is announced on a
+            // later read, once it is (announcing past it would leave it out
+            // for good, and a reader close behind the hydrator would then
+            // wait for the disk on every read).
+            let to = match hydration {
+                Some(h) => local_prefix(|i| h.is_hydrated(i), size, from, window_end),
+                None => window_end,
+            };
+            // Announce in half windows, not on every read (but what is local
+            // behind the hydrator as soon as there is any).
+            if to <= from || (to == window_end && to - from < WINDOW / 2) {
                 s.0 = end;
                 return;
             }
@@ -64,6 +74,17 @@ impl Readahead {
         let (file, hydration) = (file.clone(), hydration.cloned());
         tokio::task::spawn_blocking(move || announce(&file, size, hydration.as_deref(), from, to));
     }
+}
+
+/// The end of the part of `[from, to)` whose blocks are all local: `from`
+/// when its first block is not, `to` when every one is.
+fn local_prefix(is_local: impl Fn(u64) -> bool, size: u64, from: u64, to: u64) -> u64 {
+    if to <= from {
+        return to;
+    }
+    (block_of(from)..=block_of(to - 1))
+        .find(|i| !is_local(*i))
+        .map_or(to, |i| block_range(i, size).0.max(from))
 }
 
 /// Asks the kernel to read the data (local data, while hydrating) of
@@ -84,5 +105,33 @@ fn announce(file: &VolumeFile, size: u64, hydration: Option<&Hydration>, from: u
         for (s, e) in pieces {
             file.will_need(s, e - s);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local_prefix;
+    use cairn_core::BLOCK_SIZE;
+
+    const B: u64 = BLOCK_SIZE as u64;
+
+    #[test]
+    fn the_local_prefix_stops_at_the_first_block_not_local() {
+        let size = 100 * B;
+        // Blocks 0..10 local, 10 not, 11.. local.
+        let local = |i: u64| i != 10;
+        assert_eq!(local_prefix(local, size, 0, 8 * B), 8 * B, "all local");
+        assert_eq!(local_prefix(local, size, 2 * B + 7, 20 * B), 10 * B, "stops at block 10");
+        assert_eq!(
+            local_prefix(local, size, 10 * B + 5, 20 * B),
+            10 * B + 5,
+            "first block missing"
+        );
+        assert_eq!(local_prefix(local, size, 11 * B, 20 * B), 20 * B, "past the gap");
+        assert_eq!(local_prefix(local, size, 5 * B, 5 * B), 5 * B, "empty range");
+        // A short last block.
+        let size = 10 * B + 100;
+        assert_eq!(local_prefix(|i| i < 10, size, 9 * B, size), 10 * B);
+        assert_eq!(local_prefix(|_| true, size, 9 * B, size), size);
     }
 }
