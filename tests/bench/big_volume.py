@@ -88,10 +88,12 @@ class Peaks:
         for name, pid in pids(self.c).items():
             try:
                 status = Path(f"/proc/{pid}/status").read_text()
-            except FileNotFoundError:
-                continue
-            hwm = next(int(line.split()[1]) for line in status.splitlines()
-                       if line.startswith("VmHWM"))
+            except OSError:
+                continue  # gone
+            hwm = next((int(line.split()[1]) for line in status.splitlines()
+                        if line.startswith("VmHWM")), None)
+            if hwm is None:
+                continue  # a zombie has no memory to report
             out[name] = hwm / 1024
             self.run[name] = max(self.run.get(name, 0), out[name])
         return out

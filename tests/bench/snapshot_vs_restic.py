@@ -95,7 +95,10 @@ def profiled(name, fn):
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     # BENCH_PERF_ARGS: e.g. "--call-graph dwarf,16384 -F 199" for call chains.
     args = os.environ.get("BENCH_PERF_ARGS", "-F 999").split()
-    perf = subprocess.Popen(["perf", "record", "-a", *args, "-o", str(Path(out_dir) / f"{name}.data")],
+    # `-- sleep`: perf stops by itself should this script die before its
+    # SIGINT (system-wide recording would otherwise go on).
+    perf = subprocess.Popen(["perf", "record", "-a", *args, "-o", str(Path(out_dir) / f"{name}.data"),
+                             "--", "sleep", "7200"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         return fn()
@@ -213,7 +216,7 @@ def main():
 
         b0 = stored_bytes(c)
         print(f"bench: full snapshot starts at {time.time():.1f}", flush=True)
-        t_full, s1 = timed(lambda: profiled("full", snap_polled))
+        t_full, s1 = profiled("full", lambda: timed(snap_polled))
         b1 = stored_bytes(c)
 
         rewrite_one_percent(img, nblocks, c.nbd, vol)
@@ -235,16 +238,16 @@ def main():
 
         cold(img)
         print(f"bench: restore starts at {time.time():.1f}", flush=True)
-        t_restore, (same, restored) = timed(lambda: profiled("restore", restore))
+        t_restore, (same, restored) = profiled("restore", lambda: timed(restore))
         print(f"bench: restore read back at {time.time():.1f}", flush=True)
         # The read-back alone: the same volume read again once whole and with
         # a cold cache. Restore + read-back can be no faster than this.
         wait_for(lambda: http_json(f"{c.endpoint}/_cairn/volumes/{restored}/hydration")["done"],
                  timeout=3600, interval=0.05, what="hydrated")
         cold(img)
-        t_reread, _ = timed(lambda: profiled("reread", lambda: subprocess.run(
+        t_reread, _ = profiled("reread", lambda: timed(lambda: subprocess.run(
             ["qemu-img", "compare", "-f", "raw", "-F", "raw", str(img), c.nbd_uri(restored)],
-            check=True, capture_output=True)))
+            capture_output=True)))
         cold(img)
         lat, hydrated = first_reads(ec2, c, s2, nblocks)
         rows.append(("full snapshot", t_full, mib, b1 - b0))
