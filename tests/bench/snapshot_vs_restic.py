@@ -143,10 +143,10 @@ def disk_speed(work):
     return write, read
 
 
-def hydrated(c, volume):
-    """The fraction of `volume`'s data that is local on its host."""
-    h = http_json(f"{c.endpoint}/_cairn/volumes/{volume}/hydration")
-    return (h.get("hydrated_bytes") or 0) / max(1, h.get("total_bytes") or 1)
+def hydration(c, volume):
+    """What the gateway says of `volume`'s hydration (`done`, `hydrated_bytes`
+    of `total_bytes`)."""
+    return http_json(f"{c.endpoint}/_cairn/volumes/{volume}/hydration")
 
 
 def first_reads(ec2, c, snapshot, nblocks, count=400):
@@ -167,7 +167,8 @@ def first_reads(ec2, c, snapshot, nblocks, count=400):
         nbd.read(off, 4096)
         lat.append((time.monotonic() - t) * 1000)
     nbd.close()
-    done = hydrated(c, v)
+    h = hydration(c, v)
+    done = (h.get("hydrated_bytes") or 0) / max(1, h.get("total_bytes") or 1)
     # Where the slow ones were: at the start (the volume just opened, caches
     # cold) or all along (competing with the hydrator).
     slow = [i for i, ms in enumerate(lat) if ms > 20]
@@ -242,8 +243,7 @@ def main():
         print(f"bench: restore read back at {time.time():.1f}", flush=True)
         # The read-back alone: the same volume read again once whole and with
         # a cold cache. Restore + read-back can be no faster than this.
-        wait_for(lambda: http_json(f"{c.endpoint}/_cairn/volumes/{restored}/hydration")["done"],
-                 timeout=3600, interval=0.05, what="hydrated")
+        wait_for(lambda: hydration(c, restored)["done"], timeout=3600, interval=0.05, what="hydrated")
         cold(img)
         t_reread, _ = profiled("reread", lambda: timed(lambda: subprocess.run(
             ["qemu-img", "compare", "-f", "raw", "-F", "raw", str(img), c.nbd_uri(restored)],
