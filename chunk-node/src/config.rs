@@ -59,6 +59,11 @@ pub struct ChunkNodeConfig {
     pub pack_bytes: u64,
     /// Keep sealed packs in an object store ([`CapacityTierConfig`]).
     pub capacity_tier: Option<CapacityTierConfig>,
+    /// Bytes of block data and encoding buffers the node's snapshot copies
+    /// may hold together; it also picks how a copy's pipeline is cut
+    /// (`copy/budget.rs`). Default 480 MiB, the fastest cut; the smallest
+    /// is 18 MiB (a smaller setting counts as that).
+    pub copy_memory_bytes: u64,
 }
 
 impl Default for ChunkNodeConfig {
@@ -75,6 +80,7 @@ impl Default for ChunkNodeConfig {
             tls_dir: None,
             pack_bytes: 256 << 20,
             capacity_tier: None,
+            copy_memory_bytes: crate::copy::budget::DEFAULT_COPY_MEMORY,
         }
     }
 }
@@ -122,6 +128,7 @@ mod tests {
         assert_eq!((c.scrub_bytes_per_sec, c.scrub_interval_secs), (8 << 20, 86_400));
         assert!(toml::from_str::<ChunkNodeConfig>("nodeid = \"n1\"").is_err());
         assert_eq!((c.pack_bytes, c.capacity_tier.as_ref()), (256 << 20, None));
+        assert_eq!(c.copy_memory_bytes, 480 << 20);
     }
 
     #[test]

@@ -131,6 +131,7 @@ impl ChunkNode {
                 host: host.clone(),
                 local: Some(local),
                 copies: Default::default(),
+                copy_memory: copy::CopyMemory::new(config.copy_memory_bytes),
             },
             staging: rpc::StagingService { store: StagingStore::new(&config.data_dir) },
         };

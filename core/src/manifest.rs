@@ -151,15 +151,6 @@ fn encode_page(page: u64, entries: Vec<(u64, ChunkId)>) -> (ChunkId, Vec<u8>) {
     (ChunkId::of(&bytes), bytes)
 }
 
-fn finish_root(
-    root: ManifestRoot,
-    pages: Vec<(ChunkId, Vec<u8>)>,
-    data_blocks: u64,
-) -> BuiltManifest {
-    let root_bytes = root.encode();
-    BuiltManifest { root_id: ChunkId::of(&root_bytes), root: root_bytes, pages, data_blocks }
-}
-
 impl ManifestBuilder {
     pub fn new(volume_size_bytes: u64) -> Self {
         ManifestBuilder { volume_size_bytes, parent: None, entries: BTreeMap::new() }
@@ -179,25 +170,19 @@ impl ManifestBuilder {
     }
 
     pub fn finish(self) -> BuiltManifest {
-        let data_blocks = self.entries.len() as u64;
-        let mut pages: BTreeMap<u64, Vec<(u64, ChunkId)>> = BTreeMap::new();
-        for (idx, c) in self.entries {
-            pages.entry(idx / PAGE_BLOCKS).or_default().push((idx, c));
+        let mut writer = ManifestWriter::full(self.volume_size_bytes, self.parent);
+        let mut written = Vec::new();
+        let mut entries = self.entries.into_iter().peekable();
+        while let Some(&(first, _)) = entries.peek() {
+            let page = first / PAGE_BLOCKS;
+            let mut changes = Vec::new();
+            while let Some((idx, c)) = entries.next_if(|(i, _)| i / PAGE_BLOCKS == page) {
+                changes.push((idx, Some(c)));
+            }
+            let stored = writer.write_page(page, None, changes);
+            written.extend(stored.expect("a full manifest needs no parent page"));
         }
-        let mut encoded = Vec::new();
-        let mut root = ManifestRoot {
-            volume_size_bytes: self.volume_size_bytes,
-            block_size: BLOCK_SIZE as u32,
-            pages: Vec::new(),
-            parent: self.parent,
-            data_blocks: Some(data_blocks),
-        };
-        for (page, entries) in pages {
-            let (id, bytes) = encode_page(page, entries);
-            root.pages.push((page, id));
-            encoded.push((id, bytes));
-        }
-        finish_root(root, encoded, data_blocks)
+        writer.finish_with(written)
     }
 }
 
@@ -249,17 +234,15 @@ impl IncrementalBuilder {
         self,
         parent_pages: &BTreeMap<u64, ManifestPage>,
     ) -> Result<BuiltManifest, ManifestError> {
-        let blocks = self.volume_size_bytes.div_ceil(BLOCK_SIZE as u64);
         let mut by_page: BTreeMap<u64, Vec<(u64, Option<ChunkId>)>> = BTreeMap::new();
         for (idx, c) in self.changes {
             by_page.entry(idx / PAGE_BLOCKS).or_default().push((idx, c));
         }
-        let parent_index: BTreeMap<u64, ChunkId> = self.parent.pages.iter().copied().collect();
-        let mut data_blocks = match self.parent.data_blocks {
+        let parent_blocks = match self.parent.data_blocks {
             Some(n) => n,
             None => {
                 let mut n = 0u64;
-                for page in parent_index.keys() {
+                for (page, _) in &self.parent.pages {
                     n += parent_pages
                         .get(page)
                         .ok_or(ManifestError::MissingPage(*page))?
@@ -269,50 +252,150 @@ impl IncrementalBuilder {
                 n
             }
         };
-        let mut pages: BTreeMap<u64, ChunkId> = parent_index.clone();
+        let mut writer = ManifestWriter::incremental(
+            self.parent_id,
+            &self.parent,
+            self.volume_size_bytes,
+            parent_blocks,
+        )?;
         let mut written = Vec::new();
         for (page, changes) in by_page {
-            let mut entries: BTreeMap<u64, ChunkId> = match parent_index.get(&page) {
-                Some(_) => {
-                    let p = parent_pages.get(&page).ok_or(ManifestError::MissingPage(page))?;
-                    if p.page != page {
-                        return Err(ManifestError::Corrupt(format!(
-                            "page {} supplied as {page}",
-                            p.page
-                        )));
-                    }
-                    p.entries.iter().copied().collect()
-                }
-                None => BTreeMap::new(),
-            };
-            let before = entries.len() as u64;
-            for (idx, c) in changes {
-                match c {
-                    Some(c) => entries.insert(idx, c),
-                    None => entries.remove(&idx),
-                };
-            }
-            data_blocks = (data_blocks + entries.len() as u64).saturating_sub(before);
-            if entries.is_empty() {
-                pages.remove(&page);
-                continue;
-            }
-            let (id, bytes) = encode_page(page, entries.into_iter().collect());
-            if parent_index.get(&page) != Some(&id) {
-                written.push((id, bytes));
-            }
-            pages.insert(page, id);
+            let parent = writer.parent_page(page).and(parent_pages.get(&page));
+            written.extend(writer.write_page(page, parent, changes)?);
         }
+        Ok(writer.finish_with(written))
+    }
+}
+
+/// Writes a manifest one page at a time: each page from its parent's
+/// content, if the parent has it, and the changes to its blocks. What it
+/// holds is the root's page list, whatever the volume's size, so a caller
+/// that streams entries (a copy, page by page as it passes them) needs
+/// memory for one page, not the volume. Pages not written keep their
+/// parent's id.
+#[derive(Debug)]
+pub struct ManifestWriter {
+    volume_size_bytes: u64,
+    lineage: Option<ChunkId>,
+    /// The new root's pages: the parent's until each is written.
+    pages: BTreeMap<u64, ChunkId>,
+    /// Pages already written, which must not be written again (a second
+    /// write would take the first one's id as the parent's).
+    written: BTreeSet<u64>,
+    data_blocks: u64,
+}
+
+/// A finished root: its id, encoding and the manifest's non-zero blocks.
+pub struct FinishedRoot {
+    pub root_id: ChunkId,
+    pub root: Vec<u8>,
+    pub data_blocks: u64,
+}
+
+impl ManifestWriter {
+    /// A whole manifest, naming `lineage` as its parent (or none).
+    pub fn full(volume_size_bytes: u64, lineage: Option<ChunkId>) -> ManifestWriter {
+        ManifestWriter {
+            volume_size_bytes,
+            lineage,
+            pages: BTreeMap::new(),
+            written: BTreeSet::new(),
+            data_blocks: 0,
+        }
+    }
+
+    /// A manifest built over the root `parent` (named `parent_id`), which
+    /// has `parent_blocks` non-zero blocks (its `data_blocks`; a version 1
+    /// root's caller counts its pages), for a volume of `volume_size_bytes`.
+    pub fn incremental(
+        parent_id: ChunkId,
+        parent: &ManifestRoot,
+        volume_size_bytes: u64,
+        parent_blocks: u64,
+    ) -> Result<ManifestWriter, ManifestError> {
+        if parent.block_size as usize != BLOCK_SIZE {
+            return Err(ManifestError::Corrupt(format!("block size {}", parent.block_size)));
+        }
+        Ok(ManifestWriter {
+            volume_size_bytes,
+            lineage: Some(parent_id),
+            pages: parent.pages.iter().copied().collect(),
+            written: BTreeSet::new(),
+            data_blocks: parent_blocks,
+        })
+    }
+
+    /// The parent's page `page`, if it has one: the content
+    /// [`ManifestWriter::write_page`] must be given for that page.
+    pub fn parent_page(&self, page: u64) -> Option<ChunkId> {
+        self.pages.get(&page).copied().filter(|_| !self.written.contains(&page))
+    }
+
+    /// Writes page `page` (once) from the parent's page, which must be
+    /// given when [`ManifestWriter::parent_page`] names one, and `changes`
+    /// to blocks of that page (`None` zeroes a block). Returns the encoded
+    /// page with its id when it has to be stored: when it holds data and
+    /// differs from the parent's.
+    pub fn write_page(
+        &mut self,
+        page: u64,
+        parent: Option<&ManifestPage>,
+        changes: impl IntoIterator<Item = (u64, Option<ChunkId>)>,
+    ) -> Result<Option<(ChunkId, Vec<u8>)>, ManifestError> {
+        if !self.written.insert(page) {
+            return Err(ManifestError::Corrupt(format!("page {page} written twice")));
+        }
+        let old = self.pages.get(&page).copied();
+        let mut entries: BTreeMap<u64, ChunkId> = match (old, parent) {
+            (None, _) => BTreeMap::new(),
+            (Some(_), None) => return Err(ManifestError::MissingPage(page)),
+            (Some(_), Some(p)) if p.page != page => {
+                return Err(ManifestError::Corrupt(format!("page {} supplied as {page}", p.page)))
+            }
+            (Some(_), Some(p)) => p.entries.iter().copied().collect(),
+        };
+        let before = entries.len() as u64;
+        for (idx, c) in changes {
+            if idx / PAGE_BLOCKS != page {
+                return Err(ManifestError::Corrupt(format!("block {idx} is not in page {page}")));
+            }
+            match c {
+                Some(c) => entries.insert(idx, c),
+                None => entries.remove(&idx),
+            };
+        }
+        self.data_blocks = (self.data_blocks + entries.len() as u64).saturating_sub(before);
+        if entries.is_empty() {
+            self.pages.remove(&page);
+            return Ok(None);
+        }
+        let (id, bytes) = encode_page(page, entries.into_iter().collect());
+        self.pages.insert(page, id);
+        Ok((old != Some(id)).then_some((id, bytes)))
+    }
+
+    /// The root over every page: those written and the parent's others.
+    pub fn finish(self) -> FinishedRoot {
+        let blocks = self.volume_size_bytes.div_ceil(BLOCK_SIZE as u64);
+        let mut pages = self.pages;
         // A volume never shrinks, but never describe blocks past its end.
         pages.retain(|p, _| p * PAGE_BLOCKS < blocks.max(1));
         let root = ManifestRoot {
             volume_size_bytes: self.volume_size_bytes,
             block_size: BLOCK_SIZE as u32,
             pages: pages.into_iter().collect(),
-            parent: Some(self.parent_id),
-            data_blocks: Some(data_blocks),
+            parent: self.lineage,
+            data_blocks: Some(self.data_blocks),
         };
-        Ok(finish_root(root, written, data_blocks))
+        let root = root.encode();
+        FinishedRoot { root_id: ChunkId::of(&root), root, data_blocks: self.data_blocks }
+    }
+
+    /// [`ManifestWriter::finish`], with the pages written as a
+    /// [`BuiltManifest`] holds them.
+    fn finish_with(self, pages: Vec<(ChunkId, Vec<u8>)>) -> BuiltManifest {
+        let FinishedRoot { root_id, root, data_blocks } = self.finish();
+        BuiltManifest { root_id, root, pages, data_blocks }
     }
 }
 
@@ -435,6 +518,37 @@ mod tests {
         assert_eq!(root.pages.len(), 1);
         assert_eq!(root.data_blocks, Some(1));
         assert!(built.pages.is_empty());
+    }
+
+    #[test]
+    fn a_writer_takes_each_page_once_with_its_parent_page() {
+        let size = 2 * PAGE_BLOCKS * BLOCK_SIZE as u64;
+        let mut full = ManifestWriter::full(size, None);
+        let (p0, page0) = full
+            .write_page(0, None, [(1, Some(ChunkId::of(b"a"))), (2, None)])
+            .expect("write")
+            .expect("a page with data is stored");
+        assert!(full.write_page(0, None, []).is_err(), "page 0 twice");
+        assert!(full.write_page(1, None, [(3, None)]).is_err(), "block 3 is not in page 1");
+        let parent = full.finish();
+        assert_eq!(parent.data_blocks, 1);
+        let root = ManifestRoot::decode(&parent.root).expect("root");
+        assert_eq!(root.pages, vec![(0, p0)]);
+
+        let mut inc = ManifestWriter::incremental(parent.root_id, &root, size, 1).expect("new");
+        assert_eq!((inc.parent_page(0), inc.parent_page(1)), (Some(p0), None));
+        assert!(matches!(inc.write_page(0, None, []), Err(ManifestError::MissingPage(0))));
+        let mut inc = ManifestWriter::incremental(parent.root_id, &root, size, 1).expect("new");
+        let decoded = ManifestPage::decode(&page0).expect("page");
+        // Rewriting a block with what it held stores nothing new.
+        let same = inc.write_page(0, Some(&decoded), [(1, Some(ChunkId::of(b"a")))]);
+        assert!(same.expect("write").is_none());
+        let added = inc.write_page(1, None, [(PAGE_BLOCKS, Some(ChunkId::of(b"b")))]);
+        assert!(added.expect("write").is_some());
+        let built = inc.finish();
+        assert_eq!(built.data_blocks, 2);
+        let root2 = ManifestRoot::decode(&built.root).expect("root");
+        assert_eq!((root2.pages[0], root2.parent), ((0, p0), Some(parent.root_id)));
     }
 
     #[test]

@@ -88,8 +88,15 @@ pub async fn create_volume(node: &TestNode, id: &str, size: u64) -> anyhow::Resu
 
 /// Starts a node on an existing data directory (a restart).
 pub async fn restart(node_id: &str, az: &str, dir: tempfile::TempDir) -> anyhow::Result<TestNode> {
+    start_with(ChunkNodeConfig::for_test(node_id, az, dir.path()), dir).await
+}
+
+/// Starts a node with `config`, whose data directory is in `dir`.
+pub async fn start_with(
+    config: ChunkNodeConfig,
+    dir: tempfile::TempDir,
+) -> anyhow::Result<TestNode> {
     init_logging();
-    let config = ChunkNodeConfig::for_test(node_id, az, dir.path());
     let node = ChunkNode::start(config, bind().await?, bind().await?).await?;
     Ok(TestNode { node, dir })
 }

@@ -197,3 +197,46 @@ async fn big_sparse_volume_copies_only_its_data() -> anyhow::Result<()> {
     a.node.shutdown().await;
     Ok(())
 }
+
+/// A node whose `copy_memory_bytes` is below the smallest cut copies in
+/// batches of 8 blocks (one progress message each), two copies at once
+/// share that budget without either stalling, and both restore exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_share_a_small_copy_memory() -> anyhow::Result<()> {
+    use cairn_chunk_node::ChunkNodeConfig;
+    use cairn_tests::node::{copy_with_parent, read_all, restore, start_with};
+    let dir = tempfile::tempdir()?;
+    let mut config = ChunkNodeConfig::for_test("chunk-a", "cairn-1a", dir.path());
+    config.copy_memory_bytes = 1 << 20;
+    let a = start_with(config, dir).await?;
+    let b = start("chunk-b", "cairn-1b").await?;
+    let targets = vec![a.store_node(), b.store_node()];
+    let size = 16usize << 20;
+    let snaps = ["snap-00000000000000011", "snap-00000000000000012"];
+    let mut images = Vec::new();
+    for (k, vol) in [VOL, VOL2].into_iter().enumerate() {
+        let src = a.dir.path().join(format!("src{k}.raw"));
+        let data = write_test_image(&src, size, 11 + k as u64)?;
+        create_volume(&a, vol, size as u64).await?;
+        let src = src.to_str().expect("utf8");
+        ok("qemu-img", &["convert", "-n", "-f", "raw", "-O", "raw", src, &a.nbd_url(vol)]).await?;
+        let to_read = cairn_tests::node::freeze(&a, vol, snaps[k], "").await?.blocks_to_read;
+        images.push((data, to_read));
+    }
+    let (p1, p2) = tokio::join!(
+        copy_with_parent(&a, VOL, snaps[0], targets.clone(), 2, None),
+        copy_with_parent(&a, VOL2, snaps[1], targets.clone(), 2, None),
+    );
+    for (k, (progress, (data, to_read))) in [p1?, p2?].into_iter().zip(&images).enumerate() {
+        // The first message, one per batch of 8 blocks, and the last.
+        assert_eq!(progress.len() as u64, 2 + to_read.div_ceil(8), "copy {k}");
+        let last = progress.last().expect("done");
+        assert!(last.done);
+        let restored = format!("vol-0000000000000002{k}");
+        restore(&b, &restored, size as u64, &last.manifest_root, targets.clone(), 2).await?;
+        assert!(read_all(&b, &restored).await? == *data, "copy {k} restores its bytes");
+    }
+    a.node.shutdown().await;
+    b.node.shutdown().await;
+    Ok(())
+}

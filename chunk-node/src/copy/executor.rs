@@ -1,10 +1,11 @@
 //! Runs a copy: checks the job against its freeze, then reads, stores and
-//! checkpoints the blocks in batches (up to [`BATCHES_IN_FLIGHT`] being
-//! stored at once, checkpointed in order), and stores the manifest once
-//! every block was read. See [`crate::copy`] for the design.
+//! checkpoints the blocks in batches (as many stored at once as the node's
+//! copy memory's shape says, checkpointed in order), and stores the
+//! manifest once every block was read. See [`crate::copy`] for the design.
 
+use crate::copy::budget::CopyMemory;
 use crate::copy::checkpoint::{self, Tally};
-use crate::copy::manifest::{store_manifest, StoredManifest};
+use crate::copy::manifest::{ManifestFeed, StoredManifest};
 use crate::copy::read::{self, Batch};
 use crate::copy::store::store_batch;
 use crate::error::ChunkNodeError;
@@ -22,11 +23,6 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
-/// Batches being stored at once. A batch's last puts used to leave the
-/// stores idle until the next batch began; checkpoints are still recorded
-/// in order, each once its batch and every one before it are durable.
-const BATCHES_IN_FLIGHT: usize = 3;
-
 /// What to copy, and where.
 pub struct CopyJob {
     pub volume_id: String,
@@ -43,10 +39,10 @@ pub struct CopyJob {
     /// [`crate::copy::fence`]): it stops between steps, never inside a
     /// checkpoint, so its copy log is whole when it returns.
     pub cancel: CancellationToken,
+    /// The node's copy memory, which this copy's batches take their share
+    /// of (shared by every copy of the node).
+    pub memory: CopyMemory,
 }
-
-/// The manifest being stored while the last batches are.
-type ManifestTask = AbortOnDropHandle<Result<StoredManifest, ChunkNodeError>>;
 
 /// Runs (or resumes) the copy of a frozen volume, reporting progress on
 /// `progress`. The last message has `done` set and carries the manifest
@@ -60,37 +56,83 @@ pub async fn run(
 ) -> Result<(), ChunkNodeError> {
     let (volume, freeze) = host.frozen(&job.volume_id, &job.snapshot_id)?;
     let parent_root = parent_root(&job, &freeze)?;
-    let sender = Arc::new(Sender::new(&job.targets, job.replication_factor, job.local.clone())?);
+    let shape = job.memory.shape();
+    let sender = Sender::new(&job.targets, job.replication_factor, job.local.clone())?;
+    let sender = Arc::new(sender.with_puts_in_flight(shape.puts));
     let log = checkpoint::open(&freeze, parent_root).await?;
 
     let read_set = &freeze.record.read_set;
     let total = read_set.count();
-    let mut tally = Tally::new(total, read_set.count_below(log.checkpoint));
-    let todo: Vec<u64> = read_set.iter().filter(|i| *i >= log.checkpoint).collect();
+    let done = read_set.count_below(log.checkpoint);
+    let mut tally = Tally::new(total, done);
     tracing::info!(
         snapshot = %job.snapshot_id, incremental = freeze.record.incremental, total,
-        resume_at = log.checkpoint, to_read = todo.len(), "copy started"
+        resume_at = log.checkpoint, to_read = total - done, "copy started"
     );
-    let copy = CopyRun { volume, freeze, sender, parent_root, progress, cancel: job.cancel };
+    let copy = CopyRun {
+        volume,
+        freeze,
+        sender,
+        parent_root,
+        progress,
+        cancel: job.cancel,
+        storing: shape.storing,
+    };
     if !copy.report(tally.report(log.checkpoint)).await {
         return Ok(());
     }
 
-    let (reader, batches) = read::spawn(copy.volume.clone(), copy.freeze.clone(), todo);
-    let Some((log, manifest)) = copy.store_batches(log, &mut tally, batches).await? else {
+    let mut feed = ManifestFeed::start(
+        copy.sender.clone(),
+        copy.parent_root,
+        copy.freeze.record.incremental,
+        copy.volume.size(),
+    )
+    .await?;
+    let log = replay(log, &mut feed).await?;
+    let (reader, batches) =
+        read::spawn(copy.volume.clone(), copy.freeze.clone(), job.memory, log.checkpoint);
+    let Some(log) = copy.store_batches(log, &mut tally, &mut feed, batches).await? else {
         tracing::info!(snapshot = %job.snapshot_id, "copy abandoned by its caller, or stopped");
         reader.abort();
         return Ok(());
     };
     reader.await?;
     let built = tokio::select! {
-        built = manifest => built??,
-        // The manifest task is aborted as it drops; its pages are
+        built = feed.finish() => built?,
+        // The pages being stored are aborted as they drop; they are
         // content-addressed, so a later run stores them again harmlessly.
         _ = copy.cancel.cancelled() => return Ok(()),
     };
     copy.finish(&job.snapshot_id, &log, tally, built).await;
     Ok(())
+}
+
+/// Feeds the batches an earlier run made durable (in its copy log) to the
+/// manifest, one at a time, before this run adds its own.
+async fn replay(log: CopyLog, feed: &mut ManifestFeed) -> Result<CopyLog, ChunkNodeError> {
+    if log.checkpoint == 0 {
+        return Ok(log);
+    }
+    let (tx, mut rx) = mpsc::channel(2);
+    let scan = tokio::task::spawn_blocking(move || {
+        // A failed feed drops the receiver, which stops the scan.
+        let scanned =
+            log.replay(|checkpoint, entries| tx.blocking_send((checkpoint, entries)).is_ok());
+        (log, scanned)
+    });
+    let mut fed = Ok(());
+    while let Some((checkpoint, entries)) = rx.recv().await {
+        fed = feed.add(&entries, checkpoint).await;
+        if fed.is_err() {
+            break;
+        }
+    }
+    drop(rx);
+    let (log, scanned) = scan.await?;
+    fed?;
+    scanned?;
+    Ok(log)
 }
 
 /// The parent manifest root `job` names, checked against the freeze.
@@ -125,6 +167,10 @@ struct CopyRun {
     parent_root: Option<ChunkId>,
     progress: mpsc::Sender<CopyProgress>,
     cancel: CancellationToken,
+    /// Batches stored at once. A batch's last puts leave the stores idle
+    /// until the next batch begins; checkpoints are still recorded in
+    /// order, each once its batch and every one before it are durable.
+    storing: usize,
 }
 
 impl CopyRun {
@@ -138,48 +184,30 @@ impl CopyRun {
     }
 
     /// Stores the reader's batches, a few at a time, and checkpoints each
-    /// once it and every one before it are durable; once every block was
-    /// read, starts storing the manifest. Returns the log and the manifest's
-    /// task, or `None` when the caller went away.
+    /// once it and every one before it are durable, adding its entries to
+    /// the manifest. Returns the log once every batch is, or `None` when
+    /// the caller went away.
     async fn store_batches(
         &self,
         mut log: CopyLog,
         tally: &mut Tally,
+        feed: &mut ManifestFeed,
         mut batches: mpsc::Receiver<Result<Batch, ChunkNodeError>>,
-    ) -> Result<Option<(CopyLog, ManifestTask)>, ChunkNodeError> {
+    ) -> Result<Option<CopyLog>, ChunkNodeError> {
         let mut storing = FuturesOrdered::new();
         let mut read_all = false;
-        // Every block's chunk id: the log's, then each batch's as it is read.
-        let mut entries = log.entries.clone();
-        let mut manifest = None;
         loop {
             // Take batches while there is room, and finish them in order.
             let stored = tokio::select! {
-                b = batches.recv(), if !read_all && storing.len() < BATCHES_IN_FLIGHT => {
+                b = batches.recv(), if !read_all && storing.len() < self.storing => {
                     match b {
                         // A task of its own: its puts go on while a checkpoint
                         // is being recorded; aborted if the copy ends early.
                         Some(b) => {
-                            let b = b?;
-                            entries.extend(b.blocks.iter().map(|(i, id, _)| (*i, *id)));
-                            let task = tokio::spawn(store_batch(self.sender.clone(), b));
+                            let task = tokio::spawn(store_batch(self.sender.clone(), b?));
                             storing.push_back(AbortOnDropHandle::new(task));
                         }
-                        None => {
-                            // Every chunk id is known: the manifest is built and
-                            // stored while the last batches are. It names chunks
-                            // not yet durable, but its root is answered only once
-                            // everything is.
-                            read_all = true;
-                            let task = tokio::spawn(store_manifest(
-                                self.sender.clone(),
-                                self.parent_root,
-                                self.freeze.record.incremental,
-                                self.volume.size(),
-                                std::mem::take(&mut entries),
-                            ));
-                            manifest = Some(AbortOnDropHandle::new(task));
-                        }
+                        None => read_all = true,
                     }
                     continue;
                 }
@@ -190,16 +218,17 @@ impl CopyRun {
                 }
                 else => break,
             };
-            // Durable at RF: record it, then let copy-on-write skip these blocks.
+            // Durable at RF: write the pages it completes, record it, then
+            // let copy-on-write skip these blocks.
             tally.add(&stored);
             let checkpoint = stored.last + 1;
+            feed.add(&stored.entries, checkpoint).await?;
             log = checkpoint::commit(log, &self.freeze, stored).await?;
             if !self.report(tally.report(checkpoint)).await {
                 return Ok(None);
             }
         }
-        let manifest = manifest.expect("the loop ends only once every batch was read");
-        Ok(Some((log, manifest)))
+        Ok(Some(log))
     }
 
     /// Sends the last progress message: done, with the manifest root.

@@ -9,13 +9,17 @@
 //! unreachable replica fails the copy (Unavailable) rather than leaving it
 //! under-replicated. After each batch is durable the copy log records it
 //! ([`checkpoint`], over [`crate::volume::copylog`]), which is the
-//! checkpoint a re-run resumes from. Finally the manifest is built, from the
-//! parent's when the freeze was incremental (only changed pages are
-//! written), and its pages and root are stored the same way ([`manifest`]).
-//! Every step is idempotent. [`executor`] runs the steps, and [`fence`]
-//! admits them: one copy per snapshot at a time, and none of a superseded
-//! job epoch.
+//! checkpoint a re-run resumes from (replaying the recorded entries). Each
+//! durable batch's entries also go to the manifest, written page by page as
+//! the checkpoints pass each page, from the parent's when the freeze was
+//! incremental (only changed pages are written), its pages and then its
+//! root stored the same way ([`manifest`]): no step holds the volume's
+//! entries, whatever its size. How much block data the steps hold at once
+//! is the node's `copy_memory_bytes` ([`budget`]). Every step is
+//! idempotent. [`executor`] runs the steps, and [`fence`] admits them: one
+//! copy per snapshot at a time, and none of a superseded job epoch.
 
+pub mod budget;
 mod checkpoint;
 pub mod executor;
 pub mod fence;
@@ -23,5 +27,6 @@ mod manifest;
 mod read;
 mod store;
 
+pub use budget::CopyMemory;
 pub use executor::{run, CopyJob};
 pub use fence::{CopyFence, Superseded, Ticket};

@@ -27,7 +27,8 @@ pub(crate) async fn store_batch(
     let mut entries = Vec::with_capacity(batch.blocks.len());
     let mut chunks = Vec::new();
     let mut data_bytes = 0u64;
-    for (idx, id, data) in batch.blocks {
+    let Batch { last, blocks, memory } = batch;
+    for (idx, id, data) in blocks {
         entries.push((idx, id));
         if let Some(id) = id {
             data_bytes += data.len() as u64;
@@ -35,7 +36,8 @@ pub(crate) async fn store_batch(
         }
     }
     let sent = sender.store(chunks).await?;
+    drop(memory);
     // Every chunk of a copy is one block.
     let new_bytes = sent.new_chunks * BLOCK_SIZE as u64;
-    Ok(Stored { last: batch.last, entries, data_bytes, sent: sent.puts, new_bytes })
+    Ok(Stored { last, entries, data_bytes, sent: sent.puts, new_bytes })
 }

@@ -49,25 +49,7 @@ impl RecordLog {
             .open(path)
             .map_err(|e| ChunkNodeError::io("open", path, e))?;
         let size = file.metadata().map_err(|e| ChunkNodeError::io("stat", path, e))?.len();
-        let mut pos = 0u64;
-        let mut header = [0u8; HEADER as usize];
-        while pos + HEADER <= size {
-            read_at(&file, path, &mut header, pos)?;
-            let magic = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-            let len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-            let mut hash = [0u8; 32];
-            hash.copy_from_slice(&header[8..40]);
-            if magic != MAGIC || len > MAX_PAYLOAD || pos + HEADER + u64::from(len) > size {
-                break;
-            }
-            let mut payload = vec![0u8; len as usize];
-            read_at(&file, path, &mut payload, pos + HEADER)?;
-            if ChunkId::of(&payload).0 != hash {
-                break;
-            }
-            visit(RecordAt { offset: pos + HEADER, len, hash: ChunkId(hash) }, &payload)?;
-            pos += HEADER + u64::from(len);
-        }
+        let pos = scan(&file, path, size, |at, payload| visit(at, payload).map(|()| true))?;
         if pos < size {
             tracing::warn!(path = %path.display(), kept = pos, dropped = size - pos, "torn record at the end of a log dropped");
             file.set_len(pos).map_err(|e| ChunkNodeError::io("truncate", path, e))?;
@@ -110,10 +92,60 @@ impl RecordLog {
         Ok(buf)
     }
 
+    /// Calls `visit` with every record in order, until it returns false;
+    /// the records were checked when the log was opened, and are again.
+    pub fn replay(
+        &self,
+        mut visit: impl FnMut(RecordAt, &[u8]) -> Result<bool, ChunkNodeError>,
+    ) -> Result<(), ChunkNodeError> {
+        let end = scan(&self.file, &self.path, self.end, &mut visit)?;
+        if end < self.end {
+            return Err(ChunkNodeError::CorruptState {
+                path: self.path.clone(),
+                why: format!("a record at {end} no longer reads back"),
+            });
+        }
+        Ok(())
+    }
+
     /// Bytes of intact records.
     pub fn size_bytes(&self) -> u64 {
         self.end
     }
+}
+
+/// Visits the intact records of `file` below `size` in order, until one is
+/// not intact or `visit` returns false; returns where the intact records
+/// end (`size` when `visit` stopped early).
+fn scan(
+    file: &File,
+    path: &Path,
+    size: u64,
+    mut visit: impl FnMut(RecordAt, &[u8]) -> Result<bool, ChunkNodeError>,
+) -> Result<u64, ChunkNodeError> {
+    let mut pos = 0u64;
+    let mut header = [0u8; HEADER as usize];
+    while pos + HEADER <= size {
+        read_at(file, path, &mut header, pos)?;
+        let magic = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        let len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(&header[8..40]);
+        if magic != MAGIC || len > MAX_PAYLOAD || pos + HEADER + u64::from(len) > size {
+            break;
+        }
+        let mut payload = vec![0u8; len as usize];
+        read_at(file, path, &mut payload, pos + HEADER)?;
+        if ChunkId::of(&payload).0 != hash {
+            break;
+        }
+        let more = visit(RecordAt { offset: pos + HEADER, len, hash: ChunkId(hash) }, &payload)?;
+        pos += HEADER + u64::from(len);
+        if !more {
+            return Ok(size);
+        }
+    }
+    Ok(pos)
 }
 
 fn read_at(file: &File, path: &Path, buf: &mut [u8], at: u64) -> Result<(), ChunkNodeError> {

@@ -19,10 +19,44 @@ use std::sync::Mutex;
 
 /// Ids per `HasChunks` call (a copy batch's worth).
 const HAS_IDS: usize = 64;
-/// Concurrent `PutChunk` calls of one batch. More puts waiting at a store
-/// make its group commits larger: this disk takes ~260 MB/s in 8 MiB synced
+/// Concurrent `PutChunk` calls of one [`Sender::store`], unless the copy's
+/// memory says fewer (`copy/budget.rs`). More puts waiting at a store make
+/// its group commits larger: this disk takes ~260 MB/s in 8 MiB synced
 /// writes and ~320 MB/s in 32 MiB ones. (A 128-block batch did not help.)
 const PUTS_IN_FLIGHT: usize = 96;
+
+/// (target, chunk) pairs a [`Sender`] remembers per generation. Two
+/// generations are kept, so a copy of any size remembers at most twice
+/// this many (~50 bytes each with the table's slack: under 32 MiB); a
+/// forgotten pair costs one `HasChunks` question, never a wrong answer.
+const CONFIRMED_PER_GENERATION: usize = 1 << 18;
+
+/// What each target is known to hold: the newest confirmations, in two
+/// generations; the older one is dropped when the newer one is full.
+struct Confirmed {
+    newer: HashSet<(usize, ChunkId)>,
+    older: HashSet<(usize, ChunkId)>,
+    per_generation: usize,
+}
+
+impl Confirmed {
+    fn new(per_generation: usize) -> Confirmed {
+        Confirmed { newer: HashSet::new(), older: HashSet::new(), per_generation }
+    }
+
+    fn contains(&self, pair: &(usize, ChunkId)) -> bool {
+        self.newer.contains(pair) || self.older.contains(pair)
+    }
+
+    fn extend(&mut self, pairs: impl IntoIterator<Item = (usize, ChunkId)>) {
+        for pair in pairs {
+            if self.newer.len() >= self.per_generation {
+                self.older = std::mem::take(&mut self.newer);
+            }
+            self.newer.insert(pair);
+        }
+    }
+}
 
 /// Stores chunks at their placement among the targets, remembering what each
 /// target is known to hold so repeated content is checked and sent once.
@@ -30,9 +64,11 @@ pub(crate) struct Sender {
     peers: Vec<Peer>,
     cands: Vec<Candidate>,
     rf: usize,
-    confirmed: Mutex<HashSet<(usize, ChunkId)>>,
+    confirmed: Mutex<Confirmed>,
     /// The target that is this node, and its store.
     local: Option<(usize, ChunkStore)>,
+    /// Concurrent `PutChunk` calls per [`Sender::store`].
+    puts_in_flight: usize,
 }
 
 /// What one [`Sender::store`] sent.
@@ -62,24 +98,30 @@ impl Sender {
             peers,
             cands,
             rf: client::replication_factor(rf),
-            confirmed: Mutex::new(HashSet::new()),
+            confirmed: Mutex::new(Confirmed::new(CONFIRMED_PER_GENERATION)),
             local,
+            puts_in_flight: PUTS_IN_FLIGHT,
         })
     }
 
-    pub(crate) fn peers(&self) -> &[Peer] {
-        &self.peers
+    /// At most `n` (at least one) `PutChunk` calls in flight per store.
+    pub(crate) fn with_puts_in_flight(mut self, n: usize) -> Sender {
+        self.puts_in_flight = n.max(1);
+        self
     }
 
-    pub(crate) fn rf(&self) -> usize {
-        self.rf
+    /// Fetches `id` from its replicas among the targets (this node's own
+    /// store first), taking the first copy that verifies.
+    pub(crate) async fn fetch(&self, id: ChunkId) -> Result<Bytes, ChunkNodeError> {
+        crate::peers::fetch::fetch_near(&self.peers, &self.cands, self.rf, id, self.local.as_ref())
+            .await
     }
 
     fn local_store(&self, target: usize) -> Option<ChunkStore> {
         self.local.as_ref().filter(|(i, _)| *i == target).map(|(_, s)| s.clone())
     }
 
-    fn confirmed(&self) -> std::sync::MutexGuard<'_, HashSet<(usize, ChunkId)>> {
+    fn confirmed(&self) -> std::sync::MutexGuard<'_, Confirmed> {
         self.confirmed.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -150,10 +192,28 @@ impl Sender {
             }
         });
         let done: Vec<(usize, ChunkId)> =
-            stream::iter(puts).buffer_unordered(PUTS_IN_FLIGHT).try_collect().await?;
+            stream::iter(puts).buffer_unordered(self.puts_in_flight).try_collect().await?;
         let new: HashSet<ChunkId> = done.iter().map(|(_, id)| *id).collect();
         let sent = Sent { puts: done.len() as u64, new_chunks: new.len() as u64 };
         self.confirmed().extend(done);
         Ok(sent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn confirmations_are_kept_for_two_generations() {
+        let mut c = Confirmed::new(2);
+        let pair = |n: u8| (0usize, ChunkId::of(&[n]));
+        c.extend((0..4).map(pair));
+        assert!((0..4).all(|n| c.contains(&pair(n))), "two full generations");
+        // A fifth starts a generation: the oldest one (0 and 1) is dropped.
+        c.extend([pair(4)]);
+        assert!(!c.contains(&pair(0)) && !c.contains(&pair(1)));
+        assert!((2..5).all(|n| c.contains(&pair(n))));
+        assert_eq!(c.newer.len() + c.older.len(), 3);
     }
 }

@@ -3,7 +3,7 @@
 //! released, and their counters. Copies go through the host's
 //! [`CopyFence`]: one per snapshot at a time, none of a superseded epoch.
 
-use crate::copy::{self, CopyFence, CopyJob, Ticket};
+use crate::copy::{self, CopyFence, CopyJob, CopyMemory, Ticket};
 use crate::error::chunk_id;
 use crate::restore::{self, RestoreJob};
 use crate::store::LocalStore;
@@ -20,6 +20,8 @@ pub struct VolumeHostService {
     pub local: Option<LocalStore>,
     /// The copy running per snapshot and the newest job epoch seen.
     pub copies: CopyFence,
+    /// What the node's copies may hold in memory together.
+    pub copy_memory: CopyMemory,
 }
 
 type CopyStream = Pin<Box<dyn Stream<Item = Result<pb::CopyProgress, Status>> + Send>>;
@@ -100,6 +102,7 @@ impl pb::volume_host_server::VolumeHost for VolumeHostService {
             parent_snapshot_id: req.parent_snapshot_id,
             local: self.local.clone(),
             cancel: ticket.cancelled(),
+            memory: self.copy_memory.clone(),
         };
         // Refuse at once what can be refused before streaming starts.
         self.host.frozen(&job.volume_id, &job.snapshot_id)?;

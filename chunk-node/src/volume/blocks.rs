@@ -63,10 +63,22 @@ impl BlockSet {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
-        self.words.iter().enumerate().flat_map(|(w, bits)| {
-            let bits = *bits;
-            (0..64u64).filter(move |b| bits & (1 << b) != 0).map(move |b| w as u64 * 64 + b)
-        })
+        self.iter_from(0)
+    }
+
+    /// Members from `start` on, ascending; empty words are skipped whole.
+    pub fn iter_from(&self, start: u64) -> impl Iterator<Item = u64> + '_ {
+        let first = (start / 64) as usize;
+        let words = self.words.get(first..).unwrap_or_default();
+        words
+            .iter()
+            .enumerate()
+            .filter(|(_, bits)| **bits != 0)
+            .flat_map(move |(w, bits)| {
+                let (bits, base) = (*bits, (first + w) as u64 * 64);
+                (0..64u64).filter(move |b| bits & (1 << b) != 0).map(move |b| base + b)
+            })
+            .filter(move |i| *i >= start)
     }
 }
 
@@ -125,6 +137,9 @@ mod tests {
         assert_eq!(s.count_below(64), 2);
         assert!(s.contains(129) && !s.contains(1) && !s.contains(500));
         assert_eq!(BlockSet::full(70).count(), 70);
+        assert_eq!(s.iter_from(63).collect::<Vec<_>>(), vec![63, 64, 129]);
+        assert_eq!(s.iter_from(65).collect::<Vec<_>>(), vec![129]);
+        assert_eq!(s.iter_from(130).count() + s.iter_from(1 << 40).count(), 0);
     }
 
     #[test]

@@ -3,13 +3,14 @@
 //! manifest root, if any) and whose later records each say "every block of
 //! the read set below `checkpoint` is durable at RF, and these are their
 //! manifest entries". A re-run (after a failure, or after the host was
-//! killed) replays the log and continues after the last checkpoint.
+//! killed) continues after the last checkpoint, and replays the entries
+//! (one record at a time, [`CopyLog::replay`]) into the manifest it writes.
+//! The log keeps none of them in memory.
 
 use crate::disk::reclog::RecordLog;
 use crate::error::ChunkNodeError;
 use cairn_core::ChunkId;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::path::Path;
 
 const VERSION: u16 = 1;
@@ -24,8 +25,6 @@ pub struct CopyLog {
     log: RecordLog,
     started: Option<Option<ChunkId>>,
     pub checkpoint: u64,
-    /// Manifest entries of every copied block (None: zero).
-    pub entries: BTreeMap<u64, Option<ChunkId>>,
     /// Bytes of non-zero blocks copied.
     pub data_bytes: u64,
 }
@@ -39,7 +38,6 @@ impl CopyLog {
     pub fn open(path: &Path) -> Result<CopyLog, ChunkNodeError> {
         let mut started = None;
         let mut checkpoint = 0;
-        let mut entries = BTreeMap::new();
         let mut data_bytes = 0;
         let log = RecordLog::open(path, |_, payload| {
             let rec: Rec = bincode::deserialize(payload).map_err(|e| {
@@ -55,15 +53,14 @@ impl CopyLog {
                     }
                     started = Some(parent_root);
                 }
-                Rec::Batch { checkpoint: c, entries: e, data_bytes: d } => {
+                Rec::Batch { checkpoint: c, data_bytes: d, .. } => {
                     checkpoint = c;
-                    entries.extend(e);
                     data_bytes += d;
                 }
             }
             Ok(())
         })?;
-        Ok(CopyLog { log, started, checkpoint, entries, data_bytes })
+        Ok(CopyLog { log, started, checkpoint, data_bytes })
     }
 
     /// The durable checkpoint in the log at `path`, 0 if there is none. Blocking.
@@ -98,12 +95,25 @@ impl CopyLog {
     ) -> Result<(), ChunkNodeError> {
         let rec = Rec::Batch { checkpoint, entries, data_bytes };
         self.log.append(&encode(&rec)?)?;
-        if let Rec::Batch { entries, .. } = rec {
-            self.entries.extend(entries);
-        }
         self.checkpoint = checkpoint;
         self.data_bytes += data_bytes;
         Ok(())
+    }
+
+    /// Calls `visit` with each recorded batch's checkpoint and manifest
+    /// entries (None: zero), in order, until it returns false. Blocking.
+    pub fn replay(
+        &self,
+        mut visit: impl FnMut(u64, Vec<(u64, Option<ChunkId>)>) -> bool,
+    ) -> Result<(), ChunkNodeError> {
+        self.log.replay(|_, payload| {
+            let rec: Rec = bincode::deserialize(payload)
+                .map_err(|e| ChunkNodeError::Encode(format!("copy log record: {e}")))?;
+            Ok(match rec {
+                Rec::Start { .. } => true,
+                Rec::Batch { checkpoint, entries, .. } => visit(checkpoint, entries),
+            })
+        })
     }
 }
 
@@ -124,8 +134,21 @@ mod tests {
         assert_eq!(CopyLog::peek_checkpoint(&path).expect("peek"), 20);
         let mut log = CopyLog::open(&path).expect("reopen");
         assert_eq!(log.checkpoint, 20);
-        assert_eq!(log.entries.len(), 3);
         assert_eq!(log.data_bytes, 150);
+        let mut replayed = Vec::new();
+        log.replay(|c, e| {
+            replayed.push((c, e.len()));
+            true
+        })
+        .expect("replay");
+        assert_eq!(replayed, [(10, 2), (20, 1)]);
+        let mut first = Vec::new();
+        log.replay(|c, _| {
+            first.push(c);
+            false
+        })
+        .expect("stopped early");
+        assert_eq!(first, [10]);
         log.start(root).expect("same parent resumes");
         assert!(matches!(log.start(None), Err(ChunkNodeError::CopyMismatch)));
     }
