@@ -47,7 +47,7 @@ enum Cmd {
     /// Start a local cluster (3 metadata nodes, 6 chunk nodes, 1 gateway) as
     /// separate processes; Ctrl-C stops them all. Running it again on the same
     /// data directory brings everything back.
-    Up(up::UpArgs),
+    Up(Box<up::UpArgs>),
     /// Run one metadata-group member (used by `cairn up` and deploy/).
     MetadataNode(process::ProcessArgs),
     /// Run one chunk node (used by `cairn up` and deploy/).
@@ -117,7 +117,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         match cli.cmd {
-            Cmd::Up(a) => up::run(a).await,
+            Cmd::Up(a) => up::run(*a).await,
             Cmd::MetadataNode(a) => process::metadata_node(a).await,
             Cmd::ChunkNode(a) => process::chunk_node(a).await,
             Cmd::Gateway(a) => process::gateway(a).await,

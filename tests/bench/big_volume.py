@@ -13,7 +13,9 @@
 - the peak resident memory (VmHWM) of every process, per step (the highest)
   and over the run.
 
-Prints one table. Not a test: numbers vary with the machine.
+CAIRN_BIG_COPY_MEMORY_MIB sets the chunk nodes' copy memory (`cairn up
+--copy-memory-mib`, default 480). Prints one table. Not a test: numbers
+vary with the machine.
 """
 import os
 import random
@@ -36,6 +38,7 @@ BLOCKS = SIZE_GIB * 2048
 WRITTEN = 2048  # 1 GiB
 CHANGE_EVERY = 1000  # 0.1% of the blocks
 FAST = {"Delay": 1, "MaxAttempts": 3600}
+COPY_MEMORY_MIB = int(os.environ.get("CAIRN_BIG_COPY_MEMORY_MIB", "480"))
 
 
 def poll(pred, what, limit=3600):
@@ -110,7 +113,7 @@ class Peaks:
 def main():
     work = Path(tempfile.mkdtemp(prefix="cairn-bench-big-"))
     rng = random.Random(16)
-    c = Cluster(work / "cairn").start()
+    c = Cluster(work / "cairn", args=["--copy-memory-mib", str(COPY_MEMORY_MIB)]).start()
     peaks = Peaks(c)
     rows = []
     try:
@@ -206,7 +209,8 @@ def main():
         # 17 GiB of volume files and chunks: not left in the temp dir.
         shutil.rmtree(work, ignore_errors=True)
 
-    print(f"\n16 TiB sparse volume ({SIZE_GIB:,} GiB, {BLOCKS:,} blocks of 512 KiB)\n")
+    print(f"\n16 TiB sparse volume ({SIZE_GIB:,} GiB, {BLOCKS:,} blocks of 512 KiB),"
+          f" copy memory {COPY_MEMORY_MIB} MiB per chunk node\n")
     print("| step | seconds | | highest peak RSS in the step, MiB |")
     print("|---|---:|---|---|")
     for name, t, note, mem in rows:

@@ -452,3 +452,72 @@ async fn hydrator_is_a_listed_worker_that_stops_when_hydrated() -> anyhow::Resul
     src.node.shutdown().await;
     Ok(())
 }
+
+/// A copy over several manifest pages, in batches of 8 blocks that cross
+/// page boundaries, abandoned and its host killed mid-way: the resumed copy
+/// (which replays its log into the manifest) writes the manifest an
+/// uninterrupted copy of the same content writes, and it restores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_copy_over_several_pages_writes_the_same_manifest() -> anyhow::Result<()> {
+    use cairn_chunk_node::ChunkNodeConfig;
+    use cairn_tests::node::start_with;
+    const A: &str = "vol-00000000000000051";
+    const B: &str = "vol-00000000000000052";
+    let page = cairn_core::manifest::PAGE_BLOCKS;
+    let size = 3 * page * BS;
+    let small = |dir: &tempfile::TempDir| {
+        let mut c = ChunkNodeConfig::for_test("chunk-a", "cairn-1a", dir.path());
+        c.copy_memory_bytes = 1; // the smallest cut: batches of 8 blocks
+        c
+    };
+    let dir = tempfile::tempdir()?;
+    let n = start_with(small(&dir), dir).await?;
+    // 60 blocks a page: the eighth batch holds page 0's last and page 1's first.
+    let blocks: Vec<u64> = (0..3).flat_map(|p| (0..60).map(move |k| p * page + k * 61)).collect();
+    for (vol, snap) in [(A, "snap-a"), (B, "snap-b")] {
+        create_volume(&n, vol, size).await?;
+        for &i in &blocks {
+            write_block(&n, vol, i, stamped(i + 1)).await?;
+        }
+        freeze(&n, vol, snap, "").await?;
+    }
+    let targets = vec![n.store_node()];
+    let whole = copy_with_parent(&n, B, "snap-b", targets.clone(), 1, None).await?;
+    let want = whole.last().expect("done").manifest_root.clone();
+
+    let req = cairn_proto::pb::CopyRequest {
+        volume_id: A.into(),
+        snapshot_id: "snap-a".into(),
+        targets: targets.clone(),
+        replication_factor: 1,
+        ..Default::default()
+    };
+    let mut stream = n.volumes().await?.copy(req).await?.into_inner();
+    while stream.message().await?.expect("progress before done").checkpoint_block == 0 {}
+    drop(stream);
+    let dir = {
+        let TestNode { node, dir } = n;
+        node.kill_for_test().await;
+        dir
+    };
+    let n = start_with(small(&dir), dir).await?;
+    let targets = vec![n.store_node()];
+    let progress = copy_with_parent(&n, A, "snap-a", targets.clone(), 1, None).await?;
+    let resumed_at = progress.first().expect("progress").checkpoint_block;
+    let end = blocks.last().expect("blocks") + 1;
+    assert!(resumed_at > 0 && resumed_at < end, "resumed mid-way, at {resumed_at}");
+    let last = progress.last().expect("done");
+    assert_eq!(last.manifest_root, want, "the same manifest as an uninterrupted copy");
+    let root = cairn_core::ChunkId::from_slice(&want).expect("root");
+    let bytes = n.node.store().get(root).await?.expect("root stored");
+    let decoded = cairn_core::manifest::ManifestRoot::decode(&bytes)?;
+    assert_eq!((decoded.pages.len(), decoded.data_blocks), (3, Some(blocks.len() as u64)));
+
+    restore(&n, "vol-00000000000000053", size, &want, targets, 1).await?;
+    let v = n.node.volumes().get("vol-00000000000000053").expect("restored");
+    for &i in &blocks {
+        assert_eq!(stamp_of(&v.read(i * BS, BLOCK_SIZE).await?), Some(i + 1), "block {i}");
+    }
+    n.node.shutdown().await;
+    Ok(())
+}

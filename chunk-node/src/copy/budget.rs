@@ -65,6 +65,13 @@ impl CopyMemory {
         let smallest = SHAPES[SHAPES.len() - 1];
         let shape = SHAPES.iter().copied().find(|s| s.bytes() <= bytes).unwrap_or(smallest);
         let bytes = bytes.max(shape.bytes()).min(Semaphore::MAX_PERMITS as u64 >> 10 << 10);
+        tracing::debug!(
+            copy_memory_mib = bytes >> 20,
+            batch_blocks = shape.batch_blocks,
+            batches_stored_at_once = shape.storing,
+            puts_in_flight = shape.puts,
+            "copy memory"
+        );
         CopyMemory { shape, free: Arc::new(Semaphore::new((bytes >> 10) as usize)) }
     }
 

@@ -1,7 +1,8 @@
 //! Runs a copy: checks the job against its freeze, then reads, stores and
 //! checkpoints the blocks in batches (as many stored at once as the node's
-//! copy memory's shape says, checkpointed in order), and stores the
-//! manifest once every block was read. See [`crate::copy`] for the design.
+//! copy memory's shape says, checkpointed in order), writing the manifest's
+//! pages as the checkpoints pass them and its root once every block is
+//! durable. See [`crate::copy`] for the design.
 
 use crate::copy::budget::CopyMemory;
 use crate::copy::checkpoint::{self, Tally};
@@ -19,9 +20,14 @@ use cairn_core::{ChunkId, BLOCK_SIZE};
 use cairn_proto::pb::{CopyProgress, StoreNode};
 use futures::stream::{FuturesOrdered, StreamExt};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
+
+/// How long a copy waits for its caller to take a progress message before
+/// it stops (its durable progress kept for the next call).
+const STALLED_CALLER: Duration = Duration::from_secs(60);
 
 /// What to copy, and where.
 pub struct CopyJob {
@@ -82,14 +88,23 @@ pub async fn run(
         return Ok(());
     }
 
-    let mut feed = ManifestFeed::start(
-        copy.sender.clone(),
-        copy.parent_root,
-        copy.freeze.record.incremental,
-        copy.volume.size(),
-    )
-    .await?;
-    let log = replay(log, &mut feed).await?;
+    let started = async {
+        let record = &copy.freeze.record;
+        let feed = ManifestFeed::start(
+            copy.sender.clone(),
+            copy.parent_root,
+            record.incremental,
+            record.volume_size,
+        );
+        let mut feed = feed.await?;
+        let log = replay(log, &mut feed).await?;
+        Ok::<_, ChunkNodeError>((log, feed))
+    };
+    let (log, mut feed) = tokio::select! {
+        started = started => started?,
+        // Nothing durable was written yet: the next run starts the same way.
+        _ = copy.cancel.cancelled() => return Ok(()),
+    };
     let (reader, batches) =
         read::spawn(copy.volume.clone(), copy.freeze.clone(), job.memory, log.checkpoint);
     let Some(log) = copy.store_batches(log, &mut tally, &mut feed, batches).await? else {
@@ -174,12 +189,18 @@ struct CopyRun {
 }
 
 impl CopyRun {
-    /// Sends one progress message; false when the caller went away or the
-    /// copy was stopped while the caller was not reading.
+    /// Sends one progress message; false when the caller went away, read
+    /// nothing for [`STALLED_CALLER`], or the copy was stopped while the
+    /// caller was not reading. (A copy waiting on its caller would hold its
+    /// share of the node's copy memory from the node's other copies.)
     async fn report(&self, p: CopyProgress) -> bool {
         tokio::select! {
             sent = self.progress.send(p) => sent.is_ok() && !self.cancel.is_cancelled(),
             _ = self.cancel.cancelled() => false,
+            _ = tokio::time::sleep(STALLED_CALLER) => {
+                tracing::warn!("copy stopped: its caller read no progress for {STALLED_CALLER:?}");
+                false
+            }
         }
     }
 
@@ -236,7 +257,7 @@ impl CopyRun {
         let blocks_read = tally.blocks_read;
         let chunks_sent = tally.chunks_sent + built.sent;
         let pages_written = built.pages_written;
-        let size = self.volume.size();
+        let size = self.freeze.record.volume_size;
         let full_size = (built.data_blocks * BLOCK_SIZE as u64).min(size);
         tracing::info!(
             snapshot = %snapshot_id, root = %built.root_id, blocks_read, chunks_sent, pages_written,

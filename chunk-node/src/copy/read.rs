@@ -8,7 +8,7 @@ use crate::volume::Volume;
 use cairn_core::{chunk_of, ChunkId};
 use std::sync::Arc;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
-use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 
 /// One batch from the reader: (index, chunk id or zero, bytes) per block,
 /// ascending, and the last index it covers.
@@ -20,16 +20,17 @@ pub(crate) struct Batch {
 }
 
 /// Starts reading the blocks of `freeze`'s read set from `from` on, in
-/// batches of the budget's shape, each once its share of the budget is free. The
-/// reader runs up to the shape's `read_ahead` batches ahead of whoever
-/// takes them; it stops after a failed read (which it sends) or once the
-/// receiver is gone.
+/// batches of the budget's shape, each once its share of the budget is
+/// free. The reader runs up to the shape's `read_ahead` batches ahead of
+/// whoever takes them; it stops after a failed read (which it sends) or
+/// once the receiver is gone, and is aborted if its handle drops first (a
+/// copy that failed), so it takes no more of the budget.
 pub(crate) fn spawn(
     volume: Arc<Volume>,
     freeze: Arc<Freeze>,
     memory: CopyMemory,
     from: u64,
-) -> (JoinHandle<()>, mpsc::Receiver<Result<Batch, ChunkNodeError>>) {
+) -> (AbortOnDropHandle<()>, mpsc::Receiver<Result<Batch, ChunkNodeError>>) {
     let shape = memory.shape();
     let (tx, rx) = mpsc::channel::<Result<Batch, ChunkNodeError>>(shape.read_ahead);
     let reader = tokio::spawn(async move {
@@ -53,5 +54,5 @@ pub(crate) fn spawn(
             }
         }
     });
-    (reader, rx)
+    (AbortOnDropHandle::new(reader), rx)
 }

@@ -207,4 +207,24 @@ mod tests {
         drop(f);
         assert_eq!(collect(&path).1, vec![b"one".to_vec()]);
     }
+
+    #[test]
+    fn a_replay_stops_when_asked_and_reports_a_record_damaged_since_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log");
+        let (mut log, _) = collect(&path);
+        log.append(b"one").expect("append");
+        let second = log.append(b"two").expect("append");
+        let mut seen = Vec::new();
+        let stop_at_two = |_: RecordAt, p: &[u8]| {
+            seen.push(p.to_vec());
+            Ok(p != b"two")
+        };
+        log.replay(stop_at_two).expect("stopped on the last record: not damage");
+        assert_eq!(seen, vec![b"one".to_vec(), b"two".to_vec()]);
+        let f = File::options().write(true).open(&path).expect("open");
+        f.write_all_at(b"X", second.offset).expect("flip");
+        let err = log.replay(|_, _| Ok(true)).expect_err("damaged after open");
+        assert!(matches!(err, ChunkNodeError::CorruptState { .. }), "{err}");
+    }
 }

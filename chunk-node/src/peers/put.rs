@@ -27,9 +27,10 @@ const PUTS_IN_FLIGHT: usize = 96;
 
 /// (target, chunk) pairs a [`Sender`] remembers per generation. Two
 /// generations are kept, so a copy of any size remembers at most twice
-/// this many (~50 bytes each with the table's slack: under 32 MiB); a
+/// this many: a generation's table has 2^18 buckets of 41 bytes, about
+/// 11 MiB, so 22 MiB per copy at most (outside `copy_memory_bytes`). A
 /// forgotten pair costs one `HasChunks` question, never a wrong answer.
-const CONFIRMED_PER_GENERATION: usize = 1 << 18;
+const CONFIRMED_PER_GENERATION: usize = 7 << 15;
 
 /// What each target is known to hold: the newest confirmations, in two
 /// generations; the older one is dropped when the newer one is full.

@@ -70,6 +70,10 @@ pub struct UpArgs {
     /// Without it TLS is offered and clear text accepted.
     #[arg(long)]
     pub nbd_tls_required: bool,
+    /// MiB of block data and encoding buffers each chunk node's snapshot
+    /// copies may hold together (`copy_memory_bytes`; the smallest cut is 18).
+    #[arg(long, default_value_t = 480)]
+    pub copy_memory_mib: u64,
     #[command(flatten)]
     pub tiers: tiers::TierArgs,
 }
@@ -271,6 +275,7 @@ async fn start_chunk_nodes(
             config.push_str(&format!("outpost = {:?}\n", cx.outpost.to_string()));
         }
         config.push_str(&cx.tls_line(&name)?);
+        config.push_str(&format!("copy_memory_bytes = {}\n", cx.args.copy_memory_mib << 20));
         // Last: its tables follow every top-level key.
         config.push_str(&cx.args.tiers.chunk_config());
         let listen = format!("{host}:0");
