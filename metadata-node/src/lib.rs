@@ -111,7 +111,7 @@ impl MetadataNode {
                 .add_service(raft_svc)
                 .add_service(meta_svc)
                 .add_service(admin_svc)
-                .serve_with_incoming_shutdown(incoming, async move {
+                .serve_with_incoming_shutdown(cairn_proto::accept::paced(incoming), async move {
                     // A dropped sender (the node was dropped) stops the server too.
                     let _ = stopped.await;
                 }),

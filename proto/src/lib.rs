@@ -3,6 +3,7 @@
 //! way to open a channel to a chunk node, and the one way to open an object
 //! store ([`objects`]).
 
+pub mod accept;
 pub mod channel;
 pub mod convert;
 pub mod meta_client;

@@ -56,7 +56,7 @@ pub async fn serve(
         .add_service(limited!(ChunkStoreServer::new(services.chunks)))
         .add_service(limited!(VolumeHostServer::new(services.volumes)))
         .add_service(limited!(SnapshotStagingServer::new(services.staging)))
-        .serve_with_incoming_shutdown(incoming, async move {
+        .serve_with_incoming_shutdown(cairn_proto::accept::paced(incoming), async move {
             // A dropped sender also means shut down.
             let _ = shutdown.wait_for(|s| *s).await;
         })
