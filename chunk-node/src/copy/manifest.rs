@@ -2,9 +2,9 @@
 //! as the copy's checkpoints pass each page's last block (over the parent's
 //! pages when the freeze was incremental, storing only changed pages), each
 //! page stored at RF while later batches are, then the root once every page
-//! is. It holds the open page's entries, a few pages being fetched or
-//! stored and the root's page list: memory bounded by a few pages (about
-//! 140 KiB each when full), not by the volume.
+//! is. It holds the open page's entries, up to 8 parent pages being
+//! fetched and 8 pages being stored, and the root's page list: memory
+//! bounded by a few pages (160 KiB each when full), not by the volume.
 
 use crate::error::ChunkNodeError;
 use crate::peers::Sender;

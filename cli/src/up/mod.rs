@@ -72,7 +72,7 @@ pub struct UpArgs {
     pub nbd_tls_required: bool,
     /// MiB of block data and encoding buffers each chunk node's snapshot
     /// copies may hold together (`copy_memory_bytes`; the smallest cut is 18).
-    #[arg(long, default_value_t = 480)]
+    #[arg(long, default_value_t = 480, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
     pub copy_memory_mib: u64,
     #[command(flatten)]
     pub tiers: tiers::TierArgs,
