@@ -64,6 +64,10 @@ pub struct ChunkNodeConfig {
     /// (`copy/budget.rs`). Default 480 MiB, the fastest cut; the smallest
     /// is 18 MiB (a smaller setting counts as that).
     pub copy_memory_bytes: u64,
+    /// Bytes of repeated chunks (a block's content used by several blocks)
+    /// each restoring volume keeps between fetches, so each is fetched
+    /// once. Default 64 MiB.
+    pub restore_cache_bytes: u64,
 }
 
 impl Default for ChunkNodeConfig {
@@ -81,6 +85,7 @@ impl Default for ChunkNodeConfig {
             pack_bytes: 256 << 20,
             capacity_tier: None,
             copy_memory_bytes: crate::copy::budget::DEFAULT_COPY_MEMORY,
+            restore_cache_bytes: crate::volume::chunkcache::DEFAULT_BUDGET_BYTES as u64,
         }
     }
 }
@@ -128,7 +133,7 @@ mod tests {
         assert_eq!((c.scrub_bytes_per_sec, c.scrub_interval_secs), (8 << 20, 86_400));
         assert!(toml::from_str::<ChunkNodeConfig>("nodeid = \"n1\"").is_err());
         assert_eq!((c.pack_bytes, c.capacity_tier.as_ref()), (256 << 20, None));
-        assert_eq!(c.copy_memory_bytes, 480 << 20);
+        assert_eq!((c.copy_memory_bytes, c.restore_cache_bytes), (480 << 20, 64 << 20));
     }
 
     #[test]

@@ -109,6 +109,7 @@ impl ChunkNode {
             tls.clone(),
             Some(local.clone()),
             workers.clone(),
+            config.restore_cache_bytes as usize,
         )
         .await?;
         let info = ChunkNodeInfo {

@@ -200,7 +200,8 @@ async fn big_sparse_volume_copies_only_its_data() -> anyhow::Result<()> {
 
 /// A node whose `copy_memory_bytes` is below the smallest cut copies in
 /// batches of 8 blocks (one progress message each), two copies at once
-/// share that budget without either stalling, and both restore exactly.
+/// share that budget without either stalling, and both restore exactly on
+/// a node with no `restore_cache_bytes`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copies_share_a_small_copy_memory() -> anyhow::Result<()> {
     use cairn_chunk_node::ChunkNodeConfig;
@@ -209,7 +210,12 @@ async fn copies_share_a_small_copy_memory() -> anyhow::Result<()> {
     let mut config = ChunkNodeConfig::for_test("chunk-a", "cairn-1a", dir.path());
     config.copy_memory_bytes = 1 << 20;
     let a = start_with(config, dir).await?;
-    let b = start("chunk-b", "cairn-1b").await?;
+    // The restoring side keeps no repeated chunk (block 5 repeats block 1):
+    // each is fetched again, and the bytes are the same.
+    let dir = tempfile::tempdir()?;
+    let mut config = ChunkNodeConfig::for_test("chunk-b", "cairn-1b", dir.path());
+    config.restore_cache_bytes = 0;
+    let b = start_with(config, dir).await?;
     let targets = vec![a.store_node(), b.store_node()];
     let size = 16usize << 20;
     let snaps = ["snap-00000000000000011", "snap-00000000000000012"];

@@ -11,13 +11,16 @@ use cairn_core::ChunkId;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-/// Bytes kept at most (the pool of a volume's repeated blocks is small).
-const BUDGET_BYTES: usize = 64 << 20;
+/// Bytes kept at most by default (`restore_cache_bytes`; the pool of a
+/// volume's repeated blocks is small).
+pub const DEFAULT_BUDGET_BYTES: usize = 64 << 20;
 
 pub struct ChunkCache {
     /// Blocks still to be filled per chunk used by more than one of them.
     uses: HashMap<ChunkId, u64>,
     held: Mutex<Held>,
+    /// Bytes kept at most.
+    budget: usize,
 }
 
 #[derive(Default)]
@@ -27,14 +30,15 @@ struct Held {
 }
 
 impl ChunkCache {
-    /// A cache for blocks whose chunks are `ids` (one per block to fill).
-    pub fn new<'a>(ids: impl IntoIterator<Item = &'a ChunkId>) -> ChunkCache {
+    /// A cache of at most `budget` bytes for blocks whose chunks are `ids`
+    /// (one per block to fill).
+    pub fn new<'a>(ids: impl IntoIterator<Item = &'a ChunkId>, budget: usize) -> ChunkCache {
         let mut uses: HashMap<ChunkId, u64> = HashMap::new();
         for id in ids {
             *uses.entry(*id).or_default() += 1;
         }
         uses.retain(|_, n| *n > 1);
-        ChunkCache { uses, held: Mutex::new(Held::default()) }
+        ChunkCache { uses, held: Mutex::new(Held::default()), budget }
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, Held> {
@@ -60,7 +64,7 @@ impl ChunkCache {
     pub fn offer(&self, id: ChunkId, data: &Bytes, blocks: u64) {
         let left = self.uses.get(&id).copied().unwrap_or(0).saturating_sub(blocks);
         let mut held = self.held();
-        if left == 0 || held.chunks.contains_key(&id) || held.bytes + data.len() > BUDGET_BYTES {
+        if left == 0 || held.chunks.contains_key(&id) || held.bytes + data.len() > self.budget {
             return;
         }
         held.bytes += data.len();
@@ -90,7 +94,7 @@ mod tests {
     #[test]
     fn keeps_a_chunk_until_every_block_took_it() {
         let ids = [id(1), id(1), id(1), id(2)];
-        let c = ChunkCache::new(&ids);
+        let c = ChunkCache::new(&ids, DEFAULT_BUDGET_BYTES);
         let data = Bytes::from(vec![7u8; 100]);
         c.offer(id(1), &data, 1);
         assert_eq!(c.take(&id(1), 1).as_deref(), Some(&data[..]));
@@ -103,7 +107,7 @@ mod tests {
     #[test]
     fn single_use_chunks_and_used_up_offers_are_not_kept() {
         let ids = [id(1), id(2), id(2)];
-        let c = ChunkCache::new(&ids);
+        let c = ChunkCache::new(&ids, DEFAULT_BUDGET_BYTES);
         let data = Bytes::from(vec![1u8; 10]);
         c.offer(id(1), &data, 1);
         c.offer(id(2), &data, 2);
@@ -114,11 +118,13 @@ mod tests {
     #[test]
     fn stays_within_its_budget() {
         let ids: Vec<ChunkId> = (0..=255u8).flat_map(|n| [id(n), id(n)]).collect();
-        let c = ChunkCache::new(&ids);
-        let data = Bytes::from(vec![0u8; 1 << 20]);
-        for n in 0..=255u8 {
-            c.offer(id(n), &data, 1);
+        for budget in [DEFAULT_BUDGET_BYTES, 3 << 20] {
+            let c = ChunkCache::new(&ids, budget);
+            let data = Bytes::from(vec![0u8; 1 << 20]);
+            for n in 0..=255u8 {
+                c.offer(id(n), &data, 1);
+            }
+            assert_eq!(c.held_bytes(), budget);
         }
-        assert_eq!(c.held_bytes(), BUDGET_BYTES);
     }
 }

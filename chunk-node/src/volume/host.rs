@@ -53,6 +53,8 @@ struct HostInner {
     metadata: Option<Arc<MetadataClient>>,
     /// This node's chunk store: restores read the chunks it holds directly.
     local: Option<LocalStore>,
+    /// Bytes of repeated chunks each restoring volume keeps between fetches.
+    restore_cache_bytes: usize,
 }
 
 const CLEAN_MARKER: &str = "clean-shutdown";
@@ -61,7 +63,8 @@ impl VolumeHost {
     /// Opens the volumes under `data_dir` with their freezes, tracking and
     /// hydration, drops what unfinished creates left, and restarts hydration.
     pub async fn open(data_dir: &Path) -> Result<VolumeHost, ChunkNodeError> {
-        Self::open_with(data_dir, Vec::new(), None, None, Workers::new()).await
+        let cache = crate::volume::chunkcache::DEFAULT_BUDGET_BYTES;
+        Self::open_with(data_dir, Vec::new(), None, None, Workers::new(), cache).await
     }
 
     /// [`VolumeHost::open`], with the metadata group's members (gRPC URLs)
@@ -74,12 +77,13 @@ impl VolumeHost {
         tls: Option<ClusterTls>,
         local: Option<LocalStore>,
         workers: Workers,
+        restore_cache_bytes: usize,
     ) -> Result<VolumeHost, ChunkNodeError> {
         let data_dir = data_dir.to_path_buf();
         let metadata =
             (!metadata.is_empty()).then(|| Arc::new(MetadataClient::new(metadata).with_tls(tls)));
         let host = tokio::task::spawn_blocking(move || {
-            Self::open_blocking(&data_dir, metadata, local, workers)
+            Self::open_blocking(&data_dir, metadata, local, workers, restore_cache_bytes)
         })
         .await??;
         let hydrating: Vec<Arc<Volume>> =
@@ -95,6 +99,7 @@ impl VolumeHost {
         metadata: Option<Arc<MetadataClient>>,
         local: Option<LocalStore>,
         workers: Workers,
+        restore_cache_bytes: usize,
     ) -> Result<VolumeHost, ChunkNodeError> {
         let volumes_dir = data_dir.join("volumes");
         fs::create_dir_all(&volumes_dir)
@@ -120,7 +125,8 @@ impl VolumeHost {
             } else if volfile::segment_owner(&name).is_some() {
                 segments.push(path);
             } else if let Some(id) = name.strip_suffix(".img") {
-                let vol = Self::load_volume(id, &path, &volumes_dir, clean, local.as_ref())?;
+                let fetching = (local.as_ref(), restore_cache_bytes);
+                let vol = Self::load_volume(id, &path, &volumes_dir, clean, fetching)?;
                 volumes.insert(id.to_string(), Arc::new(vol));
             }
         }
@@ -144,6 +150,7 @@ impl VolumeHost {
                 workers,
                 metadata,
                 local,
+                restore_cache_bytes,
             }),
         })
     }
@@ -153,7 +160,7 @@ impl VolumeHost {
         path: &Path,
         volumes_dir: &Path,
         clean: bool,
-        local: Option<&LocalStore>,
+        (local, cache_bytes): (Option<&LocalStore>, usize),
     ) -> Result<Volume, ChunkNodeError> {
         let file =
             Arc::new(VolumeFile::open(path).map_err(|e| ChunkNodeError::io("open", path, e))?);
@@ -177,7 +184,8 @@ impl VolumeHost {
         let tracking = Tracking::load(&state_dir, size, clean, &epochs)?;
         tracking.save_meta(&state_dir)?;
         let locks = Arc::new(BlockLocks::default());
-        let hydration = Hydration::load(&state_dir, path, file.clone(), locks.clone(), local)?;
+        let hydration =
+            Hydration::load(&state_dir, path, file.clone(), locks.clone(), local, cache_bytes)?;
         Ok(Volume {
             id: id.to_string(),
             size: AtomicU64::new(size),
@@ -324,6 +332,7 @@ impl VolumeHost {
                     file.clone(),
                     locks.clone(),
                     host.inner.local.as_ref(),
+                    host.inner.restore_cache_bytes,
                 )?,
                 None => None,
             };

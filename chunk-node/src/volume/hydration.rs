@@ -188,6 +188,7 @@ impl Hydration {
         file: Arc<VolumeFile>,
         locks: Arc<BlockLocks>,
         local: Option<&LocalStore>,
+        cache_bytes: usize,
     ) -> Result<Option<Arc<Hydration>>, ChunkNodeError> {
         let Some(map): Option<HydrationMap> = read_versioned(&map_path(dir), MAP_VERSION)? else {
             // A log without its map is left from a completed hydration.
@@ -208,8 +209,8 @@ impl Hydration {
         let entries: BTreeMap<u64, ChunkId> =
             map.entries.iter().copied().filter(|(i, _)| *i < blocks).collect();
         let sources = RwLock::new(Arc::new(Sources::new(&map.store_nodes(), local)?));
-        let cache =
-            ChunkCache::new(entries.iter().filter(|(i, _)| !bit_set(&bits, **i)).map(|(_, c)| c));
+        let missing = entries.iter().filter(|(i, _)| !bit_set(&bits, **i)).map(|(_, c)| c);
+        let cache = ChunkCache::new(missing, cache_bytes);
         let direct = file
             .open_direct()
             .inspect_err(|e| {

@@ -27,7 +27,7 @@
 //! the other way.
 
 pub mod blocks;
-mod chunkcache;
+pub(crate) mod chunkcache;
 pub mod copylog;
 pub mod freeze;
 mod grow;
