@@ -1,12 +1,14 @@
 //! Restore: creates a new volume from a snapshot's manifest. The root and
-//! pages are fetched, checked and persisted with the volume; the blocks
+//! pages are fetched, checked and persisted with the volume (the pages'
+//! entries as its chunk map on disk, written as they arrive); the blocks
 //! themselves come later, on demand or from the background hydrator
 //! ([`crate::volume::hydration`]), each from its placement replicas among the sources
 //! (falling back to every source) and verified.
 
 use crate::error::ChunkNodeError;
 use crate::peers;
-use crate::volume::hydration::{HydrationMap, FETCHES_IN_FLIGHT};
+use crate::volume::hydration::FETCHES_IN_FLIGHT;
+use crate::volume::restoremap::HydrationMap;
 use crate::volume::VolumeHost;
 use cairn_core::manifest::{ManifestError, ManifestPage, ManifestRoot, PAGE_BLOCKS};
 use cairn_core::{ChunkId, BLOCK_SIZE};
@@ -24,7 +26,7 @@ pub struct RestoreJob {
 }
 
 /// Restores `job` into a new volume, lazily: reads the manifest (root and
-/// pages, small), persists it as the volume's hydration state and creates
+/// pages), persists it as the volume's hydration state and creates
 /// the volume, which is then usable at once. Idempotent: an existing volume
 /// of the requested size is left alone.
 pub async fn run(host: &VolumeHost, job: RestoreJob) -> Result<(), ChunkNodeError> {
@@ -62,7 +64,7 @@ pub async fn run(host: &VolumeHost, job: RestoreJob) -> Result<(), ChunkNodeErro
         };
     }
     let started = std::time::Instant::now();
-    let pages: Vec<ManifestPage> = stream::iter(root.pages.iter().copied())
+    let mut pages = stream::iter(root.pages.iter().copied())
         .map(|(page_no, page_id)| {
             let (peers, cands) = (&peers, &cands);
             async move {
@@ -77,22 +79,27 @@ pub async fn run(host: &VolumeHost, job: RestoreJob) -> Result<(), ChunkNodeErro
                 Ok::<_, ChunkNodeError>(page)
             }
         })
-        .buffered(FETCHES_IN_FLIGHT)
-        .try_collect()
-        .await?;
-    let mut entries = Vec::new();
-    for page in pages {
-        for (idx, id) in page.entries {
-            if idx / PAGE_BLOCKS != page.page || (idx * BLOCK_SIZE as u64) >= root.volume_size_bytes
-            {
-                return Err(
-                    ManifestError::Corrupt(format!("block {idx} in page {}", page.page)).into()
-                );
+        .buffered(FETCHES_IN_FLIGHT);
+    // The entries go to the chunk map on disk as the pages arrive (in page
+    // order), so a restore holds at most the pages in flight.
+    let host2 = host.clone();
+    let mut ids = tokio::task::spawn_blocking(move || host2.new_block_ids()).await??;
+    while let Some(page) = pages.try_next().await? {
+        let size = root.volume_size_bytes;
+        ids = tokio::task::spawn_blocking(move || {
+            for (idx, id) in &page.entries {
+                if idx / PAGE_BLOCKS != page.page || (idx * BLOCK_SIZE as u64) >= size {
+                    let why = format!("block {idx} in page {}", page.page);
+                    return Err(ManifestError::Corrupt(why).into());
+                }
+                ids.push(*idx, id)?;
             }
-            entries.push((idx, id));
-        }
+            Ok::<_, ChunkNodeError>(ids)
+        })
+        .await??;
     }
-    let blocks = entries.len();
+    let ids = tokio::task::spawn_blocking(move || ids.finish()).await??;
+    let blocks = ids.count;
     let map = HydrationMap {
         size,
         replication_factor: job.replication_factor,
@@ -101,9 +108,9 @@ pub async fn run(host: &VolumeHost, job: RestoreJob) -> Result<(), ChunkNodeErro
             .iter()
             .map(|n| (n.node_id.clone(), n.az.clone(), n.grpc_addr.clone()))
             .collect(),
-        entries,
+        blocks,
     };
-    host.create_restored(&job.volume_id, map).await?;
+    host.create_restored(&job.volume_id, map, ids).await?;
     tracing::info!(
         volume = %job.volume_id, root = %job.manifest_root, blocks, elapsed = ?started.elapsed(),
         "volume restored; hydrating in the background"

@@ -408,7 +408,10 @@ async fn lazy_restore_serves_reads_while_hydrating() -> anyhow::Result<()> {
     for (i, (got, want)) in image.chunks(BLOCK_SIZE).zip(&want).enumerate() {
         assert!(got == &want[..], "block {i} differs after the restart");
     }
-    assert!(!b.dir.path().join(format!("volumes/{NEW}.state/hydrate.map")).exists());
+    for state in ["hydrate.map", "hydrate.ids", "hydrate.log"] {
+        let path = b.dir.path().join(format!("volumes/{NEW}.state/{state}"));
+        assert!(!path.exists(), "{state} left after hydration");
+    }
     b.node.shutdown().await;
     src.node.shutdown().await;
     Ok(())

@@ -57,6 +57,11 @@ impl BlockSet {
         self.words.iter().map(|w| u64::from(w.count_ones())).sum()
     }
 
+    /// The bitmap: block `i` is bit `i % 64` of word `i / 64`.
+    pub fn words(&self) -> &[u64] {
+        &self.words
+    }
+
     /// Members below `end`.
     pub fn count_below(&self, end: u64) -> u64 {
         self.iter().take_while(|i| *i < end).count() as u64

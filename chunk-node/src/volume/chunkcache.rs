@@ -23,6 +23,60 @@ pub struct ChunkCache {
     budget: usize,
 }
 
+/// Counts how many blocks use each chunk, in bounded memory, to make a
+/// [`ChunkCache`]: at most [`UseCount::tracked`] chunks are counted at once.
+/// When the table fills up, the chunks seen once so far are forgotten (a
+/// chunk seen again later then counts from one: repeats far apart are
+/// missed, and such a chunk is fetched again, never served wrongly); when
+/// it is still more than half full, no new chunk is counted from then on.
+/// Exact while fewer chunks than that are in the volume (the cache holds
+/// at most `budget` bytes of them anyway).
+pub struct UseCount {
+    uses: HashMap<ChunkId, u64>,
+    tracked: usize,
+    full: bool,
+    budget: usize,
+}
+
+impl UseCount {
+    /// Chunks counted at once for a cache of `budget` bytes: one per 512
+    /// bytes of it (131,072 for 64 MiB, about 7 MiB of table), many more
+    /// than the 512 KiB chunks the cache can hold.
+    fn tracked(budget: usize) -> usize {
+        budget / 512
+    }
+
+    pub fn new(budget: usize) -> UseCount {
+        UseCount { uses: HashMap::new(), tracked: Self::tracked(budget), full: false, budget }
+    }
+
+    /// One more block uses `id`.
+    pub fn add(&mut self, id: &ChunkId) {
+        if let Some(n) = self.uses.get_mut(id) {
+            *n += 1;
+            return;
+        }
+        if self.full || self.tracked == 0 {
+            return;
+        }
+        if self.uses.len() >= self.tracked {
+            self.uses.retain(|_, n| *n > 1);
+            self.full = self.uses.len() > self.tracked / 2;
+            if self.full {
+                return;
+            }
+        }
+        self.uses.insert(*id, 1);
+    }
+
+    /// The cache, keeping the chunks used more than once.
+    pub fn cache(mut self) -> ChunkCache {
+        self.uses.retain(|_, n| *n > 1);
+        self.uses.shrink_to_fit();
+        ChunkCache { uses: self.uses, held: Mutex::new(Held::default()), budget: self.budget }
+    }
+}
+
 #[derive(Default)]
 struct Held {
     chunks: HashMap<ChunkId, (Bytes, u64)>,
@@ -32,13 +86,13 @@ struct Held {
 impl ChunkCache {
     /// A cache of at most `budget` bytes for blocks whose chunks are `ids`
     /// (one per block to fill).
+    #[cfg(test)]
     pub fn new<'a>(ids: impl IntoIterator<Item = &'a ChunkId>, budget: usize) -> ChunkCache {
-        let mut uses: HashMap<ChunkId, u64> = HashMap::new();
+        let mut uses = UseCount::new(budget);
         for id in ids {
-            *uses.entry(*id).or_default() += 1;
+            uses.add(id);
         }
-        uses.retain(|_, n| *n > 1);
-        ChunkCache { uses, held: Mutex::new(Held::default()), budget }
+        uses.cache()
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, Held> {
@@ -113,6 +167,29 @@ mod tests {
         c.offer(id(2), &data, 2);
         assert_eq!(c.held_bytes(), 0);
         assert!(c.take(&id(1), 1).is_none());
+    }
+
+    #[test]
+    fn counts_in_bounded_memory() {
+        let budget = 4 << 10;
+        let tracked = UseCount::tracked(budget);
+        let mut uses = UseCount::new(budget);
+        // Repeated chunks (more than half the table), then more single ones
+        // than can be counted, then the repeated ones again and a new
+        // repeat that no longer fits.
+        let repeated: Vec<ChunkId> = (0..5u8).map(id).collect();
+        let singles: Vec<ChunkId> =
+            (0..tracked as u64 * 3).map(|n| ChunkId::of(&n.to_le_bytes())).collect();
+        for c in repeated.iter().chain(&repeated).chain(&singles).chain(&repeated) {
+            uses.add(c);
+            assert!(uses.uses.len() <= tracked);
+        }
+        let late = ChunkId::of(b"late");
+        uses.add(&late);
+        uses.add(&late);
+        let c = uses.cache();
+        assert_eq!(c.uses.len(), 5, "the singles forgotten, the late repeat not counted");
+        assert!(repeated.iter().all(|r| c.uses.get(r) == Some(&3)));
     }
 
     #[test]

@@ -9,11 +9,13 @@ use crate::disk::files::{fsync_dir, remove_dir, remove_file};
 use crate::disk::volfile::{self, VolumeFile};
 use crate::error::{check_name, ChunkNodeError};
 use crate::store::LocalStore;
+use crate::volume::blockids::{BlockIdsWriter, WrittenIds};
 use crate::volume::blocks::{blocks_in, BlockLocks};
 use crate::volume::freeze::{self, Freeze, FreezeRecord, MAX_PENDING};
-use crate::volume::hydration::{Hydration, HydrationMap};
+use crate::volume::hydration::Hydration;
 use crate::volume::hydrator::Hydrator;
 use crate::volume::io::Volume;
+use crate::volume::restoremap::{self, HydrationMap};
 use crate::volume::tracking::Tracking;
 use cairn_proto::tls::ClusterTls;
 use cairn_proto::MetadataClient;
@@ -248,14 +250,23 @@ impl VolumeHost {
         self.install(id, size, None).await
     }
 
-    /// Creates a volume restored lazily from `map`: usable at once, its
-    /// blocks are fetched on demand and by a background hydrator.
+    /// A new chunk map for a restore, to fill and pass to
+    /// [`VolumeHost::create_restored`] (a temporary file until then).
+    /// Blocking.
+    pub(crate) fn new_block_ids(&self) -> Result<BlockIdsWriter, ChunkNodeError> {
+        BlockIdsWriter::create(&self.inner.volumes_dir)
+    }
+
+    /// Creates a volume restored lazily from `map` and its chunk map `ids`:
+    /// usable at once, its blocks are fetched on demand and by a background
+    /// hydrator.
     pub(crate) async fn create_restored(
         &self,
         id: &str,
         map: HydrationMap,
+        ids: WrittenIds,
     ) -> Result<(), ChunkNodeError> {
-        self.install(id, map.size, Some(map)).await
+        self.install(id, map.size, Some((map, ids))).await
     }
 
     /// `Some(())` when `id` exists with `size`; an error if with another size.
@@ -273,7 +284,7 @@ impl VolumeHost {
         &self,
         id: &str,
         size: u64,
-        map: Option<HydrationMap>,
+        map: Option<(HydrationMap, WrittenIds)>,
     ) -> Result<(), ChunkNodeError> {
         check_name("volume id", id)?;
         if size == 0 {
@@ -300,8 +311,9 @@ impl VolumeHost {
                 .map_err(|e| ChunkNodeError::io("create", &freezes_dir, e))?;
             let tracking = Tracking::fresh(size);
             tracking.save_meta(&state_dir)?;
-            if let Some(m) = &map {
-                Hydration::create(&state_dir, m)?;
+            let restored = map.is_some();
+            if let Some((m, ids)) = map {
+                restoremap::create(&state_dir, &m, ids)?;
             }
             fsync_dir(&state_dir)?;
             fsync_dir(&host.inner.volumes_dir)?;
@@ -325,8 +337,8 @@ impl VolumeHost {
                 VolumeFile::open(&path).map_err(|e| ChunkNodeError::io("open", &path, e))?,
             );
             let locks = Arc::new(BlockLocks::default());
-            let hydration = match map {
-                Some(_) => Hydration::load(
+            let hydration = match restored {
+                true => Hydration::load(
                     &state_dir,
                     &path,
                     file.clone(),
@@ -334,7 +346,7 @@ impl VolumeHost {
                     host.inner.local.as_ref(),
                     host.inner.restore_cache_bytes,
                 )?,
-                None => None,
+                false => None,
             };
             let vol = Arc::new(Volume {
                 id: id.clone(),

@@ -3,10 +3,12 @@
 //! hydrator fetches the rest.
 //!
 //! State, in the volume's state directory: `hydrate.map` (written once,
-//! before the volume appears: size, sources, and the manifest's non-zero
-//! blocks) and `hydrate.log`, a [`RecordLog`] of blocks made local. Zero
-//! blocks are holes already and need nothing. When every block is local
-//! both files are removed (after the volume file is synced).
+//! before the volume appears: size and sources), `hydrate.ids` (written
+//! before it: the manifest's non-zero blocks and their chunks, read from
+//! disk as needed, see [`BlockIds`]) and `hydrate.log`, a [`RecordLog`] of
+//! blocks made local. Zero blocks are holes already and need nothing. When
+//! every block is local the files are removed (after the volume file is
+//! synced), the map first.
 //!
 //! Marks: a block written by the hydrator is local at once in memory (reads
 //! use it) but its mark reaches the log lazily: the hydrator flushes marks
@@ -34,21 +36,22 @@
 //! the file.
 
 use crate::disk::direct::align_up;
-use crate::disk::files::{read_versioned, remove_file, write_versioned};
+use crate::disk::files::remove_file;
 use crate::disk::reclog::RecordLog;
 use crate::disk::volfile::VolumeFile;
 use crate::error::ChunkNodeError;
 use crate::peers::{self, Peer};
 use crate::store::ChunkStore;
 use crate::store::LocalStore;
+use crate::volume::blockids::BlockIds;
 use crate::volume::blocks::{block_range, blocks_in, BlockLocks};
-use crate::volume::chunkcache::ChunkCache;
+use crate::volume::chunkcache::{ChunkCache, UseCount};
+use crate::volume::restoremap::{ids_path, log_path, map_path, read_map};
 use bytes::Bytes;
 use cairn_core::placement::Candidate;
 use cairn_core::ChunkId;
 use cairn_proto::pb::StoreNode;
 use futures::stream::{self, StreamExt, TryStreamExt};
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -56,7 +59,6 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use super::pressure::ReadPressure;
 
-const MAP_VERSION: u16 = 1;
 /// Concurrent chunk fetches of the background hydrator (and of one request).
 pub const FETCHES_IN_FLIGHT: usize = 16;
 /// Blocks marked local in memory before their marks are made durable
@@ -64,26 +66,6 @@ pub const FETCHES_IN_FLIGHT: usize = 16;
 pub const MARKS_PER_SYNC: usize = 2048;
 /// Marks per log record (512 KiB of payload).
 const MARKS_PER_RECORD: usize = 65536;
-
-/// What a restored volume must fetch, as persisted.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct HydrationMap {
-    pub size: u64,
-    pub replication_factor: u32,
-    /// (node id, AZ, gRPC address) of the nodes holding the snapshot.
-    pub sources: Vec<(String, String, String)>,
-    /// Non-zero blocks, ascending.
-    pub entries: Vec<(u64, ChunkId)>,
-}
-
-impl HydrationMap {
-    pub fn store_nodes(&self) -> Vec<StoreNode> {
-        self.sources
-            .iter()
-            .map(|(n, a, g)| StoreNode { node_id: n.clone(), az: a.clone(), grpc_addr: g.clone() })
-            .collect()
-    }
-}
 
 /// Marks of blocks local in memory but not durably (module comment).
 #[derive(Default)]
@@ -119,7 +101,8 @@ impl Sources {
 pub struct Hydration {
     pub(super) dir: PathBuf,
     size: u64,
-    pub(super) entries: BTreeMap<u64, ChunkId>,
+    /// The blocks to hydrate and their chunks.
+    pub(super) ids: BlockIds,
     bits: Vec<AtomicU64>,
     pub(super) remaining: AtomicU64,
     /// Blocks local in memory whose marks are not durable yet.
@@ -165,21 +148,7 @@ fn bit_set(bits: &[AtomicU64], i: u64) -> bool {
     bits.get((i / 64) as usize).is_some_and(|w| w.load(Ordering::Acquire) & (1 << (i % 64)) != 0)
 }
 
-fn map_path(dir: &Path) -> PathBuf {
-    dir.join("hydrate.map")
-}
-
-fn log_path(dir: &Path) -> PathBuf {
-    dir.join("hydrate.log")
-}
-
 impl Hydration {
-    /// Persists `map` in `dir` (before the volume is installed). Blocking.
-    pub fn create(dir: &Path, map: &HydrationMap) -> Result<(), ChunkNodeError> {
-        remove_file(&log_path(dir))?;
-        write_versioned(&map_path(dir), MAP_VERSION, map)
-    }
-
     /// Loads the hydration state of the volume whose state is in `dir`;
     /// `None` when the volume is whole. Blocking.
     pub fn load(
@@ -190,8 +159,10 @@ impl Hydration {
         local: Option<&LocalStore>,
         cache_bytes: usize,
     ) -> Result<Option<Arc<Hydration>>, ChunkNodeError> {
-        let Some(map): Option<HydrationMap> = read_versioned(&map_path(dir), MAP_VERSION)? else {
-            // A log without its map is left from a completed hydration.
+        let Some(map) = read_map(dir)? else {
+            // A log or chunk map without the map is left from a completed
+            // hydration.
+            remove_file(&ids_path(dir))?;
             remove_file(&log_path(dir))?;
             return Ok(None);
         };
@@ -206,11 +177,19 @@ impl Hydration {
             }
             Ok(())
         })?;
-        let entries: BTreeMap<u64, ChunkId> =
-            map.entries.iter().copied().filter(|(i, _)| *i < blocks).collect();
+        let (mut uses, mut remaining) = (UseCount::new(cache_bytes), 0u64);
+        let ids = BlockIds::open(&ids_path(dir), blocks, |i, id| {
+            if !bit_set(&bits, i) {
+                remaining += 1;
+                uses.add(id);
+            }
+        })?;
+        if ids.count() != map.blocks {
+            let why = format!("{} blocks, {} expected", ids.count(), map.blocks);
+            return Err(ChunkNodeError::CorruptState { path: ids_path(dir), why });
+        }
         let sources = RwLock::new(Arc::new(Sources::new(&map.store_nodes(), local)?));
-        let missing = entries.iter().filter(|(i, _)| !bit_set(&bits, **i)).map(|(_, c)| c);
-        let cache = ChunkCache::new(missing, cache_bytes);
+        let cache = uses.cache();
         let direct = file
             .open_direct()
             .inspect_err(|e| {
@@ -220,9 +199,9 @@ impl Hydration {
         let h = Hydration {
             dir: dir.to_path_buf(),
             size: map.size,
-            entries,
+            ids,
             bits,
-            remaining: AtomicU64::new(0),
+            remaining: AtomicU64::new(remaining),
             marks: Mutex::new(Marks::default()),
             flushing: Mutex::new(()),
             poisoned: AtomicBool::new(false),
@@ -240,9 +219,7 @@ impl Hydration {
             cancelled: AtomicBool::new(false),
             inflight: Mutex::new(HashMap::new()),
         };
-        let remaining = h.entries.keys().filter(|i| !h.bit(**i)).count() as u64;
-        h.remaining.store(remaining, Ordering::Release);
-        tracing::info!(dir = %dir.display(), blocks = h.entries.len(), remaining, "hydration state loaded");
+        tracing::info!(dir = %dir.display(), blocks = h.ids.count(), remaining, "hydration state loaded");
         let h = Arc::new(h);
         if remaining == 0 {
             h.finish()?;
@@ -257,12 +234,12 @@ impl Hydration {
     /// The blocks not local yet, ascending (only the manifest's data
     /// blocks can be: zero blocks are holes from the start).
     pub fn missing(&self) -> impl Iterator<Item = u64> + '_ {
-        self.entries.keys().copied().filter(|i| !self.bit(*i))
+        self.ids.iter_from(0).filter(|i| !self.bit(*i))
     }
 
     /// Whether block `i` is local (zero blocks always are).
     pub fn is_hydrated(&self, i: u64) -> bool {
-        !self.entries.contains_key(&i) || self.bit(i)
+        !self.ids.contains(i) || self.bit(i)
     }
 
     /// Whether the volume is whole: every block local, durably.
@@ -314,8 +291,8 @@ impl Hydration {
     ) -> Result<Vec<(u64, Bytes)>, ChunkNodeError> {
         let mut wanted: BTreeMap<ChunkId, Vec<u64>> = BTreeMap::new();
         for i in blocks.iter().filter(|i| !self.is_hydrated(**i)) {
-            if let Some(id) = self.entries.get(i) {
-                wanted.entry(*id).or_default().push(*i);
+            if let Some(id) = self.ids.get(*i)? {
+                wanted.entry(id).or_default().push(*i);
             }
         }
         let mut out = Vec::new();
@@ -371,8 +348,8 @@ impl Hydration {
     /// fetch the entry stays until its blocks are local: such a block then
     /// does not count as a random read's, a heuristic's miss.)
     fn being_fetched(&self, i: u64) -> bool {
-        self.entries.get(&i).is_some_and(|id| {
-            self.inflight.lock().unwrap_or_else(|e| e.into_inner()).contains_key(id)
+        self.ids.get(i).ok().flatten().is_some_and(|id| {
+            self.inflight.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&id)
         })
     }
 
@@ -599,6 +576,7 @@ impl Hydration {
         if log.is_some() {
             self.sync_volume(true)?;
             remove_file(&map_path(&self.dir))?;
+            remove_file(&ids_path(&self.dir))?;
             crate::disk::files::fsync_dir(&self.dir)?;
             *log = None;
         }

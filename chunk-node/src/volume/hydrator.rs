@@ -42,10 +42,9 @@ impl Hydration {
         let size = if self.pressure.active() { YIELDING_ROUND_BLOCKS } else { ROUND_BLOCKS };
         let hint = self.hint.load(Ordering::Relaxed);
         let round: Vec<u64> = self
-            .entries
-            .range(hint..)
-            .chain(self.entries.range(..hint))
-            .map(|(i, _)| *i)
+            .ids
+            .iter_from(hint)
+            .chain(self.ids.iter_from(0).take_while(|i| *i < hint))
             .filter(|i| !self.bit(*i) && busy.binary_search(i).is_err())
             .take(size)
             .collect();

@@ -2,8 +2,9 @@
 //! ([`host`]), the I/O paths ([`io`]) with their block locks ([`blocks`]),
 //! change tracking ([`tracking`]), pending freezes ([`freeze`]) with their
 //! copy logs ([`copylog`]), read-ahead ([`readahead`]), and lazy restore:
-//! the hydration state ([`hydration`], with its [`chunkcache`]) and the
-//! background hydrator ([`hydrator`]).
+//! the hydration state ([`hydration`], persisted by [`restoremap`] with
+//! its chunk map on disk, [`blockids`], and its [`chunkcache`]) and the background hydrator
+//! ([`hydrator`]).
 //!
 //! Each live volume is a sparse file `data_dir/volumes/<vol-id>.img` of the
 //! volume's size, with its state in `data_dir/volumes/<vol-id>.state/`:
@@ -26,6 +27,7 @@
 //! store directly); the copy and the restore build on the volume code, never
 //! the other way.
 
+pub(crate) mod blockids;
 pub mod blocks;
 pub(crate) mod chunkcache;
 pub mod copylog;
@@ -37,6 +39,7 @@ pub mod hydrator;
 pub mod io;
 mod pressure;
 mod readahead;
+pub(crate) mod restoremap;
 mod stamps;
 pub mod tracking;
 
