@@ -63,8 +63,8 @@ pub async fn run(
     let (volume, freeze) = host.frozen(&job.volume_id, &job.snapshot_id)?;
     let parent_root = parent_root(&job, &freeze)?;
     let shape = job.memory.shape();
-    let sender = Sender::new(&job.targets, job.replication_factor, job.local.clone())?;
-    let sender = Arc::new(sender.with_puts_in_flight(shape.puts));
+    let sender = Sender::new(&job.targets, job.replication_factor, job.local.clone(), shape.puts)?;
+    let sender = Arc::new(sender);
     let log = checkpoint::open(&freeze, parent_root).await?;
 
     let read_set = &freeze.record.read_set;

@@ -19,11 +19,6 @@ use std::sync::Mutex;
 
 /// Ids per `HasChunks` call (a copy batch's worth).
 const HAS_IDS: usize = 64;
-/// Concurrent `PutChunk` calls of one [`Sender::store`], unless the copy's
-/// memory says fewer (`copy/budget.rs`). More puts waiting at a store make
-/// its group commits larger: this disk takes ~260 MB/s in 8 MiB synced
-/// writes and ~320 MB/s in 32 MiB ones. (A 128-block batch did not help.)
-const PUTS_IN_FLIGHT: usize = 96;
 
 /// (target, chunk) pairs a [`Sender`] remembers per generation. Two
 /// generations are kept, so a copy of any size remembers at most twice
@@ -86,6 +81,7 @@ impl Sender {
         targets: &[StoreNode],
         rf: u32,
         local: Option<LocalStore>,
+        puts_in_flight: usize,
     ) -> Result<Sender, ChunkNodeError> {
         if targets.is_empty() {
             return Err(ChunkNodeError::InvalidArgument("no target chunk nodes"));
@@ -101,14 +97,8 @@ impl Sender {
             rf: client::replication_factor(rf),
             confirmed: Mutex::new(Confirmed::new(CONFIRMED_PER_GENERATION)),
             local,
-            puts_in_flight: PUTS_IN_FLIGHT,
+            puts_in_flight: puts_in_flight.max(1),
         })
-    }
-
-    /// At most `n` (at least one) `PutChunk` calls in flight per store.
-    pub(crate) fn with_puts_in_flight(mut self, n: usize) -> Sender {
-        self.puts_in_flight = n.max(1);
-        self
     }
 
     /// Fetches `id` from its replicas among the targets (this node's own
