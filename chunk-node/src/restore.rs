@@ -92,6 +92,10 @@ pub async fn run(host: &VolumeHost, job: RestoreJob) -> Result<(), ChunkNodeErro
                     let why = format!("block {idx} in page {}", page.page);
                     return Err(ManifestError::Corrupt(why).into());
                 }
+                if let Some(last) = ids.last().filter(|last| last >= idx) {
+                    let why = format!("block {idx} after block {last}");
+                    return Err(ManifestError::Corrupt(why).into());
+                }
                 ids.push(*idx, id)?;
             }
             Ok::<_, ChunkNodeError>(ids)

@@ -41,7 +41,8 @@ fn parse(r: &[u8; RECORD_LEN]) -> (u64, ChunkId) {
 }
 
 /// The records of a restore, written in block order to a temporary file
-/// (`.tmp…`, removed by the host if left behind) before its volume exists.
+/// (`.tmp…`; the host removes those it finds in its volumes directory when
+/// it opens) before its volume exists.
 pub struct BlockIdsWriter {
     out: BufWriter<tempfile::NamedTempFile>,
     last: Option<u64>,
@@ -71,6 +72,11 @@ impl BlockIdsWriter {
         self.last = Some(i);
         self.count += 1;
         self.out.write_all(&record(i, id)).map_err(|e| self.io_error(e))
+    }
+
+    /// The last block pushed.
+    pub fn last(&self) -> Option<u64> {
+        self.last
     }
 
     /// Records pushed so far.
@@ -191,6 +197,38 @@ impl BlockIds {
         self.ranks[(i / RANK_BLOCKS) as usize] + whole + u64::from(part.count_ones())
     }
 
+    /// The chunks of those of `blocks` (ascending) that have one, in order:
+    /// one read per run of adjacent records. Blocking, briefly (see
+    /// [`BlockIds::get`]).
+    pub fn get_many(&self, blocks: &[u64]) -> Result<Vec<(u64, ChunkId)>, ChunkNodeError> {
+        let found: Vec<(u64, u64)> =
+            blocks.iter().filter(|i| self.contains(**i)).map(|i| (*i, self.rank(*i))).collect();
+        let mut out = Vec::with_capacity(found.len());
+        for run in found.chunk_by(|a, b| b.1 == a.1 + 1 && b.0 > a.0) {
+            let mut buf = vec![0u8; run.len() * RECORD_LEN];
+            let at = run[0].1 * RECORD_LEN as u64;
+            self.file
+                .read_exact_at(&mut buf, at)
+                .map_err(|e| ChunkNodeError::io("read", &self.path, e))?;
+            for ((i, _), r) in run.iter().zip(buf.chunks_exact(RECORD_LEN)) {
+                let r: &[u8; RECORD_LEN] = r.try_into().unwrap_or(&[0xff; RECORD_LEN]);
+                out.push((*i, self.check(*i, r)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The chunk in record `r`, which must be block `i`'s.
+    fn check(&self, i: u64, r: &[u8; RECORD_LEN]) -> Result<ChunkId, ChunkNodeError> {
+        match parse(r) {
+            (found, id) if found == i => Ok(id),
+            (found, _) => Err(ChunkNodeError::CorruptState {
+                path: self.path.clone(),
+                why: format!("block {found} where block {i} belongs"),
+            }),
+        }
+    }
+
     /// Block `i`'s chunk; `None` for a block without one. Reads the file
     /// (the page cache keeps the parts in use). Blocking, briefly.
     pub fn get(&self, i: u64) -> Result<Option<ChunkId>, ChunkNodeError> {
@@ -202,13 +240,7 @@ impl BlockIds {
         self.file
             .read_exact_at(&mut r, at)
             .map_err(|e| ChunkNodeError::io("read", &self.path, e))?;
-        match parse(&r) {
-            (found, id) if found == i => Ok(Some(id)),
-            (found, _) => Err(ChunkNodeError::CorruptState {
-                path: self.path.clone(),
-                why: format!("block {found} where block {i} belongs"),
-            }),
-        }
+        self.check(i, &r).map(Some)
     }
 }
 
@@ -246,6 +278,12 @@ mod tests {
             let want = blocks.contains(&i).then(|| id(i));
             assert_eq!(ids.get(i).expect("get"), want, "block {i}");
         }
+        let all: Vec<u64> = (0..20_001).collect();
+        let want: Vec<(u64, ChunkId)> = blocks.iter().map(|i| (*i, id(*i))).collect();
+        assert_eq!(ids.get_many(&all).expect("get many"), want);
+        let some = [1, 2, 63, 4096, 9000, 9001, 20_000];
+        let want: Vec<(u64, ChunkId)> = [1, 63, 4096, 9000, 20_000].map(|i| (i, id(i))).to_vec();
+        assert_eq!(ids.get_many(&some).expect("get some"), want);
         assert_eq!(ids.iter_from(4097).collect::<Vec<_>>(), vec![4097, 9000, 12287, 12288, 20_000]);
     }
 

@@ -2,8 +2,9 @@
 //!
 //! A volume often holds the same block many times (zeroed file-system
 //! structures, copies of one file). The manifest says how often each chunk
-//! is used, so a chunk fetched for one block is kept until its other blocks
-//! have taken it, within a byte budget; a chunk is never fetched twice while
+//! is used (counted in bounded memory, [`UseCount`]), so a chunk fetched for
+//! one block is kept until its other blocks have taken it, within a byte
+//! budget: a chunk whose uses were all counted is never fetched twice while
 //! it fits.
 
 use bytes::Bytes;
@@ -40,7 +41,7 @@ pub struct UseCount {
 
 impl UseCount {
     /// Chunks counted at once for a cache of `budget` bytes: one per 512
-    /// bytes of it (131,072 for 64 MiB, about 7 MiB of table), many more
+    /// bytes of it (131,072 for 64 MiB, about 10 MiB of table), many more
     /// than the 512 KiB chunks the cache can hold.
     fn tracked(budget: usize) -> usize {
         budget / 512

@@ -2,13 +2,14 @@
 //! blocks come from the chunk stores when first needed, and a background
 //! hydrator fetches the rest.
 //!
-//! State, in the volume's state directory: `hydrate.map` (written once,
-//! before the volume appears: size and sources), `hydrate.ids` (written
-//! before it: the manifest's non-zero blocks and their chunks, read from
-//! disk as needed, see [`BlockIds`]) and `hydrate.log`, a [`RecordLog`] of
-//! blocks made local. Zero blocks are holes already and need nothing. When
-//! every block is local the files are removed (after the volume file is
-//! synced), the map first.
+//! State, in the volume's state directory (see [`crate::volume::restoremap`]):
+//! `hydrate.map` (written before the volume appears: size, replication
+//! factor, sources, block count), `hydrate.ids` (written before it: the
+//! manifest's non-zero blocks and their chunks, read from disk as needed,
+//! see [`BlockIds`]) and `hydrate.log`, a [`RecordLog`] of blocks made
+//! local. Zero blocks are holes already and need nothing. When every block
+//! is local the files are removed (after the volume file is synced), the
+//! map first and durably, so a map never outlives its chunk map.
 //!
 //! Marks: a block written by the hydrator is local at once in memory (reads
 //! use it) but its mark reaches the log lazily: the hydrator flushes marks
@@ -290,10 +291,14 @@ impl Hydration {
         yielding: bool,
     ) -> Result<Vec<(u64, Bytes)>, ChunkNodeError> {
         let mut wanted: BTreeMap<ChunkId, Vec<u64>> = BTreeMap::new();
-        for i in blocks.iter().filter(|i| !self.is_hydrated(**i)) {
-            if let Some(id) = self.ids.get(*i)? {
-                wanted.entry(id).or_default().push(*i);
-            }
+        let mut needed: Vec<u64> =
+            blocks.iter().copied().filter(|i| !self.is_hydrated(*i)).collect();
+        needed.sort_unstable();
+        needed.dedup();
+        // One read of the chunk map per run of adjacent records (a request
+        // or a round is usually one), from the page cache once warm.
+        for (i, id) in self.ids.get_many(&needed)? {
+            wanted.entry(id).or_default().push(i);
         }
         let mut out = Vec::new();
         let mut missing = Vec::new();
@@ -346,8 +351,13 @@ impl Hydration {
     /// Whether someone (the hydrator, a reader) is fetching block `i`'s
     /// chunk or has fetched it and not yet installed it. (After a failed
     /// fetch the entry stays until its blocks are local: such a block then
-    /// does not count as a random read's, a heuristic's miss.)
+    /// does not count as a random read's, a heuristic's miss.) A chunk map
+    /// that cannot be read counts as not fetched: this only steers the
+    /// hydrator's pace, and the fetch that follows reports the error.
     fn being_fetched(&self, i: u64) -> bool {
+        if self.inflight.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+            return false;
+        }
         self.ids.get(i).ok().flatten().is_some_and(|id| {
             self.inflight.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&id)
         })
@@ -576,7 +586,6 @@ impl Hydration {
         if log.is_some() {
             self.sync_volume(true)?;
             remove_file(&map_path(&self.dir))?;
-            remove_file(&ids_path(&self.dir))?;
             crate::disk::files::fsync_dir(&self.dir)?;
             *log = None;
         }
@@ -585,6 +594,7 @@ impl Hydration {
         self.cache.clear();
         self.inflight.lock().unwrap_or_else(|e| e.into_inner()).clear();
         self.whole.store(true, Ordering::Release);
+        remove_file(&ids_path(&self.dir))?;
         remove_file(&log_path(&self.dir))?;
         tracing::info!(dir = %self.dir.display(), "volume fully hydrated");
         Ok(())

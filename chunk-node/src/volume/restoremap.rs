@@ -10,6 +10,7 @@ use crate::volume::blockids::{BlockIdsWriter, WrittenIds};
 use cairn_core::ChunkId;
 use cairn_proto::pb::StoreNode;
 use serde::{Deserialize, Serialize};
+use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
 
 /// Version 1 held the chunk map inline (see [`read_map`]).
@@ -63,12 +64,15 @@ pub(super) fn ids_path(dir: &Path) -> PathBuf {
 /// current map and its chunk map first. Blocking.
 pub(super) fn read_map(dir: &Path) -> Result<Option<HydrationMap>, ChunkNodeError> {
     let path = map_path(dir);
-    let current = read_versioned(&path, MAP_VERSION);
-    let Err(error) = current else { return current };
-    let Ok(Some(old)) = read_versioned::<HydrationMapV1>(&path, 1) else { return Err(error) };
+    if version_of(&path)? != Some(1) {
+        return read_versioned(&path, MAP_VERSION);
+    }
+    let Some(old) = read_versioned::<HydrationMapV1>(&path, 1)? else { return Ok(None) };
     // Version 1 left out blocks past the end when it loaded them.
     let end = crate::volume::blocks::blocks_in(old.size);
-    let mut ids = BlockIdsWriter::create(dir)?;
+    // The temporary file beside the volumes (one filesystem), where the
+    // host removes what a crash left.
+    let mut ids = BlockIdsWriter::create(dir.parent().unwrap_or(dir))?;
     for (i, id) in old.entries.iter().filter(|(i, _)| *i < end) {
         ids.push(*i, id)?;
     }
@@ -83,6 +87,17 @@ pub(super) fn read_map(dir: &Path) -> Result<Option<HydrationMap>, ChunkNodeErro
     write_versioned(&path, MAP_VERSION, &map)?;
     tracing::info!(dir = %dir.display(), blocks = map.blocks, "hydration map of version 1 rewritten");
     Ok(Some(map))
+}
+
+/// The format version of the file at `path`; `None` when it is absent or
+/// too short to say.
+fn version_of(path: &Path) -> Result<Option<u16>, ChunkNodeError> {
+    let mut v = [0u8; 2];
+    match std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut v)) {
+        Ok(()) => Ok(Some(u16::from_be_bytes(v))),
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::UnexpectedEof) => Ok(None),
+        Err(e) => Err(ChunkNodeError::io("read", path, e)),
+    }
 }
 
 /// Persists `map` and its chunk map `ids` in `dir` (before the volume
@@ -104,7 +119,10 @@ mod tests {
 
     #[test]
     fn a_map_of_version_1_is_rewritten_with_its_chunk_map() {
-        let dir = tempfile::tempdir().expect("dir");
+        let top = tempfile::tempdir().expect("dir");
+        let dir = top.path().join("vol.state");
+        std::fs::create_dir(&dir).expect("state dir");
+        let dir = &dir;
         let entries: Vec<(u64, ChunkId)> =
             [3u64, 7, 4096, 9000].iter().map(|i| (*i, ChunkId::of(&i.to_le_bytes()))).collect();
         let sources = vec![("n1".to_string(), "az1".to_string(), "127.0.0.1:1".to_string())];
@@ -114,19 +132,20 @@ mod tests {
             sources: sources.clone(),
             entries: entries.clone(),
         };
-        write_versioned(&map_path(dir.path()), 1, &old).expect("write v1");
-        let map = read_map(dir.path()).expect("read").expect("a map");
+        write_versioned(&map_path(dir), 1, &old).expect("write v1");
+        let map = read_map(dir).expect("read").expect("a map");
         assert_eq!((map.size, map.replication_factor, map.blocks), (old.size, 3, 4));
         assert_eq!(map.sources, sources);
-        let again = read_map(dir.path()).expect("read again").expect("a map");
+        let again = read_map(dir).expect("read again").expect("a map");
         assert_eq!(again.blocks, 4, "now a map of the current version");
         let mut seen = Vec::new();
-        let ids = BlockIds::open(&ids_path(dir.path()), 9001, |i, c| seen.push((i, *c)))
-            .expect("chunk map");
+        let ids =
+            BlockIds::open(&ids_path(dir), 9001, |i, c| seen.push((i, *c))).expect("chunk map");
         assert_eq!(seen, entries);
         assert_eq!(ids.get(4096).expect("get"), Some(entries[2].1));
-        let left: Vec<_> = std::fs::read_dir(dir.path()).expect("list").collect();
-        assert_eq!(left.len(), 2, "the map and the chunk map, no temporary file");
+        let left: Vec<_> = std::fs::read_dir(dir).expect("list").collect();
+        assert_eq!(left.len(), 2, "the map and the chunk map");
+        assert_eq!(std::fs::read_dir(top.path()).expect("list").count(), 1, "no temporary file");
     }
 
     #[test]
