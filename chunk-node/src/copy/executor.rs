@@ -273,7 +273,15 @@ impl CopyRun {
             new_data_bytes: tally.new_data_bytes,
             checkpoint_block: blocks_in(size),
         };
-        // The caller may be gone; the copy is complete and durable either way.
-        let _ = self.progress.send(last).await;
+        // The caller may be gone, or not reading: the copy is complete and
+        // durable either way (a call again answers from its log), so it
+        // waits no longer than for any progress, and not past a stop.
+        tokio::select! {
+            _ = self.progress.send(last) => {}
+            _ = self.cancel.cancelled() => {}
+            _ = tokio::time::sleep(STALLED_CALLER) => {
+                tracing::warn!(snapshot = %snapshot_id, "copy done, but its caller read no progress for {STALLED_CALLER:?}");
+            }
+        }
     }
 }
