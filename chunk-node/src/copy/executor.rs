@@ -275,8 +275,11 @@ impl CopyRun {
         };
         // The caller may be gone, or not reading: the copy is complete and
         // durable either way (a call again answers from its log), so it
-        // waits no longer than for any progress, and not past a stop.
+        // waits no longer than for any progress, and not past a stop. A
+        // caller with room for it gets it even after a stop (`biased`: the
+        // send is tried first, and it does not wait when there is room).
         tokio::select! {
+            biased;
             _ = self.progress.send(last) => {}
             _ = self.cancel.cancelled() => {}
             _ = tokio::time::sleep(STALLED_CALLER) => {
