@@ -121,6 +121,8 @@ pub struct BlockIds {
     present: BlockSet,
     /// Members of `present` below each multiple of [`RANK_BLOCKS`].
     ranks: Vec<u64>,
+    /// Members of `present`.
+    count: u64,
     file: File,
     path: PathBuf,
 }
@@ -164,7 +166,7 @@ impl BlockIds {
             ranks.push(below);
             below += words.iter().map(|w| u64::from(w.count_ones())).sum::<u64>();
         }
-        Ok(BlockIds { present, ranks, file, path: path.to_path_buf() })
+        Ok(BlockIds { present, ranks, count: below, file, path: path.to_path_buf() })
     }
 
     /// Whether block `i` has a chunk (holds data in the snapshot).
@@ -179,13 +181,7 @@ impl BlockIds {
 
     /// The blocks with a chunk.
     pub fn count(&self) -> u64 {
-        self.ranks.last().copied().unwrap_or(0)
-            + self
-                .present
-                .words()
-                .chunks((RANK_BLOCKS / 64) as usize)
-                .last()
-                .map_or(0, |ws| ws.iter().map(|w| u64::from(w.count_ones())).sum())
+        self.count
     }
 
     /// Members of the set below block `i`.
@@ -232,15 +228,7 @@ impl BlockIds {
     /// Block `i`'s chunk; `None` for a block without one. Reads the file
     /// (the page cache keeps the parts in use). Blocking, briefly.
     pub fn get(&self, i: u64) -> Result<Option<ChunkId>, ChunkNodeError> {
-        if !self.contains(i) {
-            return Ok(None);
-        }
-        let mut r = [0u8; RECORD_LEN];
-        let at = self.rank(i) * RECORD_LEN as u64;
-        self.file
-            .read_exact_at(&mut r, at)
-            .map_err(|e| ChunkNodeError::io("read", &self.path, e))?;
-        self.check(i, &r).map(Some)
+        Ok(self.get_many(&[i])?.pop().map(|(_, id)| id))
     }
 }
 
