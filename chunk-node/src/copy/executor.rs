@@ -50,16 +50,25 @@ pub struct CopyJob {
     pub memory: CopyMemory,
 }
 
+/// How a copy run ended without an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// The copy is complete and durable; its `done` message was offered.
+    Complete,
+    /// It stopped early (cancelled, or its caller went away); its durable
+    /// progress is kept for the next run.
+    Stopped,
+}
+
 /// Runs (or resumes) the copy of a frozen volume, reporting progress on
 /// `progress`. The last message has `done` set and carries the manifest
 /// root. A closed progress channel (the caller went away) or a cancellation
-/// stops the copy early without error; its durable progress is kept for the
-/// next run.
+/// stops the copy early without error.
 pub async fn run(
     host: &VolumeHost,
     job: CopyJob,
     progress: mpsc::Sender<CopyProgress>,
-) -> Result<(), ChunkNodeError> {
+) -> Result<Ended, ChunkNodeError> {
     let (volume, freeze) = host.frozen(&job.volume_id, &job.snapshot_id)?;
     let parent_root = parent_root(&job, &freeze)?;
     let shape = job.memory.shape();
@@ -85,7 +94,7 @@ pub async fn run(
         storing: shape.storing,
     };
     if !copy.report(tally.report(log.checkpoint)).await {
-        return Ok(());
+        return Ok(Ended::Stopped);
     }
 
     let started = async {
@@ -103,24 +112,24 @@ pub async fn run(
     let (log, mut feed) = tokio::select! {
         started = started => started?,
         // Nothing durable was written yet: the next run starts the same way.
-        _ = copy.cancel.cancelled() => return Ok(()),
+        _ = copy.cancel.cancelled() => return Ok(Ended::Stopped),
     };
     let (reader, batches) =
         read::spawn(copy.volume.clone(), copy.freeze.clone(), job.memory, log.checkpoint);
     let Some(log) = copy.store_batches(log, &mut tally, &mut feed, batches).await? else {
         tracing::info!(snapshot = %job.snapshot_id, "copy abandoned by its caller, or stopped");
         reader.abort();
-        return Ok(());
+        return Ok(Ended::Stopped);
     };
     reader.await?;
     let built = tokio::select! {
         built = feed.finish() => built?,
         // The pages being stored are aborted as they drop; they are
         // content-addressed, so a later run stores them again harmlessly.
-        _ = copy.cancel.cancelled() => return Ok(()),
+        _ = copy.cancel.cancelled() => return Ok(Ended::Stopped),
     };
     copy.finish(&job.snapshot_id, &log, tally, built).await;
-    Ok(())
+    Ok(Ended::Complete)
 }
 
 /// Feeds the batches an earlier run made durable (in its copy log) to the

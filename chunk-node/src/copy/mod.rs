@@ -28,5 +28,5 @@ mod read;
 mod store;
 
 pub use budget::CopyMemory;
-pub use executor::{run, CopyJob};
+pub use executor::{run, CopyJob, Ended};
 pub use fence::{CopyFence, Superseded, Ticket};

@@ -160,16 +160,21 @@ async fn run_copy(
 ) {
     let snapshot = job.snapshot_id.clone();
     let ended = copy::run(&host, job, progress).await;
-    let status = match (ended, ticket.superseded()) {
-        (Err(e), _) => {
+    let status = match ended {
+        Err(e) => {
             tracing::warn!(snapshot, error = %e, "copy failed");
             Status::from(e)
         }
-        (Ok(()), Some(s)) => {
-            tracing::info!(snapshot, "copy stopped: {s}");
-            Status::failed_precondition(s.to_string())
-        }
-        (Ok(()), None) => return,
+        // Its done message was the last word, even when a newer call
+        // superseded it in the same instant.
+        Ok(copy::Ended::Complete) => return,
+        Ok(copy::Ended::Stopped) => match ticket.superseded() {
+            Some(s) => {
+                tracing::info!(snapshot, "copy stopped: {s}");
+                Status::failed_precondition(s.to_string())
+            }
+            None => return,
+        },
     };
     drop(ticket);
     // The caller may already be gone.
