@@ -7,10 +7,11 @@ use crate::staging::store::StagingStore;
 use cairn_proto::pb::snapshot_staging_server::SnapshotStaging;
 use cairn_proto::pb::{self, StagingKind};
 use std::pin::Pin;
-use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-/// Entries per `Entries` reply message (~100 bytes each on the wire).
+/// Entries per `BlockMap` reply message (~100 bytes each on the wire).
 const ENTRIES_PER_REPLY: usize = 8192;
 /// Most entries one `Append` may carry.
 const MAX_APPEND: usize = 65_536;
@@ -20,7 +21,7 @@ pub struct StagingService {
     pub store: StagingStore,
 }
 
-type EntriesStream = Pin<Box<dyn Stream<Item = Result<pb::StagingEntriesReply, Status>> + Send>>;
+type BlockMapStream = Pin<Box<dyn Stream<Item = Result<pb::StagingBlockMapReply, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl SnapshotStaging for StagingService {
@@ -60,20 +61,21 @@ impl SnapshotStaging for StagingService {
         Ok(Response::new(reply))
     }
 
-    type EntriesStream = EntriesStream;
+    type BlockMapStream = BlockMapStream;
 
-    async fn entries(
+    async fn block_map(
         &self,
-        request: Request<pb::StagingEntriesRequest>,
-    ) -> Result<Response<Self::EntriesStream>, Status> {
-        let entries = self.store.entries(request.into_inner().snapshot_id).await?;
-        let replies: Vec<Result<pb::StagingEntriesReply, Status>> = entries
-            .chunks(ENTRIES_PER_REPLY)
-            .map(|part| {
-                Ok(pb::StagingEntriesReply { entries: part.iter().map(|e| e.to_pb()).collect() })
-            })
-            .collect();
-        Ok(Response::new(Box::pin(tokio_stream::iter(replies))))
+        request: Request<pb::StagingBlockMapRequest>,
+    ) -> Result<Response<Self::BlockMapStream>, Status> {
+        let snapshot = request.into_inner().snapshot_id;
+        let batches = self.store.block_map(snapshot, ENTRIES_PER_REPLY);
+        let replies = ReceiverStream::new(batches).map(|batch| match batch {
+            Ok(entries) => Ok(pb::StagingBlockMapReply {
+                entries: entries.into_iter().map(Entry::to_pb).collect(),
+            }),
+            Err(e) => Err(Status::from(e)),
+        });
+        Ok(Response::new(Box::pin(replies)))
     }
 
     async fn remove(

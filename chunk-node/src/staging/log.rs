@@ -1,11 +1,12 @@
 //! One snapshot's staging log: opened with a torn last record cut off,
-//! appended under a lock and made durable by group commit, read back whole.
+//! appended under a lock and made durable by group commit; its block map
+//! is read back by `sort.rs`.
 
 use crate::staging::error::{io, StagingError};
 use crate::staging::record::{check_header, Entry, HEADER_LEN, MAGIC, RECORD_LEN, STAGING_VERSION};
 use cairn_proto::pb::StagingKind;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -70,10 +71,9 @@ impl Log {
             .truncate(false)
             .open(&path)
             .map_err(|e| io("open", &path, e))?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(|e| io("read", &path, e))?;
+        let found = file.metadata().map_err(|e| io("stat", &path, e))?.len();
         let mut summary = Summary::default();
-        let len = if bytes.len() < HEADER_LEN as usize {
+        let len = if found < HEADER_LEN {
             // New, or torn before its header was whole: start it again.
             let mut header = MAGIC.to_vec();
             header.extend(STAGING_VERSION.to_be_bytes());
@@ -86,25 +86,27 @@ impl Log {
             }
             HEADER_LEN
         } else {
-            check_header(&path, &bytes)?;
-            let body = &bytes[HEADER_LEN as usize..];
-            let whole = body.len() / RECORD_LEN;
-            for (i, rec) in body.chunks_exact(RECORD_LEN).enumerate() {
-                match Entry::decode(rec) {
+            // Read through, a buffer at a time: a log can be GiBs.
+            let mut r = BufReader::with_capacity(64 << 10, &mut file);
+            let mut header = [0u8; HEADER_LEN as usize];
+            r.read_exact(&mut header).map_err(|e| io("read", &path, e))?;
+            check_header(&path, &header)?;
+            let whole = (found - HEADER_LEN) / RECORD_LEN as u64;
+            let mut rec = [0u8; RECORD_LEN];
+            for i in 0..whole {
+                r.read_exact(&mut rec).map_err(|e| io("read", &path, e))?;
+                match Entry::decode(&rec) {
                     Some(e) => summary.add(&e),
                     // A bad last record is a torn append nobody was told about.
-                    None if i + 1 == whole => {
-                        summary.entries = i as u64;
-                        break;
-                    }
+                    None if i + 1 == whole => break,
                     None => {
                         return Err(StagingError::Corrupt(path, format!("record {i} is damaged")))
                     }
                 }
             }
             let len = HEADER_LEN + summary.entries * RECORD_LEN as u64;
-            if len != bytes.len() as u64 {
-                tracing::warn!(path = %path.display(), kept = len, found = bytes.len(), "cutting a torn record off a staging log");
+            if len != found {
+                tracing::warn!(path = %path.display(), kept = len, found, "cutting a torn record off a staging log");
                 file.set_len(len).map_err(|e| io("truncate", &path, e))?;
                 file.sync_all().map_err(|e| io("fsync", &path, e))?;
             }
@@ -169,22 +171,10 @@ impl Log {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).summary
     }
 
-    /// Every durable entry, in append order.
-    pub(crate) fn entries(&self) -> Result<Vec<Entry>, StagingError> {
-        let len = *self.synced.lock().unwrap_or_else(|e| e.into_inner());
-        let mut f = File::open(&self.path).map_err(|e| io("open", &self.path, e))?;
-        let mut bytes = vec![0u8; len as usize];
-        f.read_exact(&mut bytes).map_err(|e| io("read", &self.path, e))?;
-        check_header(&self.path, &bytes)?;
-        bytes[HEADER_LEN as usize..]
-            .chunks_exact(RECORD_LEN)
-            .enumerate()
-            .map(|(i, rec)| {
-                Entry::decode(rec).ok_or_else(|| {
-                    StagingError::Corrupt(self.path.clone(), format!("record {i} is damaged"))
-                })
-            })
-            .collect()
+    /// The log's file and how many of its bytes are durable: what a reader
+    /// may read (appends after it are not acknowledged yet).
+    pub(crate) fn durable(&self) -> (&Path, u64) {
+        (&self.path, *self.synced.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 

@@ -19,12 +19,17 @@
 //! one `fdatasync` covers every record written before it started, so many
 //! concurrent PutSnapshotBlock calls share fsyncs instead of queueing on them.
 //!
+//! The gateway reads a log back as its block map: one entry per block, in
+//! block order, sorted outside memory when the log is large (`sort.rs`).
+//!
 //! Files: [`record`] (the record format), [`log`] (one snapshot's log, its
-//! recovery and group commit), [`store`] (the logs of this node), [`error`].
+//! recovery and group commit), `sort` (its block map), [`store`] (the logs
+//! of this node), [`error`].
 
 pub mod error;
 pub(crate) mod log;
 pub mod record;
+mod sort;
 pub mod store;
 
 pub use error::StagingError;

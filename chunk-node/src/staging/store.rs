@@ -5,11 +5,13 @@ use crate::error::check_name;
 use crate::staging::error::{io, StagingError};
 use crate::staging::log::{fsync_dir, Log, Summary};
 use crate::staging::record::Entry;
+use crate::staging::sort::{self, RUN_ENTRIES};
 use std::collections::HashMap;
 use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
 
 /// The staging logs of one chunk node. Logs are opened on first use.
 #[derive(Clone)]
@@ -20,8 +22,19 @@ pub struct StagingStore {
 
 impl StagingStore {
     /// Logs live under `data_dir/staging`, created on the first append.
+    /// Removes the sort runs a crash left there (`sort.rs`).
     pub fn new(data_dir: &Path) -> StagingStore {
-        StagingStore { dir: data_dir.join("staging"), logs: Arc::default() }
+        let dir = data_dir.join("staging");
+        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(".sort-") && name.ends_with(".tmp") {
+                if let Err(e) = fs::remove_file(entry.path()) {
+                    tracing::warn!(path = %entry.path().display(), error = %e, "leftover sort run not removed");
+                }
+            }
+        }
+        StagingStore { dir, logs: Arc::default() }
     }
 
     fn path(&self, snapshot: &str) -> PathBuf {
@@ -72,14 +85,41 @@ impl StagingStore {
             .await?
     }
 
-    /// Every entry of `snapshot`'s log (empty when there is none).
-    pub async fn entries(&self, snapshot: String) -> Result<Vec<Entry>, StagingError> {
+    /// The block map of `snapshot`'s log (see `sort.rs`): one entry per
+    /// block, ascending, in batches of at most `batch` through the returned
+    /// channel, read on the blocking pool; empty when there is no log. An
+    /// error ends the stream. Dropping the receiver stops the read.
+    pub fn block_map(
+        &self,
+        snapshot: String,
+        batch: usize,
+    ) -> mpsc::Receiver<Result<Vec<Entry>, StagingError>> {
+        self.block_map_in_runs(snapshot, batch, RUN_ENTRIES)
+    }
+
+    fn block_map_in_runs(
+        &self,
+        snapshot: String,
+        batch: usize,
+        run_entries: usize,
+    ) -> mpsc::Receiver<Result<Vec<Entry>, StagingError>> {
+        let (tx, rx) = mpsc::channel(2);
         let store = self.clone();
-        tokio::task::spawn_blocking(move || match store.log(&snapshot, false)? {
-            Some(l) => l.entries(),
-            None => Ok(Vec::new()),
-        })
-        .await?
+        tokio::task::spawn_blocking(move || {
+            let read = store.log(&snapshot, false).and_then(|log| match log {
+                Some(log) => {
+                    let (path, len) = log.durable();
+                    sort::block_map(path, len, run_entries, batch, |part| {
+                        tx.blocking_send(Ok(part)).is_ok()
+                    })
+                }
+                None => Ok(()),
+            });
+            if let Err(e) = read {
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        rx
     }
 
     pub async fn remove(&self, snapshot: String) -> Result<(), StagingError> {
@@ -130,6 +170,16 @@ mod tests {
         }
     }
 
+    /// The whole block map, read in batches of 3 and runs of `run`.
+    async fn map(s: &StagingStore, snap: &str, run: usize) -> Result<Vec<Entry>, StagingError> {
+        let mut rx = s.block_map_in_runs(snap.to_string(), 3, run);
+        let mut out = Vec::new();
+        while let Some(batch) = rx.recv().await {
+            out.extend(batch?);
+        }
+        Ok(out)
+    }
+
     #[test]
     fn record_roundtrip_and_damage() {
         let e = block(9, 1234);
@@ -163,14 +213,14 @@ mod tests {
         let mut f = OpenOptions::new().append(true).open(&path).expect("open");
         f.write_all(&block(4, 60).encode()[..20]).expect("torn write");
         let s2 = StagingStore::new(dir.path());
-        let entries = s2.entries(snap.clone()).await.expect("entries");
-        assert_eq!(entries.len(), 4);
-        assert_eq!(entries[1], block(1, 20));
+        assert_eq!(s2.summary(snap.clone()).await.expect("stat").expect("log").entries, 4);
+        let blocks = map(&s2, &snap, RUN_ENTRIES).await.expect("map");
+        assert_eq!(blocks, vec![block(1, 20), block(2, 30)]);
         assert_eq!(fs::metadata(&path).expect("meta").len(), HEADER_LEN + 4 * RECORD_LEN as u64);
         s2.remove(snap.clone()).await.expect("remove");
         assert!(!path.exists());
         s2.remove(snap.clone()).await.expect("remove twice");
-        assert!(s2.entries(snap).await.expect("entries").is_empty());
+        assert!(map(&s2, &snap, RUN_ENTRIES).await.expect("map").is_empty());
     }
 
     #[tokio::test]
@@ -183,7 +233,8 @@ mod tests {
         let mut bytes = fs::read(&path).expect("read");
         bytes[HEADER_LEN as usize + 5] ^= 0xff;
         fs::write(&path, bytes).expect("write");
-        let err = StagingStore::new(dir.path()).entries(snap).await.expect_err("corrupt");
+        let err =
+            map(&StagingStore::new(dir.path()), &snap, RUN_ENTRIES).await.expect_err("corrupt");
         assert!(matches!(err, StagingError::Corrupt(..)));
     }
 
@@ -201,9 +252,85 @@ mod tests {
         for t in tasks {
             t.await.expect("join").expect("append");
         }
-        let mut idx: Vec<u64> =
-            s.entries(snap).await.expect("entries").iter().map(|e| e.block_index).collect();
-        idx.sort_unstable();
+        let idx: Vec<u64> =
+            map(&s, &snap, RUN_ENTRIES).await.expect("map").iter().map(|e| e.block_index).collect();
         assert_eq!(idx, (0..32).collect::<Vec<_>>());
+    }
+
+    /// A log larger than a run: sorted runs spilled to files and merged give
+    /// the same map as one sort in memory, the last write of each block
+    /// winning (greatest time, then later in the log), and leave no file.
+    #[tokio::test]
+    async fn a_log_larger_than_a_run_is_merged_from_files() {
+        use rand::{Rng, SeedableRng};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = StagingStore::new(dir.path());
+        let snap = "snap-0123456789abcdef3".to_string();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut want = std::collections::BTreeMap::new();
+        s.append(snap.clone(), vec![open(1)]).await.expect("open");
+        for n in 0..600u64 {
+            let i = rng.gen_range(0..150u64);
+            // Times go back now and then: a gateway's clock, or two gateways.
+            let at = 100 + n / 3 - rng.gen_range(0..2u64) * 5;
+            let mut e = block(i, at);
+            e.chunk = [(n % 251) as u8; 32];
+            if rng.gen_range(0..10) == 0 {
+                e.kind = StagingKind::Zero;
+            }
+            match want.get(&i) {
+                Some(prev) if prev_wins(prev, &e) => {}
+                _ => {
+                    want.insert(i, e);
+                }
+            }
+            s.append(snap.clone(), vec![e]).await.expect("append");
+        }
+        let want: Vec<Entry> = want.into_values().collect();
+        assert_eq!(map(&s, &snap, RUN_ENTRIES).await.expect("in memory"), want);
+        assert_eq!(map(&s, &snap, 37).await.expect("merged"), want);
+        let left: Vec<_> = fs::read_dir(dir.path().join("staging"))
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left.len(), 1, "only the log is left: {left:?}");
+    }
+
+    fn prev_wins(prev: &Entry, next: &Entry) -> bool {
+        prev.at_ms > next.at_ms
+    }
+
+    /// A reader that stops early stops the read, and the sort runs go.
+    #[tokio::test]
+    async fn a_stopped_read_leaves_no_runs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = StagingStore::new(dir.path());
+        let snap = "snap-0123456789abcdef4".to_string();
+        let entries: Vec<Entry> = (0..200).map(|i| block(199 - i, 1)).collect();
+        s.append(snap.clone(), entries).await.expect("append");
+        let mut rx = s.block_map_in_runs(snap.clone(), 1, 10);
+        let first = rx.recv().await.expect("a batch").expect("map");
+        assert_eq!(first, vec![block(0, 1)]);
+        drop(rx);
+        let staging = dir.path().join("staging");
+        let runs_left = || {
+            fs::read_dir(&staging)
+                .expect("dir")
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+                .count()
+        };
+        for _ in 0..1000 {
+            if runs_left() == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(runs_left(), 0);
+        // A leftover from a crash is removed when the store opens.
+        fs::write(staging.join(".sort-x.tmp"), b"run").expect("write");
+        StagingStore::new(dir.path());
+        assert_eq!(runs_left(), 0);
     }
 }

@@ -41,27 +41,38 @@ pub fn verify_block(header: &str, digest: &[u8; 32]) -> Result<(), EbsError> {
     Ok(())
 }
 
-/// Checks a LINEAR aggregate against the blocks' digests, given in
-/// ascending block-index order (see the module comment for the two forms).
-pub fn verify_linear(header: &str, digests: &[[u8; 32]]) -> Result<(), EbsError> {
-    let sent = B64.decode(header.trim()).map_err(|_| {
-        EbsError::invalid(Invalid::ParameterValue, "The aggregate checksum is not valid Base64.")
-    })?;
-    let mut over_text = Sha256::new();
-    let mut over_raw = Sha256::new();
-    for d in digests {
-        over_text.update(to_b64(d).as_bytes());
-        over_raw.update(d);
+/// A LINEAR aggregate, built one block digest at a time in ascending
+/// block-index order (see the module comment for the two forms).
+#[derive(Default)]
+pub struct Linear {
+    over_text: Sha256,
+    over_raw: Sha256,
+}
+
+impl Linear {
+    pub fn add(&mut self, digest: &[u8; 32]) {
+        self.over_text.update(to_b64(digest).as_bytes());
+        self.over_raw.update(digest);
     }
-    let (text, raw): ([u8; 32], [u8; 32]) =
-        (over_text.finalize().into(), over_raw.finalize().into());
-    if sent.as_slice() == text.as_slice() || sent.as_slice() == raw.as_slice() {
-        Ok(())
-    } else {
-        Err(EbsError::invalid(
-            Invalid::ParameterValue,
-            "The aggregate checksum does not match the blocks written.",
-        ))
+
+    /// Checks a CompleteSnapshot's `x-amz-Checksum` against the digests added.
+    pub fn verify(self, header: &str) -> Result<(), EbsError> {
+        let sent = B64.decode(header.trim()).map_err(|_| {
+            EbsError::invalid(
+                Invalid::ParameterValue,
+                "The aggregate checksum is not valid Base64.",
+            )
+        })?;
+        let (text, raw): ([u8; 32], [u8; 32]) =
+            (self.over_text.finalize().into(), self.over_raw.finalize().into());
+        if sent.as_slice() == text.as_slice() || sent.as_slice() == raw.as_slice() {
+            Ok(())
+        } else {
+            Err(EbsError::invalid(
+                Invalid::ParameterValue,
+                "The aggregate checksum does not match the blocks written.",
+            ))
+        }
     }
 }
 
@@ -79,6 +90,12 @@ mod tests {
         let e = verify_block(&to_b64(&sha256(b"abd")), &d).unwrap_err();
         assert_eq!(e.code(), "ValidationException");
         assert!(verify_block("%%%", &d).is_err());
+    }
+
+    fn verify_linear(header: &str, digests: &[[u8; 32]]) -> Result<(), EbsError> {
+        let mut l = Linear::default();
+        digests.iter().for_each(|d| l.add(d));
+        l.verify(header)
     }
 
     #[test]

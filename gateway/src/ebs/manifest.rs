@@ -1,7 +1,7 @@
 //! Diffing two manifests, as pure functions: ListChangedBlocks compares
 //! page ids first and reads only the pages whose ids differ, so its cost
 //! follows the changed pages, not the volume size. (Sealing uses core's
-//! `ManifestBuilder` / `IncrementalBuilder`.)
+//! `ManifestWriter`.)
 
 use cairn_core::manifest::{ManifestPage, ManifestRoot};
 use cairn_core::ChunkId;

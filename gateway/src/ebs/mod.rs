@@ -7,8 +7,9 @@
 //! Shape of the front: the [`endpoint`] authenticates and dispatches what the
 //! pure [`router`] parsed to one module per operation family ([`start`],
 //! [`write`], [`seal`], [`read`]), which share [`state`], write and read
-//! bytes through [`chunks`] and [`staging`], and fail with one error type
-//! ([`error::EbsError`]) that renders the rest-json error. The [`sweeper`]
+//! bytes through [`chunks`] and [`staging`] (whose replicas' block maps
+//! [`blockmap`] merges), and fail with one error type ([`error::EbsError`])
+//! that renders the rest-json error. The [`sweeper`]
 //! worker ends what callers and gateways left pending.
 //!
 //! Where things live. The snapshot record is in the metadata group
@@ -19,6 +20,7 @@
 //! it into a paged manifest on top of the parent's, and the record then
 //! holds only the root, so EC2 CreateVolume restores it like any snapshot.
 
+pub mod blockmap;
 pub mod checksum;
 pub mod chunks;
 pub mod endpoint;

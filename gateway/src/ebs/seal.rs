@@ -1,11 +1,11 @@
 //! Sealing an EBS-direct snapshot after CompleteSnapshot, and ending one
 //! (sealed, failed or timed out) with its staging logs dropped.
 //!
-//! The seal reads the staged block map, rebuilds only the manifest pages it
-//! touches on top of the parent's (untouched pages keep the parent's ids;
-//! core's `IncrementalBuilder`),
-//! stores the pages and the root at RF, and commits `CompleteSnapshot` with
-//! the root: from then on the snapshot is like any other. Transient failures
+//! The seal streams the staged block map (merged from the staging replicas
+//! in block order), rebuilds only the manifest pages it touches on top of
+//! the parent's (untouched pages keep the parent's ids; core's
+//! `ManifestWriter`), stores the pages as each is whole and the root last,
+//! and commits `CompleteSnapshot` with the root: from then on the snapshot is like any other. Transient failures
 //! are retried with backoff; after that, or on a permanent one, the snapshot
 //! ends in `error` with the reason. Every step is idempotent (same map, same
 //! pages, same root), so a seal redone by another gateway is harmless.
@@ -18,11 +18,10 @@ use super::error::EbsError;
 use super::state::Ebs;
 use crate::retry::backoff;
 use cairn_core::command::{Command, CommandOutput, MetaError};
-use cairn_core::manifest::{IncrementalBuilder, ManifestBuilder, ManifestError};
+use cairn_core::manifest::{ManifestError, ManifestWriter, PAGE_BLOCKS};
 use cairn_core::records::{Holder, Snapshot};
 use cairn_core::time::now_ms;
 use cairn_core::{ChunkId, BLOCK_SIZE};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Attempts of a seal before the snapshot ends in `error`.
@@ -99,16 +98,17 @@ pub async fn finish(ebs: &Ebs, snap: &Snapshot, cmd: &Command) {
 }
 
 /// Builds and stores the manifest; returns its root and the snapshot's
-/// full size (bytes of non-zero blocks). With a parent, core's
-/// `IncrementalBuilder` reads only the parent pages holding a staged block
-/// and writes only pages whose content changed.
+/// full size (bytes of non-zero blocks). The staged map streams in block
+/// order into core's `ManifestWriter` a page at a time: with a parent, only
+/// the parent pages holding a staged block are read, and only pages whose
+/// content changed are stored, each as soon as it is whole. So the seal
+/// holds one page, whatever the volume's size.
 async fn seal_once(ebs: &Ebs, snap: &Snapshot) -> Result<(ChunkId, u64), EbsError> {
     let ctx = &ebs.ctx;
     let region = Region::load(ctx).await?;
-    let staged = ebs.staging.block_map(&region, snap.id.as_str()).await?;
+    let mut staged = ebs.staging.block_map(&region, snap.id.as_str()).await?;
     let size_bytes = snap.volume_size_gib << 30;
-    let corrupt = |e: ManifestError| EbsError::Internal(format!("manifest: {e}"));
-    let built = match &snap.parent {
+    let mut writer = match &snap.parent {
         Some(pid) => {
             // A parent deleted since StartSnapshot is still named by the
             // snapshot's hold, which keeps its manifest.
@@ -120,28 +120,61 @@ async fn seal_once(ebs: &Ebs, snap: &Snapshot) -> Result<(ChunkId, u64), EbsErro
                 })?,
             };
             let root = load_root(ctx, &region, root_id).await?;
-            let mut b = IncrementalBuilder::new(root_id, root, size_bytes).map_err(corrupt)?;
-            for (idx, s) in &staged {
-                b.set(*idx, s.chunk);
-            }
-            let mut pages = BTreeMap::new();
-            for (n, id) in b.pages_needed() {
-                pages.insert(n, load_page(ctx, &region, id).await?);
-            }
-            b.finish(&pages).map_err(corrupt)?
+            let parent_blocks = match root.data_blocks {
+                Some(n) => n,
+                // A version 1 root does not record it: count its pages.
+                None => {
+                    let mut n = 0;
+                    for (_, id) in &root.pages {
+                        n += load_page(ctx, &region, *id).await?.entries.len() as u64;
+                    }
+                    n
+                }
+            };
+            ManifestWriter::incremental(root_id, &root, size_bytes, parent_blocks)
+                .map_err(corrupt)?
         }
-        None => {
-            let mut b = ManifestBuilder::new(size_bytes);
-            for (idx, s) in &staged {
-                b.set(*idx, s.chunk);
-            }
-            b.finish()
-        }
+        None => ManifestWriter::full(size_bytes, None),
     };
     // Pages first, root last: a root is never stored before what it names.
-    for (id, bytes) in &built.pages {
-        put_chunk(ctx, &region, *id, bytes::Bytes::copy_from_slice(bytes)).await?;
+    let mut page: Option<(u64, Changes)> = None;
+    while let Some((idx, s)) = staged.next().await? {
+        let n = idx / PAGE_BLOCKS;
+        if let Some((done, changes)) = page.take_if(|(p, _)| *p != n) {
+            store_page(ebs, &region, &mut writer, done, changes).await?;
+        }
+        page.get_or_insert_with(|| (n, Vec::new())).1.push((idx, s.chunk));
     }
-    put_chunk(ctx, &region, built.root_id, bytes::Bytes::copy_from_slice(&built.root)).await?;
-    Ok((built.root_id, built.data_blocks * BLOCK_SIZE as u64))
+    if let Some((done, changes)) = page {
+        store_page(ebs, &region, &mut writer, done, changes).await?;
+    }
+    let root = writer.finish();
+    put_chunk(ctx, &region, root.root_id, bytes::Bytes::from(root.root)).await?;
+    Ok((root.root_id, root.data_blocks * BLOCK_SIZE as u64))
+}
+
+/// A page's staged blocks: (block, chunk or `None` for zero), ascending.
+type Changes = Vec<(u64, Option<ChunkId>)>;
+
+fn corrupt(e: ManifestError) -> EbsError {
+    EbsError::Internal(format!("manifest: {e}"))
+}
+
+/// Writes page `page` from its parent's (read when there is one) and the
+/// staged `changes`, and stores it when it changed.
+async fn store_page(
+    ebs: &Ebs,
+    region: &Region,
+    writer: &mut ManifestWriter,
+    page: u64,
+    changes: Changes,
+) -> Result<(), EbsError> {
+    let parent = match writer.parent_page(page) {
+        Some(id) => Some(load_page(&ebs.ctx, region, id).await?),
+        None => None,
+    };
+    if let Some((id, bytes)) = writer.write_page(page, parent.as_ref(), changes).map_err(corrupt)? {
+        put_chunk(&ebs.ctx, region, id, bytes::Bytes::from(bytes)).await?;
+    }
+    Ok(())
 }

@@ -2,19 +2,25 @@
 //! snapshot's puts build, kept on the RF regional nodes placement picks for
 //! the snapshot id (never in Raft), through the chunk nodes' staging service.
 
+use super::blockmap::{Batches, StagedBlocks};
 use super::chunks::{Region, CALL_SECS};
 use super::error::EbsError;
 use crate::nodes::{call, HostError};
 use cairn_core::records::ChunkNodeInfo;
 use cairn_core::ChunkId;
+use cairn_proto::pb;
 use cairn_proto::pb::snapshot_staging_client::SnapshotStagingClient;
-use cairn_proto::pb::{self, StagingKind};
 use cairn_proto::tls::ClusterTls;
 use cairn_proto::Channel;
 use cairn_proto::{ChunkChannels, MAX_MESSAGE_BYTES};
 use futures::future::join_all;
-use std::collections::BTreeMap;
+use futures::StreamExt;
 use std::time::Duration;
+
+/// How long a replica may sort its log before the first batch of its block
+/// map: a fully written 16 TiB volume's log is 3.1 GiB to read, sort in runs
+/// and merge.
+const FIRST_BATCH_SECS: u64 = 600;
 
 /// The placement key of a snapshot's staging log.
 pub fn staging_key(snapshot: &str) -> ChunkId {
@@ -115,51 +121,29 @@ impl StagingClients {
         }
     }
 
-    /// The staged block map: the union of the replicas' logs, the latest
-    /// write of each block winning (by acceptance time, then log order).
-    /// Every acknowledged write is on every replica, so any one answering
-    /// replica has them all; the union covers replicas that missed
-    /// unacknowledged ones.
+    /// The staged block map: the replicas' maps merged as they stream
+    /// (`blockmap.rs`), the latest write of each block winning.
     pub async fn block_map(
         &self,
         region: &Region,
         snapshot: &str,
-    ) -> Result<BTreeMap<u64, Staged>, EbsError> {
+    ) -> Result<StagedBlocks, EbsError> {
         let key = staging_key(snapshot);
-        let reads = region.replicas(&key).into_iter().map(|node| async move {
+        let opens = region.replicas(&key).into_iter().map(|node| async move {
             let mut c = self.client(node)?;
-            let req = pb::StagingEntriesRequest { snapshot_id: snapshot.to_string() };
-            let mut stream = call(&node.node_id, CALL_SECS, c.entries(req)).await?;
-            let mut all = Vec::new();
-            loop {
-                match tokio::time::timeout(Duration::from_secs(CALL_SECS), stream.message()).await {
-                    Err(_) => {
-                        return Err(HostError::Timeout {
-                            node: node.node_id.clone(),
-                            secs: CALL_SECS,
-                        })
-                    }
-                    Ok(Err(s)) => return Err(HostError::rpc(&node.node_id, s)),
-                    Ok(Ok(None)) => return Ok(all),
-                    Ok(Ok(Some(m))) => all.extend(m.entries),
-                }
-            }
+            let req = pb::StagingBlockMapRequest { snapshot_id: snapshot.to_string() };
+            let stream = call(&node.node_id, CALL_SECS, c.block_map(req)).await?;
+            Ok::<_, HostError>((node.node_id.clone(), batches(node.node_id.clone(), stream)))
         });
-        let mut logs = Vec::new();
-        let mut last_err = None;
-        for r in join_all(reads).await {
+        let mut sources = Vec::new();
+        let mut failure = None;
+        for r in join_all(opens).await {
             match r {
-                Ok(l) => logs.push(l),
-                Err(e) => last_err = Some(e),
+                Ok(s) => sources.push(s),
+                Err(e) => failure = Some(e.into()),
             }
         }
-        if logs.is_empty() {
-            return Err(match last_err {
-                Some(e) => e.into(),
-                None => EbsError::Internal("no staging replica".into()),
-            });
-        }
-        merge_logs(&logs)
+        StagedBlocks::start(sources, failure).await
     }
 
     /// Deletes the snapshot's logs (best effort: a leftover log is garbage,
@@ -181,90 +165,34 @@ impl StagingClients {
     }
 }
 
-/// One staged block: its chunk (`None`: all zero) and the SHA-256 the
-/// client sent for it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Staged {
-    pub chunk: Option<ChunkId>,
-    pub sha256: [u8; 32],
-    at_ms: u64,
-}
-
-/// Merges staging logs (see [`StagingClients::block_map`]).
-pub fn merge_logs(logs: &[Vec<pb::StagingEntry>]) -> Result<BTreeMap<u64, Staged>, EbsError> {
-    let mut map: BTreeMap<u64, Staged> = BTreeMap::new();
-    for log in logs {
-        for e in log {
-            let chunk = match StagingKind::try_from(e.kind) {
-                Ok(StagingKind::Block) => {
-                    Some(ChunkId::from_slice(&e.chunk_id).ok_or_else(|| {
-                        EbsError::Internal(format!(
-                            "staging entry of block {} has a bad chunk id",
-                            e.block_index
-                        ))
-                    })?)
-                }
-                Ok(StagingKind::Zero) => None,
-                _ => continue,
+/// A replica's map stream as batches. The node sorts the whole log before
+/// its first batch, so that one may take [`FIRST_BATCH_SECS`]; each later
+/// one [`CALL_SECS`].
+fn batches(node: String, stream: tonic::Streaming<pb::StagingBlockMapReply>) -> Batches {
+    futures::stream::unfold(Some((stream, FIRST_BATCH_SECS)), move |state| {
+        let node = node.clone();
+        async move {
+            let (mut stream, secs) = state?;
+            let read = match tokio::time::timeout(Duration::from_secs(secs), stream.message()).await
+            {
+                Err(_) => Err(HostError::Timeout { node, secs }),
+                Ok(Err(s)) => Err(HostError::rpc(&node, s)),
+                Ok(Ok(None)) => return None,
+                Ok(Ok(Some(m))) => Ok(m.entries),
             };
-            let sha256: [u8; 32] = e.sha256.as_slice().try_into().map_err(|_| {
-                EbsError::Internal(format!(
-                    "staging entry of block {} has a bad checksum",
-                    e.block_index
-                ))
-            })?;
-            let staged = Staged { chunk, sha256, at_ms: e.at_ms };
-            match map.get(&e.block_index) {
-                Some(prev) if prev.at_ms > e.at_ms => {}
-                _ => {
-                    map.insert(e.block_index, staged);
-                }
+            match read {
+                Ok(entries) => Some((Ok(entries), Some((stream, CALL_SECS)))),
+                // The stream ends after its error.
+                Err(e) => Some((Err(e.into()), None)),
             }
         }
-    }
-    Ok(map)
+    })
+    .boxed()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn entry(kind: StagingKind, idx: u64, fill: u8, at: u64) -> pb::StagingEntry {
-        pb::StagingEntry {
-            kind: kind as i32,
-            block_index: idx,
-            chunk_id: if kind == StagingKind::Block { vec![fill; 32] } else { Vec::new() },
-            sha256: vec![fill; 32],
-            at_ms: at,
-            value: 0,
-        }
-    }
-
-    #[test]
-    fn union_last_write_wins() {
-        let open =
-            pb::StagingEntry { kind: StagingKind::Open as i32, value: 60, ..Default::default() };
-        let a = vec![
-            open.clone(),
-            entry(StagingKind::Block, 1, 1, 10),
-            entry(StagingKind::Block, 2, 2, 10),
-            entry(StagingKind::Zero, 2, 3, 20),
-        ];
-        // A replica that missed the zero write and saw a later rewrite of 1.
-        let b =
-            vec![open, entry(StagingKind::Block, 1, 9, 30), entry(StagingKind::Block, 2, 2, 10)];
-        let m = merge_logs(&[a, b]).unwrap();
-        assert_eq!(m.len(), 2);
-        assert_eq!(m[&1].chunk, Some(ChunkId([9; 32])));
-        assert_eq!(m[&2].chunk, None);
-        assert_eq!(m[&2].sha256, [3; 32]);
-        let bad = vec![pb::StagingEntry {
-            kind: StagingKind::Block as i32,
-            chunk_id: vec![1; 3],
-            ..Default::default()
-        }];
-        assert!(merge_logs(&[bad]).is_err());
-    }
 
     #[test]
     fn staging_placement_is_per_snapshot_and_spread() {
