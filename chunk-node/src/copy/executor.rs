@@ -53,10 +53,12 @@ pub struct CopyJob {
 /// How a copy run ended without an error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ended {
-    /// The copy is complete and durable; its `done` message was offered.
+    /// The copy is complete and durable, and its caller has its `done`
+    /// message.
     Complete,
-    /// It stopped early (cancelled, or its caller went away); its durable
-    /// progress is kept for the next run.
+    /// It stopped before its caller had the `done` message (cancelled, or
+    /// the caller went away or stopped reading); its durable progress is
+    /// kept for the next run, which answers from it.
     Stopped,
 }
 
@@ -128,8 +130,10 @@ pub async fn run(
         // content-addressed, so a later run stores them again harmlessly.
         _ = copy.cancel.cancelled() => return Ok(Ended::Stopped),
     };
-    copy.finish(&job.snapshot_id, &log, tally, built).await;
-    Ok(Ended::Complete)
+    Ok(match copy.finish(&job.snapshot_id, &log, tally, built).await {
+        true => Ended::Complete,
+        false => Ended::Stopped,
+    })
 }
 
 /// Feeds the batches an earlier run made durable (in its copy log) to the
@@ -262,7 +266,14 @@ impl CopyRun {
     }
 
     /// Sends the last progress message: done, with the manifest root.
-    async fn finish(&self, snapshot_id: &str, log: &CopyLog, tally: Tally, built: StoredManifest) {
+    /// Reports the copy done; true when the caller took the message.
+    async fn finish(
+        &self,
+        snapshot_id: &str,
+        log: &CopyLog,
+        tally: Tally,
+        built: StoredManifest,
+    ) -> bool {
         let blocks_read = tally.blocks_read;
         let chunks_sent = tally.chunks_sent + built.sent;
         let pages_written = built.pages_written;
@@ -289,10 +300,11 @@ impl CopyRun {
         // send is tried first, and it does not wait when there is room).
         tokio::select! {
             biased;
-            _ = self.progress.send(last) => {}
-            _ = self.cancel.cancelled() => {}
+            sent = self.progress.send(last) => sent.is_ok(),
+            _ = self.cancel.cancelled() => false,
             _ = tokio::time::sleep(STALLED_CALLER) => {
                 tracing::warn!(snapshot = %snapshot_id, "copy done, but its caller read no progress for {STALLED_CALLER:?}");
+                false
             }
         }
     }

@@ -16,6 +16,8 @@ pub enum StagingError {
     Corrupt(PathBuf, String),
     #[error("invalid staging request: {0}")]
     Invalid(String),
+    #[error("no staging log of snapshot {0} on this node")]
+    NoLog(String),
     #[error("snapshot {0} was already completed; no more blocks are accepted")]
     Completed(String),
     #[error("background task failed: {0}")]
@@ -27,6 +29,7 @@ impl From<StagingError> for Status {
         let code = match &e {
             StagingError::Invalid(_) => tonic::Code::InvalidArgument,
             StagingError::Completed(_) => tonic::Code::FailedPrecondition,
+            StagingError::NoLog(_) => tonic::Code::NotFound,
             StagingError::Corrupt(..) => tonic::Code::DataLoss,
             StagingError::Io { .. } | StagingError::Task(_) => tonic::Code::Internal,
         };

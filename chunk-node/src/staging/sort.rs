@@ -2,12 +2,13 @@
 //! log's last write of it), ascending by block index.
 //!
 //! A log is in arrival order and may be far larger than memory (a fully
-//! written 16 TiB volume has 33.5 M records, 3.1 GiB). So the map is an
+//! written 16 TiB volume has 33.5 M records, 2.9 GiB). So the map is an
 //! external sort: the log is read in runs of at most `run_entries` block
-//! entries; each run is sorted and cut to one entry per block; when the log
-//! needs more than one run, each sorted run goes to a temporary file beside
-//! the log and the runs are merged. Memory: one run while sorting, then one
-//! read buffer per run while merging.
+//! entries; each run is sorted and cut to one entry per block in place; when
+//! the log needs more than one run, each sorted run goes to a temporary file
+//! beside the log and the runs are merged, at most [`MAX_FAN_IN`] at a time
+//! (more are merged into one run first). Memory: one run while sorting,
+//! then one read buffer per merged run.
 //!
 //! Which write of a block wins: the greatest `at_ms` (the gateway's
 //! acceptance time), and between equal times the later in the log. The
@@ -21,35 +22,47 @@ use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
-use tempfile::NamedTempFile;
+use tempfile::TempPath;
 
 /// Block entries sorted in memory at once: 262,144 x 96 bytes = 24 MiB,
 /// 128 GiB of written volume per run.
 pub(crate) const RUN_ENTRIES: usize = 1 << 18;
 
+/// Runs merged at once (one open file and read buffer each).
+const MAX_FAN_IN: usize = 64;
+
 /// Read buffer per run while merging (and for the log itself).
 const READ_BUFFER: usize = 64 << 10;
 
+/// Records read between looks at whether the reader went away.
+const STOP_EVERY: u64 = 4096;
+
 /// Reads the first `len` bytes of the log at `path` (its durable part) and
 /// hands its block map to `emit` in ascending batches of at most `batch`
-/// entries. `emit` returns false to stop early (the reader went away).
+/// entries. `emit` returns false to stop (the reader went away); `stopped`
+/// says so while the log is still being sorted, before the first batch.
 pub(crate) fn block_map(
     path: &Path,
     len: u64,
     run_entries: usize,
     batch: usize,
+    stopped: impl Fn() -> bool,
     mut emit: impl FnMut(Vec<Entry>) -> bool,
 ) -> Result<(), StagingError> {
-    let mut log =
-        BufReader::with_capacity(READ_BUFFER, File::open(path).map_err(|e| io("open", path, e))?);
+    let file = File::open(path).map_err(|e| io("open", path, e))?;
+    let mut log = BufReader::with_capacity(READ_BUFFER, file);
     let mut header = [0u8; HEADER_LEN as usize];
     log.read_exact(&mut header).map_err(|e| io("read", path, e))?;
     check_header(path, &header)?;
-    let records = (len.saturating_sub(HEADER_LEN)) / RECORD_LEN as u64;
+    let records = len.saturating_sub(HEADER_LEN) / RECORD_LEN as u64;
+    let dir = path.parent().unwrap_or(Path::new("."));
     let mut runs = Vec::new();
     let mut run = Vec::new();
     let mut rec = [0u8; RECORD_LEN];
     for i in 0..records {
+        if i % STOP_EVERY == 0 && stopped() {
+            return Ok(());
+        }
         log.read_exact(&mut rec).map_err(|e| io("read", path, e))?;
         let e = Entry::decode(&rec).ok_or_else(|| {
             StagingError::Corrupt(path.to_path_buf(), format!("record {i} is damaged"))
@@ -58,113 +71,169 @@ pub(crate) fn block_map(
             run.push(e);
         }
         if run.len() >= run_entries {
-            runs.push(spill(path, sorted(std::mem::take(&mut run)))?);
+            sort_run(&mut run);
+            runs.push(spill(dir, run.drain(..))?);
         }
     }
-    let last = sorted(run);
+    sort_run(&mut run);
     if runs.is_empty() {
-        for part in last.chunks(batch.max(1)) {
+        for part in run.chunks(batch.max(1)) {
             if !emit(part.to_vec()) {
                 break;
             }
         }
         return Ok(());
     }
-    if !last.is_empty() {
-        runs.push(spill(path, last)?);
+    if !run.is_empty() {
+        runs.push(spill(dir, run.drain(..))?);
     }
-    merge(path, runs, batch, emit)
+    drop(run);
+    // Merge the oldest runs into one until the rest can be merged at once;
+    // the merged run takes their place, so log order is kept.
+    while runs.len() > MAX_FAN_IN {
+        if stopped() {
+            return Ok(());
+        }
+        let rest = runs.split_off(MAX_FAN_IN);
+        let merged = spill_merge(dir, &runs)?;
+        runs = std::iter::once(merged).chain(rest).collect();
+    }
+    merge(&runs, batch, emit)
 }
 
 /// Sorts a run by block (stable, so equal times keep log order) and keeps
-/// each block's winning write.
-fn sorted(mut run: Vec<Entry>) -> Vec<Entry> {
+/// each block's winning write, in place.
+fn sort_run(run: &mut Vec<Entry>) {
     run.sort_by_key(|e| (e.block_index, e.at_ms));
-    let mut out: Vec<Entry> = Vec::with_capacity(run.len());
-    for e in run {
-        match out.last_mut() {
-            Some(prev) if prev.block_index == e.block_index => *prev = e,
-            _ => out.push(e),
+    // `later` follows `kept`; a later write of the same block replaces it.
+    run.dedup_by(|later, kept| {
+        let same = later.block_index == kept.block_index;
+        if same {
+            *kept = *later;
         }
-    }
-    out
+        same
+    });
 }
 
-/// Writes a sorted run to a temporary file beside the log (removed when
-/// dropped, so a stopped or failed map leaves nothing behind; a crash's
-/// leftovers are removed when the node's staging store opens).
-fn spill(log: &Path, run: Vec<Entry>) -> Result<NamedTempFile, StagingError> {
-    let dir = log.parent().unwrap_or(Path::new("."));
+/// A new temporary file beside the log (removed when its path drops, so a
+/// stopped or failed map leaves nothing behind; a crash's leftovers are
+/// removed when the node's staging store opens).
+fn run_file(dir: &Path) -> Result<(File, TempPath), StagingError> {
     let file = tempfile::Builder::new()
         .prefix(".sort-")
         .suffix(".tmp")
         .tempfile_in(dir)
         .map_err(|e| io("create a sort run in", dir, e))?;
-    let mut w = BufWriter::with_capacity(READ_BUFFER, file.as_file());
-    for e in &run {
-        w.write_all(&e.encode()).map_err(|e| io("write", file.path(), e))?;
-    }
-    w.flush().map_err(|e| io("write", file.path(), e))?;
-    drop(w);
-    Ok(file)
+    let (file, path) = file.into_parts();
+    Ok((file, path))
 }
 
-/// One spilled run being merged.
+/// Writes sorted entries to a new run file.
+fn spill(dir: &Path, entries: impl Iterator<Item = Entry>) -> Result<TempPath, StagingError> {
+    let (file, path) = run_file(dir)?;
+    let mut w = BufWriter::with_capacity(READ_BUFFER, file);
+    for e in entries {
+        w.write_all(&e.encode()).map_err(|e| io("write", &path, e))?;
+    }
+    w.flush().map_err(|e| io("write", &path, e))?;
+    Ok(path)
+}
+
+/// Merges `runs` into one new run file.
+fn spill_merge(dir: &Path, runs: &[TempPath]) -> Result<TempPath, StagingError> {
+    let (file, path) = run_file(dir)?;
+    let mut w = BufWriter::with_capacity(READ_BUFFER, file);
+    let mut failed = None;
+    merge(runs, 1024, |part| {
+        for e in part {
+            if let Err(err) = w.write_all(&e.encode()) {
+                failed = Some(err);
+                return false;
+            }
+        }
+        true
+    })?;
+    if let Some(e) = failed {
+        return Err(io("write", &path, e));
+    }
+    w.flush().map_err(|e| io("write", &path, e))?;
+    Ok(path)
+}
+
+/// One run being merged.
 struct Run<'a> {
-    file: &'a NamedTempFile,
+    path: &'a Path,
     reader: BufReader<File>,
+    head: Option<Entry>,
 }
 
 impl Run<'_> {
-    fn next(&mut self) -> Result<Option<Entry>, StagingError> {
+    /// Reads the next entry into `head`, checking the order.
+    fn advance(&mut self) -> Result<(), StagingError> {
+        let corrupt = |what: &str| StagingError::Corrupt(self.path.to_path_buf(), what.into());
         let mut rec = [0u8; RECORD_LEN];
-        match self.reader.read_exact(&mut rec) {
-            Ok(()) => Entry::decode(&rec).map(Some).ok_or_else(|| {
-                StagingError::Corrupt(self.file.path().to_path_buf(), "damaged sort run".into())
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
-            Err(e) => Err(io("read", self.file.path(), e)),
+        let next = match self.reader.read_exact(&mut rec) {
+            Ok(()) => Some(Entry::decode(&rec).ok_or_else(|| corrupt("damaged sort run"))?),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => None,
+            Err(e) => return Err(io("read", self.path, e)),
+        };
+        if let (Some(n), Some(h)) = (&next, &self.head) {
+            if n.block_index <= h.block_index {
+                return Err(corrupt("sort run out of order"));
+            }
         }
+        self.head = next;
+        Ok(())
     }
 }
 
-/// Merges sorted runs (in log order) into the block map.
+/// Merges sorted runs (given in log order) into the block map.
 fn merge(
-    log: &Path,
-    files: Vec<NamedTempFile>,
+    paths: &[TempPath],
     batch: usize,
     mut emit: impl FnMut(Vec<Entry>) -> bool,
 ) -> Result<(), StagingError> {
-    let mut runs = Vec::with_capacity(files.len());
-    for f in &files {
-        let reader = f.reopen().map_err(|e| io("reopen", f.path(), e))?;
-        runs.push(Run { file: f, reader: BufReader::with_capacity(READ_BUFFER, reader) });
-    }
+    let mut runs = Vec::with_capacity(paths.len());
     // Heads by (block, run): each run holds a block at most once.
     let mut heads = BinaryHeap::new();
-    let mut current: Vec<Option<Entry>> = Vec::with_capacity(runs.len());
-    for (i, r) in runs.iter_mut().enumerate() {
-        let head = r.next()?;
-        if let Some(e) = &head {
+    for (i, p) in paths.iter().enumerate() {
+        let file = File::open(p).map_err(|e| io("open", p, e))?;
+        let mut run =
+            Run { path: p, reader: BufReader::with_capacity(READ_BUFFER, file), head: None };
+        run.advance()?;
+        if let Some(e) = &run.head {
             heads.push(Reverse((e.block_index, i)));
         }
-        current.push(head);
+        runs.push(run);
     }
+    let batch = batch.max(1);
     let mut out = Vec::with_capacity(batch);
-    while let Some(Reverse((block, i))) = heads.pop() {
-        let mut best = take_head(&mut current, &mut runs, &mut heads, i)?;
-        while let Some(&Reverse((b, j))) = heads.peek() {
-            if b != block {
-                break;
+    while let Some(Reverse((block, first))) = heads.pop() {
+        let mut best: Option<Entry> = None;
+        let mut next = Some(first);
+        // Runs holding this block come off the heap in run (log) order, so
+        // a later one wins equal times.
+        while let Some(i) = next {
+            let run = &mut runs[i];
+            let e = run.head.ok_or_else(|| {
+                StagingError::Corrupt(run.path.to_path_buf(), "sort run lost its head".into())
+            })?;
+            if best.is_none_or(|b| e.at_ms >= b.at_ms) {
+                best = Some(e);
             }
-            heads.pop();
-            let e = take_head(&mut current, &mut runs, &mut heads, j)?;
-            // Later runs are later in the log: they win equal times.
-            if e.at_ms >= best.at_ms {
-                best = e;
+            run.advance()?;
+            if let Some(n) = &run.head {
+                heads.push(Reverse((n.block_index, i)));
             }
+            next = match heads.peek() {
+                Some(&Reverse((b, j))) if b == block => {
+                    heads.pop();
+                    Some(j)
+                }
+                _ => None,
+            };
         }
-        out.push(best);
+        out.extend(best);
         if out.len() >= batch && !emit(std::mem::replace(&mut out, Vec::with_capacity(batch))) {
             return Ok(());
         }
@@ -172,30 +241,5 @@ fn merge(
     if !out.is_empty() {
         emit(out);
     }
-    tracing::debug!(log = %log.display(), runs = files.len(), "staging block map merged");
     Ok(())
-}
-
-/// Takes run `i`'s head and reads its next entry into the heap.
-fn take_head(
-    current: &mut [Option<Entry>],
-    runs: &mut [Run<'_>],
-    heads: &mut BinaryHeap<Reverse<(u64, usize)>>,
-    i: usize,
-) -> Result<Entry, StagingError> {
-    let e = current[i].take().ok_or_else(|| {
-        StagingError::Corrupt(runs[i].file.path().to_path_buf(), "sort run lost its head".into())
-    })?;
-    let next = runs[i].next()?;
-    if let Some(n) = &next {
-        if n.block_index <= e.block_index {
-            return Err(StagingError::Corrupt(
-                runs[i].file.path().to_path_buf(),
-                "sort run out of order".into(),
-            ));
-        }
-        heads.push(Reverse((n.block_index, i)));
-    }
-    current[i] = next;
-    Ok(e)
 }

@@ -11,14 +11,23 @@ use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use tokio::sync::mpsc;
+use std::time::Duration;
+use tokio::sync::{mpsc, Semaphore};
 
 /// The staging logs of one chunk node. Logs are opened on first use.
 #[derive(Clone)]
 pub struct StagingStore {
     dir: PathBuf,
     logs: Arc<Mutex<HashMap<String, Arc<Log>>>>,
+    /// Block maps being read at once.
+    sorts: Arc<Semaphore>,
 }
+
+/// Block maps read at once on a node.
+pub const MAX_SORTS: usize = 2;
+
+/// How long a block map waits for its reader to take a batch.
+const IDLE_READER: Duration = Duration::from_secs(120);
 
 impl StagingStore {
     /// Logs live under `data_dir/staging`, created on the first append.
@@ -34,7 +43,7 @@ impl StagingStore {
                 }
             }
         }
-        StagingStore { dir, logs: Arc::default() }
+        StagingStore { dir, logs: Arc::default(), sorts: Arc::new(Semaphore::new(MAX_SORTS)) }
     }
 
     fn path(&self, snapshot: &str) -> PathBuf {
@@ -87,8 +96,10 @@ impl StagingStore {
 
     /// The block map of `snapshot`'s log (see `sort.rs`): one entry per
     /// block, ascending, in batches of at most `batch` through the returned
-    /// channel, read on the blocking pool; empty when there is no log. An
-    /// error ends the stream. Dropping the receiver stops the read.
+    /// channel, read on the blocking pool ([`MAX_SORTS`] logs at a time).
+    /// The stream ends cleanly only after the whole map; a failure (no log
+    /// here: [`StagingError::NoLog`]) is its last message. Dropping the
+    /// receiver stops the read.
     pub fn block_map(
         &self,
         snapshot: String,
@@ -105,19 +116,34 @@ impl StagingStore {
     ) -> mpsc::Receiver<Result<Vec<Entry>, StagingError>> {
         let (tx, rx) = mpsc::channel(2);
         let store = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let read = store.log(&snapshot, false).and_then(|log| match log {
-                Some(log) => {
-                    let (path, len) = log.durable();
-                    sort::block_map(path, len, run_entries, batch, |part| {
-                        tx.blocking_send(Ok(part)).is_ok()
-                    })
-                }
-                None => Ok(()),
-            });
-            if let Err(e) = read {
-                let _ = tx.blocking_send(Err(e));
-            }
+        tokio::spawn(async move {
+            // Each sort takes a run's memory and up to its log's size in
+            // temporary files: a few at a time.
+            let Ok(_permit) = store.sorts.clone().acquire_owned().await else { return };
+            let handle = tokio::runtime::Handle::current();
+            let out = tx.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                let Some(log) = store.log(&snapshot, false)? else {
+                    return Err(StagingError::NoLog(snapshot));
+                };
+                let (path, len) = log.durable();
+                // A reader that takes no batch for IDLE_READER is gone.
+                let send = |part| {
+                    let sent =
+                        handle.block_on(tokio::time::timeout(IDLE_READER, out.send(Ok(part))));
+                    matches!(sent, Ok(Ok(())))
+                };
+                sort::block_map(path, len, run_entries, batch, || out.is_closed(), send)
+            })
+            .await;
+            // The map ends cleanly only when it was read whole: a failure,
+            // even a panic, is the stream's last message.
+            let failed = match read {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => e,
+                Err(e) => StagingError::Task(e),
+            };
+            let _ = tokio::time::timeout(IDLE_READER, tx.send(Err(failed))).await;
         });
         rx
     }
@@ -220,7 +246,8 @@ mod tests {
         s2.remove(snap.clone()).await.expect("remove");
         assert!(!path.exists());
         s2.remove(snap.clone()).await.expect("remove twice");
-        assert!(map(&s2, &snap, RUN_ENTRIES).await.expect("map").is_empty());
+        let gone = map(&s2, &snap, RUN_ENTRIES).await.expect_err("no log");
+        assert!(matches!(gone, StagingError::NoLog(_)));
     }
 
     #[tokio::test]
@@ -289,6 +316,9 @@ mod tests {
         let want: Vec<Entry> = want.into_values().collect();
         assert_eq!(map(&s, &snap, RUN_ENTRIES).await.expect("in memory"), want);
         assert_eq!(map(&s, &snap, 37).await.expect("merged"), want);
+        // About 300 runs of two: more than merge at once, so the oldest are
+        // merged into one run first, in log order.
+        assert_eq!(map(&s, &snap, 2).await.expect("merged in passes"), want);
         let left: Vec<_> = fs::read_dir(dir.path().join("staging"))
             .expect("dir")
             .flatten()

@@ -11,7 +11,8 @@
 //! replicas that missed unacknowledged writes. A replica that fails, or
 //! sends a bad entry or one out of order, leaves the merge (what it sent
 //! before stays: the other replicas hold it too); the map fails only when
-//! no replica streamed its whole map.
+//! no replica streamed its whole map. A replica without the log (placement
+//! moved since StartSnapshot) answers NotFound and takes no part.
 
 use super::error::EbsError;
 use cairn_core::ChunkId;
@@ -102,9 +103,13 @@ impl StagedBlocks {
         failure: Option<EbsError>,
     ) -> Result<StagedBlocks, EbsError> {
         let mut merged = StagedBlocks { live: Vec::new(), whole: 0, failure };
-        for (node, batches) in sources {
+        // The first batches at once: a replica sorts its log before it.
+        let firsts = sources.into_iter().map(|(node, batches)| async move {
             let mut s = Source { node, batches, batch: Vec::new().into_iter(), head: None };
             let read = s.advance().await;
+            (s, read)
+        });
+        for (s, read) in futures::future::join_all(firsts).await {
             merged.keep(s, read);
         }
         merged.check()?;

@@ -138,7 +138,9 @@ async fn seal_once(ebs: &Ebs, snap: &Snapshot) -> Result<(ChunkId, u64), EbsErro
     };
     // Pages first, root last: a root is never stored before what it names.
     let mut page: Option<(u64, Changes)> = None;
+    let mut blocks = 0u64;
     while let Some((idx, s)) = staged.next().await? {
+        blocks += 1;
         let n = idx / PAGE_BLOCKS;
         if let Some((done, changes)) = page.take_if(|(p, _)| *p != n) {
             store_page(ebs, &region, &mut writer, done, changes).await?;
@@ -147,6 +149,17 @@ async fn seal_once(ebs: &Ebs, snap: &Snapshot) -> Result<(ChunkId, u64), EbsErro
     }
     if let Some((done, changes)) = page {
         store_page(ebs, &region, &mut writer, done, changes).await?;
+    }
+    // CompleteSnapshot counted the map it checked into the COMPLETE mark.
+    // Fewer blocks now means a replica lost some: fail rather than seal a
+    // snapshot without them. (More is a put that raced the completion and
+    // was acknowledged: it is kept.)
+    let expected = ebs.staging.stat(&region, snap.id.as_str()).await?;
+    if expected.completed && blocks < expected.changed_blocks_count {
+        return Err(EbsError::Internal(format!(
+            "the staged block map has {blocks} blocks; CompleteSnapshot counted {}",
+            expected.changed_blocks_count
+        )));
     }
     let root = writer.finish();
     put_chunk(ctx, &region, root.root_id, bytes::Bytes::from(root.root)).await?;

@@ -3,7 +3,8 @@
 //! requests signed with SigV4 as botocore signs them) put `--mib` MiB of
 //! random 512 KiB blocks into one snapshot, complete it, list its blocks and
 //! read every block back, checking each against what was put. Prints one
-//! JSON object (MiB/s of each phase); `tests/bench/ebs_throughput.py` runs it
+//! JSON object (MiB/s of each phase, and the seconds from CompleteSnapshot
+//! until the snapshot lists); `tests/bench/ebs_throughput.py` runs it
 //! against a `cairn up` cluster beside boto3 and prints the table.
 //!
 //! Endpoint and credentials come from the environment `cairn up` writes:
@@ -252,10 +253,12 @@ async fn main() -> anyhow::Result<()> {
     .await?;
 
     let count = [("x-amz-changedblockscount", n.to_string())];
+    let sealing = Instant::now();
     let (status, answer) =
         c.call(&ep, "POST", &format!("/snapshots/completion/{snap}"), &[], &count, &[]).await?;
     json_of(status, 202, &answer)?;
     let tokens = list_blocks(&mut c, &ep, &snap).await?;
+    let complete_secs = sealing.elapsed().as_secs_f64();
     if tokens.len() != n {
         bail!("listed {} blocks, put {n}", tokens.len());
     }
@@ -286,6 +289,7 @@ async fn main() -> anyhow::Result<()> {
             "mib": total,
             "put_mib_s": total / put_secs,
             "get_mib_s": total / get_secs,
+            "complete_secs": complete_secs,
         })
     );
     Ok(())
