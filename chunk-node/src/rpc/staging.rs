@@ -70,8 +70,9 @@ impl SnapshotStaging for StagingService {
         let snapshot = request.into_inner().snapshot_id;
         let batches = self.store.block_map(snapshot, ENTRIES_PER_REPLY);
         let replies = ReceiverStream::new(batches).map(|batch| match batch {
-            Ok(entries) => Ok(pb::StagingBlockMapReply {
-                entries: entries.into_iter().map(Entry::to_pb).collect(),
+            Ok(b) => Ok(pb::StagingBlockMapReply {
+                entries: b.entries.into_iter().map(Entry::to_pb).collect(),
+                last: b.last,
             }),
             Err(e) => Err(Status::from(e)),
         });

@@ -34,4 +34,4 @@ pub mod store;
 
 pub use error::StagingError;
 pub use record::{Entry, RECORD_LEN, STAGING_VERSION};
-pub use store::StagingStore;
+pub use store::{MapBatch, StagingStore};

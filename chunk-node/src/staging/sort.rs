@@ -7,8 +7,8 @@
 //! entries; each run is sorted and cut to one entry per block in place; when
 //! the log needs more than one run, each sorted run goes to a temporary file
 //! beside the log and the runs are merged, at most [`MAX_FAN_IN`] at a time
-//! (more are merged into one run first). Memory: one run while sorting,
-//! then one read buffer per merged run.
+//! (more are first merged in consecutive groups, one run per group).
+//! Memory: one run while sorting, then one read buffer per merged run.
 //!
 //! Which write of a block wins: the greatest `at_ms` (the gateway's
 //! acceptance time), and between equal times the later in the log. The
@@ -41,6 +41,7 @@ const STOP_EVERY: u64 = 4096;
 /// hands its block map to `emit` in ascending batches of at most `batch`
 /// entries. `emit` returns false to stop (the reader went away); `stopped`
 /// says so while the log is still being sorted, before the first batch.
+/// True when the whole map was handed over.
 pub(crate) fn block_map(
     path: &Path,
     len: u64,
@@ -48,7 +49,7 @@ pub(crate) fn block_map(
     batch: usize,
     stopped: impl Fn() -> bool,
     mut emit: impl FnMut(Vec<Entry>) -> bool,
-) -> Result<(), StagingError> {
+) -> Result<bool, StagingError> {
     let file = File::open(path).map_err(|e| io("open", path, e))?;
     let mut log = BufReader::with_capacity(READ_BUFFER, file);
     let mut header = [0u8; HEADER_LEN as usize];
@@ -61,7 +62,7 @@ pub(crate) fn block_map(
     let mut rec = [0u8; RECORD_LEN];
     for i in 0..records {
         if i % STOP_EVERY == 0 && stopped() {
-            return Ok(());
+            return Ok(false);
         }
         log.read_exact(&mut rec).map_err(|e| io("read", path, e))?;
         let e = Entry::decode(&rec).ok_or_else(|| {
@@ -77,26 +78,30 @@ pub(crate) fn block_map(
     }
     sort_run(&mut run);
     if runs.is_empty() {
-        for part in run.chunks(batch.max(1)) {
-            if !emit(part.to_vec()) {
-                break;
-            }
-        }
-        return Ok(());
+        return Ok(run.chunks(batch.max(1)).all(|part| emit(part.to_vec())));
     }
     if !run.is_empty() {
         runs.push(spill(dir, run.drain(..))?);
     }
     drop(run);
-    // Merge the oldest runs into one until the rest can be merged at once;
-    // the merged run takes their place, so log order is kept.
+    // Merge consecutive groups into one run each until the rest can be
+    // merged at once; each merged run takes its group's place, so log order
+    // is kept.
     while runs.len() > MAX_FAN_IN {
-        if stopped() {
-            return Ok(());
+        let mut merged = Vec::with_capacity(runs.len().div_ceil(MAX_FAN_IN));
+        let mut left = runs.into_iter();
+        loop {
+            let group: Vec<TempPath> = left.by_ref().take(MAX_FAN_IN).collect();
+            match group.len() {
+                0 => break,
+                1 => merged.extend(group),
+                _ => match spill_merge(dir, &group, &stopped)? {
+                    Some(run) => merged.push(run),
+                    None => return Ok(false),
+                },
+            }
         }
-        let rest = runs.split_off(MAX_FAN_IN);
-        let merged = spill_merge(dir, &runs)?;
-        runs = std::iter::once(merged).chain(rest).collect();
+        runs = merged;
     }
     merge(&runs, batch, emit)
 }
@@ -139,25 +144,32 @@ fn spill(dir: &Path, entries: impl Iterator<Item = Entry>) -> Result<TempPath, S
     Ok(path)
 }
 
-/// Merges `runs` into one new run file.
-fn spill_merge(dir: &Path, runs: &[TempPath]) -> Result<TempPath, StagingError> {
+/// Merges `runs` into one new run file; `None` when stopped.
+fn spill_merge(
+    dir: &Path,
+    runs: &[TempPath],
+    stopped: &impl Fn() -> bool,
+) -> Result<Option<TempPath>, StagingError> {
     let (file, path) = run_file(dir)?;
     let mut w = BufWriter::with_capacity(READ_BUFFER, file);
     let mut failed = None;
-    merge(runs, 1024, |part| {
+    let whole = merge(runs, 1024, |part| {
         for e in part {
             if let Err(err) = w.write_all(&e.encode()) {
                 failed = Some(err);
                 return false;
             }
         }
-        true
+        !stopped()
     })?;
     if let Some(e) = failed {
         return Err(io("write", &path, e));
     }
+    if !whole {
+        return Ok(None);
+    }
     w.flush().map_err(|e| io("write", &path, e))?;
-    Ok(path)
+    Ok(Some(path))
 }
 
 /// One run being merged.
@@ -187,12 +199,13 @@ impl Run<'_> {
     }
 }
 
-/// Merges sorted runs (given in log order) into the block map.
+/// Merges sorted runs (given in log order) into the block map; true when
+/// every batch was taken.
 fn merge(
     paths: &[TempPath],
     batch: usize,
     mut emit: impl FnMut(Vec<Entry>) -> bool,
-) -> Result<(), StagingError> {
+) -> Result<bool, StagingError> {
     let mut runs = Vec::with_capacity(paths.len());
     // Heads by (block, run): each run holds a block at most once.
     let mut heads = BinaryHeap::new();
@@ -235,11 +248,8 @@ fn merge(
         }
         out.extend(best);
         if out.len() >= batch && !emit(std::mem::replace(&mut out, Vec::with_capacity(batch))) {
-            return Ok(());
+            return Ok(false);
         }
     }
-    if !out.is_empty() {
-        emit(out);
-    }
-    Ok(())
+    Ok(out.is_empty() || emit(out))
 }

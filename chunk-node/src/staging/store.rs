@@ -26,8 +26,20 @@ pub struct StagingStore {
 /// Block maps read at once on a node.
 pub const MAX_SORTS: usize = 2;
 
-/// How long a block map waits for its reader to take a batch.
-const IDLE_READER: Duration = Duration::from_secs(120);
+/// How long a block map waits for its reader to take a batch: longer than
+/// a gateway waits for the first batches of all the log's replicas.
+const IDLE_READER: Duration = Duration::from_secs(900);
+
+/// One batch of a block map; `last` (with no entries) ends a map read
+/// whole.
+#[derive(Debug, PartialEq, Eq)]
+pub struct MapBatch {
+    pub entries: Vec<Entry>,
+    pub last: bool,
+}
+
+/// What a block map's reader receives.
+pub type MapRead = Result<MapBatch, StagingError>;
 
 impl StagingStore {
     /// Logs live under `data_dir/staging`, created on the first append.
@@ -96,15 +108,13 @@ impl StagingStore {
 
     /// The block map of `snapshot`'s log (see `sort.rs`): one entry per
     /// block, ascending, in batches of at most `batch` through the returned
-    /// channel, read on the blocking pool ([`MAX_SORTS`] logs at a time).
-    /// The stream ends cleanly only after the whole map; a failure (no log
-    /// here: [`StagingError::NoLog`]) is its last message. Dropping the
-    /// receiver stops the read.
-    pub fn block_map(
-        &self,
-        snapshot: String,
-        batch: usize,
-    ) -> mpsc::Receiver<Result<Vec<Entry>, StagingError>> {
+    /// channel, read on the blocking pool. A map read whole ends with a
+    /// batch marked `last`; a failure (no log here: [`StagingError::NoLog`])
+    /// is the last message instead, and a reader that stops taking batches
+    /// for [`IDLE_READER`] gets neither. Dropping the receiver stops the read.
+    /// At most [`MAX_SORTS`] logs are sorted at once; a map holds its turn
+    /// until its first batch is handed over.
+    pub fn block_map(&self, snapshot: String, batch: usize) -> mpsc::Receiver<MapRead> {
         self.block_map_in_runs(snapshot, batch, RUN_ENTRIES)
     }
 
@@ -113,33 +123,50 @@ impl StagingStore {
         snapshot: String,
         batch: usize,
         run_entries: usize,
-    ) -> mpsc::Receiver<Result<Vec<Entry>, StagingError>> {
+    ) -> mpsc::Receiver<MapRead> {
         let (tx, rx) = mpsc::channel(2);
         let store = self.clone();
         tokio::spawn(async move {
             // Each sort takes a run's memory and up to its log's size in
             // temporary files: a few at a time.
-            let Ok(_permit) = store.sorts.clone().acquire_owned().await else { return };
+            let permit = tokio::select! {
+                p = store.sorts.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+                _ = tx.closed() => return,
+            };
             let handle = tokio::runtime::Handle::current();
             let out = tx.clone();
             let read = tokio::task::spawn_blocking(move || {
+                let mut turn = Some(permit);
                 let Some(log) = store.log(&snapshot, false)? else {
                     return Err(StagingError::NoLog(snapshot));
                 };
                 let (path, len) = log.durable();
-                // A reader that takes no batch for IDLE_READER is gone.
-                let send = |part| {
+                let send = |entries, last| {
+                    let batch = MapBatch { entries, last };
                     let sent =
-                        handle.block_on(tokio::time::timeout(IDLE_READER, out.send(Ok(part))));
+                        handle.block_on(tokio::time::timeout(IDLE_READER, out.send(Ok(batch))));
                     matches!(sent, Ok(Ok(())))
                 };
-                sort::block_map(path, len, run_entries, batch, || out.is_closed(), send)
+                let whole = sort::block_map(
+                    path,
+                    len,
+                    run_entries,
+                    batch,
+                    || out.is_closed(),
+                    |part| {
+                        // Sorted: the next map may start.
+                        turn = None;
+                        send(part, false)
+                    },
+                )?;
+                Ok(whole && send(Vec::new(), true))
             })
             .await;
-            // The map ends cleanly only when it was read whole: a failure,
-            // even a panic, is the stream's last message.
             let failed = match read {
-                Ok(Ok(())) => return,
+                Ok(Ok(_)) => return,
                 Ok(Err(e)) => e,
                 Err(e) => StagingError::Task(e),
             };
@@ -201,9 +228,14 @@ mod tests {
         let mut rx = s.block_map_in_runs(snap.to_string(), 3, run);
         let mut out = Vec::new();
         while let Some(batch) = rx.recv().await {
-            out.extend(batch?);
+            let batch = batch?;
+            out.extend(batch.entries);
+            if batch.last {
+                assert!(rx.recv().await.is_none(), "nothing after the last batch");
+                return Ok(out);
+            }
         }
-        Ok(out)
+        panic!("the map ended without its last batch");
     }
 
     #[test]
@@ -341,7 +373,7 @@ mod tests {
         s.append(snap.clone(), entries).await.expect("append");
         let mut rx = s.block_map_in_runs(snap.clone(), 1, 10);
         let first = rx.recv().await.expect("a batch").expect("map");
-        assert_eq!(first, vec![block(0, 1)]);
+        assert_eq!(first, MapBatch { entries: vec![block(0, 1)], last: false });
         drop(rx);
         let staging = dir.path().join("staging");
         let runs_left = || {

@@ -140,6 +140,12 @@ impl StagedBlocks {
         Ok(())
     }
 
+    /// True when every replica asked streamed its whole map (call at the
+    /// end): none failed, had no log or did not answer.
+    pub fn from_every_replica(&self) -> bool {
+        self.live.is_empty() && self.failure.is_none()
+    }
+
     /// The next staged block (index and winning write), ascending; `None`
     /// at the end.
     pub async fn next(&mut self) -> Result<Option<(u64, Staged)>, EbsError> {

@@ -151,15 +151,21 @@ async fn seal_once(ebs: &Ebs, snap: &Snapshot) -> Result<(ChunkId, u64), EbsErro
         store_page(ebs, &region, &mut writer, done, changes).await?;
     }
     // CompleteSnapshot counted the map it checked into the COMPLETE mark.
-    // Fewer blocks now means a replica lost some: fail rather than seal a
-    // snapshot without them. (More is a put that raced the completion and
-    // was acknowledged: it is kept.)
+    // Fewer blocks now: never seal a snapshot without them. While a replica
+    // was missing from the merge that may pass (it held a counted write the
+    // others missed), so the seal is tried again; with every replica whole
+    // the blocks are gone. (More is a put that raced the completion and was
+    // acknowledged: it is kept.)
     let expected = ebs.staging.stat(&region, snap.id.as_str()).await?;
     if expected.completed && blocks < expected.changed_blocks_count {
-        return Err(EbsError::Internal(format!(
+        let short = format!(
             "the staged block map has {blocks} blocks; CompleteSnapshot counted {}",
             expected.changed_blocks_count
-        )));
+        );
+        return Err(match staged.from_every_replica() {
+            true => EbsError::Internal(short),
+            false => EbsError::Throttled(format!("{short} while a staging replica was missing")),
+        });
     }
     let root = writer.finish();
     put_chunk(ctx, &region, root.root_id, bytes::Bytes::from(root.root)).await?;

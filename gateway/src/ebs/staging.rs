@@ -165,9 +165,10 @@ impl StagingClients {
     }
 }
 
-/// A replica's map stream as batches. The node sorts the whole log before
-/// its first batch, so that one may take [`FIRST_BATCH_SECS`]; each later
-/// one [`CALL_SECS`].
+/// A replica's map stream as batches, ending after the reply marked `last`
+/// (a stream that ends without it is an error). The node sorts the whole log
+/// before its first batch, so that one may take [`FIRST_BATCH_SECS`]; each
+/// later one [`CALL_SECS`].
 fn batches(node: String, stream: tonic::Streaming<pb::StagingBlockMapReply>) -> Batches {
     futures::stream::unfold(Some((stream, FIRST_BATCH_SECS)), move |state| {
         let node = node.clone();
@@ -177,7 +178,12 @@ fn batches(node: String, stream: tonic::Streaming<pb::StagingBlockMapReply>) -> 
             {
                 Err(_) => Err(HostError::Timeout { node, secs }),
                 Ok(Err(s)) => Err(HostError::rpc(&node, s)),
-                Ok(Ok(None)) => return None,
+                // A map sent whole ends with its `last` reply: this one was
+                // cut short (the node stopped or gave up on a slow reader).
+                Ok(Ok(None)) => Err(HostError::Interrupted(format!(
+                    "{node}: the staged block map ended before its last batch"
+                ))),
+                Ok(Ok(Some(m))) if m.last => return Some((Ok(m.entries), None)),
                 Ok(Ok(Some(m))) => Ok(m.entries),
             };
             match read {
