@@ -112,8 +112,12 @@ impl StagingStore {
     /// batch marked `last`; a failure (no log here: [`StagingError::NoLog`])
     /// is the last message instead, and a reader that stops taking batches
     /// for [`IDLE_READER`] gets neither. Dropping the receiver stops the read.
-    /// At most [`MAX_SORTS`] logs are sorted at once; a map holds its turn
-    /// until its first batch is handed over.
+    /// At most [`MAX_SORTS`] logs are sorted at once (the reading, sorting
+    /// and spilling); a map holds its turn until its first batch is handed
+    /// over, so maps waiting on slow readers never hold up others. A map
+    /// being sent still holds its one run (the log fit in one, up to 24 MiB)
+    /// or its run files and up to 64 read buffers of 64 KiB until it is read
+    /// or given up: one of these per `BlockMap` call in flight.
     pub fn block_map(&self, snapshot: String, batch: usize) -> mpsc::Receiver<MapRead> {
         self.block_map_in_runs(snapshot, batch, RUN_ENTRIES)
     }
@@ -348,8 +352,8 @@ mod tests {
         let want: Vec<Entry> = want.into_values().collect();
         assert_eq!(map(&s, &snap, RUN_ENTRIES).await.expect("in memory"), want);
         assert_eq!(map(&s, &snap, 37).await.expect("merged"), want);
-        // About 300 runs of two: more than merge at once, so the oldest are
-        // merged into one run first, in log order.
+        // About 300 runs of two: more than merge at once, so groups of them
+        // are merged into one run each first, in log order.
         assert_eq!(map(&s, &snap, 2).await.expect("merged in passes"), want);
         let left: Vec<_> = fs::read_dir(dir.path().join("staging"))
             .expect("dir")
@@ -361,6 +365,19 @@ mod tests {
 
     fn prev_wins(prev: &Entry, next: &Entry) -> bool {
         prev.at_ms > next.at_ms
+    }
+
+    /// A log with no block yet (only its OPEN) has an empty map, sent whole.
+    #[tokio::test]
+    async fn a_log_without_blocks_has_an_empty_map() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = StagingStore::new(dir.path());
+        let snap = "snap-0123456789abcdef5".to_string();
+        s.append(snap.clone(), vec![open(1)]).await.expect("open");
+        let mut rx = s.block_map(snap, 8);
+        let only = rx.recv().await.expect("a batch").expect("map");
+        assert_eq!(only, MapBatch { entries: Vec::new(), last: true });
+        assert!(rx.recv().await.is_none());
     }
 
     /// A reader that stops early stops the read, and the sort runs go.
