@@ -3,10 +3,10 @@
 //! is read back by `sort.rs`.
 
 use crate::staging::error::{io, StagingError};
-use crate::staging::record::{check_header, Entry, HEADER_LEN, MAGIC, RECORD_LEN, STAGING_VERSION};
+use crate::staging::record::{Entry, Records, HEADER_LEN, MAGIC, RECORD_LEN, STAGING_VERSION};
 use cairn_proto::pb::StagingKind;
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -86,19 +86,13 @@ impl Log {
             }
             HEADER_LEN
         } else {
-            // Read through, a buffer at a time: a log can be GiBs.
-            let mut r = BufReader::with_capacity(64 << 10, &mut file);
-            let mut header = [0u8; HEADER_LEN as usize];
-            r.read_exact(&mut header).map_err(|e| io("read", &path, e))?;
-            check_header(&path, &header)?;
-            let whole = (found - HEADER_LEN) / RECORD_LEN as u64;
-            let mut rec = [0u8; RECORD_LEN];
-            for i in 0..whole {
-                r.read_exact(&mut rec).map_err(|e| io("read", &path, e))?;
-                match Entry::decode(&rec) {
+            let reader = file.try_clone().map_err(|e| io("reopen", &path, e))?;
+            let mut records = Records::open(&path, reader, found)?;
+            while let Some((i, entry)) = records.next()? {
+                match entry {
                     Some(e) => summary.add(&e),
                     // A bad last record is a torn append nobody was told about.
-                    None if i + 1 == whole => break,
+                    None if i + 1 == records.count() => break,
                     None => {
                         return Err(StagingError::Corrupt(path, format!("record {i} is damaged")))
                     }

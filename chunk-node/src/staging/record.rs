@@ -1,10 +1,12 @@
 //! The staging log's on-disk format: the header, and one fixed-size,
 //! self-checking record per [`Entry`].
 
-use crate::staging::error::StagingError;
+use crate::staging::error::{io, StagingError};
 use cairn_core::ChunkId;
 use cairn_proto::pb::StagingKind;
-use std::path::Path;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
 
 pub(crate) const MAGIC: &[u8; 8] = b"CAIRNSTG";
 /// Format version of the staging log.
@@ -71,4 +73,45 @@ pub(crate) fn check_header(path: &Path, bytes: &[u8]) -> Result<(), StagingError
         ));
     }
     Ok(())
+}
+
+/// A record's index in its log and its entry (`None`: damaged).
+pub(crate) type Numbered = (u64, Option<Entry>);
+
+/// A log's records in order, read a buffer at a time (a log can be GiBs)
+/// after its header is checked.
+pub(crate) struct Records {
+    reader: BufReader<File>,
+    path: PathBuf,
+    next: u64,
+    count: u64,
+}
+
+impl Records {
+    /// The whole records of the first `len` bytes of the log `file` (at
+    /// `path`), read from its start.
+    pub(crate) fn open(path: &Path, file: File, len: u64) -> Result<Records, StagingError> {
+        let mut reader = BufReader::with_capacity(64 << 10, file);
+        let mut header = [0u8; HEADER_LEN as usize];
+        reader.read_exact(&mut header).map_err(|e| io("read", path, e))?;
+        check_header(path, &header)?;
+        let count = len.saturating_sub(HEADER_LEN) / RECORD_LEN as u64;
+        Ok(Records { reader, path: path.to_path_buf(), next: 0, count })
+    }
+
+    pub(crate) fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The next record's index and entry (`None`: damaged); `None` after
+    /// the last.
+    pub(crate) fn next(&mut self) -> Result<Option<Numbered>, StagingError> {
+        if self.next == self.count {
+            return Ok(None);
+        }
+        let mut rec = [0u8; RECORD_LEN];
+        self.reader.read_exact(&mut rec).map_err(|e| io("read", &self.path, e))?;
+        self.next += 1;
+        Ok(Some((self.next - 1, Entry::decode(&rec))))
+    }
 }

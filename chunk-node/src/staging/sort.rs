@@ -15,7 +15,7 @@
 //! gateway merges the replicas' maps by the same rule.
 
 use crate::staging::error::{io, StagingError};
-use crate::staging::record::{check_header, Entry, HEADER_LEN, RECORD_LEN};
+use crate::staging::record::{Entry, Records, RECORD_LEN};
 use cairn_proto::pb::StagingKind;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -31,7 +31,7 @@ pub(crate) const RUN_ENTRIES: usize = 1 << 18;
 /// Runs merged at once (one open file and read buffer each).
 const MAX_FAN_IN: usize = 64;
 
-/// Read buffer per run while merging (and for the log itself).
+/// Read buffer per run while merging.
 const READ_BUFFER: usize = 64 << 10;
 
 /// Records read between looks at whether the reader went away.
@@ -51,21 +51,15 @@ pub(crate) fn block_map(
     mut emit: impl FnMut(Vec<Entry>) -> bool,
 ) -> Result<bool, StagingError> {
     let file = File::open(path).map_err(|e| io("open", path, e))?;
-    let mut log = BufReader::with_capacity(READ_BUFFER, file);
-    let mut header = [0u8; HEADER_LEN as usize];
-    log.read_exact(&mut header).map_err(|e| io("read", path, e))?;
-    check_header(path, &header)?;
-    let records = len.saturating_sub(HEADER_LEN) / RECORD_LEN as u64;
+    let mut records = Records::open(path, file, len)?;
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut runs = Vec::new();
     let mut run = Vec::new();
-    let mut rec = [0u8; RECORD_LEN];
-    for i in 0..records {
+    while let Some((i, entry)) = records.next()? {
         if i % STOP_EVERY == 0 && stopped() {
             return Ok(false);
         }
-        log.read_exact(&mut rec).map_err(|e| io("read", path, e))?;
-        let e = Entry::decode(&rec).ok_or_else(|| {
+        let e = entry.ok_or_else(|| {
             StagingError::Corrupt(path.to_path_buf(), format!("record {i} is damaged"))
         })?;
         if matches!(e.kind, StagingKind::Block | StagingKind::Zero) {

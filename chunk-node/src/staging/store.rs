@@ -19,11 +19,11 @@ use tokio::sync::{mpsc, Semaphore};
 pub struct StagingStore {
     dir: PathBuf,
     logs: Arc<Mutex<HashMap<String, Arc<Log>>>>,
-    /// Block maps being read at once.
+    /// Turns to sort a log (see [`MAX_SORTS`]).
     sorts: Arc<Semaphore>,
 }
 
-/// Block maps read at once on a node.
+/// Logs sorted into block maps at once on a node.
 pub const MAX_SORTS: usize = 2;
 
 /// How long a block map waits for its reader to take a batch: longer than

@@ -1,14 +1,15 @@
 //! Sealing an EBS-direct snapshot after CompleteSnapshot, and ending one
 //! (sealed, failed or timed out) with its staging logs dropped.
 //!
-//! The seal streams the staged block map (merged from the staging replicas
-//! in block order), rebuilds only the manifest pages it touches on top of
-//! the parent's (untouched pages keep the parent's ids; core's
-//! `ManifestWriter`), stores the pages as each is whole and the root last,
-//! and commits `CompleteSnapshot` with the root: from then on the snapshot is like any other. Transient failures
-//! are retried with backoff; after that, or on a permanent one, the snapshot
-//! ends in `error` with the reason. Every step is idempotent (same map, same
-//! pages, same root), so a seal redone by another gateway is harmless.
+//! The seal streams the staged block map (merged from the staging replicas in
+//! block order), rebuilds only the manifest pages it touches on top of the
+//! parent's (untouched pages keep the parent's ids; core's `ManifestWriter`),
+//! stores the pages as each is whole and the root last, and commits
+//! `CompleteSnapshot` with the root: from then on the snapshot is like any
+//! other. Transient failures are retried with backoff; after that, or on a
+//! permanent one, the snapshot ends in `error` with the reason. Every step is
+//! idempotent (same map, same pages, same root), so a seal redone by another
+//! gateway is harmless.
 //!
 //! The sweeper (`ebs/sweeper.rs`) resumes the seals a gateway left and ends
 //! the snapshots that timed out through the same steps.
